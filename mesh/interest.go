@@ -1,0 +1,357 @@
+package mesh
+
+import (
+	"slices"
+	"time"
+)
+
+// This file is the interest table: a deterministic structure with no goroutines, no sockets and
+// no clock of its own (time comes in as an argument). The mesh glue feeds it local transitions
+// and what peers say, and does what it returns (send a delta, ask a peer for a snapshot). It is
+// not safe for concurrent use; the mesh holds a lock around it.
+//
+// Local side: a refcount per channel. A 0→1 transition announces the channel at once (a delta
+// with version+1); a 1→0 transition is acted on only after RemoveDelay, and a re-add within the
+// delay cancels it, so a quick unsubscribe/subscribe does not churn the cluster.
+//
+// Peer side: for every peer, the exact set of channels it wants, the interest version it is at,
+// and whether that set is known to be in sync. The route index (channel → peers) is what
+// Publish reads, so routing is one map lookup whatever the number of channels.
+
+// Delta is one change of the local interest set, to announce on the control topic.
+type Delta struct {
+	Version uint64
+	Channel string
+	Add     bool
+}
+
+// Snapshot is a whole interest set at a version.
+type Snapshot struct {
+	Version  uint64
+	Digest   uint64
+	Channels []string
+}
+
+// Beat is what a heartbeat says about the sender's interest set.
+type Beat struct {
+	Version uint64
+	Digest  uint64
+	Count   int
+}
+
+// channelHash is FNV-1a 64; the digest of a set is the XOR of its members' hashes, so it is
+// order-independent and updated in O(1) per change.
+func channelHash(ch string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(ch); i++ {
+		h ^= uint64(ch[i])
+		h *= 1099511628211
+	}
+	// Avoid 0 so that a set containing one channel never digests like the empty set.
+	return h | 1
+}
+
+// Digest returns the digest of a set of channels.
+func Digest(channels []string) uint64 {
+	var d uint64
+	for _, ch := range channels {
+		d ^= channelHash(ch)
+	}
+	return d
+}
+
+type localChannel struct {
+	refs     int
+	removeAt time.Time // non-zero while a 1→0 transition waits for RemoveDelay
+}
+
+type peerInterest struct {
+	channels    map[string]struct{}
+	version     uint64
+	digest      uint64
+	synced      bool      // set is known to match the peer at version
+	requestedAt time.Time // last snapshot request; zero = none outstanding
+}
+
+// Table is the interest table of one mesh. P identifies a peer (the mesh uses *peer; tests use
+// strings).
+type Table[P comparable] struct {
+	// RemoveDelay is how long a 1→0 transition waits before it is announced.
+	RemoveDelay time.Duration
+	// RequestRetry is how long to wait for a snapshot before asking again.
+	RequestRetry time.Duration
+
+	local   map[string]*localChannel // announced channels (including those waiting for removal)
+	version uint64
+	digest  uint64
+
+	peers map[P]*peerInterest
+	route map[string][]P
+}
+
+// NewTable returns an empty table.
+func NewTable[P comparable](removeDelay, requestRetry time.Duration) *Table[P] {
+	return &Table[P]{
+		RemoveDelay:  removeDelay,
+		RequestRetry: requestRetry,
+		local:        make(map[string]*localChannel),
+		peers:        make(map[P]*peerInterest),
+		route:        make(map[string][]P),
+	}
+}
+
+// ---- local side ----
+
+// AddLocal records one more local subscriber group for ch. It returns the delta to announce, if
+// the channel was not announced yet.
+func (t *Table[P]) AddLocal(ch string) (Delta, bool) {
+	lc, ok := t.local[ch]
+	if ok {
+		lc.refs++
+		lc.removeAt = time.Time{} // a re-add within the delay cancels the removal
+		return Delta{}, false
+	}
+	t.local[ch] = &localChannel{refs: 1}
+	t.version++
+	t.digest ^= channelHash(ch)
+	return Delta{Version: t.version, Channel: ch, Add: true}, true
+}
+
+// RemoveLocal records one less local subscriber group for ch. When the count reaches zero the
+// removal is scheduled for now+RemoveDelay; Expire announces it. Unknown channels are ignored.
+func (t *Table[P]) RemoveLocal(ch string, now time.Time) {
+	lc, ok := t.local[ch]
+	if !ok || lc.refs == 0 {
+		return
+	}
+	lc.refs--
+	if lc.refs == 0 {
+		lc.removeAt = now.Add(t.RemoveDelay)
+	}
+}
+
+// Expire announces the removals whose delay has passed by now, in channel order.
+func (t *Table[P]) Expire(now time.Time) []Delta {
+	var due []string
+	for ch, lc := range t.local {
+		if lc.refs == 0 && !lc.removeAt.IsZero() && !now.Before(lc.removeAt) {
+			due = append(due, ch)
+		}
+	}
+	slices.Sort(due)
+	out := make([]Delta, 0, len(due))
+	for _, ch := range due {
+		delete(t.local, ch)
+		t.version++
+		t.digest ^= channelHash(ch)
+		out = append(out, Delta{Version: t.version, Channel: ch, Add: false})
+	}
+	return out
+}
+
+// WantsLocal reports whether ch is in the announced local set (a channel waiting for its delayed
+// removal still counts: peers may still send it).
+func (t *Table[P]) WantsLocal(ch string) bool {
+	_, ok := t.local[ch]
+	return ok
+}
+
+// LocalBeat is what the next heartbeat should say.
+func (t *Table[P]) LocalBeat() Beat {
+	return Beat{Version: t.version, Digest: t.digest, Count: len(t.local)}
+}
+
+// LocalSnapshot is the whole announced local set, sorted.
+func (t *Table[P]) LocalSnapshot() Snapshot {
+	chs := make([]string, 0, len(t.local))
+	for ch := range t.local {
+		chs = append(chs, ch)
+	}
+	slices.Sort(chs)
+	return Snapshot{Version: t.version, Digest: t.digest, Channels: chs}
+}
+
+// ---- peer side ----
+
+// AddPeer starts tracking p with an empty, unsynced set. It reports whether p is new.
+func (t *Table[P]) AddPeer(p P) bool {
+	if _, ok := t.peers[p]; ok {
+		return false
+	}
+	t.peers[p] = &peerInterest{channels: make(map[string]struct{})}
+	return true
+}
+
+// RemovePeer forgets p and everything it wanted.
+func (t *Table[P]) RemovePeer(p P) {
+	pi, ok := t.peers[p]
+	if !ok {
+		return
+	}
+	for ch := range pi.channels {
+		t.unroute(ch, p)
+	}
+	delete(t.peers, p)
+}
+
+// LinkUp records that the link from p is new or reconnected: what p wants may have changed
+// unseen, so the set is marked unsynced (it keeps routing on the old set meanwhile). It returns
+// true if a snapshot request should be sent now.
+func (t *Table[P]) LinkUp(p P, now time.Time) bool {
+	pi, ok := t.peers[p]
+	if !ok {
+		return false
+	}
+	pi.synced = false
+	pi.requestedAt = time.Time{}
+	return t.request(pi, now)
+}
+
+// PeerDelta applies a delta from p. It returns true if a snapshot request should be sent now
+// (the delta showed that one was missed).
+func (t *Table[P]) PeerDelta(p P, d Delta, now time.Time) bool {
+	pi, ok := t.peers[p]
+	if !ok {
+		return false
+	}
+	if !pi.synced {
+		// Waiting for a snapshot; the snapshot will include this change.
+		return t.request(pi, now)
+	}
+	switch {
+	case d.Version <= pi.version:
+		return false // duplicate or old
+	case d.Version == pi.version+1:
+		t.applyPeer(p, pi, d.Channel, d.Add)
+		pi.version = d.Version
+		return false
+	default:
+		pi.synced = false
+		pi.requestedAt = time.Time{}
+		return t.request(pi, now)
+	}
+}
+
+// PeerSnapshot replaces p's set with s. A snapshot older than what a synced set already has is
+// ignored.
+func (t *Table[P]) PeerSnapshot(p P, s Snapshot) {
+	pi, ok := t.peers[p]
+	if !ok {
+		return
+	}
+	if pi.synced && s.Version < pi.version {
+		return
+	}
+	want := make(map[string]struct{}, len(s.Channels))
+	for _, ch := range s.Channels {
+		want[ch] = struct{}{}
+	}
+	for ch := range pi.channels {
+		if _, keep := want[ch]; !keep {
+			t.applyPeer(p, pi, ch, false)
+		}
+	}
+	for ch := range want {
+		t.applyPeer(p, pi, ch, true)
+	}
+	pi.version = s.Version
+	pi.synced = true
+	pi.requestedAt = time.Time{}
+}
+
+// PeerBeat checks p's heartbeat against what the table holds for p. It returns true if a
+// snapshot request should be sent now: the set is unsynced (and no request is outstanding
+// within RequestRetry), the peer is ahead, or the versions match but the digests do not.
+func (t *Table[P]) PeerBeat(p P, b Beat, now time.Time) bool {
+	pi, ok := t.peers[p]
+	if !ok {
+		return false
+	}
+	if pi.synced && (b.Version != pi.version || b.Digest != pi.digest || b.Count != len(pi.channels)) {
+		pi.synced = false
+		pi.requestedAt = time.Time{}
+	}
+	if pi.synced {
+		return false
+	}
+	return t.request(pi, now)
+}
+
+func (t *Table[P]) request(pi *peerInterest, now time.Time) bool {
+	if !pi.requestedAt.IsZero() && now.Sub(pi.requestedAt) < t.RequestRetry {
+		return false
+	}
+	pi.requestedAt = now
+	return true
+}
+
+func (t *Table[P]) applyPeer(p P, pi *peerInterest, ch string, add bool) {
+	_, has := pi.channels[ch]
+	switch {
+	case add && !has:
+		pi.channels[ch] = struct{}{}
+		pi.digest ^= channelHash(ch)
+		t.route[ch] = append(t.route[ch], p)
+	case !add && has:
+		delete(pi.channels, ch)
+		pi.digest ^= channelHash(ch)
+		t.unroute(ch, p)
+	}
+}
+
+func (t *Table[P]) unroute(ch string, p P) {
+	ps := t.route[ch]
+	for i, q := range ps {
+		if q == p {
+			// Copy rather than edit in place: Route's callers may still hold the old slice.
+			n := make([]P, 0, len(ps)-1)
+			n = append(n, ps[:i]...)
+			n = append(n, ps[i+1:]...)
+			ps = n
+			break
+		}
+	}
+	if len(ps) == 0 {
+		delete(t.route, ch)
+	} else {
+		t.route[ch] = ps
+	}
+}
+
+// Route returns the peers that want ch. The slice must not be modified; it stays valid (as a
+// snapshot) after later changes to the table.
+func (t *Table[P]) Route(ch string) []P {
+	return t.route[ch]
+}
+
+// PeerSynced reports whether p's set is known to be in sync.
+func (t *Table[P]) PeerSynced(p P) bool {
+	pi, ok := t.peers[p]
+	return ok && pi.synced
+}
+
+// PeerChannels returns the channels p wants, sorted.
+func (t *Table[P]) PeerChannels(p P) []string {
+	pi, ok := t.peers[p]
+	if !ok {
+		return nil
+	}
+	out := make([]string, 0, len(pi.channels))
+	for ch := range pi.channels {
+		out = append(out, ch)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// PeerCount returns how many channels p wants and the interest version the table has for it.
+func (t *Table[P]) PeerCount(p P) (channels int, version uint64) {
+	pi, ok := t.peers[p]
+	if !ok {
+		return 0, 0
+	}
+	return len(pi.channels), pi.version
+}
+
+// RoutedChannels is the number of channels at least one peer wants (for tests and status).
+func (t *Table[P]) RoutedChannels() int { return len(t.route) }

@@ -1,0 +1,327 @@
+package mesh
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The interest table is driven by scripts of events; each step states the full expected output,
+// so a failure replays exactly.
+
+var t0 = time.Unix(1_000_000, 0)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+func fmtDeltas(ds []Delta) string {
+	var b []string
+	for _, d := range ds {
+		op := "-"
+		if d.Add {
+			op = "+"
+		}
+		b = append(b, fmt.Sprintf("%s%s@%d", op, d.Channel, d.Version))
+	}
+	return strings.Join(b, " ")
+}
+
+func TestLocalInterest(t *testing.T) {
+	type step struct {
+		op   string // add, rm, expire
+		ch   string
+		ms   int
+		want string // deltas produced
+		beat Beat   // optional check (Count -1 = skip)
+	}
+	h := func(chs ...string) uint64 { return Digest(chs) }
+	tests := []struct {
+		name  string
+		steps []step
+		final []string
+	}{
+		{
+			name: "add announces once, refcounted",
+			steps: []step{
+				{op: "add", ch: "a", want: "+a@1", beat: Beat{1, h("a"), 1}},
+				{op: "add", ch: "a", want: "", beat: Beat{1, h("a"), 1}},
+				{op: "add", ch: "b", want: "+b@2", beat: Beat{2, h("a", "b"), 2}},
+			},
+			final: []string{"a", "b"},
+		},
+		{
+			name: "removal waits for the delay",
+			steps: []step{
+				{op: "add", ch: "a", want: "+a@1"},
+				{op: "rm", ch: "a", ms: 0},
+				{op: "expire", ms: 499, want: "", beat: Beat{1, h("a"), 1}},
+				{op: "expire", ms: 500, want: "-a@2", beat: Beat{2, 0, 0}},
+				{op: "expire", ms: 1000, want: ""},
+			},
+			final: []string{},
+		},
+		{
+			name: "re-add within the delay cancels the removal",
+			steps: []step{
+				{op: "add", ch: "a", want: "+a@1"},
+				{op: "rm", ch: "a", ms: 0},
+				{op: "add", ch: "a", ms: 100, want: ""},
+				{op: "expire", ms: 10000, want: "", beat: Beat{1, h("a"), 1}},
+			},
+			final: []string{"a"},
+		},
+		{
+			name: "refcount: one of two removes keeps the channel",
+			steps: []step{
+				{op: "add", ch: "x", want: "+x@1"},
+				{op: "add", ch: "x", want: ""},
+				{op: "rm", ch: "x"},
+				{op: "expire", ms: 10000, want: ""},
+				{op: "rm", ch: "x", ms: 10000},
+				{op: "expire", ms: 10500, want: "-x@2"},
+			},
+			final: []string{},
+		},
+		{
+			name: "unknown and extra removes are ignored",
+			steps: []step{
+				{op: "rm", ch: "nope"},
+				{op: "add", ch: "a", want: "+a@1"},
+				{op: "rm", ch: "a"},
+				{op: "rm", ch: "a"},
+				{op: "expire", ms: 500, want: "-a@2"},
+			},
+			final: []string{},
+		},
+		{
+			name: "expiries come out in channel order with consecutive versions",
+			steps: []step{
+				{op: "add", ch: "c", want: "+c@1"},
+				{op: "add", ch: "a", want: "+a@2"},
+				{op: "add", ch: "b", want: "+b@3"},
+				{op: "rm", ch: "c"}, {op: "rm", ch: "a"}, {op: "rm", ch: "b", ms: 100},
+				{op: "expire", ms: 500, want: "-a@4 -c@5"},
+				{op: "expire", ms: 600, want: "-b@6", beat: Beat{6, 0, 0}},
+			},
+			final: []string{},
+		},
+		{
+			name: "chat and chatroom are different channels",
+			steps: []step{
+				{op: "add", ch: "chat", want: "+chat@1"},
+				{op: "add", ch: "chatroom", want: "+chatroom@2"},
+				{op: "rm", ch: "chat"},
+				{op: "expire", ms: 500, want: "-chat@3"},
+			},
+			final: []string{"chatroom"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := NewTable[string](500*time.Millisecond, time.Second)
+			for i, s := range tc.steps {
+				var got []Delta
+				switch s.op {
+				case "add":
+					if d, ok := tb.AddLocal(s.ch); ok {
+						got = append(got, d)
+					}
+				case "rm":
+					tb.RemoveLocal(s.ch, at(s.ms))
+				case "expire":
+					got = tb.Expire(at(s.ms))
+				}
+				if g := fmtDeltas(got); g != s.want {
+					t.Fatalf("step %d (%s %s @%d): deltas %q, want %q", i, s.op, s.ch, s.ms, g, s.want)
+				}
+				if s.beat != (Beat{}) {
+					if b := tb.LocalBeat(); b != s.beat {
+						t.Fatalf("step %d: beat %+v, want %+v", i, b, s.beat)
+					}
+				}
+			}
+			snap := tb.LocalSnapshot()
+			if !slices.Equal(snap.Channels, tc.final) {
+				t.Fatalf("final set %v, want %v", snap.Channels, tc.final)
+			}
+			if snap.Digest != Digest(tc.final) {
+				t.Fatalf("digest %x, want %x", snap.Digest, Digest(tc.final))
+			}
+		})
+	}
+}
+
+// peerStep drives the peer side of the table. want is the expected "request a snapshot" result;
+// route is the expected routing afterwards, as "channel=peers;..." for the listed channels.
+type peerStep struct {
+	op    string // addpeer, rmpeer, linkup, delta, snap, beat
+	peer  string
+	ms    int
+	d     Delta
+	snap  Snapshot
+	beat  Beat
+	want  bool
+	route map[string]string
+}
+
+func snapOf(v uint64, chs ...string) Snapshot {
+	return Snapshot{Version: v, Digest: Digest(chs), Channels: chs}
+}
+
+func beatOf(v uint64, chs ...string) Beat {
+	return Beat{Version: v, Digest: Digest(chs), Count: len(chs)}
+}
+
+func TestPeerInterest(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []peerStep
+	}{
+		{
+			name: "new link requests a snapshot; snapshot routes; deltas apply in order",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "linkup", peer: "p", want: true},
+				{op: "snap", peer: "p", snap: snapOf(3, "a", "b"), route: map[string]string{"a": "p", "b": "p", "c": ""}},
+				{op: "delta", peer: "p", d: Delta{4, "c", true}, route: map[string]string{"c": "p"}},
+				{op: "delta", peer: "p", d: Delta{5, "a", false}, route: map[string]string{"a": "", "b": "p", "c": "p"}},
+				{op: "beat", peer: "p", beat: beatOf(5, "b", "c"), want: false},
+			},
+		},
+		{
+			name: "missed delta → request, deltas ignored until the snapshot",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "linkup", peer: "p", want: true},
+				{op: "snap", peer: "p", snap: snapOf(1, "a")},
+				{op: "delta", peer: "p", ms: 10, d: Delta{3, "c", true}, want: true, route: map[string]string{"c": ""}},
+				{op: "delta", peer: "p", ms: 20, d: Delta{4, "d", true}, want: false, route: map[string]string{"d": ""}},
+				{op: "snap", peer: "p", snap: snapOf(4, "a", "b", "c", "d"), route: map[string]string{"a": "p", "b": "p", "c": "p", "d": "p"}},
+			},
+		},
+		{
+			name: "duplicate delta is ignored",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "snap", peer: "p", snap: snapOf(1, "a")},
+				{op: "delta", peer: "p", d: Delta{1, "a", false}, want: false, route: map[string]string{"a": "p"}},
+			},
+		},
+		{
+			name: "heartbeat ahead of us → request; retried only after RequestRetry",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "snap", peer: "p", snap: snapOf(1, "a")},
+				{op: "beat", peer: "p", ms: 0, beat: beatOf(2, "a", "b"), want: true},
+				{op: "beat", peer: "p", ms: 500, beat: beatOf(2, "a", "b"), want: false},
+				{op: "beat", peer: "p", ms: 1000, beat: beatOf(2, "a", "b"), want: true},
+				{op: "snap", peer: "p", snap: snapOf(2, "a", "b")},
+				{op: "beat", peer: "p", ms: 1100, beat: beatOf(2, "a", "b"), want: false},
+			},
+		},
+		{
+			name: "same version, different digest → request",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "snap", peer: "p", snap: snapOf(2, "a")},
+				{op: "beat", peer: "p", beat: beatOf(2, "b"), want: true},
+			},
+		},
+		{
+			name: "stale snapshot ignored once synced",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "snap", peer: "p", snap: snapOf(5, "a")},
+				{op: "snap", peer: "p", snap: snapOf(4, "z"), route: map[string]string{"a": "p", "z": ""}},
+			},
+		},
+		{
+			name: "two peers share a channel; removing one peer frees only its routes",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "addpeer", peer: "q"},
+				{op: "snap", peer: "p", snap: snapOf(1, "x", "y")},
+				{op: "snap", peer: "q", snap: snapOf(1, "x")},
+				{op: "delta", peer: "q", d: Delta{2, "chatroom", true}, route: map[string]string{"x": "p,q", "y": "p", "chat": "", "chatroom": "q"}},
+				{op: "rmpeer", peer: "p", route: map[string]string{"x": "q", "y": ""}},
+				{op: "rmpeer", peer: "q", route: map[string]string{"x": "", "chatroom": ""}},
+			},
+		},
+		{
+			name: "reconnect keeps routing on the old set until the snapshot replaces it",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "snap", peer: "p", snap: snapOf(1, "a")},
+				{op: "linkup", peer: "p", ms: 100, want: true, route: map[string]string{"a": "p"}},
+				{op: "snap", peer: "p", snap: snapOf(3, "b"), route: map[string]string{"a": "", "b": "p"}},
+			},
+		},
+		{
+			name: "events for unknown peers are ignored",
+			steps: []peerStep{
+				{op: "delta", peer: "ghost", d: Delta{1, "a", true}, want: false, route: map[string]string{"a": ""}},
+				{op: "beat", peer: "ghost", beat: beatOf(1, "a"), want: false},
+				{op: "linkup", peer: "ghost", want: false},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := NewTable[string](500*time.Millisecond, time.Second)
+			for i, s := range tc.steps {
+				var got bool
+				now := at(s.ms)
+				switch s.op {
+				case "addpeer":
+					tb.AddPeer(s.peer)
+				case "rmpeer":
+					tb.RemovePeer(s.peer)
+				case "linkup":
+					got = tb.LinkUp(s.peer, now)
+				case "delta":
+					got = tb.PeerDelta(s.peer, s.d, now)
+				case "snap":
+					tb.PeerSnapshot(s.peer, s.snap)
+				case "beat":
+					got = tb.PeerBeat(s.peer, s.beat, now)
+				}
+				if got != s.want {
+					t.Fatalf("step %d (%s %s): request=%v, want %v", i, s.op, s.peer, got, s.want)
+				}
+				for ch, want := range s.route {
+					ps := slices.Clone(tb.Route(ch))
+					slices.Sort(ps)
+					if g := strings.Join(ps, ","); g != want {
+						t.Fatalf("step %d (%s %s): route[%q]=%q, want %q", i, s.op, s.peer, ch, g, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestRouteSliceStableAfterChange(t *testing.T) {
+	tb := NewTable[string](0, time.Second)
+	tb.AddPeer("p")
+	tb.AddPeer("q")
+	tb.PeerSnapshot("p", snapOf(1, "x"))
+	tb.PeerSnapshot("q", snapOf(1, "x"))
+	held := tb.Route("x")
+	tb.RemovePeer("p")
+	if len(held) != 2 || held[0] != "p" || held[1] != "q" {
+		t.Fatalf("held route slice changed under the caller: %v", held)
+	}
+	if r := tb.Route("x"); len(r) != 1 || r[0] != "q" {
+		t.Fatalf("route after remove = %v", r)
+	}
+}
+
+func TestDigestOrderIndependent(t *testing.T) {
+	if Digest([]string{"a", "b", "c"}) != Digest([]string{"c", "a", "b"}) {
+		t.Fatal("digest depends on order")
+	}
+	if Digest([]string{"chat"}) == Digest([]string{"chatroom"}) || Digest([]string{"a"}) == 0 {
+		t.Fatal("digest collision on trivial input")
+	}
+}
