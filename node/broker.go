@@ -1,0 +1,213 @@
+package node
+
+import (
+	"encoding/json"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sockmesh/sockmesh/wsfront"
+)
+
+// Subscriber receives encoded publication frames. wsfront.Socket implements it.
+type Subscriber interface {
+	// Deliver queues frame (shared by every subscriber: never modified) and must not block.
+	Deliver(frame []byte) bool
+}
+
+// Interest is told when a channel gains its first local subscriber and loses its last.
+// The mesh implements it to tell peers which channels to send here. Calls for one channel
+// arrive in order (they are made under that channel's shard lock) and must not block.
+type Interest interface {
+	AddInterest(channel string)
+	RemoveInterest(channel string)
+}
+
+// Forwarder sends a locally published message to the rest of the cluster; must not block.
+type Forwarder interface {
+	Publish(channel string, data []byte)
+}
+
+type nopMesh struct{}
+
+func (nopMesh) AddInterest(string)     {}
+func (nopMesh) RemoveInterest(string)  {}
+func (nopMesh) Publish(string, []byte) {}
+
+// Broker holds the node's local subscriptions, sharded by a stable hash of the channel
+// name so that subscription churn on one channel contends only with its shard.
+type Broker struct {
+	shards   []shard
+	interest Interest
+	forward  Forwarder
+	m        brokerMetrics
+}
+
+type shard struct {
+	mu sync.RWMutex
+	// chans maps a channel to its subscribers. The slice is copy-on-write: a publisher takes
+	// it under the read lock and iterates it without holding any lock.
+	chans map[string][]Subscriber
+}
+
+type brokerMetrics struct {
+	channels      prometheus.Gauge
+	subscriptions prometheus.Gauge
+	published     *prometheus.CounterVec
+	deliveries    *prometheus.CounterVec
+	dropped       prometheus.Counter
+	// by origin, resolved once so the hot path does no label lookup
+	pubLocal, pubMesh, delLocal, delMesh prometheus.Counter
+}
+
+// NewBroker returns a broker with n shards (minimum 1) reporting interest transitions to
+// interest and forwarding local publications through forward (both may be nil).
+func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Registerer) *Broker {
+	if n < 1 {
+		n = 1
+	}
+	if interest == nil {
+		interest = nopMesh{}
+	}
+	if forward == nil {
+		forward = nopMesh{}
+	}
+	b := &Broker{shards: make([]shard, n), interest: interest, forward: forward}
+	for i := range b.shards {
+		b.shards[i].chans = map[string][]Subscriber{}
+	}
+	b.m = brokerMetrics{
+		channels:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "sockmesh_channels", Help: "Channels with at least one local subscriber."}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sockmesh_subscriptions", Help: "Local subscriptions (socket, channel pairs)."}),
+		published:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_publications_total", Help: "Publications handled by this node, by origin (local client or server, or mesh peer)."}, []string{"origin"}),
+		deliveries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_deliveries_total", Help: "Publication frames queued to local subscribers, by origin."}, []string{"origin"}),
+		dropped:       prometheus.NewCounter(prometheus.CounterOpts{Name: "sockmesh_delivery_drops_total", Help: "Deliveries refused by a closing or overflowing subscriber."}),
+	}
+	b.m.pubLocal, b.m.pubMesh = b.m.published.WithLabelValues("local"), b.m.published.WithLabelValues("mesh")
+	b.m.delLocal, b.m.delMesh = b.m.deliveries.WithLabelValues("local"), b.m.deliveries.WithLabelValues("mesh")
+	if reg != nil {
+		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped)
+	}
+	return b
+}
+
+// SetMesh connects the broker to the mesh after construction (the mesh needs the broker's
+// delivery function, the broker needs the mesh).
+func (b *Broker) SetMesh(interest Interest, forward Forwarder) {
+	b.interest, b.forward = interest, forward
+}
+
+// shardOf is FNV-1a: stable across processes and free of allocation.
+func (b *Broker) shardOf(ch string) *shard {
+	h := uint32(2166136261)
+	for i := 0; i < len(ch); i++ {
+		h ^= uint32(ch[i])
+		h *= 16777619
+	}
+	return &b.shards[h%uint32(len(b.shards))]
+}
+
+// SubscribeSub adds sub to channel; a second subscribe of the same sub is a no-op.
+func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
+	sh := b.shardOf(ch)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old := sh.chans[ch]
+	if slices.Contains(old, sub) {
+		return
+	}
+	next := make([]Subscriber, len(old), len(old)+1)
+	copy(next, old)
+	sh.chans[ch] = append(next, sub)
+	b.m.subscriptions.Inc()
+	if len(old) == 0 {
+		b.m.channels.Inc()
+		b.interest.AddInterest(ch)
+	}
+}
+
+// UnsubscribeSub removes sub from channel.
+func (b *Broker) UnsubscribeSub(sub Subscriber, ch string) {
+	sh := b.shardOf(ch)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old := sh.chans[ch]
+	i := slices.Index(old, sub)
+	if i < 0 {
+		return
+	}
+	b.m.subscriptions.Dec()
+	if len(old) == 1 {
+		delete(sh.chans, ch)
+		b.m.channels.Dec()
+		b.interest.RemoveInterest(ch)
+		return
+	}
+	next := make([]Subscriber, 0, len(old)-1)
+	next = append(next, old[:i]...)
+	sh.chans[ch] = append(next, old[i+1:]...)
+}
+
+// Subscribe implements wsfront.Broker.
+func (b *Broker) Subscribe(s *wsfront.Socket, ch string) { b.SubscribeSub(s, ch) }
+
+// Unsubscribe implements wsfront.Broker.
+func (b *Broker) Unsubscribe(s *wsfront.Socket, ch string) { b.UnsubscribeSub(s, ch) }
+
+// Publish implements wsfront.Broker: deliver to local subscribers and forward to the peers
+// that want the channel.
+func (b *Broker) Publish(ch string, data json.RawMessage) {
+	b.m.pubLocal.Inc()
+	b.deliver(ch, data, b.m.delLocal)
+	b.forward.Publish(ch, data)
+}
+
+// DeliverRemote hands a publication received from a peer to local subscribers only: the
+// mesh is one hop, a received publication is never forwarded again.
+func (b *Broker) DeliverRemote(ch string, data []byte) {
+	b.m.pubMesh.Inc()
+	b.deliver(ch, data, b.m.delMesh)
+}
+
+func (b *Broker) deliver(ch string, data []byte, delivered prometheus.Counter) {
+	sh := b.shardOf(ch)
+	sh.mu.RLock()
+	subs := sh.chans[ch]
+	sh.mu.RUnlock()
+	if len(subs) == 0 {
+		return
+	}
+	frame := wsfront.EncodePublish(ch, data)
+	n := 0
+	for _, s := range subs {
+		if s.Deliver(frame) {
+			n++
+		}
+	}
+	delivered.Add(float64(n))
+	if n < len(subs) {
+		b.m.dropped.Add(float64(len(subs) - n))
+	}
+}
+
+// Subscribers returns how many local subscribers channel has.
+func (b *Broker) Subscribers(ch string) int {
+	sh := b.shardOf(ch)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return len(sh.chans[ch])
+}
+
+// Channels returns every channel with a local subscriber and its subscriber count.
+func (b *Broker) Channels() map[string]int {
+	out := map[string]int{}
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.RLock()
+		for ch, subs := range sh.chans {
+			out[ch] = len(subs)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/sockmesh/sockmesh/wsfront"
+)
+
+// Config is a node's configuration. Zero values mean the documented defaults.
+type Config struct {
+	// Name is the node's logical name, unique in the cluster; zero value: the host name.
+	Name string
+	// WSAddr is the client listener; zero value 127.0.0.1:8000.
+	WSAddr string
+	// AdminAddr serves /healthz, /readyz, /metrics and /cluster; zero value 127.0.0.1:8001.
+	AdminAddr string
+	// MeshAddr is where the ZeroMQ publish socket binds; zero value 127.0.0.1:8002.
+	MeshAddr string
+	// GossipAddr is where Serf binds (TCP and UDP); zero value 127.0.0.1:8003.
+	GossipAddr string
+	// AdvertiseHost is the host peers and clients should dial; zero value: the bind host.
+	AdvertiseHost string
+	// Join lists seed gossip addresses; empty starts a new cluster.
+	Join []string
+	// GossipProfile selects failure-detection timing: "lan" (default) or "wan".
+	GossipProfile string
+	// Shards is the number of broker shards; zero value: the number of CPUs.
+	Shards int
+	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.
+	// Empty: tokens cannot be issued and every presented token is refused.
+	AuthKey string
+	// AuthExpiry is the lifetime of issued tokens without their own exp; zero value 24 h.
+	AuthExpiry time.Duration
+	// Front holds the WebSocket limits and timings.
+	Front wsfront.Config
+	// DrainDuration spreads client closes over this long on Shutdown; zero value 10 s.
+	DrainDuration time.Duration
+	// Demo installs the demo application (not for production).
+	Demo bool
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "sockmesh"
+		}
+		c.Name = h
+	}
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.WSAddr, "127.0.0.1:8000")
+	def(&c.AdminAddr, "127.0.0.1:8001")
+	def(&c.MeshAddr, "127.0.0.1:8002")
+	def(&c.GossipAddr, "127.0.0.1:8003")
+	def(&c.GossipProfile, "lan")
+	if c.Shards <= 0 {
+		c.Shards = runtime.NumCPU()
+	}
+	if c.AuthExpiry <= 0 {
+		c.AuthExpiry = 24 * time.Hour
+	}
+	if c.DrainDuration <= 0 {
+		c.DrainDuration = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	for name, addr := range map[string]string{"ws-addr": c.WSAddr, "admin-addr": c.AdminAddr, "mesh-addr": c.MeshAddr, "gossip-addr": c.GossipAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port: %w", name, addr, err))
+		}
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			errs = append(errs, fmt.Errorf("join: %q is not host:port: %w", j, err))
+		}
+	}
+	if c.Front.PingTimeout > 0 && c.Front.PingInterval >= c.Front.PingTimeout {
+		errs = append(errs, fmt.Errorf("ping-interval (%s) must be shorter than ping-timeout (%s)", c.Front.PingInterval, c.Front.PingTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// advertised returns addr with its host replaced by AdvertiseHost when that is set.
+func (c *Config) advertised(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if c.AdvertiseHost != "" {
+		host = c.AdvertiseHost
+	} else if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,150 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sockmesh/sockmesh/wsfront"
+)
+
+// Node is one running sockmesh node.
+type Node struct {
+	cfg    Config
+	reg    *prometheus.Registry
+	front  *wsfront.Server
+	broker *Broker
+
+	mu        sync.Mutex
+	wsLn      net.Listener
+	adminLn   net.Listener
+	wsSrv     *http.Server
+	adminSrv  *http.Server
+	started   bool
+	stopped   bool
+	serveDone sync.WaitGroup
+}
+
+// New builds a node from cfg; nothing listens until Start.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, reg: prometheus.NewRegistry()}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var auth *wsfront.Auth
+	if cfg.AuthKey != "" {
+		a, err := wsfront.NewAuth(cfg.AuthKey, cfg.AuthExpiry)
+		if err != nil {
+			return nil, err
+		}
+		auth = a
+	}
+	n.broker = NewBroker(cfg.Shards, nil, nil, n.reg)
+	fc := cfg.Front
+	fc.Logger = cfg.Logger.With("component", "wsfront")
+	fc.Metrics = wsfront.NewMetrics(n.reg)
+	n.front = wsfront.New(fc, n.broker, auth)
+	if cfg.Demo {
+		InstallDemo(n)
+	}
+	return n, nil
+}
+
+// Front is the WebSocket front: register invoke/transmit handlers and middleware on it
+// before Start.
+func (n *Node) Front() *wsfront.Server { return n.front }
+
+// Broker is the node's local subscription table.
+func (n *Node) Broker() *Broker { return n.broker }
+
+// Registry is the node's Prometheus registry, served on /metrics.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Name is the node's logical name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Publish publishes from the server side: local subscribers and every peer that wants the
+// channel get it, exactly as if a client had published.
+func (n *Node) Publish(channel string, data json.RawMessage) error {
+	if why := wsfront.ValidChannel(channel, n.front.Config().MaxChannelLength); why != "" {
+		return errors.New(why)
+	}
+	n.broker.Publish(channel, data)
+	return nil
+}
+
+// Start opens the listeners and serves until Shutdown.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.started {
+		return errors.New("node already started")
+	}
+	var lc net.ListenConfig
+	wsLn, err := lc.Listen(ctx, "tcp", n.cfg.WSAddr)
+	if err != nil {
+		return fmt.Errorf("ws-addr: %w", err)
+	}
+	adminLn, err := lc.Listen(ctx, "tcp", n.cfg.AdminAddr)
+	if err != nil {
+		wsLn.Close()
+		return fmt.Errorf("admin-addr: %w", err)
+	}
+	n.wsLn, n.adminLn = wsLn, adminLn
+	n.wsSrv = &http.Server{Handler: n.front, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.serveDone.Add(2)
+	go func() { defer n.serveDone.Done(); _ = n.wsSrv.Serve(wsLn) }()
+	go func() { defer n.serveDone.Done(); _ = n.adminSrv.Serve(adminLn) }()
+	n.started = true
+	n.cfg.Logger.Info("node started", "name", n.cfg.Name, "ws", n.WSURL(), "admin", n.AdminURL())
+	return nil
+}
+
+// WSURL is the URL clients connect to.
+func (n *Node) WSURL() string {
+	return "ws://" + n.cfg.advertised(n.listenAddr(n.wsLn, n.cfg.WSAddr)) + n.front.Config().Path
+}
+
+// AdminURL is the base URL of the operator endpoints.
+func (n *Node) AdminURL() string {
+	return "http://" + n.cfg.advertised(n.listenAddr(n.adminLn, n.cfg.AdminAddr))
+}
+
+func (n *Node) listenAddr(ln net.Listener, configured string) string {
+	if ln != nil {
+		return ln.Addr().String()
+	}
+	return configured
+}
+
+// Shutdown drains the node: it stops accepting clients, closes client sockets spread over
+// the drain duration with 4000 (socketcluster-client reconnects at once, to another node
+// through its URL list or a load balancer), then stops the listeners. ctx bounds it all.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	if !n.started || n.stopped {
+		n.mu.Unlock()
+		return nil
+	}
+	n.stopped = true
+	n.mu.Unlock()
+	spread := n.cfg.DrainDuration
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < spread+time.Second {
+		spread = max(0, time.Until(dl)-time.Second)
+	}
+	_ = n.wsSrv.Close() // stop accepting; hijacked WebSocket connections are not affected
+	err := n.front.Shutdown(ctx, wsfront.CloseServerPingTimeout, "node draining", spread)
+	_ = n.adminSrv.Close()
+	n.serveDone.Wait()
+	n.cfg.Logger.Info("node stopped", "name", n.cfg.Name)
+	return err
+}

@@ -1,0 +1,201 @@
+package wsfront
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+)
+
+// PacketKind classifies one inbound frame (or one element of a batch).
+type PacketKind uint8
+
+const (
+	// KindRaw is anything that is not a ping/pong, an event or a response. The protocol
+	// says such frames are ignored (after the handshake) and never answered.
+	KindRaw PacketKind = iota
+	// KindPong is the v2 empty frame.
+	KindPong
+	// KindEvent is an invoke (with a numeric cid) or a transmit (without).
+	KindEvent
+	// KindResponse answers one of our own invokes.
+	KindResponse
+	// KindBatch is a JSON array of packets; Batch holds them in order.
+	KindBatch
+)
+
+// Packet is one decoded SocketCluster packet. Data, CID and Error keep their raw JSON so
+// that they are forwarded untouched (a cid is echoed verbatim as rid, as the real server does).
+type Packet struct {
+	Kind  PacketKind
+	Event string
+	Data  json.RawMessage
+	// CID is the raw JSON number of an invoke; nil for a transmit.
+	CID json.RawMessage
+	// RID is the response id of a KindResponse packet.
+	RID   int64
+	Error json.RawMessage
+	Batch []Packet
+}
+
+// IsInvoke reports whether the event expects an answer.
+func (p *Packet) IsInvoke() bool { return p.CID != nil }
+
+type wirePacket struct {
+	Event json.RawMessage `json:"event"`
+	Data  json.RawMessage `json:"data"`
+	CID   json.RawMessage `json:"cid"`
+	RID   json.RawMessage `json:"rid"`
+	Error json.RawMessage `json:"error"`
+}
+
+// maxBatch bounds how many packets one array frame may carry; the frame size limit already
+// bounds memory, this bounds the work a single frame can ask for.
+const maxBatch = 10000
+
+var errTooManyPackets = errors.New("batch has too many packets")
+
+// Decode classifies a frame. It never fails: what cannot be understood is KindRaw, which is
+// how the protocol treats it.
+func Decode(frame []byte) Packet {
+	if len(frame) == 0 {
+		return Packet{Kind: KindPong}
+	}
+	t := bytes.TrimLeft(frame, " \t\r\n")
+	if len(t) == 0 {
+		return Packet{Kind: KindRaw}
+	}
+	switch t[0] {
+	case '{':
+		var w wirePacket
+		if json.Unmarshal(t, &w) != nil {
+			return Packet{Kind: KindRaw}
+		}
+		return classify(&w)
+	case '[':
+		var items []json.RawMessage
+		if json.Unmarshal(t, &items) != nil || len(items) > maxBatch {
+			return Packet{Kind: KindRaw}
+		}
+		out := Packet{Kind: KindBatch, Batch: make([]Packet, 0, len(items))}
+		for _, it := range items {
+			var w wirePacket
+			if len(it) == 0 || it[0] != '{' || json.Unmarshal(it, &w) != nil {
+				out.Batch = append(out.Batch, Packet{Kind: KindRaw})
+				continue
+			}
+			out.Batch = append(out.Batch, classify(&w))
+		}
+		return out
+	}
+	return Packet{Kind: KindRaw}
+}
+
+func classify(w *wirePacket) Packet {
+	if len(w.Event) > 0 && w.Event[0] == '"' {
+		var name string
+		if json.Unmarshal(w.Event, &name) != nil {
+			return Packet{Kind: KindRaw}
+		}
+		p := Packet{Kind: KindEvent, Event: name, Data: nullToNil(w.Data)}
+		if isJSONNumber(w.CID) {
+			p.CID = w.CID
+		}
+		return p
+	}
+	if isJSONNumber(w.RID) {
+		var rid float64
+		if json.Unmarshal(w.RID, &rid) != nil {
+			return Packet{Kind: KindRaw}
+		}
+		return Packet{Kind: KindResponse, RID: int64(rid), Data: nullToNil(w.Data), Error: nullToNil(w.Error)}
+	}
+	return Packet{Kind: KindRaw}
+}
+
+func nullToNil(m json.RawMessage) json.RawMessage {
+	if len(m) == 0 || string(m) == "null" {
+		return nil
+	}
+	return m
+}
+
+func isJSONNumber(m json.RawMessage) bool {
+	if len(m) == 0 {
+		return false
+	}
+	c := m[0]
+	return c == '-' || (c >= '0' && c <= '9')
+}
+
+// appendJSONString appends s as a JSON string literal.
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // strings always marshal
+	return append(dst, b...)
+}
+
+// EncodePublish builds the frame a subscriber receives for a publication:
+// {"event":"#publish","data":{"channel":<ch>,"data":<data>}}. It is built once per
+// publication and the same bytes are queued for every subscriber.
+func EncodePublish(channel string, data json.RawMessage) []byte {
+	b := make([]byte, 0, 48+len(channel)+len(data))
+	b = append(b, `{"event":"#publish","data":{"channel":`...)
+	b = appendJSONString(b, channel)
+	if len(data) > 0 {
+		b = append(b, `,"data":`...)
+		b = append(b, data...)
+	}
+	return append(b, "}}"...)
+}
+
+// encodeEvent builds a transmit (cid 0) or an invoke frame.
+func encodeEvent(event string, data json.RawMessage, cid int64) []byte {
+	b := make([]byte, 0, 32+len(event)+len(data))
+	b = append(b, `{"event":`...)
+	b = appendJSONString(b, event)
+	if len(data) > 0 {
+		b = append(b, `,"data":`...)
+		b = append(b, data...)
+	}
+	if cid != 0 {
+		b = append(b, `,"cid":`...)
+		b = appendInt(b, cid)
+	}
+	return append(b, '}')
+}
+
+// encodeResponse builds {"rid":cid[,"data":d]} or {"rid":cid,"error":e}.
+func encodeResponse(cid json.RawMessage, data json.RawMessage, errObj json.RawMessage) []byte {
+	b := make([]byte, 0, 16+len(cid)+len(data)+len(errObj))
+	b = append(b, `{"rid":`...)
+	b = append(b, cid...)
+	if len(errObj) > 0 {
+		b = append(b, `,"error":`...)
+		b = append(b, errObj...)
+	} else if len(data) > 0 {
+		b = append(b, `,"data":`...)
+		b = append(b, data...)
+	}
+	return append(b, '}')
+}
+
+func appendInt(b []byte, v int64) []byte {
+	var tmp [20]byte
+	i := len(tmp)
+	neg := v < 0
+	if neg {
+		v = -v
+	}
+	for {
+		i--
+		tmp[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	if neg {
+		i--
+		tmp[i] = '-'
+	}
+	return append(b, tmp[i:]...)
+}

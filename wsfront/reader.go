@@ -1,0 +1,453 @@
+package wsfront
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// readLoop decodes and handles inbound frames one after another, so that the protocol's
+// ordering rules hold (the handshake completes before the next frame is looked at).
+func (s *Socket) readLoop() {
+	defer s.srv.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer s.cleanup(cancel)
+	m := s.srv.cfg.Metrics
+	for {
+		mt, frame, err := s.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				m.Oversized.Inc()
+			}
+			return
+		}
+		s.lastSeen.Store(time.Now().UnixNano())
+		m.FramesIn.Inc()
+		if mt != websocket.TextMessage && mt != websocket.BinaryMessage {
+			continue
+		}
+		p := Decode(frame)
+		if !s.handshaken.Load() {
+			if !s.handleFirst(ctx, &p) {
+				return
+			}
+			continue
+		}
+		if p.Kind == KindBatch {
+			for i := range p.Batch {
+				s.handle(ctx, &p.Batch[i])
+			}
+			continue
+		}
+		s.handle(ctx, &p)
+	}
+}
+
+func (s *Socket) cleanup(cancel context.CancelFunc) {
+	cancel()
+	s.mu.Lock()
+	s.closing = true
+	subs := s.subs
+	s.subs = map[string]struct{}{}
+	s.queue = nil
+	s.mu.Unlock()
+	for ch := range subs {
+		s.srv.broker.Unsubscribe(s, ch)
+	}
+	_ = s.ws.NetConn().Close()
+	if s.stopped.CompareAndSwap(false, true) {
+		close(s.stop)
+	}
+	close(s.dead)
+	s.srv.removeSocket(s)
+}
+
+// handleFirst enforces the handshake rules: the first frame must be a #handshake invoke.
+func (s *Socket) handleFirst(ctx context.Context, p *Packet) bool {
+	m := s.srv.cfg.Metrics
+	if p.Kind != KindEvent || p.Event != "#handshake" {
+		m.HandshakeFailures.WithLabelValues("before_handshake").Inc()
+		s.Close(CloseBeforeHandshake, "")
+		return true // keep reading until the close completes
+	}
+	if !p.IsInvoke() {
+		m.HandshakeFailures.WithLabelValues("malformed").Inc()
+		s.Close(CloseHandshakeRejected, "")
+		return true
+	}
+	s.handshake(ctx, p)
+	return true
+}
+
+type handshakeData struct {
+	AuthToken json.RawMessage `json:"authToken"`
+}
+
+func (s *Socket) handshake(ctx context.Context, p *Packet) {
+	m := s.srv.cfg.Metrics
+	var hd handshakeData
+	if len(p.Data) > 0 && json.Unmarshal(p.Data, &hd) != nil {
+		hd = handshakeData{}
+	}
+	var authErr *Error
+	var claims Claims
+	tokenPresented := len(hd.AuthToken) > 0 && string(hd.AuthToken) != "null"
+	if tokenPresented {
+		if s.srv.auth == nil {
+			authErr = NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true)
+		} else {
+			var exp time.Time
+			claims, exp, authErr = s.srv.auth.Verify(hd.AuthToken)
+			if authErr == nil {
+				var tok string
+				_ = json.Unmarshal(hd.AuthToken, &tok)
+				s.setAuth(claims, tok, exp)
+			}
+		}
+	}
+	if len(s.srv.handshakeMW) > 0 {
+		req := &HandshakeRequest{Socket: s, HTTP: s.req, Claims: claims}
+		for _, mw := range s.srv.handshakeMW {
+			if err := mw(ctx, req); err != nil {
+				m.HandshakeFailures.WithLabelValues("rejected").Inc()
+				code := CloseHandshakeRejected
+				var e *Error
+				if errors.As(err, &e) {
+					if sc, ok := toInt(e.Fields["statusCode"]); ok {
+						code = sc
+					}
+				} else if !errors.Is(err, ErrSilentBlock) {
+					err = NewError("HandshakeRejectedError", err.Error(), "statusCode", code)
+				}
+				s.enqueue(encodeResponse(p.CID, nil, toWireError(err, "handshake")))
+				s.Close(code, "")
+				return
+			}
+		}
+	}
+	if authErr != nil {
+		m.AuthFailures.WithLabelValues(authErr.Name).Inc()
+	}
+	s.handshaken.Store(true)
+	m.Handshakes.Inc()
+	s.enqueue(s.statusResponse(p.CID, authErr))
+	if authErr != nil && isBadToken(authErr) {
+		s.enqueue(encodeEvent("#removeAuthToken", nil, 0))
+	}
+}
+
+func (s *Socket) statusResponse(cid json.RawMessage, authErr *Error) []byte {
+	status := struct {
+		ID              string `json:"id"`
+		PingTimeout     int64  `json:"pingTimeout"`
+		AuthError       *Error `json:"authError,omitempty"`
+		IsAuthenticated bool   `json:"isAuthenticated"`
+	}{s.id, s.srv.cfg.PingTimeout.Milliseconds(), authErr, s.IsAuthenticated()}
+	b, _ := json.Marshal(status)
+	return encodeResponse(cid, b, nil)
+}
+
+func isBadToken(e *Error) bool {
+	b, _ := e.Fields["isBadToken"].(bool)
+	return b
+}
+
+func toInt(v any) (int, bool) {
+	switch n := v.(type) {
+	case int:
+		return n, true
+	case int64:
+		return int(n), true
+	case float64:
+		return int(n), true
+	}
+	return 0, false
+}
+
+// handle dispatches one packet after the handshake.
+func (s *Socket) handle(ctx context.Context, p *Packet) {
+	m := s.srv.cfg.Metrics
+	switch p.Kind {
+	case KindPong:
+		s.checkExpiry()
+		return
+	case KindResponse:
+		s.mu.Lock()
+		ch := s.calls[p.RID]
+		s.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- reply{data: p.Data, err: p.Error}:
+			default:
+			}
+		}
+		return
+	case KindEvent:
+	default:
+		m.RawFrames.Inc()
+		return
+	}
+	switch p.Event {
+	case "#handshake":
+		s.enqueue(s.statusResponse(p.CID, nil))
+		return
+	case "#authenticate":
+		s.authenticate(p)
+		return
+	case "#removeAuthToken":
+		s.setAuth(nil, "", time.Time{})
+		return
+	}
+	s.checkExpiry()
+	switch p.Event {
+	case "#subscribe":
+		s.subscribe(ctx, p)
+	case "#unsubscribe":
+		s.unsubscribe(p)
+	case "#publish":
+		s.publish(ctx, p)
+	default:
+		s.event(ctx, p)
+	}
+}
+
+func (s *Socket) respond(p *Packet, data any, err error, action string) {
+	if !p.IsInvoke() {
+		return
+	}
+	if err != nil {
+		s.enqueue(encodeResponse(p.CID, nil, toWireError(err, action)))
+		return
+	}
+	raw, mErr := marshalData(data)
+	if mErr != nil {
+		s.enqueue(encodeResponse(p.CID, nil, toWireError(NewError("InvalidActionError", "response data could not be encoded: "+mErr.Error()), action)))
+		return
+	}
+	s.enqueue(encodeResponse(p.CID, raw, nil))
+}
+
+func (s *Socket) authenticate(p *Packet) {
+	if !p.IsInvoke() {
+		s.srv.cfg.Metrics.HandshakeFailures.WithLabelValues("malformed_authenticate").Inc()
+		s.Close(CloseHandshakeRejected, "")
+		return
+	}
+	if s.srv.auth == nil {
+		s.respond(p, nil, NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true), "authenticate")
+		s.Deauthenticate()
+		return
+	}
+	claims, exp, authErr := s.srv.auth.Verify(p.Data)
+	if authErr != nil {
+		s.srv.cfg.Metrics.AuthFailures.WithLabelValues(authErr.Name).Inc()
+		if isBadToken(authErr) {
+			s.respond(p, nil, authErr, "authenticate")
+			s.Deauthenticate()
+			return
+		}
+		s.setAuth(nil, "", time.Time{})
+		s.respond(p, map[string]any{"isAuthenticated": false, "authError": authErr}, nil, "authenticate")
+		return
+	}
+	var tok string
+	_ = json.Unmarshal(p.Data, &tok)
+	s.setAuth(claims, tok, exp)
+	s.respond(p, map[string]any{"isAuthenticated": true, "authError": nil}, nil, "authenticate")
+}
+
+// ValidChannel reports why a channel name is unacceptable, or "" when it is fine: it must
+// be non-empty valid UTF-8 within the length limit, without NUL or a leading control byte
+// (those are reserved for the mesh's own topics).
+func ValidChannel(ch string, maxLen int) string {
+	switch {
+	case ch == "":
+		return "Channel name must not be empty"
+	case len(ch) > maxLen:
+		return "Channel name is longer than the limit of " + itoa(maxLen) + " bytes"
+	case !utf8.ValidString(ch):
+		return "Channel name is not valid UTF-8"
+	case ch[0] < 0x20:
+		return "Channel name must not start with a control character"
+	}
+	for i := 0; i < len(ch); i++ {
+		if ch[i] == 0 {
+			return "Channel name must not contain NUL"
+		}
+	}
+	return ""
+}
+
+func itoa(n int) string { return string(appendInt(nil, int64(n))) }
+
+type subscribeData struct {
+	Channel     *string         `json:"channel"`
+	WaitForAuth bool            `json:"waitForAuth"`
+	Data        json.RawMessage `json:"data"`
+}
+
+func (s *Socket) subscribe(ctx context.Context, p *Packet) {
+	m := s.srv.cfg.Metrics
+	var sd subscribeData
+	if len(p.Data) == 0 || json.Unmarshal(p.Data, &sd) != nil || sd.Channel == nil {
+		m.SubscribeFailures.WithLabelValues("malformed").Inc()
+		s.respond(p, nil, NewError("InvalidActionError", "Subscribe channel name was malformatted"), "subscribe")
+		return
+	}
+	ch := *sd.Channel
+	if why := ValidChannel(ch, s.srv.cfg.MaxChannelLength); why != "" {
+		m.SubscribeFailures.WithLabelValues("invalid_channel").Inc()
+		s.respond(p, nil, NewError("InvalidActionError", why), "subscribe")
+		return
+	}
+	s.mu.Lock()
+	_, already := s.subs[ch]
+	n := len(s.subs)
+	s.mu.Unlock()
+	if already {
+		s.respond(p, nil, nil, "subscribe")
+		return
+	}
+	if n >= s.srv.cfg.MaxSubscriptions {
+		m.SubscribeFailures.WithLabelValues("limit").Inc()
+		s.respond(p, nil, NewError("BrokerError", "Failed to subscribe socket to the "+ch+" channel - InvalidActionError: Socket "+s.id+" tried to exceed the channel subscription limit of "+itoa(s.srv.cfg.MaxSubscriptions)), "subscribe")
+		return
+	}
+	if len(s.srv.subscribeMW) > 0 {
+		req := &SubscribeRequest{Socket: s, Channel: ch, WaitForAuth: sd.WaitForAuth, Data: nullToNil(sd.Data)}
+		for _, mw := range s.srv.subscribeMW {
+			if err := mw(ctx, req); err != nil {
+				m.SubscribeFailures.WithLabelValues("denied").Inc()
+				s.respond(p, nil, err, "subscribe")
+				return
+			}
+		}
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+	s.srv.broker.Subscribe(s, ch)
+	m.Subscribes.Inc()
+	s.respond(p, nil, nil, "subscribe")
+}
+
+func (s *Socket) unsubscribe(p *Packet) {
+	var ch string
+	if json.Unmarshal(p.Data, &ch) != nil {
+		s.respond(p, nil, NewError("InvalidActionError", "Unsubscribe channel name was malformatted"), "unsubscribe")
+		return
+	}
+	s.mu.Lock()
+	_, ok := s.subs[ch]
+	delete(s.subs, ch)
+	s.mu.Unlock()
+	if !ok {
+		s.respond(p, nil, NewError("BrokerError", "Failed to unsubscribe socket from the "+ch+" channel - InvalidActionError: Socket "+s.id+" tried to unsubscribe from a channel which it is not subscribed to"), "unsubscribe")
+		return
+	}
+	s.srv.broker.Unsubscribe(s, ch)
+	s.respond(p, nil, nil, "unsubscribe")
+}
+
+type publishData struct {
+	Channel *string         `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func (s *Socket) publish(ctx context.Context, p *Packet) {
+	m := s.srv.cfg.Metrics
+	var pd publishData
+	if len(p.Data) == 0 || json.Unmarshal(p.Data, &pd) != nil || pd.Channel == nil {
+		m.PublishFailures.WithLabelValues("malformed").Inc()
+		s.respond(p, nil, NewError("InvalidActionError", "Publish channel name was malformatted"), "publish")
+		return
+	}
+	ch := *pd.Channel
+	if why := ValidChannel(ch, s.srv.cfg.MaxChannelLength); why != "" {
+		m.PublishFailures.WithLabelValues("invalid_channel").Inc()
+		s.respond(p, nil, NewError("InvalidActionError", why), "publish")
+		return
+	}
+	data := pd.Data
+	if len(s.srv.publishMW) > 0 {
+		req := &PublishRequest{Socket: s, Channel: ch, Data: data}
+		for _, mw := range s.srv.publishMW {
+			if err := mw(ctx, req); err != nil {
+				m.PublishFailures.WithLabelValues("denied").Inc()
+				s.respond(p, nil, err, "publish")
+				return
+			}
+		}
+		data = req.Data
+	}
+	s.srv.broker.Publish(ch, data)
+	m.Publishes.Inc()
+	s.respond(p, nil, nil, "publish")
+}
+
+// Invocation is one client invoke being handled.
+type Invocation struct {
+	Socket *Socket
+	Event  string
+	Data   json.RawMessage
+	after  []func()
+	async  bool
+	p      *Packet
+}
+
+// AfterReply runs f once the reply has been queued, e.g. to close the socket or kick it
+// from a channel after telling the client "ok".
+func (inv *Invocation) AfterReply(f func()) { inv.after = append(inv.after, f) }
+
+// Async answers the invoke with f's result, computed on a new goroutine; the handler's own
+// return value is then ignored. Use it for anything that waits on the client (Socket.Invoke)
+// or on slow I/O, so the connection keeps reading meanwhile.
+func (inv *Invocation) Async(f func() (any, error)) {
+	inv.async = true
+	p := *inv.p
+	after := &inv.after
+	go func() {
+		data, err := f()
+		inv.Socket.respond(&p, data, err, "invoke")
+		for _, g := range *after {
+			g()
+		}
+	}()
+}
+
+func (s *Socket) event(ctx context.Context, p *Packet) {
+	m := s.srv.cfg.Metrics
+	if !p.IsInvoke() {
+		if h := s.srv.transmits[p.Event]; h != nil {
+			h(ctx, s, p.Data)
+			m.Events.WithLabelValues("transmit").Inc()
+		} else {
+			m.Events.WithLabelValues("unhandled_transmit").Inc()
+		}
+		return
+	}
+	h := s.srv.invokes[p.Event]
+	if h == nil {
+		m.Events.WithLabelValues("unhandled_invoke").Inc()
+		s.respond(p, nil, NewError("UnhandledEventError", "No handler is registered for the "+p.Event+" event"), "invoke")
+		return
+	}
+	m.Events.WithLabelValues("invoke").Inc()
+	inv := &Invocation{Socket: s, Event: p.Event, Data: p.Data, p: p}
+	data, err := h(ctx, inv)
+	if inv.async {
+		return
+	}
+	s.respond(p, data, err, "invoke")
+	for _, f := range inv.after {
+		f()
+	}
+}

@@ -1,0 +1,321 @@
+package wsfront
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Broker is where wsfront hands subscriptions and publications. The node implements it with
+// its broker shards. Methods are called from connection reader goroutines and must not block
+// on the network.
+type Broker interface {
+	// Subscribe adds s to channel's local subscribers; delivering to s is the broker's job
+	// from then on (through Socket.Deliver).
+	Subscribe(s *Socket, channel string)
+	// Unsubscribe removes s from channel.
+	Unsubscribe(s *Socket, channel string)
+	// Publish delivers data to every subscriber of channel, cluster-wide.
+	Publish(channel string, data json.RawMessage)
+}
+
+// Config holds a front's limits. Every zero value means the documented default.
+type Config struct {
+	// Path is the WebSocket path; zero value "/socketcluster/".
+	Path string
+	// PingInterval between the server's '' pings; zero value 8 s.
+	PingInterval time.Duration
+	// PingTimeout is announced in the handshake; a client silent for longer is closed with
+	// 4001. Zero value 30 s (socketcluster-server v20's default).
+	PingTimeout time.Duration
+	// HandshakeTimeout: a connection without #handshake by then is closed with 4005; zero
+	// value 10 s.
+	HandshakeTimeout time.Duration
+	// MaxPayload is the largest inbound frame in bytes (larger: close 1009); zero value 1 MiB.
+	MaxPayload int64
+	// MaxChannelLength in bytes; zero value 256.
+	MaxChannelLength int
+	// MaxSubscriptions per connection; zero value 1000.
+	MaxSubscriptions int
+	// SendQueueBytes bounds a connection's outbound queue; a client that lets it fill up is
+	// disconnected (slow consumer). Zero value 1 MiB.
+	SendQueueBytes int
+	// WriteTimeout bounds one write to a client; zero value 10 s.
+	WriteTimeout time.Duration
+	// BatchBytes is the most bytes packed into one outbound frame when several packets are
+	// queued (the client accepts JSON arrays of packets). Zero value 64 KiB; negative disables
+	// batching.
+	BatchBytes int
+	// ServerInvokeTimeout bounds Socket.Invoke when the caller's context has no deadline; zero
+	// value 10 s.
+	ServerInvokeTimeout time.Duration
+	// CheckOrigin decides whether a browser Origin may connect; nil allows every origin, as
+	// socketcluster-server does by default.
+	CheckOrigin func(r *http.Request) bool
+	Logger      *slog.Logger
+	Metrics     *Metrics
+}
+
+func (c *Config) setDefaults() {
+	if c.Path == "" {
+		c.Path = "/socketcluster/"
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 8 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 30 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = 1 << 20
+	}
+	if c.MaxChannelLength <= 0 {
+		c.MaxChannelLength = 256
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 1000
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = 1 << 20
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 64 << 10
+	}
+	if c.ServerInvokeTimeout <= 0 {
+		c.ServerInvokeTimeout = 10 * time.Second
+	}
+	if c.CheckOrigin == nil {
+		c.CheckOrigin = func(*http.Request) bool { return true }
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
+
+// HandshakeRequest is what handshake middleware sees. Claims is nil unless the client
+// presented a valid token.
+type HandshakeRequest struct {
+	Socket *Socket
+	HTTP   *http.Request
+	Claims Claims
+}
+
+// SubscribeRequest is what subscribe middleware sees.
+type SubscribeRequest struct {
+	Socket      *Socket
+	Channel     string
+	WaitForAuth bool
+	// Data is the optional data the client attached to the subscription.
+	Data json.RawMessage
+}
+
+// PublishRequest is what publish middleware sees; middleware may replace Data.
+type PublishRequest struct {
+	Socket  *Socket
+	Channel string
+	Data    json.RawMessage
+}
+
+// Middleware types. Returning nil allows the action; an *Error is sent to the client as
+// is; ErrSilentBlock sends SilentMiddlewareBlockedError; any other error is sent with name
+// "Error". A handshake error's "statusCode" field (default 4008) is the close code.
+type (
+	HandshakeMiddleware func(ctx context.Context, req *HandshakeRequest) error
+	SubscribeMiddleware func(ctx context.Context, req *SubscribeRequest) error
+	PublishMiddleware   func(ctx context.Context, req *PublishRequest) error
+	// InvokeHandler answers a client invoke. Its result is marshalled as the response's data.
+	InvokeHandler func(ctx context.Context, inv *Invocation) (any, error)
+	// TransmitHandler receives a client transmit.
+	TransmitHandler func(ctx context.Context, s *Socket, data json.RawMessage)
+)
+
+// Server is one WebSocket front. Register handlers and middleware before serving.
+type Server struct {
+	cfg    Config
+	broker Broker
+	auth   *Auth
+	up     websocket.Upgrader
+
+	handshakeMW []HandshakeMiddleware
+	subscribeMW []SubscribeMiddleware
+	publishMW   []PublishMiddleware
+	invokes     map[string]InvokeHandler
+	transmits   map[string]TransmitHandler
+	onClose     []func(*Socket)
+
+	mu       sync.Mutex
+	sockets  map[*Socket]struct{}
+	draining bool
+	wg       sync.WaitGroup
+	idSeq    atomic.Uint64
+	idPrefix string
+}
+
+// New returns a front that hands channel work to broker. auth may be nil, in which case
+// every presented token is refused as invalid and SetAuthToken fails.
+func New(cfg Config, broker Broker, auth *Auth) *Server {
+	cfg.setDefaults()
+	var pfx [6]byte
+	_, _ = rand.Read(pfx[:])
+	s := &Server{
+		cfg:       cfg,
+		broker:    broker,
+		auth:      auth,
+		invokes:   map[string]InvokeHandler{},
+		transmits: map[string]TransmitHandler{},
+		sockets:   map[*Socket]struct{}{},
+		idPrefix:  base64.RawURLEncoding.EncodeToString(pfx[:]),
+	}
+	s.up = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		CheckOrigin:     cfg.CheckOrigin,
+		// The client offers permessage-deflate; the real server declines it, and so do we.
+		EnableCompression: false,
+	}
+	return s
+}
+
+// Config returns the effective configuration (defaults applied).
+func (s *Server) Config() Config { return s.cfg }
+
+// Auth returns the token signer/verifier (nil when none is configured).
+func (s *Server) Auth() *Auth { return s.auth }
+
+// UseHandshake adds handshake middleware.
+func (s *Server) UseHandshake(m HandshakeMiddleware) { s.handshakeMW = append(s.handshakeMW, m) }
+
+// UseSubscribe adds subscribe middleware.
+func (s *Server) UseSubscribe(m SubscribeMiddleware) { s.subscribeMW = append(s.subscribeMW, m) }
+
+// UsePublish adds publish middleware; it may change the data.
+func (s *Server) UsePublish(m PublishMiddleware) { s.publishMW = append(s.publishMW, m) }
+
+// HandleInvoke registers the handler of a client invoke event.
+func (s *Server) HandleInvoke(event string, h InvokeHandler) { s.invokes[event] = h }
+
+// HandleTransmit registers the handler of a client transmit event.
+func (s *Server) HandleTransmit(event string, h TransmitHandler) { s.transmits[event] = h }
+
+// OnClose registers a function called once for every socket that closes.
+func (s *Server) OnClose(f func(*Socket)) { s.onClose = append(s.onClose, f) }
+
+// ServeHTTP upgrades requests on the configured path; anything else is 400 (wrong path, as
+// socketcluster-server answers) or the upgrader's own error.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != s.cfg.Path {
+		http.Error(w, "sockmesh: WebSocket path is "+s.cfg.Path, http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		http.Error(w, "sockmesh: node is draining", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := s.up.Upgrade(w, r, nil)
+	if err != nil {
+		s.cfg.Metrics.UpgradeFailures.Inc()
+		return // the upgrader already answered
+	}
+	sock := newSocket(s, ws, r)
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		_ = ws.Close()
+		return
+	}
+	s.sockets[sock] = struct{}{}
+	s.wg.Add(2)
+	s.mu.Unlock()
+	s.cfg.Metrics.Connections.Inc()
+	go sock.writeLoop()
+	go sock.readLoop()
+}
+
+func (s *Server) newID() string {
+	var b [8]byte
+	n := s.idSeq.Add(1)
+	for i := range b {
+		b[i] = byte(n >> (8 * i))
+	}
+	return s.idPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (s *Server) removeSocket(sock *Socket) {
+	s.mu.Lock()
+	delete(s.sockets, sock)
+	s.mu.Unlock()
+	s.cfg.Metrics.Connections.Dec()
+	for _, f := range s.onClose {
+		f(sock)
+	}
+}
+
+// Sockets returns a snapshot of the open sockets.
+func (s *Server) Sockets() []*Socket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Socket, 0, len(s.sockets))
+	for k := range s.sockets {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Shutdown refuses new connections, closes every socket with code and reason, and waits for
+// their goroutines to end or ctx to expire. spread > 0 spaces the closes evenly over that
+// duration so a herd of reconnecting clients does not hit the other nodes at once.
+func (s *Server) Shutdown(ctx context.Context, code int, reason string, spread time.Duration) error {
+	s.mu.Lock()
+	s.draining = true
+	socks := make([]*Socket, 0, len(s.sockets))
+	for k := range s.sockets {
+		socks = append(socks, k)
+	}
+	s.mu.Unlock()
+	var step time.Duration
+	if spread > 0 && len(socks) > 1 {
+		step = spread / time.Duration(len(socks))
+	}
+	for _, sk := range socks {
+		sk.Close(code, reason)
+		if step > 0 {
+			select {
+			case <-time.After(step):
+			case <-ctx.Done():
+			}
+		}
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, sk := range socks {
+			sk.abort()
+		}
+		<-done
+		return errors.Join(ctx.Err(), errors.New("sockets closed forcibly"))
+	}
+}

@@ -1,0 +1,415 @@
+package wsfront
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Socket is one client connection. Its reader goroutine decodes and handles inbound frames
+// strictly in order; its writer goroutine owns every write to the WebSocket.
+type Socket struct {
+	srv  *Server
+	ws   *websocket.Conn
+	req  *http.Request
+	id   string
+	born time.Time
+
+	// lastSeen is the unix-nano time of the last inbound frame; the writer closes the
+	// socket with 4001 when it is older than PingTimeout.
+	lastSeen   atomic.Int64
+	handshaken atomic.Bool
+
+	mu          sync.Mutex // guards everything below
+	queue       [][]byte
+	queued      int
+	closing     bool // no more frames are accepted
+	closeCode   int
+	closeReason string
+	claims      Claims
+	token       string
+	expiry      time.Time
+	subs        map[string]struct{}
+	calls       map[int64]chan reply
+	cidSeq      int64
+
+	wake    chan struct{} // cap 1: the writer has work
+	stop    chan struct{} // closed when the writer must close the socket
+	dead    chan struct{} // closed when the reader has finished and cleaned up
+	stopped atomic.Bool
+}
+
+type reply struct {
+	data json.RawMessage
+	err  json.RawMessage
+}
+
+func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
+	s := &Socket{
+		srv:  srv,
+		ws:   ws,
+		req:  r,
+		id:   srv.newID(),
+		born: time.Now(),
+		subs: map[string]struct{}{},
+		wake: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		dead: make(chan struct{}),
+	}
+	s.lastSeen.Store(s.born.UnixNano())
+	ws.SetReadLimit(srv.cfg.MaxPayload)
+	return s
+}
+
+// ID is the socket id sent in the handshake.
+func (s *Socket) ID() string { return s.id }
+
+// Request is the HTTP upgrade request (headers, query, remote address).
+func (s *Socket) Request() *http.Request { return s.req }
+
+// RemoteAddr is the client's network address.
+func (s *Socket) RemoteAddr() net.Addr { return s.ws.RemoteAddr() }
+
+// Done is closed once the socket is closed and cleaned up.
+func (s *Socket) Done() <-chan struct{} { return s.dead }
+
+// Claims returns the authenticated token's claims, or nil.
+func (s *Socket) Claims() Claims {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claims
+}
+
+// IsAuthenticated reports whether the socket holds a valid, unexpired token.
+func (s *Socket) IsAuthenticated() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claims != nil
+}
+
+// Subscriptions returns the socket's channels.
+func (s *Socket) Subscriptions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.subs))
+	for c := range s.subs {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Deliver queues a shared, already encoded frame. The broker calls it for every subscriber
+// of a publication; frame must not be modified afterwards. A full queue disconnects the
+// client (slow consumer) and returns false.
+func (s *Socket) Deliver(frame []byte) bool { return s.enqueue(frame) }
+
+func (s *Socket) enqueue(frame []byte) bool {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	if s.queued+len(frame) > s.srv.cfg.SendQueueBytes {
+		s.closing = true
+		s.mu.Unlock()
+		s.srv.cfg.Metrics.SlowConsumers.Inc()
+		s.srv.cfg.Logger.Info("slow consumer disconnected", "socket", s.id, "queue_bytes", s.srv.cfg.SendQueueBytes)
+		// The client is not reading, so a close frame would never get through: cut the
+		// connection, which also unblocks a writer stuck in Write.
+		s.abort()
+		return false
+	}
+	s.queue = append(s.queue, frame)
+	s.queued += len(frame)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Transmit sends an event the client does not answer.
+func (s *Socket) Transmit(event string, data any) error {
+	raw, err := marshalData(data)
+	if err != nil {
+		return err
+	}
+	if !s.enqueue(encodeEvent(event, raw, 0)) {
+		return errClosed
+	}
+	return nil
+}
+
+var errClosed = NewError("BadConnectionError", "socket is closed")
+
+// Invoke sends an event the client answers and waits for the answer. A client error
+// answer is returned as an *Error. It must not be called from the socket's own reader
+// (an invoke handler): use Invocation.Async there.
+func (s *Socket) Invoke(ctx context.Context, event string, data any) (json.RawMessage, error) {
+	raw, err := marshalData(data)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.srv.cfg.ServerInvokeTimeout)
+		defer cancel()
+	}
+	ch := make(chan reply, 1)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil, errClosed
+	}
+	s.cidSeq++
+	cid := s.cidSeq
+	if s.calls == nil {
+		s.calls = map[int64]chan reply{}
+	}
+	s.calls[cid] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.calls, cid)
+		s.mu.Unlock()
+	}()
+	if !s.enqueue(encodeEvent(event, raw, cid)) {
+		return nil, errClosed
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			e := &Error{Name: "Error"}
+			var m map[string]any
+			if json.Unmarshal(r.err, &m) == nil {
+				if v, ok := m["name"].(string); ok {
+					e.Name = v
+				}
+				if v, ok := m["message"].(string); ok {
+					e.Message = v
+				}
+				delete(m, "name")
+				delete(m, "message")
+				if len(m) > 0 {
+					e.Fields = m
+				}
+			} else {
+				e.Message = string(r.err)
+			}
+			return nil, e
+		}
+		return r.data, nil
+	case <-s.dead:
+		return nil, errClosed
+	case <-ctx.Done():
+		return nil, NewError("TimeoutError", "Event response for "+event+" event timed out")
+	}
+}
+
+// KickOut removes the socket from channel and tells the client with #kickOut.
+func (s *Socket) KickOut(channel, message string) {
+	s.mu.Lock()
+	_, ok := s.subs[channel]
+	delete(s.subs, channel)
+	s.mu.Unlock()
+	if ok {
+		s.srv.broker.Unsubscribe(s, channel)
+	}
+	d := map[string]string{"channel": channel}
+	if message != "" {
+		d["message"] = message
+	}
+	_ = s.Transmit("#kickOut", d)
+}
+
+// SetAuthToken signs claims (adding iat and exp; expiresIn 0 = the default expiry),
+// authenticates the socket and sends the token to the client with #setAuthToken.
+func (s *Socket) SetAuthToken(claims Claims, expiresIn time.Duration) error {
+	if s.srv.auth == nil {
+		return NewError("AuthError", "no auth key is configured")
+	}
+	tok, norm, err := s.srv.auth.Sign(claims, expiresIn)
+	if err != nil {
+		return NewError("AuthError", "failed to sign auth token: "+err.Error())
+	}
+	var exp time.Time
+	if v, ok := norm["exp"].(float64); ok {
+		exp = time.Unix(int64(v), 0)
+	}
+	s.mu.Lock()
+	s.claims, s.token, s.expiry = norm, tok, exp
+	s.mu.Unlock()
+	s.srv.cfg.Metrics.TokensIssued.Inc()
+	return s.Transmit("#setAuthToken", map[string]string{"token": tok})
+}
+
+// Deauthenticate drops the socket's token and tells the client to delete it.
+func (s *Socket) Deauthenticate() {
+	s.mu.Lock()
+	s.claims, s.token, s.expiry = nil, "", time.Time{}
+	s.mu.Unlock()
+	_ = s.Transmit("#removeAuthToken", nil)
+}
+
+func (s *Socket) setAuth(c Claims, tok string, exp time.Time) {
+	s.mu.Lock()
+	s.claims, s.token, s.expiry = c, tok, exp
+	s.mu.Unlock()
+}
+
+// checkExpiry deauthenticates a socket whose token expired while it was connected.
+func (s *Socket) checkExpiry() {
+	s.mu.Lock()
+	expired := s.claims != nil && !s.expiry.IsZero() && time.Now().After(s.expiry)
+	s.mu.Unlock()
+	if expired {
+		s.Deauthenticate()
+	}
+}
+
+// Close flushes what is queued, then closes with code and reason. It does not wait.
+func (s *Socket) Close(code int, reason string) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	s.closeCode, s.closeReason = code, reason
+	s.mu.Unlock()
+	if s.stopped.CompareAndSwap(false, true) {
+		close(s.stop)
+	}
+}
+
+// abort cuts the connection without a close frame.
+func (s *Socket) abort() {
+	_ = s.ws.NetConn().Close()
+	if s.stopped.CompareAndSwap(false, true) {
+		close(s.stop)
+	}
+}
+
+func marshalData(data any) (json.RawMessage, error) {
+	switch d := data.(type) {
+	case nil:
+		return nil, nil
+	case json.RawMessage:
+		return d, nil
+	default:
+		return json.Marshal(d)
+	}
+}
+
+// writeLoop owns all writes: queued frames (packed into one array frame when several are
+// waiting), pings, and the final close frame. It also enforces the handshake and pong
+// timeouts, so an idle connection costs no goroutine beyond its reader and writer.
+func (s *Socket) writeLoop() {
+	defer s.srv.wg.Done()
+	cfg := &s.srv.cfg
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	hs := time.NewTimer(cfg.HandshakeTimeout)
+	defer hs.Stop()
+	var batch []byte
+	var frames [][]byte
+	for {
+		select {
+		case <-s.wake:
+			s.mu.Lock()
+			frames, s.queue = s.queue, frames[:0]
+			s.queued = 0
+			s.mu.Unlock()
+			if err := s.writeFrames(frames, &batch); err != nil {
+				s.abort()
+				<-s.dead
+				return
+			}
+			clear(frames)
+		case <-hs.C:
+			if !s.handshaken.Load() {
+				s.srv.cfg.Metrics.HandshakeFailures.WithLabelValues("timeout").Inc()
+				s.Close(CloseHandshakeTimeout, "")
+			}
+		case now := <-ping.C:
+			if now.UnixNano()-s.lastSeen.Load() > int64(cfg.PingTimeout) {
+				s.srv.cfg.Metrics.PongTimeouts.Inc()
+				s.Close(ClosePongTimeout, "")
+				continue
+			}
+			_ = s.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+			if err := s.ws.WriteMessage(websocket.TextMessage, nil); err != nil {
+				s.abort()
+				<-s.dead
+				return
+			}
+		case <-s.stop:
+			s.finish(frames, &batch)
+			<-s.dead
+			return
+		}
+	}
+}
+
+// finish writes what is still queued and the close frame, then gives the client a moment to
+// answer the close before the reader gives up on it.
+func (s *Socket) finish(frames [][]byte, batch *[]byte) {
+	s.mu.Lock()
+	frames, s.queue = s.queue, nil
+	code, reason := s.closeCode, s.closeReason
+	s.mu.Unlock()
+	if code == 0 { // aborted
+		return
+	}
+	if err := s.writeFrames(frames, batch); err == nil {
+		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	}
+	_ = s.ws.SetReadDeadline(time.Now().Add(time.Second))
+}
+
+func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
+	cfg := &s.srv.cfg
+	_ = s.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+	m := cfg.Metrics
+	for i := 0; i < len(frames); {
+		// Pack as many consecutive frames as fit into one JSON array frame: one write and
+		// one WebSocket frame instead of many.
+		j := i + 1
+		if cfg.BatchBytes > 0 {
+			size := len(frames[i]) + 2
+			for j < len(frames) && size+len(frames[j])+1 <= cfg.BatchBytes {
+				size += len(frames[j]) + 1
+				j++
+			}
+		}
+		var err error
+		if j == i+1 {
+			err = s.ws.WriteMessage(websocket.TextMessage, frames[i])
+		} else {
+			b := append((*batch)[:0], '[')
+			for k := i; k < j; k++ {
+				if k > i {
+					b = append(b, ',')
+				}
+				b = append(b, frames[k]...)
+			}
+			b = append(b, ']')
+			*batch = b
+			err = s.ws.WriteMessage(websocket.TextMessage, b)
+		}
+		if err != nil {
+			return err
+		}
+		m.FramesOut.Inc()
+		m.PacketsOut.Add(float64(j - i))
+		i = j
+	}
+	return nil
+}
