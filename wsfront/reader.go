@@ -1,9 +1,11 @@
 package wsfront
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -284,8 +286,30 @@ func ValidChannel(ch string, maxLen int) string {
 
 func itoa(n int) string { return string(appendInt(nil, int64(n))) }
 
+// channelName decodes a JSON string holding a channel name. encoding/json silently turns
+// invalid UTF-8 and lone surrogate escapes into U+FFFD; a name that gained a U+FFFD that the
+// client did not send is reported as not valid UTF-8.
+func channelName(raw json.RawMessage) (name string, ok bool, invalidUTF8 bool) {
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &name) != nil {
+		return "", false, false
+	}
+	if strings.ContainsRune(name, utf8.RuneError) && !bytes.Contains(raw, []byte("\xef\xbf\xbd")) &&
+		!bytes.Contains(bytes.ToLower(raw), []byte(`\ufffd`)) {
+		return name, true, true
+	}
+	return name, true, false
+}
+
+func checkChannel(raw json.RawMessage, maxLen int) (string, string) {
+	ch, _, bad := channelName(raw)
+	if bad {
+		return ch, "Channel name is not valid UTF-8"
+	}
+	return ch, ValidChannel(ch, maxLen)
+}
+
 type subscribeData struct {
-	Channel     *string         `json:"channel"`
+	Channel     json.RawMessage `json:"channel"`
 	WaitForAuth bool            `json:"waitForAuth"`
 	Data        json.RawMessage `json:"data"`
 }
@@ -293,13 +317,13 @@ type subscribeData struct {
 func (s *Socket) subscribe(ctx context.Context, p *Packet) {
 	m := s.srv.cfg.Metrics
 	var sd subscribeData
-	if len(p.Data) == 0 || json.Unmarshal(p.Data, &sd) != nil || sd.Channel == nil {
+	if len(p.Data) == 0 || json.Unmarshal(p.Data, &sd) != nil || len(sd.Channel) == 0 || sd.Channel[0] != '"' {
 		m.SubscribeFailures.WithLabelValues("malformed").Inc()
 		s.respond(p, nil, NewError("InvalidActionError", "Subscribe channel name was malformatted"), "subscribe")
 		return
 	}
-	ch := *sd.Channel
-	if why := ValidChannel(ch, s.srv.cfg.MaxChannelLength); why != "" {
+	ch, why := checkChannel(sd.Channel, s.srv.cfg.MaxChannelLength)
+	if why != "" {
 		m.SubscribeFailures.WithLabelValues("invalid_channel").Inc()
 		s.respond(p, nil, NewError("InvalidActionError", why), "subscribe")
 		return
@@ -358,20 +382,20 @@ func (s *Socket) unsubscribe(p *Packet) {
 }
 
 type publishData struct {
-	Channel *string         `json:"channel"`
+	Channel json.RawMessage `json:"channel"`
 	Data    json.RawMessage `json:"data"`
 }
 
 func (s *Socket) publish(ctx context.Context, p *Packet) {
 	m := s.srv.cfg.Metrics
 	var pd publishData
-	if len(p.Data) == 0 || json.Unmarshal(p.Data, &pd) != nil || pd.Channel == nil {
+	if len(p.Data) == 0 || json.Unmarshal(p.Data, &pd) != nil || len(pd.Channel) == 0 || pd.Channel[0] != '"' {
 		m.PublishFailures.WithLabelValues("malformed").Inc()
 		s.respond(p, nil, NewError("InvalidActionError", "Publish channel name was malformatted"), "publish")
 		return
 	}
-	ch := *pd.Channel
-	if why := ValidChannel(ch, s.srv.cfg.MaxChannelLength); why != "" {
+	ch, why := checkChannel(pd.Channel, s.srv.cfg.MaxChannelLength)
+	if why != "" {
 		m.PublishFailures.WithLabelValues("invalid_channel").Inc()
 		s.respond(p, nil, NewError("InvalidActionError", why), "publish")
 		return

@@ -1,0 +1,46 @@
+# sockmesh — build, run and test. `make run` starts a local node; `make test` runs everything
+# CI runs (it installs what it needs: npm packages for the conformance suite).
+SHELL := /bin/bash
+GO    ?= go
+BIN   := $(CURDIR)/bin/sockmesh
+export SOCKMESH_BIN := $(BIN)
+
+.PHONY: all build run test vet unit fuzz integration conformance bench-go proto lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/sockmesh
+
+run: build
+	./scripts/run-local.sh
+
+test: vet build unit fuzz integration conformance
+	@echo "make test: all passed"
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 300s ./wsfront/... ./node/... ./mesh/... ./client/... ./cmd/...
+
+# A few seconds of coverage-guided fuzzing per target; the corpus in testdata/ is replayed by `unit`.
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s ./wsfront
+	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./wsfront
+
+integration: build
+	$(GO) test -count=1 -timeout 600s ./integration/...
+
+conformance: build
+	cd integration/jsclient && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+bench-go:
+	$(GO) test -run='^$$' -bench=. -benchmem ./node/ ./wsfront/ ./mesh/
+
+proto:
+	./proto/generate.sh
+
+clean:
+	rm -rf bin integration/jsclient/node_modules

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sockmesh/sockmesh/node"
+)
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var cfg node.Config
+	host, _ := os.Hostname()
+	fs.StringVar(&cfg.Name, "name", host, "node name, unique in the cluster")
+	fs.StringVar(&cfg.WSAddr, "ws-addr", "127.0.0.1:8000", "client listener; WebSocket path /socketcluster/")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:8001", "operator HTTP: /healthz, /readyz, /metrics, /cluster")
+	fs.StringVar(&cfg.MeshAddr, "mesh-addr", "127.0.0.1:8002", "ZeroMQ publish socket bind address")
+	fs.StringVar(&cfg.GossipAddr, "gossip-addr", "127.0.0.1:8003", "Serf bind address (TCP and UDP)")
+	fs.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host others should dial, when it differs from the bind host")
+	join := fs.String("join", "", "comma-separated gossip addresses of seed peers; empty = start a new cluster")
+	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "lan", "failure detection timing: lan (about 1 s) or wan")
+	fs.IntVar(&cfg.Shards, "shards", 0, "broker shards (0 = number of CPUs)")
+	configPath := fs.String("config", "", "optional YAML file with the same keys as these flags")
+	fs.DurationVar(&cfg.Front.PingInterval, "ping-interval", 8*time.Second, "interval between server pings")
+	fs.DurationVar(&cfg.Front.PingTimeout, "ping-timeout", 30*time.Second, "close a client silent this long (4001); announced to clients")
+	fs.DurationVar(&cfg.Front.HandshakeTimeout, "handshake-timeout", 10*time.Second, "close a connection without #handshake by then (4005)")
+	maxPayload := byteSize(1 << 20)
+	fs.Var(&maxPayload, "max-payload", "largest inbound frame in bytes (larger: close 1009)")
+	fs.IntVar(&cfg.Front.MaxChannelLength, "max-channel-length", 256, "longest channel name in bytes")
+	fs.IntVar(&cfg.Front.MaxSubscriptions, "max-subscriptions", 1000, "subscriptions per connection")
+	sendQueue := byteSize(1 << 20)
+	fs.Var(&sendQueue, "send-queue", "bytes queued for one client before it is disconnected as a slow consumer")
+	fs.DurationVar(&cfg.Front.WriteTimeout, "write-timeout", 10*time.Second, "longest single write to a client")
+	fs.StringVar(&cfg.AuthKey, "auth-key", "", "HS256 key for auth tokens, shared by every node of a cluster (empty: no tokens)")
+	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
+	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
+	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := applyEnvAndConfig(fs, *configPath); err != nil {
+		return err
+	}
+	cfg.Front.MaxPayload = int64(maxPayload)
+	cfg.Front.SendQueueBytes = int(sendQueue)
+	if *join != "" {
+		for _, j := range strings.Split(*join, ",") {
+			if j = strings.TrimSpace(j); j != "" {
+				cfg.Join = append(cfg.Join, j)
+			}
+		}
+	}
+	logger, err := newLogger(*logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	if cfg.AuthKey == "" {
+		logger.Warn("no --auth-key: tokens can neither be issued nor accepted")
+	}
+
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "sockmesh node %s\n  clients: %s\n  admin:   %s\n", n.Name(), n.WSURL(), n.AdminURL())
+	<-ctx.Done()
+	stop()
+	logger.Info("draining", "duration", cfg.DrainDuration)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDuration+10*time.Second)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format: %q is not text or json", format)
+}

@@ -1,0 +1,308 @@
+package wsfront
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// memBroker is an in-memory Broker for tests of the front alone.
+type memBroker struct {
+	mu   sync.Mutex
+	subs map[string]map[*Socket]bool
+}
+
+func (b *memBroker) Subscribe(s *Socket, ch string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.subs[ch] == nil {
+		b.subs[ch] = map[*Socket]bool{}
+	}
+	b.subs[ch][s] = true
+}
+
+func (b *memBroker) Unsubscribe(s *Socket, ch string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.subs[ch], s)
+}
+
+func (b *memBroker) Publish(ch string, data json.RawMessage) {
+	frame := EncodePublish(ch, data)
+	b.mu.Lock()
+	targets := make([]*Socket, 0, len(b.subs[ch]))
+	for s := range b.subs[ch] {
+		targets = append(targets, s)
+	}
+	b.mu.Unlock()
+	for _, s := range targets {
+		s.Deliver(frame)
+	}
+}
+
+func startFront(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	b := &memBroker{subs: map[string]map[*Socket]bool{}}
+	a, _ := NewAuth("k", 0)
+	srv := New(cfg, b, a)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return srv, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
+}
+
+type rawClient struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dialRaw(t *testing.T, url string) *rawClient {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return &rawClient{t, ws}
+}
+
+func (c *rawClient) send(s string) {
+	c.t.Helper()
+	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next returns the next non-ping packet (batches are split), answering pings.
+func (c *rawClient) next() (string, error) {
+	for {
+		_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, b, err := c.ws.ReadMessage()
+		if err != nil {
+			return "", err
+		}
+		if len(b) == 0 {
+			_ = c.ws.WriteMessage(websocket.TextMessage, nil)
+			continue
+		}
+		return string(b), nil
+	}
+}
+
+func (c *rawClient) expect(want string) {
+	c.t.Helper()
+	got, err := c.next()
+	if err != nil {
+		c.t.Fatalf("waiting for %s: %v", want, err)
+	}
+	if !strings.Contains(got, want) {
+		c.t.Fatalf("got %s, want it to contain %s", got, want)
+	}
+}
+
+// closeCode reads until the connection closes and returns the close code.
+func (c *rawClient) closeCode() int {
+	c.t.Helper()
+	for {
+		_, err := c.next()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code
+			}
+			c.t.Fatalf("connection ended without a close frame: %v", err)
+		}
+	}
+}
+
+func (c *rawClient) handshake() {
+	c.t.Helper()
+	c.send(`{"event":"#handshake","data":{"authToken":null},"cid":1}`)
+	c.expect(`"rid":1`)
+}
+
+func TestHandshakeGuards(t *testing.T) {
+	_, url := startFront(t, Config{HandshakeTimeout: 300 * time.Millisecond})
+	cases := []struct {
+		name  string
+		first string // "" = send nothing
+		code  int
+	}{
+		{"silent client", "", CloseHandshakeTimeout},
+		{"event before handshake", `{"event":"hello","data":1}`, CloseBeforeHandshake},
+		{"handshake without cid", `{"event":"#handshake","data":{}}`, CloseHandshakeRejected},
+		{"handshake with string cid", `{"event":"#handshake","data":{},"cid":"abc"}`, CloseHandshakeRejected},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, url)
+			if tc.first != "" {
+				c.send(tc.first)
+			}
+			if got := c.closeCode(); got != tc.code {
+				t.Fatalf("close code %d, want %d", got, tc.code)
+			}
+		})
+	}
+	t.Run("pong before handshake", func(t *testing.T) {
+		c := dialRaw(t, url)
+		c.send("")
+		if got := c.closeCode(); got != CloseBeforeHandshake {
+			t.Fatalf("close code %d, want 4009", got)
+		}
+	})
+}
+
+func TestBadInputAfterHandshakeKeepsConnection(t *testing.T) {
+	_, url := startFront(t, Config{MaxChannelLength: 8, MaxSubscriptions: 2})
+	c := dialRaw(t, url)
+	c.handshake()
+	c.send(`{"broken json`)
+	c.send(`this is not json`)
+	c.send(`{"rid":999,"data":"nobody asked"}`)
+	c.send(`{"event":"nobody-handles-this","data":1}`)
+	c.send(`{"event":"nobody-handles-this","cid":2}`)
+	c.expect(`{"rid":2,"error":{"message":"No handler is registered for the nobody-handles-this event","name":"UnhandledEventError"}}`)
+	for i, ch := range []string{`""`, `"waytoolongname"`, `"\u0001ctl"`, `"\ud800"`} {
+		cid := 10 + i
+		c.send(`{"event":"#subscribe","data":{"channel":` + ch + `},"cid":` + itoa(cid) + `}`)
+		c.expect(`"rid":` + itoa(cid) + `,"error":{"message":"Channel name`)
+	}
+	c.send(`{"event":"#subscribe","data":{"channel":5},"cid":20}`)
+	c.expect(`{"rid":20,"error":{"message":"Subscribe channel name was malformatted","name":"InvalidActionError"}}`)
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":21}`)
+	c.expect(`{"rid":21}`)
+	c.send(`{"event":"#subscribe","data":{"channel":"b"},"cid":22}`)
+	c.expect(`{"rid":22}`)
+	c.send(`{"event":"#subscribe","data":{"channel":"c"},"cid":23}`)
+	c.expect(`"rid":23,"error":{"message":"Failed to subscribe socket to the c channel - InvalidActionError: Socket`)
+	c.send(`{"event":"#publish","data":{"channel":"a","data":"still here"},"cid":24}`)
+	c.expect(`{"event":"#publish","data":{"channel":"a","data":"still here"}}`)
+}
+
+func TestOversizedFrameCloses1009(t *testing.T) {
+	_, url := startFront(t, Config{MaxPayload: 1024})
+	c := dialRaw(t, url)
+	c.handshake()
+	c.send(`{"event":"#publish","data":{"channel":"a","data":"` + strings.Repeat("x", 2000) + `"}}`)
+	if got := c.closeCode(); got != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", got)
+	}
+}
+
+func TestPongTimeoutCloses4001(t *testing.T) {
+	_, url := startFront(t, Config{PingInterval: 50 * time.Millisecond, PingTimeout: 300 * time.Millisecond})
+	c := dialRaw(t, url)
+	c.handshake()
+	// Read without answering pings.
+	for {
+		_ = c.ws.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, _, err := c.ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			if ce.Code != ClosePongTimeout {
+				t.Fatalf("close code %d, want 4001", ce.Code)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSlowConsumerIsCutOthersKeepReceiving(t *testing.T) {
+	const total = 10000
+	srv, url := startFront(t, Config{SendQueueBytes: 256 << 10, WriteTimeout: 2 * time.Second})
+	slow := dialRaw(t, url)
+	slow.handshake()
+	slow.send(`{"event":"#subscribe","data":{"channel":"feed"},"cid":2}`)
+	slow.expect(`{"rid":2}`)
+	fast := dialRaw(t, url)
+	fast.handshake()
+	fast.send(`{"event":"#subscribe","data":{"channel":"feed"},"cid":2}`)
+	fast.expect(`{"rid":2}`)
+
+	got := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			m, err := fast.next()
+			if err != nil {
+				got <- n
+				return
+			}
+			n += strings.Count(m, `"#publish"`)
+			if n >= total {
+				got <- n
+				return
+			}
+		}
+	}()
+	payload := `"` + strings.Repeat("p", 2000) + `"`
+	// The slow client never reads again: the kernel's socket buffers fill (a few MB on
+	// loopback), then its send queue; 20 MB in all is far more than both.
+	for i := 0; i < total; i++ {
+		srv.broker.Publish("feed", json.RawMessage(payload))
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond) // pace for the fast reader; the slow one never reads
+		}
+	}
+	select {
+	case n := <-got:
+		if n < total {
+			t.Fatalf("fast client got %d of %d", n, total)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("fast client stalled")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(srv.Sockets()) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slow consumer not disconnected: %d sockets", len(srv.Sockets()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
+	srv, url := startFront(t, Config{})
+	c := dialRaw(t, url)
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	// Queue several frames while the writer is busy elsewhere: they should come as arrays.
+	for i := 0; i < 200; i++ {
+		srv.broker.Publish("a", json.RawMessage(itoa(i)))
+	}
+	seen, arrays := 0, 0
+	for seen < 200 {
+		m, err := c.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m[0] == '[' {
+			arrays++
+			var items []json.RawMessage
+			if err := json.Unmarshal([]byte(m), &items); err != nil {
+				t.Fatalf("bad batch %s: %v", m, err)
+			}
+		}
+		// Order must hold across and inside batches.
+		for _, part := range strings.Split(m, `"channel":"a","data":`)[1:] {
+			want := itoa(seen)
+			if !strings.HasPrefix(part, want+"}") {
+				t.Fatalf("publication %d out of order: %s", seen, part[:min(len(part), 12)])
+			}
+			seen++
+		}
+	}
+	if arrays == 0 {
+		t.Log("no batch formed (writer kept up); order still checked")
+	}
+}
