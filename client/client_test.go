@@ -278,6 +278,12 @@ func TestPublishFrames(t *testing.T) {
 			t.Fatalf("got %s, want %s", f, tc.want)
 		}
 	}
+	if err := c.PublishRaw("news", json.RawMessage(`{"raw":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	if f := fc.next(t); f != `{"event":"#publish","data":{"channel":"news","data":{"raw":true}}}` {
+		t.Fatalf("PublishRaw frame %s", f)
+	}
 	if err := c.Publish("news", json.RawMessage(`{broken`)); err == nil {
 		t.Fatal("invalid raw JSON accepted")
 	}

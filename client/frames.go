@@ -225,8 +225,10 @@ func parsePublishFast(frame []byte) (channel, data []byte, ok bool) {
 		return nil, nil, false
 	}
 	channel = rest[:end]
-	if bytes.IndexByte(channel, '\\') >= 0 {
-		return nil, nil, false
+	for _, c := range channel {
+		if c < 0x20 || c == '\\' {
+			return nil, nil, false // escapes or invalid JSON: generic path
+		}
 	}
 	rest = rest[end+1:]
 	const dataKey = `,"data":`
@@ -241,7 +243,7 @@ func parsePublishFast(frame []byte) (channel, data []byte, ok bool) {
 	if len(rest) < 1 || rest[len(rest)-1] != '}' {
 		return nil, nil, false
 	}
-	data = rest[:len(rest)-1]
+	data = bytes.Trim(rest[:len(rest)-1], " \t\r\n")
 	// One JSON value exactly: rejects `1,"x":2` and similar.
 	if !json.Valid(data) {
 		return nil, nil, false
