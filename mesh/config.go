@@ -1,0 +1,184 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Mesh. Every limit documents its zero-value default.
+type Config struct {
+	Name          string   // logical node name, unique in the cluster (required)
+	MeshAddr      string   // host:port the ZeroMQ PUB socket binds (tcp); port 0 = ephemeral (required)
+	GossipAddr    string   // host:port Serf binds (TCP+UDP); port 0 = ephemeral (required)
+	AdvertiseHost string   // host others dial; "" = the bind host (which must then not be 0.0.0.0/::)
+	Join          []string // seed gossip addresses; empty = new cluster
+	WSURL         string   // advertised client URL (tag), e.g. ws://127.0.0.1:8000/socketcluster/
+	AdminURL      string   // advertised admin URL (tag)
+	// Profile selects timing presets: "lan" (default; ~1 s failure detection), "wan"
+	// (memberlist WAN defaults, slower and more tolerant), or "local" (same as lan with shorter
+	// push/pull; for tests on one host).
+	Profile    string
+	Logger     *slog.Logger          // nil = slog.Default()
+	Registerer prometheus.Registerer // metrics go here (nil = don't register)
+
+	// Deliver is called for every publication received from a peer that this node wants, from
+	// the mesh's receive goroutines (one per peer, so calls are concurrent across peers and in
+	// order per peer); it must not block. data is the opaque payload; it is not reused by the
+	// mesh and may be retained.
+	Deliver func(channel string, data []byte)
+
+	// PeerQueue bounds the publications queued for one peer and not yet handed to the PUB
+	// socket; beyond it publications to that peer are dropped and counted. Zero means 10,000.
+	PeerQueue int
+	// PeerQueueBytes bounds the payload bytes queued for one peer. Zero means 16 MiB.
+	PeerQueueBytes int
+	// BatchMax bounds the publications in one batch. Zero means 256.
+	BatchMax int
+	// BatchBytes bounds the payload bytes in one batch (a single larger publication still goes
+	// alone). Zero means 256 KiB.
+	BatchBytes int
+	// PubHWM is the ZeroMQ PUB high-water mark in messages (batches and control messages),
+	// shared by all peers; zmq4 drops silently beyond it, receivers then count gaps. Zero means
+	// 8,192.
+	PubHWM int
+
+	// Heartbeat is the interval of heartbeats on the control topic. Zero means the profile's
+	// (lan 250 ms, wan 1 s).
+	Heartbeat time.Duration
+	// HeartbeatTimeout is the silence after which a peer's subscribe socket is recreated. Zero
+	// means 6 × Heartbeat.
+	HeartbeatTimeout time.Duration
+	// UnsubscribeDelay is how long a 1→0 interest transition waits before it is announced; a
+	// re-add within it cancels the removal. Zero means 2 s.
+	UnsubscribeDelay time.Duration
+	// HandshakeTimeout bounds the TCP connect plus ZMTP handshake, dial and accept side. Zero
+	// means 2 s.
+	HandshakeTimeout time.Duration
+	// StallTimeout is how long a peer may leave bytes unacknowledged before its connection to
+	// our PUB socket is closed. Zero means 2 s; negative disables the watchdog.
+	StallTimeout time.Duration
+	// SnapshotRetry is how long to wait for a requested interest snapshot before asking again.
+	// Zero means 1 s.
+	SnapshotRetry time.Duration
+	// JoinBackoffMax caps the backoff between join attempts while no seed answers. Zero means 5 s.
+	JoinBackoffMax time.Duration
+	// MembershipCoalesce is how long membership changes are gathered before links change. Zero
+	// means 50 ms.
+	MembershipCoalesce time.Duration
+	// SecretKey, if set (16, 24 or 32 bytes), encrypts gossip (memberlist AES-GCM).
+	SecretKey []byte
+}
+
+// ErrNameTaken is returned by Start when a different live process holds the logical name.
+var ErrNameTaken = errors.New("mesh: logical node name already held by a live node")
+
+func (c *Config) withDefaults() (Config, error) {
+	cfg := *c
+	if cfg.Name == "" {
+		return cfg, errors.New("mesh: Config.Name is required")
+	}
+	if cfg.MeshAddr == "" || cfg.GossipAddr == "" {
+		return cfg, errors.New("mesh: Config.MeshAddr and Config.GossipAddr are required")
+	}
+	for _, a := range []string{cfg.MeshAddr, cfg.GossipAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return cfg, fmt.Errorf("mesh: bad address %q: %w", a, err)
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Deliver == nil {
+		cfg.Deliver = func(string, []byte) {}
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = "lan"
+	}
+	switch cfg.Profile {
+	case "lan", "local":
+		if cfg.Heartbeat == 0 {
+			cfg.Heartbeat = 250 * time.Millisecond
+		}
+	case "wan":
+		if cfg.Heartbeat == 0 {
+			cfg.Heartbeat = time.Second
+		}
+	default:
+		return cfg, fmt.Errorf("mesh: unknown profile %q (lan, wan, local)", cfg.Profile)
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.PeerQueue, 10_000)
+	def(&cfg.PeerQueueBytes, 16<<20)
+	def(&cfg.BatchMax, 256)
+	def(&cfg.BatchBytes, 256<<10)
+	def(&cfg.PubHWM, 8192)
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defd(&cfg.HeartbeatTimeout, 6*cfg.Heartbeat)
+	defd(&cfg.UnsubscribeDelay, 2*time.Second)
+	defd(&cfg.HandshakeTimeout, 2*time.Second)
+	defd(&cfg.StallTimeout, 2*time.Second)
+	if cfg.StallTimeout < 0 {
+		cfg.StallTimeout = 0
+	}
+	defd(&cfg.SnapshotRetry, time.Second)
+	defd(&cfg.JoinBackoffMax, 5*time.Second)
+	defd(&cfg.MembershipCoalesce, 50*time.Millisecond)
+	return cfg, nil
+}
+
+// serfConfig builds the Serf configuration of a profile.
+//
+//   - lan: memberlist LAN defaults tuned as measured in reference/zmq4-serf-measured.md 3.2:
+//     probe 300 ms, probe timeout 150 ms, suspicion ×2 → a dead node is declared in about 1 s
+//     (LAN defaults: about 5.5 s). Gossip every 100 ms with RetransmitMult 6 so small clusters do
+//     not miss broadcasts, push/pull every 5 s as the real bound on missed tag/leave updates,
+//     ReconnectInterval 5 s (a healed partition rejoins in about 4 s), dead incarnations reaped
+//     after 2 min.
+//   - local: lan with push/pull every 2 s (one host, tests).
+//   - wan: memberlist WAN defaults (probe 5 s, suspicion ×6): tolerant of latency and loss,
+//     failure detection in tens of seconds.
+func serfConfig(profile string) *serf.Config {
+	sc := serf.DefaultConfig()
+	switch profile {
+	case "wan":
+		sc.MemberlistConfig = memberlist.DefaultWANConfig()
+		sc.ReconnectInterval = 30 * time.Second
+		sc.ReconnectTimeout = 30 * time.Minute
+		sc.TombstoneTimeout = 30 * time.Minute
+	default:
+		ml := memberlist.DefaultLANConfig()
+		ml.ProbeInterval = 300 * time.Millisecond
+		ml.ProbeTimeout = 150 * time.Millisecond
+		ml.SuspicionMult = 2
+		ml.GossipInterval = 100 * time.Millisecond
+		ml.RetransmitMult = 6
+		ml.PushPullInterval = 5 * time.Second
+		ml.GossipToTheDeadTime = 10 * time.Second
+		ml.DeadNodeReclaimTime = 5 * time.Second
+		ml.TCPTimeout = 2 * time.Second
+		if profile == "local" {
+			ml.PushPullInterval = 2 * time.Second
+		}
+		sc.MemberlistConfig = ml
+		sc.ReconnectInterval = 5 * time.Second
+		sc.ReconnectTimeout = 2 * time.Minute
+		sc.TombstoneTimeout = 2 * time.Minute
+	}
+	sc.EventBuffer = 1024
+	return sc
+}

@@ -1,0 +1,400 @@
+package mesh
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sockmesh/sockmesh/proto/meshpb"
+)
+
+// A peer is one live incarnation of another node. Its link (what we receive from it) is one SUB
+// socket dialled to its PUB, owned by a supervisor goroutine that recreates the socket, with
+// backoff, on any error or on heartbeat silence. That one path covers a dropped connection, a
+// frozen or half-open peer, a failed handshake and a restart on the same port. zmq4's own
+// reconnect is not used (it redials the wrong endpoint, gives up after 2.5 s, and stops for good
+// after one failed handshake).
+
+// Link states, as Status reports them.
+const (
+	LinkConnecting = "connecting" // dialling, or connected but no heartbeat yet
+	LinkUp         = "up"         // heartbeats arriving
+	LinkDown       = "down"       // failed; waiting to redial
+)
+
+var (
+	errSilence   = errors.New("mesh: peer heartbeat silence")
+	errWrongPeer = errors.New("mesh: a different incarnation answers at the peer's endpoint")
+)
+
+type peer struct {
+	m        *Mesh
+	serfName string // logical name + "-" + incarnation
+	logical  string
+	inc      string
+	meshEP   string // host:port of its PUB socket
+	mailboxB []byte // mailbox topic of this peer (where we send to it)
+	member   Member
+
+	// Send side: guarded by qmu; sendSeq only by the flusher goroutine.
+	qmu     sync.Mutex
+	q       []publication
+	qbytes  int
+	qready  bool
+	qclosed bool
+	sendSeq uint64
+
+	// Receive side: expectSeq only by the reader goroutine.
+	expectSeq uint64
+
+	link    atomic.Value // string
+	lastMsg atomic.Int64 // unix nanos of the last message on the link
+	lastHB  atomic.Int64 // unix nanos of the last heartbeat
+
+	rxWire, rxPayload             atomic.Uint64
+	sent, received, gaps, dropped atomic.Uint64
+	reconnects                    atomic.Uint64
+	rxReported                    uint64 // guarded by m.mu
+
+	sentC, receivedC, gapsC, droppedC, rxBytesC, reconnectC prometheus.Counter
+	linkG                                                   prometheus.Gauge
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (m *Mesh) newPeer(mi memberInfo) *peer {
+	l := prometheus.Labels{"peer": mi.logical}
+	p := &peer{
+		m:          m,
+		serfName:   mi.serfName,
+		logical:    mi.logical,
+		inc:        mi.inc,
+		meshEP:     mi.member.Mesh,
+		mailboxB:   []byte(mailboxTopic(mi.serfName)),
+		member:     mi.member,
+		expectSeq:  1,
+		sentC:      m.met.sent.With(l),
+		receivedC:  m.met.received.With(l),
+		gapsC:      m.met.gaps.With(l),
+		droppedC:   m.met.dropped.With(l),
+		rxBytesC:   m.met.rxBytes.With(l),
+		reconnectC: m.met.reconnect.With(l),
+		linkG:      m.met.linkUp.With(l),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	p.setLink(LinkConnecting)
+	return p
+}
+
+func (p *peer) setLink(s string) {
+	p.link.Store(s)
+	if s == LinkUp {
+		p.linkG.Set(1)
+	} else {
+		p.linkG.Set(0)
+	}
+}
+
+func (p *peer) linkState() string { return p.link.Load().(string) }
+
+// shutdown stops the supervisor and frees the send queue. Not called with m.mu held.
+func (p *peer) shutdown() {
+	close(p.stop)
+	<-p.done
+	p.qmu.Lock()
+	p.qclosed = true
+	p.q = nil
+	p.qbytes = 0
+	p.qmu.Unlock()
+}
+
+// supervise owns the peer's SUB socket for the peer's whole life.
+func (p *peer) supervise() {
+	defer close(p.done)
+	const minBackoff, maxBackoff = 50 * time.Millisecond, 2 * time.Second
+	backoff := minBackoff
+	for {
+		start := time.Now()
+		err := p.runLink()
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+		p.setLink(LinkDown)
+		p.reconnects.Add(1)
+		p.reconnectC.Inc()
+		if time.Since(start) > 5*time.Second {
+			backoff = minBackoff // it had been working: retry fast
+		}
+		p.m.log.Debug("mesh: link down", "peer", p.logical, "incarnation", p.inc, "err", err, "retry_in", backoff)
+		wait := backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-p.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// dialHook captures the connection our transport dials for one SUB socket.
+type dialHook struct {
+	mu   sync.Mutex
+	conn *smConn
+}
+
+func (h *dialHook) set(c *smConn) {
+	h.mu.Lock()
+	h.conn = c
+	h.mu.Unlock()
+}
+
+func (h *dialHook) close() {
+	h.mu.Lock()
+	c := h.conn
+	h.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// runLink creates a SUB socket, dials the peer and reads until an error, silence or stop.
+func (p *peer) runLink() error {
+	m := p.m
+	p.setLink(LinkConnecting)
+	hook := &dialHook{}
+	opts := &connOpts{
+		handshake:  m.cfg.HandshakeTimeout,
+		rx:         &p.rxWire,
+		onDial:     hook.set,
+		hsTimeouts: &m.hsTimeouts,
+	}
+	sub := zmq4.NewSub(withConnOpts(m.ctx, opts),
+		zmq4.WithDialerMaxRetries(0),
+		zmq4.WithDialerTimeout(m.cfg.HandshakeTimeout),
+		zmq4.WithTimeout(m.cfg.HandshakeTimeout),
+		zmq4.WithLogger(newStdLogger(m.log, "zmq4", -4)),
+	)
+	// SUB keeps its topic set and sends it on every new connection; set both before Dial.
+	// SetOption is only ever called here, by the socket's owner, with string values.
+	for _, topic := range []string{m.mailbox, controlTopic} {
+		if err := setOption(sub, zmq4.OptionSubscribe, topic); err != nil {
+			closeSocket(sub)
+			return err
+		}
+	}
+	if err := dial(sub, "smtcp://"+p.meshEP); err != nil {
+		hook.close()
+		closeSocket(sub)
+		return err
+	}
+	p.lastMsg.Store(time.Now().UnixNano())
+
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- p.read(sub) }()
+
+	// Order matters when stopping: close the TCP connection first, so that zmq4's per-connection
+	// reader goroutine hands its error to Recv; wait for our reader to see it; only then close
+	// the socket. Closing the socket first can leave zmq4's reader blocked forever on a full
+	// internal channel that nobody drains.
+	stopLink := func() {
+		hook.close()
+		select {
+		case <-readerDone:
+		case <-time.After(2 * time.Second):
+			m.log.Warn("mesh: subscribe socket reader did not stop", "peer", p.logical)
+		}
+		closeSocket(sub)
+	}
+	tick := time.NewTicker(m.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stop:
+			stopLink()
+			return nil
+		case err := <-readerDone:
+			hook.close()
+			closeSocket(sub)
+			return err
+		case now := <-tick.C:
+			if now.Sub(time.Unix(0, p.lastMsg.Load())) > m.cfg.HeartbeatTimeout {
+				stopLink()
+				return errSilence
+			}
+		}
+	}
+}
+
+// read receives from the SUB socket until an error.
+func (p *peer) read(sub zmq4.Socket) error {
+	for {
+		msg, err := recv(sub)
+		if err != nil {
+			return err
+		}
+		if err := p.handle(msg); err != nil {
+			return err
+		}
+	}
+}
+
+func (p *peer) handle(msg zmq4.Msg) error {
+	m := p.m
+	if len(msg.Frames) != 2 {
+		return nil // not ours
+	}
+	topic, payload := msg.Frames[0], msg.Frames[1]
+	toMe := bytes.Equal(topic, m.mailboxB)
+	if !toMe && string(topic) != controlTopic {
+		return nil
+	}
+	var env meshpb.Envelope
+	if err := proto.Unmarshal(payload, &env); err != nil {
+		m.log.Warn("mesh: bad envelope", "peer", p.logical, "err", err)
+		return nil
+	}
+	if env.Origin != p.serfName {
+		return fmt.Errorf("%w: %q", errWrongPeer, env.Origin)
+	}
+	if toMe && env.Target != m.self {
+		return nil
+	}
+	now := time.Now()
+	p.lastMsg.Store(now.UnixNano())
+	switch body := env.Body.(type) {
+	case *meshpb.Envelope_Batch:
+		if toMe {
+			p.receiveBatch(body.Batch)
+		}
+	case *meshpb.Envelope_Heartbeat:
+		p.lastHB.Store(now.UnixNano())
+		hb := body.Heartbeat
+		m.mu.Lock()
+		req := false
+		if p.linkState() != LinkUp {
+			p.setLink(LinkUp)
+			req = m.table.LinkUp(p, now)
+		}
+		if m.table.PeerBeat(p, Beat{hb.InterestVersion, hb.InterestDigest, int(hb.InterestCount)}, now) {
+			req = true
+		}
+		if req {
+			m.requestSnapshot(p)
+		}
+		m.mu.Unlock()
+	case *meshpb.Envelope_Delta:
+		d := body.Delta
+		m.mu.Lock()
+		if m.table.PeerDelta(p, Delta{d.Version, d.Channel, d.Add}, now) {
+			m.requestSnapshot(p)
+		}
+		m.mu.Unlock()
+	case *meshpb.Envelope_Snapshot:
+		if toMe {
+			s := body.Snapshot
+			if Digest(s.Channels) != s.Digest {
+				m.log.Warn("mesh: snapshot digest mismatch", "peer", p.logical)
+			}
+			m.mu.Lock()
+			m.table.PeerSnapshot(p, Snapshot{s.Version, s.Digest, s.Channels})
+			m.mu.Unlock()
+		}
+	case *meshpb.Envelope_SnapshotRequest:
+		if toMe {
+			m.mu.Lock()
+			s := m.table.LocalSnapshot()
+			m.sendControl(p.mailboxB, &meshpb.Envelope{Target: p.serfName, Body: &meshpb.Envelope_Snapshot{
+				Snapshot: &meshpb.InterestSnapshot{Version: s.Version, Digest: s.Digest, Channels: s.Channels}}})
+			m.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// requestSnapshot asks p for its interest snapshot. m.mu held.
+func (m *Mesh) requestSnapshot(p *peer) {
+	_, v := m.table.PeerCount(p)
+	m.sendControl(p.mailboxB, &meshpb.Envelope{Target: p.serfName, Body: &meshpb.Envelope_SnapshotRequest{
+		SnapshotRequest: &meshpb.SnapshotRequest{KnownVersion: v}}})
+}
+
+func (p *peer) receiveBatch(b *meshpb.Batch) {
+	m := p.m
+	seq := b.FirstSeq
+	for _, pub := range b.Publications {
+		switch {
+		case seq < p.expectSeq:
+			seq++
+			continue // already delivered: never a duplicate
+		case seq > p.expectSeq:
+			g := seq - p.expectSeq
+			p.gaps.Add(g)
+			p.gapsC.Add(float64(g))
+		}
+		p.expectSeq = seq + 1
+		seq++
+		p.received.Add(1)
+		p.receivedC.Inc()
+		p.rxPayload.Add(uint64(len(pub.Data)))
+		m.mu.RLock()
+		want := m.table.WantsLocal(pub.Channel)
+		m.mu.RUnlock()
+		if !want {
+			m.met.unwanted.Inc()
+			continue
+		}
+		m.cfg.Deliver(pub.Channel, pub.Data)
+	}
+}
+
+// Library guards. Each wraps one zmq4 call that can panic (reference 1.7) with recover(), and
+// setOption refuses non-string values, which zmq4's SUB converts with an unchecked assertion.
+
+func setOption(s zmq4.Socket, name string, value any) (err error) {
+	if _, ok := value.(string); !ok {
+		return fmt.Errorf("mesh: SetOption(%s) needs a string value, got %T", name, value)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mesh: zmq4 SetOption panicked: %v", r)
+		}
+	}()
+	return s.SetOption(name, value)
+}
+
+func dial(s zmq4.Socket, ep string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mesh: zmq4 Dial panicked: %v", r)
+		}
+	}()
+	return s.Dial(ep)
+}
+
+func recv(s zmq4.Socket) (msg zmq4.Msg, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mesh: zmq4 Recv panicked: %v", r)
+		}
+	}()
+	return s.Recv()
+}
+
+func closeSocket(s zmq4.Socket) {
+	defer func() { _ = recover() }()
+	_ = s.Close()
+}

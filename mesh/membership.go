@@ -1,0 +1,225 @@
+package mesh
+
+import (
+	"net"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/serf/serf"
+)
+
+// Membership: each process start is its own Serf member, named logical name + "-" + a random
+// incarnation id, with the logical name, incarnation, start time and endpoints in tags. A
+// restarted node therefore never collides with its dead predecessor's Serf name (which memberlist
+// would refuse for about 45 s on a new port); when two alive members carry one logical name,
+// the one with the later start time wins and the other is not linked.
+//
+// Serf's EventCh is drained by our own goroutine (a slow consumer would stall memberlist) into a
+// "dirty" signal; the reconcile goroutine waits MembershipCoalesce after a change, then compares
+// the whole member list with the current links, so a burst of churn becomes one change of links.
+
+const (
+	tagName   = "name"
+	tagInc    = "inc"
+	tagStart  = "start"
+	tagMesh   = "mesh"
+	tagWS     = "ws"
+	tagAdmin  = "admin"
+	tagProto  = "mp"
+	protoVers = "1"
+)
+
+// Member is one logical node as Status reports it.
+type Member struct {
+	Name        string `json:"name"`
+	Status      string `json:"status"` // alive | failed | left
+	WS          string `json:"ws,omitempty"`
+	Mesh        string `json:"mesh,omitempty"`
+	Gossip      string `json:"gossip,omitempty"`
+	Admin       string `json:"admin,omitempty"`
+	Incarnation string `json:"incarnation,omitempty"`
+}
+
+type memberInfo struct {
+	serfName string
+	logical  string
+	inc      string
+	start    int64
+	status   serf.MemberStatus
+	member   Member
+}
+
+func infoOf(sm serf.Member) (memberInfo, bool) {
+	name, ok := sm.Tags[tagName]
+	if !ok || sm.Tags[tagProto] != protoVers {
+		return memberInfo{}, false
+	}
+	start, _ := strconv.ParseInt(sm.Tags[tagStart], 10, 64)
+	status := "failed"
+	switch sm.Status {
+	case serf.StatusAlive:
+		status = "alive"
+	case serf.StatusLeaving, serf.StatusLeft:
+		status = "left"
+	}
+	return memberInfo{
+		serfName: sm.Name,
+		logical:  name,
+		inc:      sm.Tags[tagInc],
+		start:    start,
+		status:   sm.Status,
+		member: Member{
+			Name:        name,
+			Status:      status,
+			WS:          sm.Tags[tagWS],
+			Mesh:        sm.Tags[tagMesh],
+			Gossip:      net.JoinHostPort(sm.Addr.String(), strconv.Itoa(int(sm.Port))),
+			Admin:       sm.Tags[tagAdmin],
+			Incarnation: sm.Tags[tagInc],
+		},
+	}, true
+}
+
+// newer reports whether a should represent its logical name rather than b.
+func newer(a, b memberInfo) bool {
+	aAlive, bAlive := a.status == serf.StatusAlive, b.status == serf.StatusAlive
+	if aAlive != bAlive {
+		return aAlive
+	}
+	if a.start != b.start {
+		return a.start > b.start
+	}
+	return a.serfName > b.serfName
+}
+
+// members returns, per logical name, the incarnation that represents it, sorted by name.
+func (m *Mesh) members() []memberInfo {
+	best := make(map[string]memberInfo)
+	for _, sm := range m.serf.Members() {
+		mi, ok := infoOf(sm)
+		if !ok {
+			continue
+		}
+		if cur, seen := best[mi.logical]; !seen || newer(mi, cur) {
+			best[mi.logical] = mi
+		}
+	}
+	out := make([]memberInfo, 0, len(best))
+	for _, mi := range best {
+		out = append(out, mi)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].logical < out[j].logical })
+	return out
+}
+
+// drainEvents is the only reader of Serf's EventCh; it never blocks Serf.
+func (m *Mesh) drainEvents(ch <-chan serf.Event) {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case ev := <-ch:
+			if me, ok := ev.(serf.MemberEvent); ok {
+				for _, mem := range me.Members {
+					m.log.Debug("mesh: member event", "event", me.Type.String(), "member", mem.Name)
+				}
+				m.membershipChanged()
+			}
+		}
+	}
+}
+
+func (m *Mesh) membershipChanged() {
+	select {
+	case m.memberCh <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop turns coalesced membership changes into link changes. It also re-checks every
+// few seconds, which covers a missed event.
+func (m *Mesh) reconcileLoop() {
+	defer m.wg.Done()
+	periodic := time.NewTicker(2 * time.Second)
+	defer periodic.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-periodic.C:
+		case <-m.memberCh:
+			t := time.NewTimer(m.cfg.MembershipCoalesce)
+			select {
+			case <-m.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		m.reconcile()
+	}
+}
+
+// reconcile makes the set of peers match the alive members: one peer per logical name other
+// than ours, the newest incarnation.
+func (m *Mesh) reconcile() {
+	want := make(map[string]memberInfo)
+	alive := 0
+	for _, mi := range m.members() {
+		if mi.status == serf.StatusAlive {
+			alive++
+		}
+		if mi.logical == m.cfg.Name || mi.status != serf.StatusAlive || mi.member.Mesh == "" {
+			continue
+		}
+		want[mi.serfName] = mi
+	}
+	m.met.members.Set(float64(alive))
+
+	var removed, added []*peer
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return
+	}
+	for name, p := range m.peers {
+		if mi, ok := want[name]; !ok || mi.member.Mesh != p.meshEP {
+			m.table.RemovePeer(p)
+			delete(m.peers, name)
+			removed = append(removed, p)
+		}
+	}
+	for name, mi := range want {
+		if _, ok := m.peers[name]; ok {
+			continue
+		}
+		p := m.newPeer(mi)
+		m.peers[name] = p
+		m.table.AddPeer(p)
+		added = append(added, p)
+	}
+	for _, p := range added {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			p.supervise()
+		}()
+	}
+	m.mu.Unlock()
+
+	replaced := make(map[string]bool)
+	for _, p := range added {
+		replaced[p.logical] = true
+		m.log.Info("mesh: peer joined", "peer", p.logical, "incarnation", p.inc, "mesh", p.meshEP)
+	}
+	for _, p := range removed {
+		m.log.Info("mesh: peer gone", "peer", p.logical, "incarnation", p.inc)
+		p.shutdown()
+		if !replaced[p.logical] {
+			// A replacement incarnation under the same logical name keeps the series.
+			m.met.linkUp.DeleteLabelValues(p.logical)
+		}
+	}
+}

@@ -1,0 +1,471 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/sockmesh/sockmesh/proto/meshpb"
+)
+
+// Mesh is one node's view of the cluster: membership, the PUB socket, the links from every
+// peer, and the interest table. All methods are safe for concurrent use.
+type Mesh struct {
+	cfg      Config
+	log      *slog.Logger
+	met      *metrics
+	self     string // serf name: logical name + "-" + incarnation
+	inc      string
+	start    int64
+	mailbox  string // our mailbox topic
+	mailboxB []byte
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	pub    zmq4.Socket
+	meshEP string // advertised host:port of the PUB socket
+	serf   *serf.Serf
+
+	// mu guards the interest table and the peer map, and orders control messages on the wire.
+	mu      sync.RWMutex
+	table   *Table[*peer]
+	peers   map[string]*peer // by serf name
+	closing bool
+
+	readyMu sync.Mutex
+	readyQ  []*peer
+	readyCh chan struct{}
+
+	memberCh chan struct{}
+
+	joined     atomic.Bool
+	started    atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
+	fatal      chan error
+	stalled    atomic.Uint64
+	hsTimeouts atomic.Uint64
+	// guarded by mu: what the metrics already show of the counters above
+	stalledReported, hsReported uint64
+}
+
+func (m *Mesh) syncCounter(c *atomic.Uint64, reported *uint64, add func(float64)) {
+	if cur := c.Load(); cur > *reported {
+		add(float64(cur - *reported))
+		*reported = cur
+	}
+}
+
+// New validates cfg and prepares a Mesh; nothing is bound until Start.
+func New(cfg Config) (*Mesh, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var rb [8]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		return nil, err
+	}
+	inc := hex.EncodeToString(rb[:])
+	self := c.Name + "-" + inc
+	m := &Mesh{
+		cfg:      c,
+		log:      c.Logger.With("component", "mesh"),
+		met:      newMetrics(c.Registerer),
+		self:     self,
+		inc:      inc,
+		start:    time.Now().UnixNano(),
+		mailbox:  mailboxTopic(self),
+		mailboxB: []byte(mailboxTopic(self)),
+		table:    NewTable[*peer](c.UnsubscribeDelay, c.SnapshotRetry),
+		peers:    make(map[string]*peer),
+		readyCh:  make(chan struct{}, 1),
+		memberCh: make(chan struct{}, 1),
+		fatal:    make(chan error, 1),
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// SerfName is this process's Serf member name (logical name + "-" + incarnation).
+func (m *Mesh) SerfName() string { return m.self }
+
+// MeshEndpoint is the advertised host:port of the PUB socket (valid after Start).
+func (m *Mesh) MeshEndpoint() string { return m.meshEP }
+
+// GossipEndpoint is the advertised host:port of Serf (valid after Start).
+func (m *Mesh) GossipEndpoint() string {
+	if m.serf == nil {
+		return ""
+	}
+	lm := m.serf.LocalMember()
+	return net.JoinHostPort(lm.Addr.String(), strconv.Itoa(int(lm.Port)))
+}
+
+// Err delivers a fatal error found after Start returned: the logical name found taken by a live
+// node when a background join succeeds, or this node superseded by a newer incarnation of its
+// name. The node should stop.
+func (m *Mesh) Err() <-chan error { return m.fatal }
+
+// Start binds the PUB socket and Serf, joins the cluster and starts the goroutines. If no seed
+// answers, joining continues in the background with backoff (Ready stays false). It returns
+// ErrNameTaken if a different live process holds the logical name. ctx bounds only Start
+// itself. A Mesh can be started once.
+func (m *Mesh) Start(ctx context.Context) (err error) {
+	if !m.started.CompareAndSwap(false, true) {
+		return errors.New("mesh: already started")
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	registerTransport()
+
+	bindHost, _, _ := net.SplitHostPort(m.cfg.MeshAddr)
+	adv := m.cfg.AdvertiseHost
+	if adv == "" {
+		adv = bindHost
+	}
+	if ip := net.ParseIP(adv); adv == "" || (ip != nil && ip.IsUnspecified()) {
+		return fmt.Errorf("mesh: bind host %q is not dialable; set AdvertiseHost", bindHost)
+	}
+
+	// The one PUB socket of this Mesh. zmq4 leaks one goroutine (pubMWriter.run) per PUB Close,
+	// so a process should create one Mesh and keep it.
+	pubOpts := &connOpts{
+		handshake:  m.cfg.HandshakeTimeout,
+		stall:      m.cfg.StallTimeout,
+		stalled:    &m.stalled,
+		hsTimeouts: &m.hsTimeouts,
+	}
+	pub := zmq4.NewPub(withConnOpts(m.ctx, pubOpts),
+		zmq4.WithTimeout(m.cfg.HandshakeTimeout),
+		zmq4.WithLogger(newStdLogger(m.log, "zmq4", slog.LevelDebug)))
+	if err := pub.SetOption(zmq4.OptionHWM, m.cfg.PubHWM); err != nil {
+		closeSocket(pub)
+		return fmt.Errorf("mesh: PUB HWM: %w", err)
+	}
+	if err := pub.Listen("smtcp://" + m.cfg.MeshAddr); err != nil {
+		closeSocket(pub)
+		return fmt.Errorf("mesh: bind mesh address %s: %w", m.cfg.MeshAddr, err)
+	}
+	_, port, _ := net.SplitHostPort(pub.Addr().String())
+	m.meshEP = net.JoinHostPort(adv, port)
+	m.mu.Lock()
+	m.pub = pub
+	m.mu.Unlock()
+
+	if err := m.startSerf(adv); err != nil {
+		return err
+	}
+
+	m.wg.Add(3)
+	go m.reconcileLoop()
+	go m.flusher()
+	go m.controlLoop()
+
+	if len(m.cfg.Join) == 0 {
+		m.joined.Store(true)
+		return nil
+	}
+	if _, jerr := m.serf.Join(m.cfg.Join, true); jerr == nil {
+		m.joined.Store(true)
+		m.membershipChanged()
+		return m.checkName(ctx)
+	} else {
+		m.log.Warn("mesh: no seed answered; retrying in the background", "seeds", m.cfg.Join, "err", jerr)
+	}
+	m.wg.Add(1)
+	go m.joinLoop()
+	return nil
+}
+
+func (m *Mesh) startSerf(adv string) error {
+	ghost, gport, _ := net.SplitHostPort(m.cfg.GossipAddr)
+	port, err := strconv.Atoi(gport)
+	if err != nil {
+		return fmt.Errorf("mesh: gossip port %q: %w", gport, err)
+	}
+	sc := serfConfig(m.cfg.Profile)
+	sc.NodeName = m.self
+	sc.Tags = map[string]string{
+		tagName:  m.cfg.Name,
+		tagInc:   m.inc,
+		tagStart: strconv.FormatInt(m.start, 10),
+		tagMesh:  m.meshEP,
+		tagProto: protoVers,
+	}
+	if m.cfg.WSURL != "" {
+		sc.Tags[tagWS] = m.cfg.WSURL
+	}
+	if m.cfg.AdminURL != "" {
+		sc.Tags[tagAdmin] = m.cfg.AdminURL
+	}
+	sc.MemberlistConfig.Name = m.self
+	sc.MemberlistConfig.BindAddr = ghost
+	sc.MemberlistConfig.BindPort = port
+	sc.MemberlistConfig.AdvertiseAddr = adv
+	sc.MemberlistConfig.AdvertisePort = port
+	if len(m.cfg.SecretKey) > 0 {
+		sc.MemberlistConfig.SecretKey = m.cfg.SecretKey
+	}
+	sc.Logger = newStdLogger(m.cfg.Logger, "serf", slog.LevelInfo)
+	sc.MemberlistConfig.Logger = newStdLogger(m.cfg.Logger, "memberlist", slog.LevelInfo)
+	events := make(chan serf.Event, 1024)
+	sc.EventCh = events
+	s, err := serf.Create(sc)
+	if err != nil {
+		return fmt.Errorf("mesh: start gossip on %s: %w", m.cfg.GossipAddr, err)
+	}
+	m.serf = s
+	m.wg.Add(1)
+	go m.drainEvents(events)
+	return nil
+}
+
+// joinLoop retries the seeds with backoff until one answers.
+func (m *Mesh) joinLoop() {
+	defer m.wg.Done()
+	backoff := 200 * time.Millisecond
+	for {
+		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
+		select {
+		case <-m.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if _, err := m.serf.Join(m.cfg.Join, true); err != nil {
+			m.log.Debug("mesh: join failed", "seeds", m.cfg.Join, "err", err)
+			backoff = min(2*backoff, m.cfg.JoinBackoffMax)
+			continue
+		}
+		m.log.Info("mesh: joined", "seeds", m.cfg.Join)
+		m.joined.Store(true)
+		m.membershipChanged()
+		if err := m.checkName(m.ctx); err != nil {
+			m.log.Error("mesh: stopping", "err", err)
+			select {
+			case m.fatal <- err:
+			default:
+			}
+		}
+		return
+	}
+}
+
+// checkName looks for another incarnation of our logical name that is alive. A member whose
+// endpoints we now hold is certainly dead; otherwise it is pinged through memberlist, and any
+// answer means a different live process has the name.
+func (m *Mesh) checkName(ctx context.Context) error {
+	myGossip := m.GossipEndpoint()
+	for _, sm := range m.serf.Members() {
+		mi, ok := infoOf(sm)
+		if !ok || mi.logical != m.cfg.Name || mi.serfName == m.self || sm.Status != serf.StatusAlive {
+			continue
+		}
+		if mi.member.Mesh == m.meshEP || mi.member.Gossip == myGossip {
+			continue // we hold its ports: it is gone
+		}
+		addr := &net.UDPAddr{IP: sm.Addr, Port: int(sm.Port)}
+		for i := 0; i < 3 && ctx.Err() == nil; i++ {
+			if _, err := m.serf.Memberlist().Ping(sm.Name, addr); err == nil {
+				return fmt.Errorf("%w: %q is alive at %s (incarnation %s)", ErrNameTaken, m.cfg.Name, mi.member.Gossip, mi.inc)
+			} else if _, timeout := err.(memberlist.NoPingResponseError); !timeout {
+				break
+			}
+		}
+		m.log.Info("mesh: taking over the name of a dead incarnation", "name", m.cfg.Name, "old", mi.inc)
+	}
+	return nil
+}
+
+// controlLoop sends heartbeats, announces due removals and refreshes byte metrics.
+func (m *Mesh) controlLoop() {
+	defer m.wg.Done()
+	tick := time.NewTicker(m.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case now := <-tick.C:
+			m.mu.Lock()
+			for _, d := range m.table.Expire(now) {
+				m.sendDelta(d)
+			}
+			b := m.table.LocalBeat()
+			m.sendControl([]byte(controlTopic), &meshpb.Envelope{Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{
+				InterestVersion: b.Version, InterestDigest: b.Digest, InterestCount: uint32(min(b.Count, math.MaxUint32))}}})
+			for _, p := range m.peers {
+				p.syncByteMetric()
+			}
+			m.syncCounter(&m.stalled, &m.stalledReported, m.met.stalled.Add)
+			m.syncCounter(&m.hsTimeouts, &m.hsReported, m.met.hsTimeout.Add)
+			m.mu.Unlock()
+			m.checkSuperseded()
+		}
+	}
+}
+
+func (p *peer) syncByteMetric() {
+	// rxBytesReported is only touched here, under m.mu.
+	cur := p.rxWire.Load()
+	if d := cur - p.rxReported; d > 0 {
+		p.rxBytesC.Add(float64(d))
+		p.rxReported = cur
+	}
+}
+
+// checkSuperseded reports, once, a newer alive incarnation of our own logical name.
+func (m *Mesh) checkSuperseded() {
+	if m.serf == nil || len(m.fatal) > 0 {
+		return
+	}
+	for _, mi := range m.members() {
+		if mi.logical == m.cfg.Name && mi.serfName != m.self && mi.status == serf.StatusAlive && mi.start > m.start {
+			select {
+			case m.fatal <- fmt.Errorf("mesh: superseded by a newer incarnation of %q (%s)", m.cfg.Name, mi.inc):
+			default:
+			}
+		}
+	}
+}
+
+// sendDelta announces a local interest change on the control topic. m.mu held.
+func (m *Mesh) sendDelta(d Delta) {
+	m.sendControl([]byte(controlTopic), &meshpb.Envelope{Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{
+		Version: d.Version, Channel: d.Channel, Add: d.Add}}})
+}
+
+// validChannel: channels travel inside protobuf strings, never in topic frames, so any non-empty
+// valid UTF-8 name is safe.
+func validChannel(ch string) bool { return ch != "" && utf8.ValidString(ch) }
+
+// Publish sends a local publication to every peer that wants channel. It never blocks and costs
+// one map lookup whatever the number of channels. data is retained until sent: the caller must
+// not modify it afterwards.
+func (m *Mesh) Publish(channel string, data []byte) {
+	m.mu.RLock()
+	ps := m.table.Route(channel)
+	m.mu.RUnlock()
+	if len(ps) == 0 {
+		return
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	for _, p := range ps {
+		p.enqueue(channel, data)
+	}
+}
+
+// AddInterest records a local 0→1 transition of channel (calls are counted: n adds need n
+// removes). It is announced to peers at once. It never blocks.
+func (m *Mesh) AddInterest(channel string) {
+	if !validChannel(channel) {
+		m.log.Warn("mesh: invalid channel name ignored", "channel", channel)
+		return
+	}
+	m.mu.Lock()
+	if d, ok := m.table.AddLocal(channel); ok {
+		m.sendDelta(d)
+	}
+	m.mu.Unlock()
+}
+
+// RemoveInterest records a local 1→0 transition of channel. Peers are told after
+// UnsubscribeDelay unless AddInterest comes first. It never blocks.
+func (m *Mesh) RemoveInterest(channel string) {
+	m.mu.Lock()
+	m.table.RemoveLocal(channel, time.Now())
+	m.mu.Unlock()
+}
+
+// Ready reports whether the node has joined (or started a new cluster) and the links from all
+// alive peers are up with their interest in sync.
+func (m *Mesh) Ready() bool {
+	if !m.joined.Load() {
+		return false
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closing {
+		return false
+	}
+	for _, p := range m.peers {
+		if p.linkState() != LinkUp || !m.table.PeerSynced(p) {
+			return false
+		}
+	}
+	return true
+}
+
+// Leave leaves the gossip cluster gracefully (peers see "left" rather than "failed"). It blocks
+// for about a second (Serf's leave propagation) or until ctx ends.
+func (m *Mesh) Leave(ctx context.Context) error {
+	if m.serf == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.serf.Leave() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops everything: gossip, links, goroutines and sockets. The only goroutine left behind
+// is zmq4's pubMWriter.run of the PUB socket (zmq4 v0.17.0 never stops it), so create one Mesh
+// per process. Close is idempotent.
+func (m *Mesh) Close() error {
+	m.closeOnce.Do(func() {
+		if m.serf != nil {
+			if err := m.serf.Shutdown(); err != nil {
+				m.closeErr = err
+			}
+		}
+		m.mu.Lock()
+		m.closing = true
+		peers := make([]*peer, 0, len(m.peers))
+		for name, p := range m.peers {
+			m.table.RemovePeer(p)
+			delete(m.peers, name)
+			peers = append(peers, p)
+		}
+		m.mu.Unlock()
+		for _, p := range peers {
+			p.shutdown()
+		}
+		m.cancel()
+		m.wg.Wait()
+		m.mu.Lock()
+		pub := m.pub
+		m.pub = nil
+		m.mu.Unlock()
+		if pub != nil {
+			closeSocket(pub)
+		}
+	})
+	return m.closeErr
+}

@@ -1,0 +1,132 @@
+package mesh
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestThreeMeshesDeliverExactlyToInterested: publications reach exactly the meshes that want
+// the channel, exactly once and in publish order; a mesh that does not want a channel receives
+// nothing for it; chat never leaks into chatroom.
+func TestThreeMeshesDeliverExactlyToInterested(t *testing.T) {
+	nodes := startCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+
+	n2.AddInterest("chat")
+	n3.AddInterest("chatroom")
+	n3.AddInterest("both")
+	n2.AddInterest("both")
+	waitInterest(t, nodes, "n2", "chat", true)
+	waitInterest(t, nodes, "n3", "chatroom", true)
+	waitInterest(t, nodes, "n2", "both", true)
+	waitInterest(t, nodes, "n3", "both", true)
+	if peerWants(n1.Mesh, "n3", "chat") || peerWants(n1.Mesh, "n2", "chatroom") {
+		t.Fatal("interest leaked between chat and chatroom")
+	}
+
+	const N = 500
+	for i := range N {
+		n1.Publish("chat", fmt.Appendf(nil, "chat-%d", i))
+		n1.Publish("chatroom", fmt.Appendf(nil, "room-%d", i))
+		n1.Publish("both", fmt.Appendf(nil, "b1-%d", i))
+		n2.Publish("both", fmt.Appendf(nil, "b2-%d", i))
+		n1.Publish("nobody", []byte("x"))
+	}
+	waitFor(t, 10*time.Second, "deliveries", func() bool {
+		return n2.rec.count("chat") == N && n3.rec.count("chatroom") == N &&
+			n3.rec.count("both") == 2*N && n2.rec.count("both") == N
+	})
+
+	checkOrder := func(got []string, prefix string, n int) {
+		t.Helper()
+		var seq []string
+		for _, g := range got {
+			if strings.HasPrefix(g, prefix) {
+				seq = append(seq, g)
+			}
+		}
+		if len(seq) != n {
+			t.Fatalf("%s: got %d, want %d", prefix, len(seq), n)
+		}
+		for i, g := range seq {
+			if g != fmt.Sprintf("%s%d", prefix, i) {
+				t.Fatalf("%s: position %d has %q (out of order or duplicate)", prefix, i, g)
+			}
+		}
+	}
+	checkOrder(n2.rec.get("chat"), "chat-", N)
+	checkOrder(n3.rec.get("chatroom"), "room-", N)
+	checkOrder(n3.rec.get("both"), "b1-", N)
+	checkOrder(n3.rec.get("both"), "b2-", N)
+	checkOrder(n2.rec.get("both"), "b1-", N)
+
+	// Nothing that was not wanted was delivered anywhere.
+	if c := n3.rec.count("chat"); c != 0 {
+		t.Fatalf("n3 got %d chat", c)
+	}
+	if c := n2.rec.count("chatroom"); c != 0 {
+		t.Fatalf("n2 got %d chatroom", c)
+	}
+	if c := n1.rec.count("both") + n1.rec.count("chat") + n1.rec.count("nobody"); c != 0 {
+		t.Fatalf("n1 (wants nothing) got %d publications", c)
+	}
+	if ps := peerStatus(n1.Mesh, "n2"); ps.Received != 0 {
+		t.Fatalf("n1 received %d publications from n2, wants none", ps.Received)
+	}
+	// No publication lost on the way.
+	for _, nd := range nodes {
+		for _, ps := range nd.Status().Peers {
+			if ps.Gaps != 0 || ps.Dropped != 0 {
+				t.Fatalf("%s ← %s: gaps %d dropped %d", nd.cfg.Name, ps.Name, ps.Gaps, ps.Dropped)
+			}
+		}
+	}
+	// A node that wants X receives it; the node that does not receives zero bytes of X from
+	// the same publisher.
+	before3 := peerStatus(n3.Mesh, "n1").ReceivedBytes
+	before2 := peerStatus(n2.Mesh, "n1").ReceivedBytes
+	big := make([]byte, 64<<10)
+	for range 20 {
+		n1.Publish("chat", big)
+	}
+	waitFor(t, 10*time.Second, "big chat at n2", func() bool { return n2.rec.count("chat") == N+20 })
+	got2 := peerStatus(n2.Mesh, "n1").ReceivedBytes - before2
+	got3 := peerStatus(n3.Mesh, "n1").ReceivedBytes - before3
+	if got2 < 20*64<<10 {
+		t.Fatalf("n2 read %d bytes from n1, want at least %d", got2, 20*64<<10)
+	}
+	if got3 > 16<<10 { // heartbeats only: well under one payload
+		t.Fatalf("n3 read %d bytes from n1 while n1 published 1.3 MB of a channel n3 does not want", got3)
+	}
+}
+
+func TestUnsubscribeStopsTraffic(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	n2.AddInterest("x")
+	waitInterest(t, nodes, "n2", "x", true)
+	n1.Publish("x", []byte("1"))
+	waitFor(t, 5*time.Second, "first delivery", func() bool { return n2.rec.count("x") == 1 })
+
+	// Remove and re-add within the delay: nothing changes on the peers.
+	n2.RemoveInterest("x")
+	n2.AddInterest("x")
+	v := n2.Status().InterestVersion
+	n2.RemoveInterest("x")
+	waitInterest(t, nodes, "n2", "x", false)
+	if got := n2.Status().InterestVersion; got != v+1 {
+		t.Fatalf("interest version %d after remove, want %d (the cancelled removal must not be announced)", got, v+1)
+	}
+	sent := peerStatus(n1.Mesh, "n2").Sent
+	for range 100 {
+		n1.Publish("x", []byte("after"))
+	}
+	if s := peerStatus(n1.Mesh, "n2").Sent; s != sent {
+		t.Fatalf("n1 still sent %d publications to n2 after unsubscribe", s-sent)
+	}
+	if n2.rec.count("x") != 1 {
+		t.Fatalf("n2 got %d deliveries", n2.rec.count("x"))
+	}
+}

@@ -1,0 +1,101 @@
+package mesh
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the mesh's Prometheus collectors. The peer label is the peer's logical name, so a
+// restarted peer continues its series.
+type metrics struct {
+	sent      *prometheus.CounterVec // publications handed to the PUB socket for a peer
+	received  *prometheus.CounterVec // publications received from a peer
+	gaps      *prometheus.CounterVec // publications missing in a peer's per-link sequence
+	dropped   *prometheus.CounterVec // publications dropped because a peer's queue was full
+	rxBytes   *prometheus.CounterVec // bytes read from a peer's PUB socket (wire, all topics)
+	linkUp    *prometheus.GaugeVec   // 1 while the link from a peer is up
+	reconnect *prometheus.CounterVec // subscribe-socket recreations per peer
+	unwanted  prometheus.Counter     // received publications for channels not wanted here
+	stalled   prometheus.Counter     // PUB connections closed by the stall watchdog
+	hsTimeout prometheus.Counter     // connections closed by the handshake deadline
+	members   prometheus.Gauge       // alive members (logical names), self included
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	peer := []string{"peer"}
+	m := &metrics{
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_sent_messages_total",
+			Help: "Publications sent to a peer over the mesh (control traffic excluded).",
+		}, peer),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_received_messages_total",
+			Help: "Publications received from a peer over the mesh (control traffic excluded).",
+		}, peer),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_gaps_total",
+			Help: "Publications from a peer missing in its per-link sequence (lost on the path).",
+		}, peer),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_dropped_messages_total",
+			Help: "Publications for a peer dropped because its send queue was full.",
+		}, peer),
+		rxBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_received_bytes_total",
+			Help: "Bytes read from a peer's publish socket, all topics (wire level).",
+		}, peer),
+		linkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sockmesh_mesh_link_up",
+			Help: "1 while the link from a peer is up (heartbeats arriving), else 0.",
+		}, peer),
+		reconnect: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_link_reconnects_total",
+			Help: "Times the subscribe socket to a peer was recreated after an error or silence.",
+		}, peer),
+		unwanted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_unwanted_messages_total",
+			Help: "Publications received for channels this node does not want (discarded).",
+		}),
+		stalled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_stalled_connections_total",
+			Help: "Peer connections to the publish socket closed by the stall watchdog.",
+		}),
+		hsTimeout: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_handshake_timeouts_total",
+			Help: "Mesh connections closed because the ZMTP handshake did not finish in time.",
+		}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sockmesh_mesh_members",
+			Help: "Alive cluster members (logical names), this node included.",
+		}),
+	}
+	if reg != nil {
+		m.sent = register(reg, m.sent)
+		m.received = register(reg, m.received)
+		m.gaps = register(reg, m.gaps)
+		m.dropped = register(reg, m.dropped)
+		m.rxBytes = register(reg, m.rxBytes)
+		m.linkUp = register(reg, m.linkUp)
+		m.reconnect = register(reg, m.reconnect)
+		m.unwanted = register(reg, m.unwanted)
+		m.stalled = register(reg, m.stalled)
+		m.hsTimeout = register(reg, m.hsTimeout)
+		m.members = register(reg, m.members)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under its name (a
+// previous Mesh in the same process), so the series continue.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if old, ok := are.ExistingCollector.(C); ok {
+				return old
+			}
+		}
+	}
+	return c
+}

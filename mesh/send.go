@@ -1,0 +1,225 @@
+package mesh
+
+import (
+	"fmt"
+
+	"github.com/go-zeromq/zmq4"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sockmesh/sockmesh/proto/meshpb"
+)
+
+// Sending: Publish puts a publication on the bounded queue of every peer that wants its channel
+// and marks those peers ready; one flusher goroutine turns each ready peer's queue into batches
+// on that peer's mailbox topic. Control messages (deltas, snapshots, heartbeats) are sent
+// directly, under the mesh lock, so their order on the wire matches the interest versions.
+//
+// Topics: frame 0 is the topic only and ends with "\x00"; payload is always frame 1.
+//   - mailbox of a receiver: "\x02" + receiver's serf name + "\x00" (publications, snapshot
+//     requests and snapshots addressed to it);
+//   - control topic of the sender: "\x01ctl\x00" (heartbeats, deltas). Every SUB socket dials one
+//     peer only, so one constant control topic per PUB suffices.
+//
+// Each peer's SUB subscribes to exactly these two topics, so zmq4's per-message prefix scan stays
+// at two entries per peer whatever the number of channels; exact routing lives in the table.
+
+const controlTopic = "\x01ctl\x00"
+
+func mailboxTopic(serfName string) string { return "\x02" + serfName + "\x00" }
+
+type publication struct {
+	channel string
+	data    []byte
+}
+
+// enqueue adds a publication to p's queue; it never blocks. Over the bound it drops and counts.
+func (p *peer) enqueue(channel string, data []byte) {
+	p.qmu.Lock()
+	if p.qclosed {
+		p.qmu.Unlock()
+		return
+	}
+	if len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(data) > p.m.cfg.PeerQueueBytes {
+		p.qmu.Unlock()
+		p.dropped.Add(1)
+		p.droppedC.Inc()
+		return
+	}
+	p.q = append(p.q, publication{channel, data})
+	p.qbytes += len(data)
+	signal := !p.qready
+	p.qready = true
+	p.qmu.Unlock()
+	if signal {
+		p.m.markReady(p)
+	}
+}
+
+// take removes up to one batch from p's queue. more reports whether publications remain (the
+// peer then stays ready).
+func (p *peer) take(buf []publication) (batch []publication, more bool) {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	n, size := 0, 0
+	for n < len(p.q) && n < p.m.cfg.BatchMax {
+		size += len(p.q[n].data)
+		n++
+		if size >= p.m.cfg.BatchBytes {
+			break
+		}
+	}
+	batch = append(buf[:0], p.q[:n]...)
+	rest := copy(p.q, p.q[n:])
+	clear(p.q[rest:]) // drop references to sent payloads
+	p.q = p.q[:rest]
+	p.qbytes -= size
+	if rest == 0 {
+		p.qready = false
+		if cap(p.q) > 4*p.m.cfg.BatchMax {
+			p.q = nil // give back memory after a burst
+		}
+	}
+	return batch, rest > 0
+}
+
+func (m *Mesh) markReady(p *peer) {
+	m.readyMu.Lock()
+	m.readyQ = append(m.readyQ, p)
+	m.readyMu.Unlock()
+	select {
+	case m.readyCh <- struct{}{}:
+	default:
+	}
+}
+
+// flusher is the one goroutine that turns peer queues into batches on the PUB socket.
+func (m *Mesh) flusher() {
+	defer m.wg.Done()
+	var (
+		work  []*peer
+		batch []publication
+		enc   []byte
+	)
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.readyCh:
+		}
+		for {
+			m.readyMu.Lock()
+			work, m.readyQ = m.readyQ, work[:0]
+			m.readyMu.Unlock()
+			if len(work) == 0 {
+				break
+			}
+			for i, p := range work {
+				var more bool
+				batch, more = p.take(batch)
+				if len(batch) > 0 {
+					p.sendSeq++
+					first := p.sendSeq
+					p.sendSeq += uint64(len(batch) - 1)
+					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, first, batch)
+					// The PUB keeps the frames until written: hand it its own copy.
+					if m.pubSend(p.mailboxB, append([]byte(nil), enc...)) {
+						p.sent.Add(uint64(len(batch)))
+						p.sentC.Add(float64(len(batch)))
+					}
+					clear(batch)
+				}
+				if more {
+					m.readyMu.Lock()
+					m.readyQ = append(m.readyQ, p)
+					m.readyMu.Unlock()
+				}
+				work[i] = nil
+			}
+		}
+	}
+}
+
+// appendBatchEnvelope encodes Envelope{origin, target, batch{first_seq, publications}} by hand:
+// the hot path, without a message tree per publication. Wire-compatible with meshpb.Envelope
+// (checked by TestBatchEncodingMatchesProto).
+func appendBatchEnvelope(b []byte, origin, target string, firstSeq uint64, pubs []publication) []byte {
+	batchLen := protowire.SizeTag(1) + protowire.SizeVarint(firstSeq)
+	for _, pb := range pubs {
+		batchLen += protowire.SizeTag(2) + protowire.SizeBytes(pubLen(pb))
+	}
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, origin)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendString(b, target)
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(batchLen))
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, firstSeq)
+	for _, pb := range pubs {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(pubLen(pb)))
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, pb.channel)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendBytes(b, pb.data)
+	}
+	return b
+}
+
+func pubLen(pb publication) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(len(pb.channel)) +
+		protowire.SizeTag(2) + protowire.SizeBytes(len(pb.data))
+}
+
+// sendControl sends a control envelope on topic. Callers hold m.mu, which orders control
+// messages with the interest versions they carry.
+func (m *Mesh) sendControl(topic []byte, env *meshpb.Envelope) {
+	env.Origin = m.self
+	b, err := proto.Marshal(env)
+	if err != nil {
+		m.log.Error("mesh: encode control message", "err", err)
+		return
+	}
+	m.pubSend(topic, b)
+}
+
+// pubSend hands a two-frame message to the PUB socket. It is the only caller of SendMulti and
+// guards the library: never a message without frames or with an empty topic (zmq4's writer
+// goroutine indexes Frames[0] and would panic the process), never a topic that does not end
+// with "\x00" (prefix matching), and recover() in case the library panics anyway.
+func (m *Mesh) pubSend(topic, payload []byte) (ok bool) {
+	if err := checkFrames(topic, payload); err != nil {
+		m.log.Error("mesh: refusing to send", "err", err)
+		return false
+	}
+	pub := m.pub
+	if pub == nil {
+		return false
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			m.log.Error("mesh: zmq4 SendMulti panicked", "panic", r)
+			ok = false
+		}
+	}()
+	if err := pub.SendMulti(zmq4.NewMsgFrom(topic, payload)); err != nil {
+		m.log.Debug("mesh: send", "err", err)
+		return false
+	}
+	return true
+}
+
+func checkFrames(topic, payload []byte) error {
+	switch {
+	case len(topic) < 2:
+		return fmt.Errorf("mesh: topic frame %q too short", topic)
+	case topic[len(topic)-1] != 0:
+		return fmt.Errorf("mesh: topic frame %q does not end with NUL", topic)
+	case topic[0] >= 0x20:
+		return fmt.Errorf("mesh: topic frame %q is not a mesh topic", topic)
+	case payload == nil:
+		return fmt.Errorf("mesh: nil payload frame")
+	}
+	return nil
+}
