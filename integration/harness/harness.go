@@ -1,0 +1,303 @@
+// Package harness starts and controls real sockmesh node processes for integration tests:
+// free loopback ports, readiness polling, signals, and condition polling with deadlines.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary returns the sockmesh binary: $SOCKMESH_BIN, or one built once per test process.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("SOCKMESH_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sockmesh-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "sockmesh")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/sockmesh")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago. With UDP too (gossip
+// needs both), it checks the UDP port as well.
+func FreePort(t testing.TB, udp bool) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if udp {
+			u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				l.Close()
+				continue
+			}
+			u.Close()
+		}
+		l.Close()
+		return port
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// Node is one sockmesh process.
+type Node struct {
+	t          testing.TB
+	Name       string
+	WSAddr     string
+	AdminAddr  string
+	MeshAddr   string
+	GossipAddr string
+	Args       []string // extra serve flags
+	Env        []string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	exitErr    error
+	logMu      sync.Mutex
+	log        bytes.Buffer
+}
+
+// NewNode picks ports for a node named name; Start runs it.
+func NewNode(t testing.TB, name string, args ...string) *Node {
+	return &Node{
+		t: t, Name: name, Args: args,
+		WSAddr:     fmt.Sprintf("127.0.0.1:%d", FreePort(t, false)),
+		AdminAddr:  fmt.Sprintf("127.0.0.1:%d", FreePort(t, false)),
+		MeshAddr:   fmt.Sprintf("127.0.0.1:%d", FreePort(t, false)),
+		GossipAddr: fmt.Sprintf("127.0.0.1:%d", FreePort(t, true)),
+	}
+}
+
+// URL is the node's client WebSocket URL.
+func (n *Node) URL() string { return "ws://" + n.WSAddr + "/socketcluster/" }
+
+// AdminURL is the node's admin base URL.
+func (n *Node) AdminURL() string { return "http://" + n.AdminAddr }
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Start runs the process and waits until /healthz answers. The process is killed at the
+// end of the test if still running; its log is printed when the test failed.
+func (n *Node) Start() {
+	n.t.Helper()
+	args := append([]string{"serve", "--name", n.Name, "--ws-addr", n.WSAddr, "--admin-addr", n.AdminAddr,
+		"--mesh-addr", n.MeshAddr, "--gossip-addr", n.GossipAddr, "--log-level", "debug"}, n.Args...)
+	n.cmd = exec.Command(Binary(n.t), args...)
+	n.cmd.Env = append(os.Environ(), n.Env...)
+	w := lockedWriter{&n.logMu, &n.log}
+	n.cmd.Stdout, n.cmd.Stderr = w, w
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		n.exitErr = cmd.Wait()
+		close(done)
+	}(n.cmd, n.done)
+	n.t.Cleanup(func() {
+		n.Kill()
+		if n.t.Failed() {
+			n.t.Logf("--- log of %s ---\n%s", n.Name, n.Log())
+		}
+	})
+	err := Poll(15*time.Second, func() error {
+		if n.Exited() {
+			return nil
+		}
+		_, err := n.Get("/healthz")
+		return err
+	})
+	if n.Exited() {
+		n.t.Fatalf("node %s exited at start: %v\n%s", n.Name, n.exitErr, n.Log())
+	}
+	if err != nil {
+		n.t.Fatalf("node %s not healthy within 15s: %v", n.Name, err)
+	}
+}
+
+// Log returns what the process printed so far.
+func (n *Node) Log() string {
+	n.logMu.Lock()
+	defer n.logMu.Unlock()
+	return n.log.String()
+}
+
+// Get fetches an admin path and returns the body of a 200 answer.
+func (n *Node) Get(path string) ([]byte, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(n.AdminURL() + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return b, fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return b, nil
+}
+
+// GetJSON fetches an admin path into v.
+func (n *Node) GetJSON(path string, v any) error {
+	b, err := n.Get(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// Metric returns the sum of a metric's samples whose labels contain every given
+// `name="value"` pair, read from /metrics.
+func (n *Node) Metric(name string, labels ...string) (float64, error) {
+	b, err := n.Get("/metrics")
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		var v float64
+		fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+		sum += v
+	}
+	return sum, nil
+}
+
+// Signal sends sig to the process.
+func (n *Node) Signal(sig syscall.Signal) {
+	if n.cmd != nil && n.cmd.Process != nil {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
+// Pid is the process id.
+func (n *Node) Pid() int { return n.cmd.Process.Pid }
+
+// Kill sends SIGKILL (SIGCONT first, in case it was stopped) and waits for the exit.
+func (n *Node) Kill() {
+	if n.cmd == nil || n.done == nil {
+		return
+	}
+	select {
+	case <-n.done:
+		return
+	default:
+	}
+	n.Signal(syscall.SIGCONT)
+	n.Signal(syscall.SIGKILL)
+	<-n.done
+}
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit, returning its error.
+func (n *Node) Stop(timeout time.Duration) error {
+	n.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+		return n.exitErr
+	case <-time.After(timeout):
+		n.Kill()
+		return fmt.Errorf("%s did not exit within %s of SIGTERM", n.Name, timeout)
+	}
+}
+
+// Exited reports whether the process has ended.
+func (n *Node) Exited() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Eventually polls check until it returns nil or the deadline passes, then fails the test
+// with the last error.
+func Eventually(t testing.TB, within time.Duration, what string, check func() error) {
+	t.Helper()
+	if err := Poll(within, check); err != nil {
+		t.Fatalf("%s: not within %s: %v", what, within, err)
+	}
+}
+
+// Poll is Eventually without the test: it returns the last error at the deadline.
+func Poll(within time.Duration, check func() error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	delay := 5 * time.Millisecond
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		if delay < 100*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
