@@ -5,29 +5,21 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sockmesh/sockmesh/mesh"
 )
 
-// ClusterMember is one entry of /cluster.
-type ClusterMember struct {
-	Name   string `json:"name"`
-	Status string `json:"status"`
-	WS     string `json:"ws"`
-	Mesh   string `json:"mesh"`
-	Gossip string `json:"gossip"`
-	Admin  string `json:"admin,omitempty"`
+// Cluster is the body of /cluster: the mesh's view of the cluster (members with status and
+// endpoints, per-peer link state, last heartbeat, channels wanted, counters) plus this
+// node's local channel count.
+type Cluster struct {
+	mesh.Status
+	LocalChannels int `json:"local_channels"`
+	Connections   int `json:"connections"`
 }
 
-// ClusterView is the body of /cluster.
-type ClusterView struct {
-	Self    string          `json:"self"`
-	Members []ClusterMember `json:"members"`
-}
-
-func (n *Node) cluster() ClusterView {
-	return ClusterView{Self: n.cfg.Name, Members: []ClusterMember{{
-		Name: n.cfg.Name, Status: "alive", WS: n.WSURL(),
-		Mesh: n.cfg.advertised(n.cfg.MeshAddr), Gossip: n.cfg.advertised(n.cfg.GossipAddr), Admin: n.AdminURL(),
-	}}}
+// Cluster returns what /cluster shows.
+func (n *Node) Cluster() Cluster {
+	return Cluster{Status: n.mesh.Status(), LocalChannels: len(n.broker.Channels()), Connections: len(n.front.Sockets())}
 }
 
 func (n *Node) adminHandler() http.Handler {
@@ -36,13 +28,17 @@ func (n *Node) adminHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !n.mesh.Ready() {
+			http.Error(w, "not ready: not joined, or links to alive peers not all up", http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /cluster", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(n.cluster())
+		_ = enc.Encode(n.Cluster())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	return mux

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sockmesh/sockmesh/wsfront"
@@ -37,10 +38,14 @@ func (nopMesh) Publish(string, []byte) {}
 // Broker holds the node's local subscriptions, sharded by a stable hash of the channel
 // name so that subscription churn on one channel contends only with its shard.
 type Broker struct {
-	shards   []shard
+	shards []shard
+	hooks  atomic.Pointer[meshHooks]
+	m      brokerMetrics
+}
+
+type meshHooks struct {
 	interest Interest
 	forward  Forwarder
-	m        brokerMetrics
 }
 
 type shard struct {
@@ -66,13 +71,8 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 	if n < 1 {
 		n = 1
 	}
-	if interest == nil {
-		interest = nopMesh{}
-	}
-	if forward == nil {
-		forward = nopMesh{}
-	}
-	b := &Broker{shards: make([]shard, n), interest: interest, forward: forward}
+	b := &Broker{shards: make([]shard, n)}
+	b.SetMesh(interest, forward)
 	for i := range b.shards {
 		b.shards[i].chans = map[string][]Subscriber{}
 	}
@@ -94,7 +94,13 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 // SetMesh connects the broker to the mesh after construction (the mesh needs the broker's
 // delivery function, the broker needs the mesh).
 func (b *Broker) SetMesh(interest Interest, forward Forwarder) {
-	b.interest, b.forward = interest, forward
+	if interest == nil {
+		interest = nopMesh{}
+	}
+	if forward == nil {
+		forward = nopMesh{}
+	}
+	b.hooks.Store(&meshHooks{interest, forward})
 }
 
 // shardOf is FNV-1a: stable across processes and free of allocation.
@@ -122,7 +128,7 @@ func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
 	b.m.subscriptions.Inc()
 	if len(old) == 0 {
 		b.m.channels.Inc()
-		b.interest.AddInterest(ch)
+		b.hooks.Load().interest.AddInterest(ch)
 	}
 }
 
@@ -140,7 +146,7 @@ func (b *Broker) UnsubscribeSub(sub Subscriber, ch string) {
 	if len(old) == 1 {
 		delete(sh.chans, ch)
 		b.m.channels.Dec()
-		b.interest.RemoveInterest(ch)
+		b.hooks.Load().interest.RemoveInterest(ch)
 		return
 	}
 	next := make([]Subscriber, 0, len(old)-1)
@@ -159,7 +165,7 @@ func (b *Broker) Unsubscribe(s *wsfront.Socket, ch string) { b.UnsubscribeSub(s,
 func (b *Broker) Publish(ch string, data json.RawMessage) {
 	b.m.pubLocal.Inc()
 	b.deliver(ch, data, b.m.delLocal)
-	b.forward.Publish(ch, data)
+	b.hooks.Load().forward.Publish(ch, data)
 }
 
 // DeliverRemote hands a publication received from a peer to local subscribers only: the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sockmesh/sockmesh/mesh"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
 
@@ -21,6 +22,7 @@ type Node struct {
 	reg    *prometheus.Registry
 	front  *wsfront.Server
 	broker *Broker
+	mesh   *mesh.Mesh
 
 	mu        sync.Mutex
 	wsLn      net.Listener
@@ -99,6 +101,28 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("admin-addr: %w", err)
 	}
 	n.wsLn, n.adminLn = wsLn, adminLn
+	// The mesh starts before clients are served, so that the first subscription's interest
+	// and the first publication already have somewhere to go.
+	m, err := mesh.New(mesh.Config{
+		Name: n.cfg.Name, MeshAddr: n.cfg.MeshAddr, GossipAddr: n.cfg.GossipAddr,
+		AdvertiseHost: n.cfg.AdvertiseHost, Join: n.cfg.Join, Profile: n.cfg.GossipProfile,
+		WSURL: n.WSURL(), AdminURL: n.AdminURL(),
+		Logger: n.cfg.Logger.With("component", "mesh"), Registerer: n.reg,
+		Deliver: n.broker.DeliverRemote,
+	})
+	if err == nil {
+		err = m.Start(ctx)
+		if err != nil {
+			_ = m.Close()
+		}
+	}
+	if err != nil {
+		wsLn.Close()
+		adminLn.Close()
+		return fmt.Errorf("mesh: %w", err)
+	}
+	n.mesh = m
+	n.broker.SetMesh(m, m)
 	n.wsSrv = &http.Server{Handler: n.front, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
 	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	n.serveDone.Add(2)
@@ -107,6 +131,17 @@ func (n *Node) Start(ctx context.Context) error {
 	n.started = true
 	n.cfg.Logger.Info("node started", "name", n.cfg.Name, "ws", n.WSURL(), "admin", n.AdminURL())
 	return nil
+}
+
+// Mesh is the node's cluster layer (nil before Start).
+func (n *Node) Mesh() *mesh.Mesh { return n.mesh }
+
+// Err delivers a fatal mesh error (e.g. the logical name was taken by another live node).
+func (n *Node) Err() <-chan error {
+	if n.mesh == nil {
+		return nil
+	}
+	return n.mesh.Err()
 }
 
 // WSURL is the URL clients connect to.
@@ -143,6 +178,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	_ = n.wsSrv.Close() // stop accepting; hijacked WebSocket connections are not affected
 	err := n.front.Shutdown(ctx, wsfront.CloseServerPingTimeout, "node draining", spread)
+	// Leave the cluster only after the clients are gone, so that their last publications
+	// still reach the peers; then stop the mesh and the operator endpoints.
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	if lerr := n.mesh.Leave(lctx); lerr != nil {
+		n.cfg.Logger.Warn("gossip leave", "err", lerr)
+	}
+	cancel()
+	if cerr := n.mesh.Close(); cerr != nil {
+		n.cfg.Logger.Warn("mesh close", "err", cerr)
+	}
 	_ = n.adminSrv.Close()
 	n.serveDone.Wait()
 	n.cfg.Logger.Info("node stopped", "name", n.cfg.Name)

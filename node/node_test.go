@@ -15,7 +15,7 @@ import (
 func startTestNode(t testing.TB) *Node {
 	t.Helper()
 	n, err := New(Config{
-		Name: "t", WSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Name: "t", WSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 		AuthKey: "k", Demo: true, DrainDuration: time.Millisecond,
 	})
 	if err != nil {
@@ -54,7 +54,10 @@ func wsClient(t testing.TB, url string, channels ...string) *websocket.Conn {
 }
 
 func TestNodeStartServeStopLeavesNoGoroutines(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	// zmq4 v0.17.0's PUB socket never stops its writer goroutine on Close (a library bug
+	// measured in the reference); sockmesh creates one PUB per node, so one such goroutine
+	// per node that ever started is expected. Everything else must be gone.
+	defer goleak.VerifyNone(t, goleak.IgnoreAnyFunction("github.com/go-zeromq/zmq4.(*pubMWriter).run"))
 	n := startTestNode(t)
 	url := n.WSURL()
 	var clients []*websocket.Conn

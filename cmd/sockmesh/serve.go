@@ -81,12 +81,20 @@ func runServe(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "sockmesh node %s\n  clients: %s\n  admin:   %s\n", n.Name(), n.WSURL(), n.AdminURL())
-	<-ctx.Done()
+	var fatal error
+	select {
+	case <-ctx.Done():
+	case fatal = <-n.Err():
+		logger.Error("fatal mesh error, shutting down", "err", fatal)
+	}
 	stop()
 	logger.Info("draining", "duration", cfg.DrainDuration)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDuration+10*time.Second)
 	defer cancel()
-	return n.Shutdown(sctx)
+	if err := n.Shutdown(sctx); err != nil {
+		return err
+	}
+	return fatal
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
