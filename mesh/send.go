@@ -184,12 +184,13 @@ func (m *Mesh) sendControl(topic []byte, env *meshpb.Envelope) {
 	m.pubSend(topic, b)
 }
 
-// pubSend hands a two-frame message to the PUB socket. It is the only caller of SendMulti and
-// guards the library: never a message without frames or with an empty topic (zmq4's writer
-// goroutine indexes Frames[0] and would panic the process), never a topic that does not end
-// with "\x00" (prefix matching), and recover() in case the library panics anyway.
-func (m *Mesh) pubSend(topic, payload []byte) (ok bool) {
-	if err := checkFrames(topic, payload); err != nil {
+// pubSend hands a message to the PUB socket. It is the only caller of SendMulti and guards the
+// library: never a message without frames (zmq4's writer goroutine indexes Frames[0] and would
+// panic the whole process, where no recover() can reach), never anything but [topic, payload]
+// with a mesh topic that ends with "\x00" (prefix matching), and recover() in case the library
+// panics in the caller's goroutine anyway.
+func (m *Mesh) pubSend(frames ...[]byte) (ok bool) {
+	if err := checkFrames(frames); err != nil {
 		m.log.Error("mesh: refusing to send", "err", err)
 		return false
 	}
@@ -203,14 +204,18 @@ func (m *Mesh) pubSend(topic, payload []byte) (ok bool) {
 			ok = false
 		}
 	}()
-	if err := pub.SendMulti(zmq4.NewMsgFrom(topic, payload)); err != nil {
+	if err := pub.SendMulti(zmq4.NewMsgFrom(frames...)); err != nil {
 		m.log.Debug("mesh: send", "err", err)
 		return false
 	}
 	return true
 }
 
-func checkFrames(topic, payload []byte) error {
+func checkFrames(frames [][]byte) error {
+	if len(frames) != 2 {
+		return fmt.Errorf("mesh: a mesh message has 2 frames, not %d", len(frames))
+	}
+	topic, payload := frames[0], frames[1]
 	switch {
 	case len(topic) < 2:
 		return fmt.Errorf("mesh: topic frame %q too short", topic)

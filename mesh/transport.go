@@ -179,9 +179,8 @@ func (c *smConn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if c.timer != nil {
-		c.timer.Stop()
-	}
+	// The handshake timer is left to fire (a no-op on a closed conn): Close may run in the
+	// timer's own callback, before newSMConn has even stored it.
 	return c.TCPConn.Close()
 }
 
