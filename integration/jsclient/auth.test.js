@@ -208,3 +208,90 @@ scenario('§17.18 expiry: a 1 s token is revoked with #removeAuthToken shortly a
   assert.equal(c.socket.state, 'open', 'expiry deauthenticates, it does not disconnect');
   await settle(100);
 });
+
+function unsignedJwt(payload) {
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${enc({ alg: 'none', typ: 'JWT' })}.${enc(payload)}.`;
+}
+
+scenario('auth: alg "none" tokens are refused as bad tokens (handshake and #authenticate)', async (ctx) => {
+  const srv = await ctx.server();
+  const token = unsignedJwt({ username: 'mallory', iat: nowSec(), exp: nowSec() + 3600 });
+  const c = await clientWithToken(ctx, srv, token);
+  const status = await c.connected();
+  assert.equal(status.isAuthenticated, false, 'an unsigned token must not authenticate');
+  assert.ok(status.authError, 'authError present');
+  assert.equal(status.authError.isBadToken, true);
+  assert.match(status.authError.name, /^AuthToken(Invalid)?Error$/);
+  await c.waitEvent('removeAuthToken', 3000);
+  assert.equal(await within(c.socket.invoke('whoami'), 3000, 'whoami'), null);
+
+  const err = await rejectionOf(c.socket.authenticate(token), 3000, 'authenticate(alg none)');
+  assert.match(err.name, /^AuthToken(Invalid)?Error$/);
+  assert.equal(await within(c.socket.invoke('whoami'), 3000, 'whoami'), null);
+});
+
+scenario('auth: a token whose nbf is in the future is not accepted but is not a bad token (§8.3)', async (ctx) => {
+  const srv = await ctx.server();
+  const token = signJwt({ username: 'nora', iat: nowSec(), nbf: nowSec() + 3600, exp: nowSec() + 7200 });
+  const c = await clientWithToken(ctx, srv, token);
+  const status = await c.connected();
+  assert.equal(status.isAuthenticated, false);
+  assert.ok(status.authError, 'authError present');
+  assert.equal(status.authError.name, 'AuthTokenNotBeforeError');
+  assert.equal(status.authError.isBadToken, false);
+  await within(c.socket.invoke('echo', 'barrier'), 3000, 'barrier');
+  assert.equal(c.receivedPackets().filter((p) => p.event === '#removeAuthToken').length, 0, 'no #removeAuthToken for a not-yet-valid token');
+  assert.equal(await within(c.socket.invoke('whoami'), 3000, 'whoami'), null);
+});
+
+scenario('auth: a non-string authToken in #handshake → AuthTokenError-family bad token + #removeAuthToken', async (ctx) => {
+  const srv = await ctx.server();
+  const r = ctx.raw(srv);
+  await within(r.opened, 3000, 'open');
+  r.cid = 1;
+  r.sendJSON({ event: '#handshake', data: { authToken: 12345 }, cid: 1 });
+  const res = await r.waitForPacket((p) => p.rid === 1, 3000, 'handshake answer');
+  assert.equal(res.data.isAuthenticated, false);
+  assert.ok(res.data.authError, `authError expected in ${JSON.stringify(res)}`);
+  assert.match(res.data.authError.name, /^AuthToken(Invalid)?Error$/);
+  assert.equal(res.data.authError.isBadToken, true);
+  await r.waitForPacket((p) => p.event === '#removeAuthToken', 3000, '#removeAuthToken');
+  // #authenticate with null is a bad token too.
+  const a = await r.invoke('#authenticate', null);
+  assert.ok(a.error, `#authenticate null → error reply expected, got ${JSON.stringify(a)}`);
+  assert.equal(a.error.name, 'AuthTokenInvalidError');
+  assert.equal(a.error.isBadToken, true);
+  assert.equal(r.closed, null);
+});
+
+scenario('auth: a token without exp is accepted (valid forever) and login answers before #setAuthToken', async (ctx) => {
+  const srv = await ctx.server();
+  const c = await clientWithToken(ctx, srv, signJwt({ username: 'olga' }));
+  const status = await c.connected();
+  assert.equal(status.isAuthenticated, true);
+  assert.equal((await within(c.socket.invoke('whoami'), 3000, 'whoami')).username, 'olga');
+
+  // login: the RPC response precedes the #setAuthToken transmit (and is not in the handshake write).
+  const c2 = await ctx.connectedClient(srv);
+  await login(c2, 'pete');
+  const pkts = c2.receivedPackets();
+  const loginCid = c2.sentPackets().find((p) => p.event === 'login').cid;
+  const respIdx = pkts.findIndex((p) => p.rid === loginCid);
+  const setIdx = pkts.findIndex((p) => p.event === '#setAuthToken');
+  assert.ok(respIdx >= 0 && setIdx > respIdx, `login response (${respIdx}) before #setAuthToken (${setIdx})`);
+});
+
+scenario('auth: raw #authenticate then client #removeAuthToken (even with a cid) deauthenticates, connection stays open', async (ctx) => {
+  const srv = await ctx.server();
+  const r = ctx.raw(srv);
+  await r.handshake();
+  const good = signJwt({ username: 'quinn', iat: nowSec(), exp: nowSec() + 600 });
+  const a = await r.invoke('#authenticate', good);
+  assert.equal(a.data && a.data.isAuthenticated, true, JSON.stringify(a));
+  assert.equal((await r.invoke('whoami')).data.username, 'quinn');
+  r.sendJSON({ event: '#removeAuthToken', cid: 77 });
+  const who = await r.invoke('whoami');
+  assert.equal(who.data ?? null, null, 'deauthenticated by #removeAuthToken');
+  assert.equal(r.closed, null);
+});

@@ -1,0 +1,110 @@
+// Robustness: slow consumers, fan-out, second handshake, invalid UTF-8, drain on SIGTERM.
+import assert from 'node:assert/strict';
+
+import { scenario, waitFor, within, settle } from './lib/harness.js';
+
+scenario('slow consumer: a client that stops reading is disconnected; others keep receiving', { timeout: 40000 }, async (ctx) => {
+  const srv = await ctx.server(['--send-queue', '262144']);
+  const fast = await ctx.connectedClient(srv, {}, 'fast');
+  const fastGot = await fast.subscribe('firehose');
+  const slow = ctx.raw(srv);
+  await slow.handshake();
+  const sub = await slow.invoke('#subscribe', { channel: 'firehose' });
+  assert.equal(sub.error, undefined);
+  // Stop reading: nothing is consumed from the TCP socket any more.
+  slow.ws._socket.pause();
+
+  const pub = await ctx.connectedClient(srv, {}, 'publisher');
+  const N = 2000;
+  const blob = 'z'.repeat(8 * 1024);
+  const t0 = Date.now();
+  const fastAlive = () => {
+    const d = fast.eventsNamed('disconnect')[0];
+    if (d) throw new Error(`the fast subscriber was disconnected (code ${d.data.code}) after ${fastGot.length} messages`);
+  };
+  // Paced so that this process (which also runs the fast subscriber) is never the
+  // bottleneck: at most 16 messages (128 KiB, half the send queue) in flight beyond
+  // what 'fast' has consumed. 16 MB in all, far more than the kernel buffers of the
+  // stalled connection plus its 256 KiB queue.
+  for (let i = 0; i < N; i++) {
+    pub.socket.transmitPublish('firehose', { i, blob });
+    if (i % 8 === 7) {
+      await waitFor(() => fastAlive() || fastGot.length >= i - 8, 10000, `the fast subscriber to keep up (message ${i}, has ${fastGot.length})`);
+    }
+  }
+  await waitFor(() => fastAlive() || fastGot.length >= N, 10000, `the fast subscriber to receive all ${N} messages (has ${fastGot.length})`);
+  const elapsed = Date.now() - t0;
+  assert.ok(fastGot.every((m, k) => m.i === k), 'in order, none lost');
+  ctx.t.diagnostic(`fast subscriber received ${N} x 8 KiB in ${elapsed} ms next to a stalled reader`);
+
+  // Resume reading: the server must have given up on the stalled connection.
+  slow.ws._socket.resume();
+  const closed = await slow.waitClose(15000, 'the slow consumer to be disconnected');
+  const delivered = slow.packets().filter((p) => p.event === '#publish').length;
+  assert.ok(delivered < N, `the stalled client was cut off (received ${delivered} of ${N}) with close ${closed.code}`);
+  assert.equal(fast.eventsNamed('disconnect').length, 0, 'the fast subscriber was not disconnected');
+});
+
+scenario('fan-out: 50 subscribers each receive every publication exactly once', async (ctx) => {
+  const srv = await ctx.server();
+  const subs = [];
+  for (let i = 0; i < 50; i++) subs.push(ctx.raw(srv));
+  await Promise.all(subs.map((r) => r.handshake()));
+  await Promise.all(subs.map((r) => r.invoke('#subscribe', { channel: 'fan' })));
+  const pub = await ctx.connectedClient(srv);
+  for (let i = 0; i < 20; i++) await within(pub.socket.invokePublish('fan', i), 3000, 'publish');
+  for (const [k, r] of subs.entries()) {
+    await waitFor(() => r.packets().filter((p) => p.event === '#publish').length >= 20, 5000, `subscriber ${k}`);
+  }
+  await settle();
+  for (const r of subs) {
+    assert.deepEqual(r.packets().filter((p) => p.event === '#publish').map((p) => p.data.data), Array.from({ length: 20 }, (_, i) => i));
+  }
+});
+
+scenario('a second #handshake on an open socket is answered with the same id', async (ctx) => {
+  const srv = await ctx.server();
+  const r = ctx.raw(srv);
+  const first = await r.handshake();
+  const again = await r.invoke('#handshake', { authToken: null });
+  assert.ok(again.data, `expected a handshake status, got ${JSON.stringify(again)}`);
+  assert.equal(again.data.id, first.id);
+  assert.equal(r.closed, null);
+  assert.equal((await r.invoke('echo', 1)).data, 1);
+});
+
+scenario('invalid UTF-8 in a channel name is refused (error reply or close 1007), others unaffected', async (ctx) => {
+  const srv = await ctx.server();
+  const other = await ctx.connectedClient(srv);
+  const r = ctx.raw(srv);
+  await r.handshake();
+  const bytes = Buffer.concat([
+    Buffer.from('{"event":"#subscribe","data":{"channel":"bad'),
+    Buffer.from([0xff, 0xfe]),
+    Buffer.from('"},"cid":42}'),
+  ]);
+  r.frames.push({ t: Date.now(), dir: 'C->S', data: bytes.toString('latin1') + '  (as bytes, 0xff 0xfe inside the name)' });
+  r.ws.send(bytes, { binary: false });
+  await waitFor(() => r.closed || r.packets().find((p) => p.rid === 42), 3000, 'an answer to the invalid channel name');
+  if (!r.closed) {
+    const res = r.packets().find((p) => p.rid === 42);
+    assert.ok(res.error, `expected an error reply for a non-UTF-8 channel name, got ${JSON.stringify(res)}`);
+  } else {
+    assert.equal(r.closed.code, 1007);
+  }
+  assert.equal(await within(other.socket.invoke('echo', 'ok'), 3000, 'bystander echo'), 'ok');
+});
+
+scenario('drain: SIGTERM closes clients with a code that makes the client reconnect, then exits 0', async (ctx) => {
+  const srv = await ctx.server(['--drain-duration', '300ms']);
+  const c = await ctx.connectedClient(srv);
+  await c.subscribe('news');
+  const stopping = srv.stop(5000);
+  const dis = await c.waitEvent('disconnect', 5000);
+  const res = await stopping;
+  assert.ok(res.graceful, 'exited without SIGKILL');
+  assert.equal(res.code, 0, 'exit status 0');
+  assert.notEqual(dis.data.code, 1000, 'not 1000 (the client would never reconnect)');
+  assert.ok(dis.data.code < 4500, `close code ${dis.data.code} must be < 4500 (≥ 4500 means never reconnect)`);
+  await waitFor(() => c.socket.pendingReconnect || c.eventsNamed('connecting').length > 0, 2000, 'the client to schedule a reconnect');
+});
