@@ -7,11 +7,21 @@
 //
 // One Client owns one WebSocket connection at a time, a reader goroutine for
 // it and a supervisor goroutine that reconnects. Handlers (subscription
-// handlers, OnEvent, OnInvoke, RawPublish) run on the reader goroutine in
-// frame order: they must not block, and must not call the methods that wait
-// for a server answer (Subscribe, Invoke, PublishAck, Authenticate,
-// WaitConnected) — those would wait for the reader they are blocking. Publish,
-// Transmit and Unsubscribe are fine from a handler.
+// handlers, OnEvent, OnInvoke, RawPublish, OnKickOut, OnSubscribeFail) run on
+// the reader goroutine in frame order: they must not block, and must not call
+// the methods that wait for a server answer (Subscribe, Invoke, PublishAck,
+// Authenticate, WaitConnected) — those would wait for the reader they are
+// blocking. Publish, PublishRaw, Transmit and Unsubscribe are fine from a
+// handler. OnConnect and OnDisconnect run on the supervisor goroutine and
+// delay reconnection while they run; they may call anything but Close.
+//
+// Differences from socketcluster-client: Publish and Transmit fail with
+// ErrNotConnected instead of queueing while disconnected (Invoke, PublishAck
+// and Subscribe wait for a connection within their timeout); the client
+// reconnects after every close it did not initiate itself, including 1000
+// and codes >= 4500 from the server (only a handshake rejected that way
+// before the first connection is final); each reconnect goes to the next URL
+// of the list.
 package client
 
 import (

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 )
 
@@ -84,8 +86,16 @@ func (col *collector) waitN(t *testing.T, n int) []string {
 
 func TestHandshake(t *testing.T) {
 	fs := newFakeServer(t)
-	var connects atomic.Int32
-	c, fc := dial(t, fs, Options{OnConnect: func(HandshakeStatus) { connects.Add(1) }})
+	var connects, dials atomic.Int32
+	dialer := &websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	c, fc := dial(t, fs, Options{Dialer: dialer, OnConnect: func(HandshakeStatus) { connects.Add(1) }})
+	if dials.Load() != 1 {
+		t.Fatalf("custom dialer used %d times", dials.Load())
+	}
 	if !c.Connected() || c.ID() != fc.id {
 		t.Fatalf("Connected %v ID %q, want true %q", c.Connected(), c.ID(), fc.id)
 	}
