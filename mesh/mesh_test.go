@@ -1,7 +1,10 @@
 package mesh
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +132,71 @@ func TestUnsubscribeStopsTraffic(t *testing.T) {
 	if n2.rec.count("x") != 1 {
 		t.Fatalf("n2 got %d deliveries", n2.rec.count("x"))
 	}
+}
+
+// TestRestartSameName: a node that dies and comes back under the same logical name (new
+// ports, new incarnation) takes its name back at once, before the cluster has even declared the
+// old incarnation failed, and interest and delivery resume.
+func TestRestartSameName(t *testing.T) {
+	nodes := startCluster(t, 3)
+	n1, n3 := nodes[0], nodes[2]
+	n3.AddInterest("r")
+	waitInterest(t, nodes, "n3", "r", true)
+	oldInc := n3.inc
+	n3.Close() // like kill -9: no graceful leave
+
+	start := time.Now()
+	n3b := startMesh(t, "n3", []string{n1.GossipEndpoint()})
+	n3b.AddInterest("r")
+	waitFor(t, 10*time.Second, "restarted n3 linked and wanted", func() bool {
+		return peerWants(n1.Mesh, "n3", "r") && peerStatus(n1.Mesh, "n3").Incarnation == n3b.inc &&
+			n3b.Ready()
+	})
+	t.Logf("restarted n3 live on n1 after %v", time.Since(start))
+	n1.Publish("r", []byte("hello"))
+	waitFor(t, 5*time.Second, "delivery to restarted n3", func() bool { return n3b.rec.count("r") == 1 })
+	for _, m := range n1.Status().Members {
+		if m.Name == "n3" && m.Incarnation == oldInc {
+			t.Fatalf("n1 still shows the old incarnation of n3: %+v", m)
+		}
+	}
+	if ps := peerStatus(n3b.Mesh, "n1"); ps.Gaps != 0 {
+		t.Fatalf("restarted n3 counted %d gaps", ps.Gaps)
+	}
+}
+
+// TestNameTakenByLiveNode: a second process with a logical name that a live node holds is
+// refused by Start.
+func TestNameTakenByLiveNode(t *testing.T) {
+	n1 := startMesh(t, "n1", nil)
+	m, err := New(Config{Name: "n1", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		Join: []string{n1.GossipEndpoint()}, Profile: "local", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	err = m.Start(context.Background())
+	if !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("Start = %v, want ErrNameTaken", err)
+	}
+	t.Log(err)
+}
+
+// TestJoinRetriesDeadSeed: a node whose seed is not up yet joins once it is.
+func TestJoinRetriesDeadSeed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := ln.Addr().String()
+	ln.Close()
+	n2 := startMesh(t, "n2", []string{seed})
+	if n2.Ready() {
+		t.Fatal("ready without a seed")
+	}
+	_, port, _ := net.SplitHostPort(seed)
+	n1 := startMesh(t, "n1", nil, func(c *Config) { c.GossipAddr = "127.0.0.1:" + port })
+	waitFor(t, 15*time.Second, "n2 joined through the late seed", func() bool {
+		return n2.Ready() && n1.Ready() && len(n2.Status().Peers) == 1
+	})
 }
