@@ -336,7 +336,7 @@ func (c *Client) Transmit(event string, data any) error {
 	if err != nil {
 		return err
 	}
-	return cn.write(b)
+	return cn.send(event, b)
 }
 
 // Publish sends a publication without ack ({"event":"#publish"} transmit).
@@ -355,7 +355,7 @@ func (c *Client) Publish(channel string, data any) error {
 	if err != nil {
 		return err
 	}
-	return cn.write(b)
+	return cn.send("#publish", b)
 }
 
 // PublishRaw is Publish for data that is already JSON, without the interface
@@ -377,7 +377,7 @@ func (c *Client) PublishRaw(channel string, data json.RawMessage) error {
 	b = append(b, data...)
 	b = append(b, "}}"...)
 	*bp = b
-	return cn.write(b)
+	return cn.send("#publish", b)
 }
 
 func (c *Client) notConnected() error {
@@ -471,7 +471,7 @@ func (c *Client) call(ctx context.Context, event string, build func(dst []byte, 
 	b, err := build((*bp)[:0], cid)
 	*bp = b
 	if err == nil {
-		err = cn.write(b)
+		err = cn.send(event, b)
 	}
 	putBuf(bp)
 	if err != nil {
@@ -577,7 +577,9 @@ func (c *Client) Unsubscribe(channel string) error {
 	sentOn := sub.sentOn
 	c.mu.Unlock()
 	if sentOn != nil && sentOn == c.cur.Load() {
-		return c.sendUnsubscribe(sentOn, channel)
+		// A failed write means the connection is dropping, and the server
+		// forgets its subscriptions with it: nothing left to undo.
+		_ = c.sendUnsubscribe(sentOn, channel)
 	}
 	return nil
 }

@@ -806,3 +806,97 @@ func TestRawPublishHook(t *testing.T) {
 		t.Fatalf("handlers %v", got)
 	}
 }
+
+// autoServe answers everything on fc (handshake, subscribe, invokes, pings
+// aside) until it has read limit frames, then drops the TCP connection.
+func autoServe(fc *fakeConn, limit int) {
+	for i := 0; i < limit; i++ {
+		f, ok := <-fc.in
+		if !ok {
+			return
+		}
+		var m map[string]any
+		if json.Unmarshal([]byte(f), &m) != nil {
+			continue
+		}
+		cid, _ := m["cid"].(float64)
+		if cid == 0 {
+			continue
+		}
+		if m["event"] == "#handshake" {
+			fc.sendf(`{"rid":%d,"data":{"id":%q,"pingTimeout":30000,"isAuthenticated":false}}`, int(cid), fc.id)
+			continue
+		}
+		fc.sendf(`{"rid":%d}`, int(cid))
+		if m["event"] == "#subscribe" {
+			ch := m["data"].(map[string]any)["channel"].(string)
+			fc.sendf(`{"event":"#publish","data":{"channel":%q,"data":"hello"}}`, ch)
+		}
+	}
+	fc.kill()
+}
+
+// Calls made from many goroutines while the connection keeps dropping all
+// return, with nil or a connection error, and nothing races or leaks.
+func TestConcurrentCallsAcrossReconnects(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	fs := newFakeServer(t)
+	var served sync.WaitGroup
+	stop := make(chan struct{})
+	served.Add(1)
+	go func() {
+		defer served.Done()
+		for {
+			select {
+			case fc := <-fs.conns:
+				served.Add(1)
+				go func() { defer served.Done(); autoServe(fc, 40) }()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	c, err := Dial(context.Background(), Options{URLs: []string{fs.URL}, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, AckTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int32
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch := fmt.Sprintf("ch%d", g)
+			for i := range 30 {
+				var err error
+				switch i % 4 {
+				case 0:
+					err = c.Subscribe(context.Background(), ch, func(string, json.RawMessage) {})
+				case 1:
+					err = c.PublishAck(context.Background(), ch, i)
+				case 2:
+					_, err = c.Invoke(context.Background(), "x", i)
+				case 3:
+					err = c.Unsubscribe(ch)
+				}
+				if err == nil {
+					ok.Add(1)
+				} else if IsBadConnection(err) || IsTimeout(err) || errors.Is(err, ErrUnsubscribed) {
+					failed.Add(1)
+				} else {
+					t.Errorf("unexpected error %v", err)
+				}
+				_ = c.Publish(ch, i)
+			}
+		}()
+	}
+	wg.Wait()
+	c.Close()
+	close(stop)
+	fs.Close()
+	served.Wait()
+	t.Logf("%d calls succeeded, %d failed with connection errors", ok.Load(), failed.Load())
+	if ok.Load() == 0 {
+		t.Fatal("no call succeeded")
+	}
+}

@@ -53,6 +53,15 @@ func newConn(c *Client, ws *websocket.Conn, url string) *conn {
 	return &conn{c: c, ws: ws, url: url, pending: make(map[int64]*pendingCall), done: make(chan struct{})}
 }
 
+// send is write for a packet of event: a failure is reported as a
+// BadConnectionError (code 1006, the reason naming the write error).
+func (cn *conn) send(event string, b []byte) error {
+	if err := cn.write(b); err != nil {
+		return badConnection(event, 1006, err.Error())
+	}
+	return nil
+}
+
 // write sends one text frame. A failed write closes the socket so that the
 // reader ends and the client reconnects.
 func (cn *conn) write(b []byte) error {
