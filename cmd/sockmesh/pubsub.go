@@ -178,7 +178,7 @@ func pubMain(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 			return c.PublishAck(ctx, channel, data)
 		}
 		err := c.Publish(channel, data)
-		if errors.Is(err, client.ErrNotConnected) {
+		if errors.Is(err, client.ErrNotConnected) || client.IsBadConnection(err) {
 			// Reconnecting: wait for the connection and try once more.
 			wctx, cancel := context.WithTimeout(ctx, *timeout)
 			err = c.WaitConnected(wctx)
