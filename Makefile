@@ -13,7 +13,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/sockmesh
 
 run: build
-	./scripts/run-local.sh
+	./scripts/run-cluster.sh
 
 test: vet build unit fuzz integration conformance
 	@echo "make test: all passed"
@@ -39,8 +39,12 @@ conformance: build
 bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem ./node/ ./wsfront/ ./mesh/
 
+BUF := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
+
+# Regenerate the node-to-node envelopes (generated Go is committed) and lint them.
 proto:
-	./proto/generate.sh
+	$(BUF) lint
+	$(BUF) generate --template proto/buf.gen.yaml
 
 clean:
 	rm -rf bin integration/jsclient/node_modules

@@ -107,7 +107,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Name: n.cfg.Name, MeshAddr: n.cfg.MeshAddr, GossipAddr: n.cfg.GossipAddr,
 		AdvertiseHost: n.cfg.AdvertiseHost, Join: n.cfg.Join, Profile: n.cfg.GossipProfile,
 		WSURL: n.WSURL(), AdminURL: n.AdminURL(),
-		Logger: n.cfg.Logger.With("component", "mesh"), Registerer: n.reg,
+		Logger: n.cfg.Logger, Registerer: n.reg,
 		Deliver: n.broker.DeliverRemote,
 	})
 	if err == nil {

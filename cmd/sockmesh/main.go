@@ -15,9 +15,10 @@ var commands = map[string]struct {
 	run  func(args []string) error
 	help string
 }{
-	"serve": {runServe, "run a node (the default)"},
-	"pub":   {runPub, "publish to a channel"},
-	"sub":   {runSub, "print a channel's publications"},
+	"serve":   {runServe, "run a node (the default)"},
+	"pub":     {runPub, "publish to a channel"},
+	"sub":     {runSub, "print a channel's publications"},
+	"cluster": {runCluster, "show a node's view of the cluster"},
 }
 
 func usage() {
