@@ -119,7 +119,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		wsLn.Close()
 		adminLn.Close()
-		return fmt.Errorf("mesh: %w", err)
+		return err // mesh errors already say "mesh: ..."
 	}
 	n.mesh = m
 	n.broker.SetMesh(m, m)

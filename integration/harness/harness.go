@@ -127,9 +127,8 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Start runs the process and waits until /healthz answers. The process is killed at the
-// end of the test if still running; its log is printed when the test failed.
-func (n *Node) Start() {
+// Launch runs the process without waiting for it to become healthy.
+func (n *Node) Launch() {
 	n.t.Helper()
 	args := append([]string{"serve", "--name", n.Name, "--ws-addr", n.WSAddr, "--admin-addr", n.AdminAddr,
 		"--mesh-addr", n.MeshAddr, "--gossip-addr", n.GossipAddr, "--log-level", "debug"}, n.Args...)
@@ -151,6 +150,13 @@ func (n *Node) Start() {
 			n.t.Logf("--- log of %s ---\n%s", n.Name, n.Log())
 		}
 	})
+}
+
+// Start runs the process and waits until /healthz answers. The process is killed at the
+// end of the test if still running; its log is printed when the test failed.
+func (n *Node) Start() {
+	n.t.Helper()
+	n.Launch()
 	err := Poll(15*time.Second, func() error {
 		if n.Exited() {
 			return nil

@@ -10,10 +10,11 @@
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 
 import WebSocket from 'ws';
 import socketClusterClient from 'socketcluster-client';
@@ -43,6 +44,8 @@ export function sockmeshBin() {
 // Small utilities
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Like sleep, but does not keep the process alive (for the losing side of a race). */
+const idle = (ms) => new Promise((resolve) => setTimeout(resolve, ms).unref());
 
 /**
  * Polls `predicate` until it returns a truthy value (which is returned) or `ms`
@@ -168,6 +171,18 @@ export function packetsOf(entry) {
 // ---------------------------------------------------------------------------
 // The sockmesh server process
 
+/** GET `url` on a fresh connection (no keep-alive left behind); resolves the status or 0. */
+export function httpStatus(url, ms = 500) {
+  return new Promise((resolve) => {
+    const req = http.get(url, { agent: false, timeout: ms }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+  });
+}
+
 export class Server {
   constructor({ name, ports, args, t0 }) {
     this.name = name;
@@ -236,12 +251,7 @@ export class Server {
       if (this.exited) {
         throw new Error(`sockmesh exited before becoming healthy (${JSON.stringify(this.exited)})\n${this.logTail()}`);
       }
-      try {
-        const res = await fetch(`http://127.0.0.1:${this.adminPort}/healthz`, { signal: AbortSignal.timeout(500) });
-        if (res.status === 200) return this;
-      } catch {
-        // not listening yet
-      }
+      if ((await httpStatus(`http://127.0.0.1:${this.adminPort}/healthz`)) === 200) return this;
       if (Date.now() > deadline) {
         throw new Error(`sockmesh did not answer 200 on /healthz within 10 s\n${this.logTail()}`);
       }
@@ -254,11 +264,11 @@ export class Server {
     this.expectExit = true;
     if (!this.proc || this.exited) return { ...this.exited, graceful: true };
     this.proc.kill('SIGTERM');
-    const res = await Promise.race([this.exitPromise, sleep(graceMs).then(() => null)]);
+    const res = await Promise.race([this.exitPromise, idle(graceMs).then(() => null)]);
     if (res) return { ...res, graceful: true };
     this.output.push(`[${Date.now() - this.t0}ms] no exit ${graceMs} ms after SIGTERM; sending SIGKILL`);
     this.proc.kill('SIGKILL');
-    const res2 = await Promise.race([this.exitPromise, sleep(5000).then(() => null)]);
+    const res2 = await Promise.race([this.exitPromise, idle(5000).then(() => null)]);
     if (!res2) throw new Error(`sockmesh pid ${this.proc.pid} did not exit even after SIGKILL`);
     return { ...res2, graceful: false };
   }
@@ -517,6 +527,14 @@ export class Client {
 
 let serverSeq = 0;
 
+// Servers stopped by finished tests; every one must have exited before the file ends.
+const pendingStops = [];
+after(async () => {
+  const results = await Promise.all(pendingStops);
+  const problems = results.filter(Boolean);
+  if (problems.length) throw new Error(problems.join('\n'));
+});
+
 export class Ctx {
   constructor(t) {
     this.t = t;
@@ -601,9 +619,17 @@ export class Ctx {
       if (s.output.some((l) => /panic:|DATA RACE/.test(l))) {
         problems.push(`sockmesh ${s.name} output shows a panic or data race:\n${s.logTail()}`);
       }
-      const res = await s.stop();
-      if (!s.exited) problems.push(`sockmesh ${s.name} is still running after stop()`);
-      if (!res.graceful) this.t.diagnostic(`sockmesh ${s.name} needed SIGKILL after SIGTERM`);
+      // SIGTERM now; the exit (a graceful drain takes about a second) is awaited and
+      // asserted in the file's after() hook, overlapping with the next test.
+      const name = s.name;
+      pendingStops.push(s.stop().then(
+        (res) => {
+          if (!s.exited) return `sockmesh ${name} (test "${this.t.name}") is still running after stop()`;
+          if (!res.graceful) return `sockmesh ${name} (test "${this.t.name}") did not exit within 5 s of SIGTERM; needed SIGKILL. Output tail:\n${s.logTail(25)}`;
+          return null;
+        },
+        (err) => `stopping sockmesh ${name} failed: ${err.message}`,
+      ));
     }
     return problems;
   }
