@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,8 +58,11 @@ func startFront(t *testing.T, cfg Config) (*Server, string) {
 }
 
 type rawClient struct {
-	t  *testing.T
-	ws *websocket.Conn
+	t       *testing.T
+	ws      *websocket.Conn
+	pending []string // packets of a batch frame not yet returned
+	// rawBatches returns array frames whole instead of split.
+	rawBatches bool
 }
 
 func dialRaw(t *testing.T, url string) *rawClient {
@@ -68,7 +72,7 @@ func dialRaw(t *testing.T, url string) *rawClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.Close() })
-	return &rawClient{t, ws}
+	return &rawClient{t: t, ws: ws}
 }
 
 func (c *rawClient) send(s string) {
@@ -80,6 +84,11 @@ func (c *rawClient) send(s string) {
 
 // next returns the next non-ping packet (batches are split), answering pings.
 func (c *rawClient) next() (string, error) {
+	if len(c.pending) > 0 {
+		p := c.pending[0]
+		c.pending = c.pending[1:]
+		return p, nil
+	}
 	for {
 		_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, b, err := c.ws.ReadMessage()
@@ -89,6 +98,16 @@ func (c *rawClient) next() (string, error) {
 		if len(b) == 0 {
 			_ = c.ws.WriteMessage(websocket.TextMessage, nil)
 			continue
+		}
+		if b[0] == '[' && !c.rawBatches {
+			var items []json.RawMessage
+			if err := json.Unmarshal(b, &items); err != nil {
+				c.t.Fatalf("bad batch %s: %v", b, err)
+			}
+			for _, it := range items[1:] {
+				c.pending = append(c.pending, string(it))
+			}
+			return string(items[0]), nil
 		}
 		return string(b), nil
 	}
@@ -228,30 +247,35 @@ func TestSlowConsumerIsCutOthersKeepReceiving(t *testing.T) {
 	fast.send(`{"event":"#subscribe","data":{"channel":"feed"},"cid":2}`)
 	fast.expect(`{"rid":2}`)
 
+	var fastGot atomic.Int64
 	got := make(chan int, 1)
 	go func() {
-		n := 0
 		for {
 			m, err := fast.next()
 			if err != nil {
-				got <- n
+				got <- int(fastGot.Load())
 				return
 			}
-			n += strings.Count(m, `"#publish"`)
-			if n >= total {
-				got <- n
+			if fastGot.Add(int64(strings.Count(m, `"#publish"`))) >= total {
+				got <- total
 				return
 			}
 		}
 	}()
 	payload := `"` + strings.Repeat("p", 2000) + `"`
 	// The slow client never reads again: the kernel's socket buffers fill (a few MB on
-	// loopback), then its send queue; 20 MB in all is far more than both.
+	// loopback), then its send queue; 20 MB in all is far more than both. The publisher
+	// stays at most 50 publications ahead of the fast reader, so only the slow one can
+	// overflow whatever the machine's speed.
 	for i := 0; i < total; i++ {
-		srv.broker.Publish("feed", json.RawMessage(payload))
-		if i%10 == 0 {
-			time.Sleep(time.Millisecond) // pace for the fast reader; the slow one never reads
+		for int64(i)-fastGot.Load() > 50 {
+			select {
+			case n := <-got:
+				t.Fatalf("fast client stopped after %d of %d", n, total)
+			case <-time.After(100 * time.Microsecond):
+			}
 		}
+		srv.broker.Publish("feed", json.RawMessage(payload))
 	}
 	select {
 	case n := <-got:
@@ -273,6 +297,7 @@ func TestSlowConsumerIsCutOthersKeepReceiving(t *testing.T) {
 func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
 	srv, url := startFront(t, Config{})
 	c := dialRaw(t, url)
+	c.rawBatches = true
 	c.handshake()
 	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
 	c.expect(`{"rid":2}`)
