@@ -108,3 +108,21 @@ scenario('drain: SIGTERM closes clients with a code that makes the client reconn
   assert.ok(dis.data.code < 4500, `close code ${dis.data.code} must be < 4500 (≥ 4500 means never reconnect)`);
   await waitFor(() => c.socket.pendingReconnect || c.eventsNamed('connecting').length > 0, 2000, 'the client to schedule a reconnect');
 });
+
+scenario('drain: once every client has gone, SIGTERM does not keep waiting out --drain-duration', async (ctx) => {
+  // 3 clients, drain spread over 6 s (a close every 2 s). The first client is closed by
+  // the server at once; the other two leave by themselves right after SIGTERM. With
+  // nobody left to close, the process should finish its shutdown promptly instead of
+  // sleeping the remaining 2 x 2 s of the spread.
+  const srv = await ctx.server(['--drain-duration', '6s']);
+  const cs = [];
+  for (let i = 0; i < 3; i++) cs.push(await ctx.connectedClient(srv, { autoReconnect: false }, `c${i}`));
+  const t0 = Date.now();
+  const stopping = srv.stop(15000);
+  await waitFor(() => cs.some((c) => c.eventsNamed('disconnect').length), 3000, 'the first drain close');
+  for (const c of cs) c.dispose();
+  const res = await stopping;
+  const took = Date.now() - t0;
+  assert.ok(res.graceful);
+  assert.ok(took < 3500, `exited ${took} ms after SIGTERM although every client had left within ~100 ms (drain keeps sleeping for sockets already closed)`);
+});

@@ -9,7 +9,8 @@
 
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -231,7 +232,7 @@ export class Server {
         while ((i = buf.indexOf('\n')) >= 0) {
           this.output.push(`[${Date.now() - this.t0}ms ${tag}] ${buf.slice(0, i)}`);
           buf = buf.slice(i + 1);
-          if (this.output.length > 300) this.output.splice(0, this.output.length - 300);
+          if (this.output.length > 300 && !this.keepAllOutput) this.output.splice(0, this.output.length - 300);
         }
       });
     };
@@ -259,14 +260,26 @@ export class Server {
     }
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`. Resolves with {code, signal, graceful}. */
-  async stop(graceMs = 5000) {
+  /**
+   * SIGTERM, then (after `graceMs`) SIGQUIT for a goroutine dump and SIGKILL.
+   * Resolves with {code, signal, graceful}. The default grace covers sockmesh's
+   * default --drain-duration (10 s), over which it may spread its client closes.
+   */
+  async stop(graceMs = 12000) {
     this.expectExit = true;
     if (!this.proc || this.exited) return { ...this.exited, graceful: true };
     this.proc.kill('SIGTERM');
     const res = await Promise.race([this.exitPromise, idle(graceMs).then(() => null)]);
     if (res) return { ...res, graceful: true };
-    this.output.push(`[${Date.now() - this.t0}ms] no exit ${graceMs} ms after SIGTERM; sending SIGKILL`);
+    // Ask the Go runtime for a goroutine dump (SIGQUIT) so a hang can be diagnosed.
+    this.output.push(`[${Date.now() - this.t0}ms] no exit ${graceMs} ms after SIGTERM; sending SIGQUIT for a goroutine dump`);
+    this.keepAllOutput = true;
+    this.proc.kill('SIGQUIT');
+    const dumped = await Promise.race([this.exitPromise, idle(3000).then(() => null)]);
+    this.dumpFile = path.join(os.tmpdir(), `sockmesh-${this.name}-${this.proc.pid}-sigterm-hang.log`);
+    writeFileSync(this.dumpFile, `${this.argv.join(' ')}\n${this.output.join('\n')}\n`);
+    if (dumped) return { ...dumped, graceful: false };
+    this.output.push(`[${Date.now() - this.t0}ms] sending SIGKILL`);
     this.proc.kill('SIGKILL');
     const res2 = await Promise.race([this.exitPromise, idle(5000).then(() => null)]);
     if (!res2) throw new Error(`sockmesh pid ${this.proc.pid} did not exit even after SIGKILL`);
@@ -625,7 +638,7 @@ export class Ctx {
       pendingStops.push(s.stop().then(
         (res) => {
           if (!s.exited) return `sockmesh ${name} (test "${this.t.name}") is still running after stop()`;
-          if (!res.graceful) return `sockmesh ${name} (test "${this.t.name}") did not exit within 5 s of SIGTERM; needed SIGKILL. Output tail:\n${s.logTail(25)}`;
+          if (!res.graceful) return `sockmesh ${name} (test "${this.t.name}") did not exit within 12 s of SIGTERM; needed SIGQUIT/SIGKILL. Full output with goroutine dump: ${s.dumpFile}`;
           return null;
         },
         (err) => `stopping sockmesh ${name} failed: ${err.message}`,
