@@ -67,8 +67,9 @@ type peer struct {
 	sentC, receivedC, gapsC, droppedC, rxBytesC, reconnectC prometheus.Counter
 	linkG                                                   prometheus.Gauge
 
-	stop chan struct{}
-	done chan struct{}
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 func (m *Mesh) newPeer(mi memberInfo) *peer {
@@ -109,7 +110,7 @@ func (p *peer) linkState() string { return p.link.Load().(string) }
 
 // shutdown stops the supervisor and frees the send queue. Not called with m.mu held.
 func (p *peer) shutdown() {
-	close(p.stop)
+	p.stopOnce.Do(func() { close(p.stop) })
 	<-p.done
 	p.qmu.Lock()
 	p.qclosed = true

@@ -200,3 +200,66 @@ func TestJoinRetriesDeadSeed(t *testing.T) {
 		return n2.Ready() && n1.Ready() && len(n2.Status().Peers) == 1
 	})
 }
+
+// TestRestartSamePorts: the usual restart (kill -9, same flags): same logical name, same mesh
+// and gossip ports. The new incarnation takes over before failure detection, delivery resumes,
+// and nothing is duplicated.
+func TestRestartSamePorts(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	n2.AddInterest("s")
+	waitInterest(t, nodes, "n2", "s", true)
+	n1.Publish("s", []byte("before"))
+	waitFor(t, 5*time.Second, "first delivery", func() bool { return n2.rec.count("s") == 1 })
+	meshAddr, gossipAddr := n2.MeshEndpoint(), n2.GossipEndpoint()
+	n2.Close()
+
+	start := time.Now()
+	n2b := startMesh(t, "n2", []string{n1.GossipEndpoint()}, func(c *Config) {
+		c.MeshAddr, c.GossipAddr = meshAddr, gossipAddr
+	})
+	n2b.AddInterest("s")
+	waitFor(t, 10*time.Second, "restarted n2 wanted on n1", func() bool {
+		return peerWants(n1.Mesh, "n2", "s") && peerStatus(n1.Mesh, "n2").Incarnation == n2b.inc && n2b.Ready()
+	})
+	t.Logf("restarted n2 (same ports) live on n1 after %v", time.Since(start))
+	for i := range 100 {
+		n1.Publish("s", fmt.Appendf(nil, "%d", i))
+	}
+	waitFor(t, 5*time.Second, "deliveries to restarted n2", func() bool { return n2b.rec.count("s") == 100 })
+	for i, g := range n2b.rec.get("s") {
+		if g != fmt.Sprint(i) {
+			t.Fatalf("delivery %d = %q", i, g)
+		}
+	}
+}
+
+// TestPeerGoneFreesEverything: a peer that stops (without leaving) is detected by gossip; its
+// link is closed and its interest dropped from the routing table.
+func TestPeerGoneFreesEverything(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	for i := range 100 {
+		n2.AddInterest(fmt.Sprintf("g%d", i))
+	}
+	waitInterest(t, nodes, "n2", "g99", true)
+	n2.Close()
+	waitFor(t, 10*time.Second, "n2 gone from n1", func() bool {
+		st := n1.Status()
+		for _, m := range st.Members {
+			if m.Name == "n2" && m.Status == "alive" {
+				return false
+			}
+		}
+		return len(st.Peers) == 0
+	})
+	n1.mu.RLock()
+	r := n1.table.RoutedChannels()
+	n1.mu.RUnlock()
+	if r != 0 {
+		t.Fatalf("%d channels still routed after the peer died", r)
+	}
+	if !n1.Ready() {
+		t.Fatal("n1 alone should be ready")
+	}
+}

@@ -159,17 +159,27 @@ func appendBatchEnvelope(b []byte, origin, target string, firstSeq uint64, pubs 
 	for _, pb := range pubs {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(pubLen(pb)))
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, pb.channel)
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendBytes(b, pb.data)
+		if len(pb.channel) > 0 { // proto3 leaves zero values out
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendString(b, pb.channel)
+		}
+		if len(pb.data) > 0 {
+			b = protowire.AppendTag(b, 2, protowire.BytesType)
+			b = protowire.AppendBytes(b, pb.data)
+		}
 	}
 	return b
 }
 
 func pubLen(pb publication) int {
-	return protowire.SizeTag(1) + protowire.SizeBytes(len(pb.channel)) +
-		protowire.SizeTag(2) + protowire.SizeBytes(len(pb.data))
+	n := 0
+	if len(pb.channel) > 0 {
+		n += protowire.SizeTag(1) + protowire.SizeBytes(len(pb.channel))
+	}
+	if len(pb.data) > 0 {
+		n += protowire.SizeTag(2) + protowire.SizeBytes(len(pb.data))
+	}
+	return n
 }
 
 // sendControl sends a control envelope on topic. Callers hold m.mu, which orders control

@@ -1,0 +1,154 @@
+package mesh
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Benchmarks (numbers for the docs, not assertions). Run:
+//
+//	go test -run '^$' -bench . -benchtime 2s ./mesh/
+
+type countingNode struct {
+	*testNode
+	n atomic.Int64
+}
+
+func benchPair(b *testing.B, mod ...func(*Config)) (*testNode, *testNode, *atomic.Int64) {
+	b.Helper()
+	var got atomic.Int64
+	big := func(c *Config) {
+		c.PeerQueue = 1 << 20
+		c.PeerQueueBytes = 1 << 30
+	}
+	count := func(c *Config) {
+		c.Deliver = func(string, []byte) { got.Add(1) }
+	}
+	mod = append(mod, big)
+	n1 := startMesh(b, "n1", nil, mod...)
+	n2 := startMesh(b, "n2", []string{n1.GossipEndpoint()}, append([]func(*Config){count}, mod...)...)
+	waitFor(b, 10*time.Second, "pair ready", func() bool {
+		return n1.Ready() && n2.Ready() && len(n1.Status().Peers) == 1
+	})
+	return n1, n2, &got
+}
+
+// throughput publishes b.N publications from n1, keeping at most window in flight (n1 → n2),
+// and waits until n2 has them all.
+func throughput(b *testing.B, n1 *testNode, got *atomic.Int64, channels []string, size int) {
+	payload := make([]byte, size)
+	const window = 20_000
+	base := got.Load()
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		for int64(i)-(got.Load()-base) > window {
+			runtime.Gosched()
+		}
+		n1.Publish(channels[i%len(channels)], payload)
+	}
+	for got.Load()-base < int64(b.N) {
+		if time.Since(start) > 20*time.Second {
+			b.Fatalf("only %d of %d delivered; n1→n2 %+v", got.Load()-base, b.N, peerStatus(n1.Mesh, "n2"))
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pubs/s")
+	if ps := peerStatus(n1.Mesh, "n2"); ps.Dropped != 0 {
+		b.Fatalf("dropped %d", ps.Dropped)
+	}
+}
+
+// BenchmarkLinkThroughput: publications per second through one link (n1 → n2), delivered.
+func BenchmarkLinkThroughput(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			n1, n2, got := benchPair(b)
+			n2.AddInterest("bench")
+			waitInterest(b, []*testNode{n1}, "n2", "bench", true)
+			throughput(b, n1, got, []string{"bench"}, size)
+		})
+	}
+}
+
+// BenchmarkPublishWantedChannels: the publish path with 10 vs 10,000 channels wanted by the
+// peer. zmq4's PUB filter would scan every subscribed prefix per message; with mailbox topics
+// the scan is two entries and routing is one map lookup, so the cost must stay flat.
+func BenchmarkPublishWantedChannels(b *testing.B) {
+	for _, k := range []int{10, 10_000} {
+		b.Run(fmt.Sprintf("channels=%d", k), func(b *testing.B) {
+			n1, n2, got := benchPair(b)
+			chans := make([]string, k)
+			for i := range chans {
+				chans[i] = fmt.Sprintf("ch-%d", i)
+				n2.AddInterest(chans[i])
+			}
+			waitFor(b, 20*time.Second, "all channels wanted", func() bool {
+				n, _ := n1.table.PeerCount(n1.peerByName("n2"))
+				return n == k
+			})
+			throughput(b, n1, got, chans, 100)
+		})
+	}
+}
+
+// BenchmarkPublishCall: the cost of one Publish call alone (route lookup + enqueue), with a
+// peer wanting 10 vs 10,000 channels; the queue is drained by the flusher concurrently.
+func BenchmarkPublishCall(b *testing.B) {
+	for _, k := range []int{10, 10_000} {
+		b.Run(fmt.Sprintf("channels=%d", k), func(b *testing.B) {
+			n1, n2, _ := benchPair(b)
+			chans := make([]string, k)
+			for i := range chans {
+				chans[i] = fmt.Sprintf("ch-%d", i)
+				n2.AddInterest(chans[i])
+			}
+			waitFor(b, 20*time.Second, "all channels wanted", func() bool {
+				n, _ := n1.table.PeerCount(n1.peerByName("n2"))
+				return n == k
+			})
+			payload := make([]byte, 100)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				n1.Publish(chans[i%k], payload)
+			}
+		})
+	}
+}
+
+// BenchmarkInterestLive: time from AddInterest on one node until the peers route the channel
+// to it (2 peers), and until a publication on it arrives.
+func BenchmarkInterestLive(b *testing.B) {
+	nodes := startCluster(b, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	b.ResetTimer()
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		ch := fmt.Sprintf("live-%d", i)
+		start := time.Now()
+		n3.AddInterest(ch)
+		for !peerWants(n1.Mesh, "n3", ch) || !peerWants(n2.Mesh, "n3", ch) {
+			time.Sleep(20 * time.Microsecond)
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/live")
+}
+
+// peerByName returns the peer with logical name name (tests and benchmarks).
+func (m *Mesh) peerByName(name string) *peer {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, p := range m.peers {
+		if p.logical == name {
+			return p
+		}
+	}
+	return nil
+}

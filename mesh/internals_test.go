@@ -1,0 +1,95 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sockmesh/sockmesh/proto/meshpb"
+)
+
+func TestBatchEncodingMatchesProto(t *testing.T) {
+	pubs := []publication{{"chat", []byte(`{"a":1}`)}, {"chatroom", []byte{}}, {"ü", bytes.Repeat([]byte("x"), 300)}}
+	enc := appendBatchEnvelope(nil, "n1-abc", "n2-def", 42, pubs)
+	var env meshpb.Envelope
+	if err := proto.Unmarshal(enc, &env); err != nil {
+		t.Fatal(err)
+	}
+	b := env.GetBatch()
+	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || len(b.GetPublications()) != 3 {
+		t.Fatalf("decoded %v", &env)
+	}
+	for i, p := range b.GetPublications() {
+		if p.Channel != pubs[i].channel || !bytes.Equal(p.Data, pubs[i].data) {
+			t.Fatalf("publication %d = %v", i, p)
+		}
+	}
+	want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&env)
+	if !bytes.Equal(enc, want) {
+		t.Fatalf("hand encoding differs from protobuf's:\n%x\n%x", enc, want)
+	}
+}
+
+func TestLogWriterParsesLevels(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	std := newStdLogger(l, "serf", slog.LevelInfo)
+	std.Print("[DEBUG] memberlist: noise")
+	std.Print("[WARN] memberlist: Refuting a suspect message")
+	std.Print("[ERR] serf: boom")
+	std.Print("[INFO] serf: EventMemberJoin: n1")
+	out := buf.String()
+	for _, want := range []string{
+		`level=WARN msg="Refuting a suspect message" component=memberlist`,
+		`level=ERROR msg=boom component=serf`,
+		`level=INFO msg="EventMemberJoin: n1" component=serf`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "noise") {
+		t.Errorf("DEBUG line not filtered:\n%s", out)
+	}
+}
+
+// TestLinkRecycledOnHeartbeatSilence: a publisher that accepts the connection but never sends a
+// heartbeat (frozen, half-open) is redialled after HeartbeatTimeout, by the supervisor alone; a
+// heartbeat then brings the link up.
+func TestLinkRecycledOnHeartbeatSilence(t *testing.T) {
+	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		Logger: testLogger(), Heartbeat: 50 * time.Millisecond, HeartbeatTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	registerTransport()
+	fake := zmq4.NewPub(context.Background())
+	defer closeSocket(fake)
+	if err := fake.Listen("tcp://127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	p := m.newPeer(memberInfo{serfName: "fake-1", logical: "fake", inc: "1", member: Member{Mesh: fake.Addr().String()}})
+	m.mu.Lock()
+	m.peers[p.serfName] = p
+	m.table.AddPeer(p)
+	m.mu.Unlock()
+	go p.supervise()
+	defer p.shutdown()
+
+	waitFor(t, 5*time.Second, "two recycles on silence", func() bool { return p.reconnects.Load() >= 2 })
+	if p.linkState() == LinkUp {
+		t.Fatal("link up without heartbeats")
+	}
+	hb, _ := proto.Marshal(&meshpb.Envelope{Origin: "fake-1", Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{}}})
+	waitFor(t, 5*time.Second, "link up on heartbeat", func() bool {
+		_ = fake.SendMulti(zmq4.NewMsgFrom([]byte(controlTopic), hb))
+		return p.linkState() == LinkUp
+	})
+}
