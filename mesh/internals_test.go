@@ -16,13 +16,13 @@ import (
 
 func TestBatchEncodingMatchesProto(t *testing.T) {
 	pubs := []publication{{"chat", []byte(`{"a":1}`)}, {"chatroom", []byte{}}, {"ü", bytes.Repeat([]byte("x"), 300)}}
-	enc := appendBatchEnvelope(nil, "n1-abc", "n2-def", 42, pubs)
+	enc := appendBatchEnvelope(nil, "n1-abc", "n2-def", 7, 42, pubs)
 	var env meshpb.Envelope
 	if err := proto.Unmarshal(enc, &env); err != nil {
 		t.Fatal(err)
 	}
 	b := env.GetBatch()
-	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || len(b.GetPublications()) != 3 {
+	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || b.GetEpoch() != 7 || len(b.GetPublications()) != 3 {
 		t.Fatalf("decoded %v", &env)
 	}
 	for i, p := range b.GetPublications() {
@@ -92,4 +92,41 @@ func TestLinkRecycledOnHeartbeatSilence(t *testing.T) {
 		_ = fake.SendMulti(zmq4.NewMsgFrom([]byte(controlTopic), hb))
 		return p.linkState() == LinkUp
 	})
+}
+
+// TestPeerQueueBounded: the per-peer queue never holds more than its bounds; the overflow is
+// dropped and counted, and take() hands out batches within BatchMax/BatchBytes.
+func TestPeerQueueBounded(t *testing.T) {
+	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		PeerQueue: 10, PeerQueueBytes: 1000, BatchMax: 4, BatchBytes: 250})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := m.newPeer(memberInfo{serfName: "x-1", logical: "x", inc: "1"})
+	for range 15 {
+		p.enqueue("c", make([]byte, 10))
+	}
+	if len(p.q) != 10 || p.dropped.Load() != 5 {
+		t.Fatalf("queue %d dropped %d, want 10 and 5", len(p.q), p.dropped.Load())
+	}
+	batch, more := p.take(nil)
+	if len(batch) != 4 || !more {
+		t.Fatalf("batch %d more %v", len(batch), more)
+	}
+	for more {
+		batch, more = p.take(batch)
+	}
+	if len(p.q) != 0 || p.qbytes != 0 || p.qready {
+		t.Fatalf("queue not empty after draining: %d %d %v", len(p.q), p.qbytes, p.qready)
+	}
+	p.enqueue("c", make([]byte, 600))
+	p.enqueue("c", make([]byte, 600)) // over the byte bound
+	if p.dropped.Load() != 6 {
+		t.Fatalf("byte bound not applied: dropped %d", p.dropped.Load())
+	}
+	batch, _ = p.take(nil)
+	if len(batch) != 1 {
+		t.Fatalf("an oversized publication goes alone: batch of %d", len(batch))
+	}
 }

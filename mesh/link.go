@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,8 +52,11 @@ type peer struct {
 	qclosed bool
 	sendSeq uint64
 
-	// Receive side: expectSeq only by the reader goroutine.
-	expectSeq uint64
+	// epoch identifies our send state for this peer (see meshpb.Batch.epoch); never 0.
+	epoch uint64
+	// Receive side: the sender's epoch and the next sequence we expect from it; only touched
+	// by the reader goroutine, and saved in the mesh's memo when the peer is removed.
+	recv recvState
 
 	link    atomic.Value // string
 	lastMsg atomic.Int64 // unix nanos of the last message on the link
@@ -82,7 +85,8 @@ func (m *Mesh) newPeer(mi memberInfo) *peer {
 		meshEP:     mi.member.Mesh,
 		mailboxB:   []byte(mailboxTopic(mi.serfName)),
 		member:     mi.member,
-		expectSeq:  1,
+		epoch:      mrand.Uint64() | 1,
+		recv:       m.recallRecv(mi.serfName),
 		sentC:      m.met.sent.With(l),
 		receivedC:  m.met.received.With(l),
 		gapsC:      m.met.gaps.With(l),
@@ -139,7 +143,7 @@ func (p *peer) supervise() {
 			backoff = minBackoff // it had been working: retry fast
 		}
 		p.m.log.Debug("mesh: link down", "peer", p.logical, "incarnation", p.inc, "err", err, "retry_in", backoff)
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := backoff/2 + mrand.N(backoff/2+1)
 		t := time.NewTimer(wait)
 		select {
 		case <-p.stop:
@@ -333,20 +337,30 @@ func (m *Mesh) requestSnapshot(p *peer) {
 		SnapshotRequest: &meshpb.SnapshotRequest{KnownVersion: v}}})
 }
 
+// recvState is what a receiver knows of one sender's sequence.
+type recvState struct {
+	epoch  uint64
+	expect uint64
+}
+
 func (p *peer) receiveBatch(b *meshpb.Batch) {
 	m := p.m
+	if b.Epoch != p.recv.epoch {
+		// The sender started a new send state for us: its sequence restarts at 1.
+		p.recv = recvState{epoch: b.Epoch, expect: 1}
+	}
 	seq := b.FirstSeq
 	for _, pub := range b.Publications {
 		switch {
-		case seq < p.expectSeq:
+		case seq < p.recv.expect:
 			seq++
 			continue // already delivered: never a duplicate
-		case seq > p.expectSeq:
-			g := seq - p.expectSeq
+		case seq > p.recv.expect:
+			g := seq - p.recv.expect
 			p.gaps.Add(g)
 			p.gapsC.Add(float64(g))
 		}
-		p.expectSeq = seq + 1
+		p.recv.expect = seq + 1
 		seq++
 		p.received.Add(1)
 		p.receivedC.Inc()

@@ -217,9 +217,38 @@ func (m *Mesh) reconcile() {
 	for _, p := range removed {
 		m.log.Info("mesh: peer gone", "peer", p.logical, "incarnation", p.inc)
 		p.shutdown()
+		m.rememberRecv(p.serfName, p.recv)
 		if !replaced[p.logical] {
 			// A replacement incarnation under the same logical name keeps the series.
 			m.met.linkUp.DeleteLabelValues(p.logical)
 		}
 	}
+}
+
+// A peer that is removed and comes back in the same incarnation (it was frozen, or partitioned,
+// long enough to be declared failed) kept its own send state for us. The receive state of
+// removed peers is remembered, bounded, so that its sequence continues without false gaps.
+const recvMemoMax = 1024
+
+func (m *Mesh) rememberRecv(serfName string, st recvState) {
+	if st.epoch == 0 {
+		return
+	}
+	m.memoMu.Lock()
+	defer m.memoMu.Unlock()
+	if len(m.recvMemo) >= recvMemoMax {
+		for k := range m.recvMemo { // drop an arbitrary entry
+			delete(m.recvMemo, k)
+			break
+		}
+	}
+	m.recvMemo[serfName] = st
+}
+
+func (m *Mesh) recallRecv(serfName string) recvState {
+	m.memoMu.Lock()
+	defer m.memoMu.Unlock()
+	st := m.recvMemo[serfName]
+	delete(m.recvMemo, serfName)
+	return st
 }

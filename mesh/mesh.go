@@ -55,6 +55,9 @@ type Mesh struct {
 
 	memberCh chan struct{}
 
+	memoMu   sync.Mutex
+	recvMemo map[string]recvState // by serf name; see rememberRecv
+
 	joined     atomic.Bool
 	started    atomic.Bool
 	closeOnce  sync.Once
@@ -98,6 +101,7 @@ func New(cfg Config) (*Mesh, error) {
 		peers:    make(map[string]*peer),
 		readyCh:  make(chan struct{}, 1),
 		memberCh: make(chan struct{}, 1),
+		recvMemo: make(map[string]recvState),
 		fatal:    make(chan error, 1),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())

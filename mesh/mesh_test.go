@@ -263,3 +263,45 @@ func TestPeerGoneFreesEverything(t *testing.T) {
 		t.Fatal("n1 alone should be ready")
 	}
 }
+
+// TestPeerForgottenAndBack: n1 drops its link to n2 (as when gossip declares a frozen n2 failed)
+// and then re-adds the same incarnation; n2 never noticed. Both directions keep delivering:
+// n2's continuing sequence is not counted as gaps at n1, and n1's restarted sequence is not
+// mistaken for duplicates at n2.
+func TestPeerForgottenAndBack(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	n1.AddInterest("to1")
+	n2.AddInterest("to2")
+	waitInterest(t, nodes, "n1", "to1", true)
+	waitInterest(t, nodes, "n2", "to2", true)
+	for i := range 50 {
+		n1.Publish("to2", fmt.Appendf(nil, "%d", i))
+		n2.Publish("to1", fmt.Appendf(nil, "%d", i))
+	}
+	waitFor(t, 5*time.Second, "first round", func() bool { return n1.rec.count("to1") == 50 && n2.rec.count("to2") == 50 })
+
+	// Forget n2 on n1 only, the way reconcile does when a member fails.
+	n1.mu.Lock()
+	p := n1.peers[n2.self]
+	n1.table.RemovePeer(p)
+	delete(n1.peers, n2.self)
+	n1.mu.Unlock()
+	p.shutdown()
+	n1.rememberRecv(p.serfName, p.recv)
+	n1.reconcile() // n2 is still alive: a new link to the same incarnation
+	waitFor(t, 5*time.Second, "n2 back on n1", func() bool {
+		return peerWants(n1.Mesh, "n2", "to2") && n1.Ready() && peerStatus(n1.Mesh, "n2").Link == LinkUp
+	})
+	for i := 50; i < 100; i++ {
+		n1.Publish("to2", fmt.Appendf(nil, "%d", i))
+		n2.Publish("to1", fmt.Appendf(nil, "%d", i))
+	}
+	waitFor(t, 5*time.Second, "second round", func() bool { return n1.rec.count("to1") == 100 && n2.rec.count("to2") == 100 })
+	if g := peerStatus(n1.Mesh, "n2").Gaps; g != 0 {
+		t.Fatalf("n1 counted %d false gaps from n2", g)
+	}
+	if g := peerStatus(n2.Mesh, "n1").Gaps; g != 0 {
+		t.Fatalf("n2 counted %d gaps from n1", g)
+	}
+}

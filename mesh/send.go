@@ -121,7 +121,7 @@ func (m *Mesh) flusher() {
 					p.sendSeq++
 					first := p.sendSeq
 					p.sendSeq += uint64(len(batch) - 1)
-					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, first, batch)
+					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.epoch, first, batch)
 					// The PUB keeps the frames until written: hand it its own copy.
 					if m.pubSend(p.mailboxB, append([]byte(nil), enc...)) {
 						p.sent.Add(uint64(len(batch)))
@@ -142,9 +142,10 @@ func (m *Mesh) flusher() {
 
 // appendBatchEnvelope encodes Envelope{origin, target, batch{first_seq, publications}} by hand:
 // the hot path, without a message tree per publication. Wire-compatible with meshpb.Envelope
-// (checked by TestBatchEncodingMatchesProto).
-func appendBatchEnvelope(b []byte, origin, target string, firstSeq uint64, pubs []publication) []byte {
-	batchLen := protowire.SizeTag(1) + protowire.SizeVarint(firstSeq)
+// (checked by TestBatchEncodingMatchesProto). epoch is never 0, so it is always present.
+func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64, pubs []publication) []byte {
+	batchLen := protowire.SizeTag(1) + protowire.SizeVarint(firstSeq) +
+		protowire.SizeTag(3) + protowire.SizeVarint(epoch)
 	for _, pb := range pubs {
 		batchLen += protowire.SizeTag(2) + protowire.SizeBytes(pubLen(pb))
 	}
@@ -159,6 +160,7 @@ func appendBatchEnvelope(b []byte, origin, target string, firstSeq uint64, pubs 
 	for _, pb := range pubs {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(pubLen(pb)))
+		// (fields of the publication follow)
 		if len(pb.channel) > 0 { // proto3 leaves zero values out
 			b = protowire.AppendTag(b, 1, protowire.BytesType)
 			b = protowire.AppendString(b, pb.channel)
@@ -168,6 +170,8 @@ func appendBatchEnvelope(b []byte, origin, target string, firstSeq uint64, pubs 
 			b = protowire.AppendBytes(b, pb.data)
 		}
 	}
+	b = protowire.AppendTag(b, 3, protowire.VarintType)
+	b = protowire.AppendVarint(b, epoch)
 	return b
 }
 

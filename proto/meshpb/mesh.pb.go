@@ -183,8 +183,12 @@ type Batch struct {
 	// Sequence number of the first publication; the n-th publication of the
 	// batch has first_seq + n. Sequences are per link (origin incarnation,
 	// target incarnation) and start at 1.
-	FirstSeq      uint64         `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
-	Publications  []*Publication `protobuf:"bytes,2,rep,name=publications,proto3" json:"publications,omitempty"`
+	FirstSeq     uint64         `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	Publications []*Publication `protobuf:"bytes,2,rep,name=publications,proto3" json:"publications,omitempty"`
+	// Identifies the sender's state for this link. It changes when the sender forgets the link
+	// (the receiver left and came back in the same incarnation), and sequences restart at 1; the
+	// receiver then resets what it expects instead of counting the old numbers as duplicates.
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +235,13 @@ func (x *Batch) GetPublications() []*Publication {
 		return x.Publications
 	}
 	return nil
+}
+
+func (x *Batch) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 // Publication is one channel message; data is the opaque payload.
@@ -532,10 +543,11 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x05delta\x18\x05 \x01(\v2\x1f.sockmesh.mesh.v1.InterestDeltaH\x00R\x05delta\x12@\n" +
 	"\bsnapshot\x18\x06 \x01(\v2\".sockmesh.mesh.v1.InterestSnapshotH\x00R\bsnapshot\x12N\n" +
 	"\x10snapshot_request\x18\a \x01(\v2!.sockmesh.mesh.v1.SnapshotRequestH\x00R\x0fsnapshotRequestB\x06\n" +
-	"\x04body\"g\n" +
+	"\x04body\"}\n" +
 	"\x05Batch\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12A\n" +
-	"\fpublications\x18\x02 \x03(\v2\x1d.sockmesh.mesh.v1.PublicationR\fpublications\";\n" +
+	"\fpublications\x18\x02 \x03(\v2\x1d.sockmesh.mesh.v1.PublicationR\fpublications\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\";\n" +
 	"\vPublication\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x86\x01\n" +
