@@ -114,6 +114,10 @@ scenario('§17.8 unsubscribe: no further publications reach the client (checked 
   await waitFor(() => cNews.includes('after'), 3000, 'control to receive "after"');
   await settle();
   assert.deepEqual(a.wirePublications('news'), ['before'], 'the server sent nothing for news after #unsubscribe');
+  // Server-side count (when exported): only control's subscription to news is left.
+  if ((await srv.metric('sockmesh_subscriptions')) !== null) {
+    await waitFor(async () => (await srv.metric('sockmesh_subscriptions')) === 1, 2000, 'sockmesh_subscriptions to drop to 1');
+  }
 
   // Re-subscribing works again.
   await a.subscribe('news');
@@ -309,4 +313,22 @@ scenario('publish errors: #publish with a bad channel is an error reply; transmi
   // #unsubscribe with a cid for a channel we are not in is answered (error) rather than ignored.
   const un = await r.invoke('#unsubscribe', 'notsubscribed');
   assert.ok('rid' in un);
+});
+
+scenario('disconnect drops all of the socket\'s subscriptions server-side', async (ctx) => {
+  const srv = await ctx.server();
+  const a = await ctx.connectedClient(srv, { autoReconnect: false }, 'A');
+  for (const ch of ['d1', 'd2', 'd3']) await a.subscribe(ch);
+  const control = await ctx.connectedClient(srv, {}, 'control');
+  const cGot = await control.subscribe('d1');
+  const before = await srv.metric('sockmesh_subscriptions');
+  if (before !== null) assert.equal(before, 4);
+  a.socket.disconnect();
+  if (before !== null) {
+    await waitFor(async () => (await srv.metric('sockmesh_subscriptions')) === 1, 3000, 'sockmesh_subscriptions to drop to 1 after the disconnect');
+  } else {
+    ctx.t.diagnostic('sockmesh_subscriptions not exported; only checking that delivery continues');
+  }
+  await within(control.socket.invokePublish('d1', 'after'), 3000, 'publish');
+  await waitFor(() => cGot.includes('after'), 3000, 'control still receives');
 });

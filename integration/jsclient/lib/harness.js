@@ -172,6 +172,20 @@ export function packetsOf(entry) {
 // ---------------------------------------------------------------------------
 // The sockmesh server process
 
+/** GET `url` on a fresh connection; resolves the body (or null on error / non-200). */
+export function httpText(url, ms = 2000) {
+  return new Promise((resolve) => {
+    const req = http.get(url, { agent: false, timeout: ms }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve(res.statusCode === 200 ? body : null));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(null));
+  });
+}
+
 /** GET `url` on a fresh connection (no keep-alive left behind); resolves the status or 0. */
 export function httpStatus(url, ms = 500) {
   return new Promise((resolve) => {
@@ -258,6 +272,16 @@ export class Server {
       }
       await sleep(50);
     }
+  }
+
+  /**
+   * The value of an unlabelled metric from /metrics, or null when the server does not
+   * export it (metric names beyond the `sockmesh_` prefix are not part of any contract).
+   */
+  async metric(name) {
+    const text = await httpText(`http://127.0.0.1:${this.adminPort}/metrics`);
+    const m = new RegExp(`^${name}(?:\\{\\})? ([0-9.eE+-]+)$`, 'm').exec(text || '');
+    return m ? Number(m[1]) : null;
   }
 
   /**
