@@ -73,6 +73,9 @@ func (w *logWriter) line(s string) {
 			break
 		}
 	}
+	if level > slog.LevelDebug && strings.Contains(s, "use of closed network connection") {
+		level = slog.LevelDebug // shutdown noise: sends racing with Close
+	}
 	if !w.logger.Enabled(context.Background(), level) {
 		return
 	}

@@ -404,19 +404,24 @@ func (m *Mesh) RemoveInterest(channel string) {
 	m.mu.Unlock()
 }
 
-// Ready reports whether the node has joined (or started a new cluster) and the links from all
-// alive peers are up with their interest in sync.
+// Ready reports whether the node has joined (or started a new cluster) and has an up link, with
+// its interest in sync, from every alive member.
 func (m *Mesh) Ready() bool {
-	if !m.joined.Load() {
+	if !m.joined.Load() || m.serf == nil {
 		return false
 	}
+	members := m.members()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closing {
 		return false
 	}
-	for _, p := range m.peers {
-		if p.linkState() != LinkUp || !m.table.PeerSynced(p) {
+	for _, mi := range members {
+		if mi.logical == m.cfg.Name || mi.status != serf.StatusAlive || mi.member.Mesh == "" {
+			continue
+		}
+		p, ok := m.peers[mi.serfName]
+		if !ok || p.linkState() != LinkUp || !m.table.PeerSynced(p) {
 			return false
 		}
 	}

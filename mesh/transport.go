@@ -255,6 +255,7 @@ type smListener struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
+	failDelay time.Duration // only touched by zmq4's accept goroutine
 }
 
 type progress struct {
@@ -265,8 +266,16 @@ type progress struct {
 func (l *smListener) Accept() (net.Conn, error) {
 	c, err := l.TCPListener.AcceptTCP()
 	if err != nil {
+		// zmq4's accept loop retries at once on any error: pace it (EMFILE, or a listener
+		// closed before the socket's context ends), as net/http does.
+		l.failDelay = min(max(2*l.failDelay, 5*time.Millisecond), time.Second)
+		select {
+		case <-l.done:
+		case <-time.After(l.failDelay):
+		}
 		return nil, err
 	}
+	l.failDelay = 0
 	sc := newSMConn(c, l.opts)
 	if l.opts.stall > 0 {
 		l.mu.Lock()
