@@ -19,6 +19,7 @@ var commands = map[string]struct {
 	"pub":     {runPub, "publish to a channel"},
 	"sub":     {runSub, "print a channel's publications"},
 	"cluster": {runCluster, "show a node's view of the cluster"},
+	"bench":   {runBench, "generate load and measure a SocketCluster-compatible server"},
 }
 
 func usage() {

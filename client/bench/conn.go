@@ -1,0 +1,416 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
+)
+
+// conn is a lean SocketCluster connection for load generation. It does what
+// a load generator needs and nothing more: no reconnect (a reconnect would
+// hide loss), no handlers, no JSON decoding of deliveries. Frames from the
+// server are read with gorilla/websocket; frames to the server are built by
+// hand (masked with a zero key, which the RFC allows syntactically and every
+// server accepts) so that a publisher writes a whole tick of publications
+// with one system call.
+//
+// Frames the reader sees: ” pings (answered), responses to setup calls
+// (handshake, subscribe: decoded with encoding/json, rare), acks of
+// publications (found by scanning for "rid":), deliveries (found by scanning
+// for the payload marker), anything else (ignored).
+type conn struct {
+	r   *runner
+	idx int // connection index in the run
+	ws  *websocket.Conn
+	nc  net.Conn
+
+	wmu  sync.Mutex
+	werr error
+
+	rbuf []byte
+
+	cmu   sync.Mutex
+	calls map[int64]chan error
+	cid   int64 // setup call ids, 1..setupCids-1
+
+	// Subscriber state, reader goroutine only.
+	sub     bool
+	lastSeq []uint32 // per publisher, for the single channel subscribed
+
+	// Publisher state.
+	pub *pubAcks
+
+	done chan struct{}
+	rerr error // why the reader ended
+}
+
+// setupCids: call ids below are setup calls; publication cids start here.
+const setupCids = 1 << 20
+
+var errClosedConn = errors.New("connection closed")
+
+// pubAcks tracks acknowledged publications of one connection.
+type pubAcks struct {
+	sent    [ackWindow]atomic.Int64 // send time by cid & (ackWindow-1)
+	nextCid int64                   // pacer goroutine only
+	acked   atomic.Int64
+	failed  atomic.Int64
+	issued  atomic.Int64
+}
+
+const ackWindow = 1 << 14
+
+func (p *pubAcks) inFlight() int64 { return p.issued.Load() - p.acked.Load() - p.failed.Load() }
+
+// noBufferPool makes gorilla take a write buffer only when it writes a frame
+// itself, which this package never does after the upgrade.
+type noBufferPool struct{}
+
+func (noBufferPool) Get() any  { return nil }
+func (noBufferPool) Put(x any) {}
+
+// dialer returns a websocket dialer; with srcIP set, connections are bound to
+// that local address (IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at
+// connect time, per destination, so one source address serves ~28k
+// connections per server port).
+func newDialer(srcIP net.IP, readBuf int, timeout time.Duration) *websocket.Dialer {
+	nd := &net.Dialer{Timeout: timeout}
+	if srcIP != nil {
+		nd.LocalAddr = &net.TCPAddr{IP: srcIP}
+		nd.Control = func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return &websocket.Dialer{
+		NetDialContext:   nd.DialContext,
+		HandshakeTimeout: timeout,
+		ReadBufferSize:   readBuf,
+		WriteBufferSize:  256,
+		WriteBufferPool:  noBufferPool{},
+	}
+}
+
+// dialConn opens the WebSocket, starts the reader and completes the
+// SocketCluster handshake.
+// prep, when set, configures the connection before its reader starts.
+func dialConn(ctx context.Context, r *runner, idx int, d *websocket.Dialer, url string, prep func(c *conn)) (*conn, error) {
+	ws, _, err := d.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{r: r, idx: idx, ws: ws, nc: ws.UnderlyingConn(), calls: make(map[int64]chan error), done: make(chan struct{})}
+	ws.SetPingHandler(func(data string) error { return c.writeControl(websocket.PongMessage, []byte(data)) })
+	ws.SetCloseHandler(func(code int, text string) error {
+		_ = c.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""))
+		return nil
+	})
+	if prep != nil {
+		prep(c)
+	}
+	go c.readLoop()
+	if err := c.call(ctx, func(b []byte, cid int64) []byte {
+		b = append(b, `{"event":"#handshake","data":{"authToken":null},"cid":`...)
+		b = strconv.AppendInt(b, cid, 10)
+		return append(b, '}')
+	}); err != nil {
+		c.close()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	return c, nil
+}
+
+// subscribe sends #subscribe for every channel and waits for all the acks.
+func (c *conn) subscribe(ctx context.Context, channels ...string) error {
+	chs := make([]chan error, 0, len(channels))
+	for _, ch := range channels {
+		w, err := c.start(func(b []byte, cid int64) []byte {
+			b = append(b, `{"event":"#subscribe","data":{"channel":`...)
+			b = strconv.AppendQuote(b, ch)
+			b = append(b, `},"cid":`...)
+			b = strconv.AppendInt(b, cid, 10)
+			return append(b, '}')
+		})
+		if err != nil {
+			return err
+		}
+		chs = append(chs, w)
+	}
+	for i, w := range chs {
+		select {
+		case err := <-w:
+			if err != nil {
+				return fmt.Errorf("subscribe %s: %w", channels[i], err)
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("subscribe %s: %w", channels[i], ctx.Err())
+		case <-c.done:
+			return fmt.Errorf("subscribe %s: %w", channels[i], c.readErr())
+		}
+	}
+	return nil
+}
+
+func (c *conn) readErr() error {
+	<-c.done
+	if c.rerr != nil {
+		return c.rerr
+	}
+	return errClosedConn
+}
+
+// start sends a setup call and returns where its answer will arrive.
+func (c *conn) start(build func(b []byte, cid int64) []byte) (chan error, error) {
+	w := make(chan error, 1)
+	c.cmu.Lock()
+	if c.calls == nil {
+		c.cmu.Unlock()
+		return nil, errClosedConn
+	}
+	c.cid++
+	cid := c.cid
+	c.calls[cid] = w
+	c.cmu.Unlock()
+	var tmp [256]byte
+	if err := c.writeText(build(tmp[:0], cid)); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (c *conn) call(ctx context.Context, build func(b []byte, cid int64) []byte) error {
+	w, err := c.start(build)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-w:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.readErr()
+	}
+}
+
+// appendFrame appends a masked (zero key) final text frame holding p.
+func appendFrame(dst, p []byte) []byte {
+	return appendFrameOp(dst, websocket.TextMessage, p)
+}
+
+func appendFrameOp(dst []byte, op int, p []byte) []byte {
+	dst = append(dst, 0x80|byte(op))
+	switch n := len(p); {
+	case n < 126:
+		dst = append(dst, 0x80|byte(n))
+	case n < 1<<16:
+		dst = append(dst, 0x80|126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 0x80|127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	dst = append(dst, 0, 0, 0, 0) // mask key: zero, so the payload is sent as is
+	return append(dst, p...)
+}
+
+// writeRaw writes already framed bytes.
+func (c *conn) writeRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(b); err != nil {
+		c.werr = err
+		c.nc.Close()
+		return err
+	}
+	return nil
+}
+
+// writeText writes one text frame (setup calls; not the hot path).
+func (c *conn) writeText(p []byte) error {
+	return c.writeRaw(appendFrame(make([]byte, 0, len(p)+14), p))
+}
+
+func (c *conn) writeControl(op int, p []byte) error {
+	var tmp [140]byte
+	return c.writeRaw(appendFrameOp(tmp[:0], op, p))
+}
+
+// close sends a 1000 close frame and closes the socket; the reader ends.
+func (c *conn) close() {
+	_ = c.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	c.nc.Close()
+	<-c.done
+}
+
+var (
+	pongV2 = appendFrame(nil, nil)
+	pongV1 = appendFrame(nil, []byte("#2"))
+	ridKey = []byte(`"rid":`)
+	errKey = []byte(`"error"`)
+)
+
+func (c *conn) readLoop() {
+	defer func() {
+		c.cmu.Lock()
+		calls := c.calls
+		c.calls = nil
+		c.cmu.Unlock()
+		for _, w := range calls {
+			w <- errClosedConn
+		}
+		close(c.done)
+	}()
+	for {
+		_, rd, err := c.ws.NextReader()
+		if err != nil {
+			c.rerr = err
+			return
+		}
+		b := c.rbuf[:0]
+		for {
+			if len(b) == cap(b) {
+				b = append(b, 0)[:len(b)]
+			}
+			n, err := rd.Read(b[len(b):cap(b)])
+			b = b[:len(b)+n]
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				c.rerr = err
+				return
+			}
+		}
+		if cap(b) <= 1<<20 {
+			c.rbuf = b
+		}
+		c.handle(b)
+	}
+}
+
+func (c *conn) handle(frame []byte) {
+	switch {
+	case len(frame) == 0:
+		_ = c.writeRaw(pongV2)
+		return
+	case len(frame) == 2 && frame[0] == '#' && frame[1] == '1':
+		_ = c.writeRaw(pongV1)
+		return
+	}
+	if c.sub {
+		c.r.deliveries(c, frame)
+	}
+	if bytes.Contains(frame, ridKey) {
+		c.handleAcks(frame)
+	}
+}
+
+// handleAcks handles responses. Publication acks without errors take the
+// fast path (scan); anything else decodes the frame.
+func (c *conn) handleAcks(frame []byte) {
+	if c.pub != nil && !bytes.Contains(frame, errKey) {
+		rest := frame
+		slow := false
+		now := c.r.now()
+		for {
+			i := bytes.Index(rest, ridKey)
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(ridKey):]
+			var cid int64
+			j := 0
+			for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+				cid = cid*10 + int64(rest[j]-'0')
+				j++
+			}
+			rest = rest[j:]
+			if cid < setupCids {
+				slow = true
+				continue
+			}
+			c.ackPublication(cid, now, false)
+		}
+		if !slow {
+			return
+		}
+	}
+	var packets []struct {
+		Rid   json.RawMessage `json:"rid"`
+		Error json.RawMessage `json:"error"`
+	}
+	if len(frame) > 0 && frame[0] == '[' {
+		if json.Unmarshal(frame, &packets) != nil {
+			return
+		}
+	} else {
+		packets = packets[:0]
+		packets = append(packets, struct {
+			Rid   json.RawMessage `json:"rid"`
+			Error json.RawMessage `json:"error"`
+		}{})
+		if json.Unmarshal(frame, &packets[0]) != nil {
+			return
+		}
+	}
+	now := c.r.now()
+	for _, p := range packets {
+		cid, err := strconv.ParseInt(string(p.Rid), 10, 64)
+		if err != nil {
+			continue
+		}
+		failed := len(p.Error) > 0 && string(p.Error) != "null"
+		if cid >= setupCids {
+			if c.pub != nil && (failed || bytes.Contains(frame, errKey)) {
+				c.ackPublication(cid, now, failed)
+			}
+			continue
+		}
+		c.cmu.Lock()
+		w := c.calls[cid]
+		delete(c.calls, cid)
+		c.cmu.Unlock()
+		if w != nil {
+			if failed {
+				w <- fmt.Errorf("server error %s", p.Error)
+			} else {
+				w <- nil
+			}
+		}
+	}
+}
+
+func (c *conn) ackPublication(cid, now int64, failed bool) {
+	p := c.pub
+	sent := p.sent[cid&(ackWindow-1)].Load()
+	if failed {
+		p.failed.Add(1)
+		c.r.ackErrors.Add(1)
+		return
+	}
+	p.acked.Add(1)
+	if sent > 0 {
+		c.r.ackHist.shard(c.idx).Record(now - sent)
+	}
+}

@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is one measured row. Fields that do not apply to a scenario are
+// zero (and left out of the JSON).
+type Result struct {
+	Time     string `json:"time"`
+	Label    string `json:"label,omitempty"`
+	Scenario string `json:"scenario"`
+	Of       string `json:"of,omitempty"`      // max: the scenario ramped
+	Step     int    `json:"step,omitempty"`    // max: step number (1…); 0 in the summary
+	Summary  bool   `json:"summary,omitempty"` // max: the final row
+	URLs     string `json:"urls"`
+
+	Connections  int  `json:"connections"`
+	Subscribers  int  `json:"subscribers,omitempty"`
+	Publishers   int  `json:"publishers,omitempty"`
+	Channels     int  `json:"channels,omitempty"`
+	PayloadBytes int  `json:"payload_bytes,omitempty"`
+	Ack          bool `json:"ack,omitempty"`
+
+	DurationSec float64 `json:"duration_s"`
+	TargetRate  float64 `json:"target_pub_per_s,omitempty"`
+	PublishRate float64 `json:"pub_per_s,omitempty"`
+	Published   int64   `json:"published,omitempty"`
+	Skipped     int64   `json:"skipped,omitempty"`
+
+	Expected        int64   `json:"expected,omitempty"`
+	Delivered       int64   `json:"delivered,omitempty"`
+	DeliveredPerSec float64 `json:"delivered_per_s,omitempty"`
+	Lost            int64   `json:"lost"`
+	LossPct         float64 `json:"loss_pct"`
+	Gaps            int64   `json:"seq_gaps,omitempty"`
+	OutOfOrder      int64   `json:"out_of_order,omitempty"`
+	Disconnects     int     `json:"disconnects,omitempty"`
+
+	LatP50Ms  float64 `json:"lat_p50_ms,omitempty"`
+	LatP90Ms  float64 `json:"lat_p90_ms,omitempty"`
+	LatP99Ms  float64 `json:"lat_p99_ms,omitempty"`
+	LatMaxMs  float64 `json:"lat_max_ms,omitempty"`
+	LatMeanMs float64 `json:"lat_mean_ms,omitempty"`
+
+	Acked     int64   `json:"acked,omitempty"`
+	AckErrors int64   `json:"ack_errors,omitempty"`
+	AckP50Ms  float64 `json:"ack_p50_ms,omitempty"`
+	AckP99Ms  float64 `json:"ack_p99_ms,omitempty"`
+	AckMaxMs  float64 `json:"ack_max_ms,omitempty"`
+
+	ConnectsPerSec float64 `json:"connects_per_s,omitempty"`
+	ConnectErrors  int     `json:"connect_errors,omitempty"`
+	Concurrency    int     `json:"concurrency,omitempty"`
+
+	ServerCPU          float64 `json:"server_cpu_pct,omitempty"`
+	ServerRSSMiB       float64 `json:"server_rss_mib,omitempty"`
+	ServerRSSBeforeMiB float64 `json:"server_rss_before_mib,omitempty"`
+	MemPerConnKiB      float64 `json:"mem_per_conn_kib,omitempty"`
+	ToolCPU            float64 `json:"tool_cpu_pct"`
+	ToolCPUs           int     `json:"tool_cpus"`
+	ToolLimited        bool    `json:"tool_limited,omitempty"`
+
+	MaxDeliveredPerSec float64 `json:"max_delivered_per_s,omitempty"`
+	StopReason         string  `json:"stop_reason,omitempty"`
+
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// fill copies the descriptive fields of base into r.
+func (r *Result) fill(base Result) {
+	r.Scenario, r.Of, r.URLs = base.Scenario, base.Of, base.URLs
+	r.Connections, r.Subscribers, r.Publishers, r.Channels = base.Connections, base.Subscribers, base.Publishers, base.Channels
+	r.PayloadBytes, r.Ack = base.PayloadBytes, base.Ack
+}
+
+func (r *Result) setLatency(s *Snapshot) {
+	r.LatP50Ms = ms(s.Quantile(0.50))
+	r.LatP90Ms = ms(s.Quantile(0.90))
+	r.LatP99Ms = ms(s.Quantile(0.99))
+	r.LatMaxMs = ms(time.Duration(s.Max))
+	r.LatMeanMs = ms(s.Mean())
+}
+
+// WriteJSON writes r as one JSON line.
+func WriteJSON(w io.Writer, r Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// WriteTable writes results as a human-readable table, then their warnings.
+func WriteTable(w io.Writer, results []Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tconns\tpub/s\tdelivered/s\tloss\tp50 ms\tp90 ms\tp99 ms\tmax ms\tack p99\tconn/s\tKiB/conn\tsrv CPU\tsrv RSS\ttool CPU\t")
+	for _, r := range results {
+		name := r.Scenario
+		switch {
+		case r.Summary:
+			name = "max(" + r.Of + ") best"
+		case r.Step > 0 && r.Scenario == "max":
+			name = fmt.Sprintf("max(%s) #%d", r.Of, r.Step)
+		}
+		if r.Label != "" {
+			name = r.Label + " " + name
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			name, r.Connections, num(r.PublishRate), num(r.DeliveredPerSec), loss(r),
+			dec(r.LatP50Ms), dec(r.LatP90Ms), dec(r.LatP99Ms), dec(r.LatMaxMs), dec(r.AckP99Ms),
+			num(r.ConnectsPerSec), dec(r.MemPerConnKiB), pct(r.ServerCPU), mib(r.ServerRSSMiB), pct(r.ToolCPU))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range results {
+		if r.Summary && r.StopReason != "" {
+			fmt.Fprintf(w, "max(%s): highest sustained %s delivered/s; stopped: %s\n", r.Of, num(r.MaxDeliveredPerSec), r.StopReason)
+		}
+		for _, m := range r.Warnings {
+			fmt.Fprintf(w, "WARNING (%s): %s\n", r.Scenario, m)
+		}
+	}
+	return nil
+}
+
+func loss(r Result) string {
+	if r.Expected == 0 {
+		return "-"
+	}
+	if r.Lost == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d (%.2g%%)", r.Lost, r.LossPct)
+}
+
+// num formats a rate compactly: 950, 12.3k, 1.05M.
+func num(v float64) string {
+	switch {
+	case v == 0:
+		return "-"
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+func dec(v float64) string {
+	switch {
+	case v == 0:
+		return "-"
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.1f", v)
+	}
+}
+
+func pct(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", v)
+}
+
+func mib(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return strings.TrimSpace(fmt.Sprintf("%.0f MiB", v))
+}

@@ -1,0 +1,160 @@
+package main
+
+// `sockmesh bench`: load generation against any SocketCluster-compatible
+// server, through client/bench.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sockmesh/sockmesh/client/bench"
+)
+
+// runBench implements `sockmesh bench [flags]`.
+func runBench(args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return benchMain(ctx, args, os.Stdout, os.Stderr)
+}
+
+// pidList is a repeatable, comma-separated list of process ids.
+type pidList []int
+
+func (p *pidList) String() string {
+	s := make([]string, len(*p))
+	for i, v := range *p {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pidList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bad pid %q", f)
+		}
+		*p = append(*p, n)
+	}
+	return nil
+}
+
+func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `usage: sockmesh bench [flags]
+
+Generates load against any SocketCluster-compatible server and reports delivered
+messages/s, loss, latency percentiles, server CPU/RSS (with --server-pid) and the
+tool's own CPU. Scenarios:
+  fanout    --subscribers S on one channel, --rate R publications/s in total
+  channels  --connections C each on its own channel, acknowledged publications
+            to random channels at --rate R (ack latency too)
+  cross     fanout with subscribers spread over every --url, publishers on the first
+  idle      --connections C (--channels K each) held for --duration; memory per
+            connection from --server-pid's RSS
+  connect   open --connections C as fast as --concurrency allows (handshake included)
+  max       ramp --of (fanout|channels|cross) from --rate by --step-factor every
+            --step until p99 > --max-p99 or loss; reports the best delivered rate
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	var (
+		urls     = fs.String("url", envOr("SOCKMESH_URL", defaultURL), "comma-separated server URLs (cross: one per node; publishers use the first)")
+		scenario = fs.String("scenario", "fanout", "fanout, channels, cross, idle, connect or max")
+		of       = fs.String("of", "fanout", "max: the scenario to ramp (fanout, channels, cross)")
+		subs     = fs.Int("subscribers", 0, "fanout/cross subscribers (default 1000; also --connections when that is unset)")
+		conns    = fs.Int("connections", 0, "channels/idle/connect connections (default 5000 for channels, else 10000)")
+		channels = fs.Int("channels", 0, "idle: channels subscribed per connection")
+		pubs     = fs.Int("publishers", 4, "publisher connections")
+		rate     = fs.Float64("rate", 0, "publications per second in total (default fanout/cross 1000, channels 10000); max: the first step")
+		ack      = fs.String("ack", "", "acknowledged publications: true or false (default: true for channels)")
+		payload  = fs.Int("payload", 100, "payload size in bytes")
+		duration = fs.Duration("duration", 5*time.Second, "measured time (idle: time held)")
+		warmup   = fs.Duration("warmup", 2*time.Second, "publishing before the measurement (not counted)")
+		step     = fs.Duration("step", 3*time.Second, "max: duration of each step")
+		factor   = fs.Float64("step-factor", 1.5, "max: rate multiplier per step")
+		maxP99   = fs.Duration("max-p99", 100*time.Millisecond, "max: stop when p99 latency exceeds this")
+		conc     = fs.Int("concurrency", 200, "connections opened at once")
+		drain    = fs.Duration("drain", 5*time.Second, "longest wait for late deliveries after publishing stops")
+		perSrc   = fs.Int("per-source-addr", 20000, "connections per source address 127.0.0.x when more go to a loopback server")
+		label    = fs.String("label", "", "name of the system under test, carried into every result")
+		asJSON   = fs.Bool("json", false, "print JSON lines on stdout (the table goes to stderr)")
+		quiet    = fs.Bool("q", false, "no progress messages")
+		pids     pidList
+	)
+	fs.Var(&pids, "server-pid", "server process id(s) whose CPU and RSS to report (repeatable, comma-separated)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg := bench.Config{
+		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, Connections: *conns, Channels: *channels,
+		Publishers: *pubs, Rate: *rate, Payload: *payload, Duration: *duration, Warmup: *warmup,
+		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Concurrency: *conc, Drain: *drain,
+		ServerPIDs: pids, PerSourceAddr: *perSrc, Label: *label,
+	}
+	// One count flag is enough for the scenarios that use the other one.
+	if cfg.Connections == 0 && *subs > 0 {
+		cfg.Connections = *subs
+	}
+	if cfg.Subscribers == 0 && *conns > 0 {
+		cfg.Subscribers = *conns
+	}
+	switch *ack {
+	case "":
+	case "true", "1", "yes":
+		t := true
+		cfg.Ack = &t
+	case "false", "0", "no":
+		f := false
+		cfg.Ack = &f
+	default:
+		return fmt.Errorf("--ack: want true or false, got %q", *ack)
+	}
+	for _, u := range strings.Split(*urls, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		nu, err := normalizeURL(u)
+		if err != nil {
+			return err
+		}
+		cfg.URLs = append(cfg.URLs, nu)
+	}
+	if len(cfg.URLs) == 0 {
+		return errors.New("no --url given")
+	}
+	table := stdout
+	if *asJSON {
+		table = stderr
+		cfg.OnResult = func(r bench.Result) { _ = bench.WriteJSON(stdout, r) }
+	}
+	if !*quiet {
+		cfg.Log = stderr
+	}
+	results, err := bench.Run(ctx, cfg)
+	if len(results) > 0 {
+		if terr := bench.WriteTable(table, results); terr != nil && err == nil {
+			err = terr
+		}
+	}
+	return err
+}
