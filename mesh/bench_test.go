@@ -1,8 +1,11 @@
 package mesh
 
 import (
+	"encoding/binary"
 	"fmt"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -151,4 +154,50 @@ func (m *Mesh) peerByName(name string) *peer {
 		}
 	}
 	return nil
+}
+
+// BenchmarkHopLatency: one-way latency a mesh hop adds (Publish on n1 → Deliver on n2), at a
+// paced rate; reports p50 and p99. b.N is the number of publications.
+func BenchmarkHopLatency(b *testing.B) {
+	for _, rate := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			var lat []time.Duration
+			var mu sync.Mutex
+			rec := func(c *Config) {
+				c.Deliver = func(_ string, data []byte) {
+					sent := int64(binary.BigEndian.Uint64(data))
+					d := time.Duration(time.Now().UnixNano() - sent)
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
+			}
+			n1 := startMesh(b, "n1", nil)
+			n2 := startMesh(b, "n2", []string{n1.GossipEndpoint()}, rec)
+			waitFor(b, 10*time.Second, "pair ready", func() bool { return n1.Ready() && n2.Ready() && len(n1.Status().Peers) == 1 })
+			n2.AddInterest("lat")
+			waitInterest(b, []*testNode{n1}, "n2", "lat", true)
+			interval := time.Second / time.Duration(rate)
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				due := start.Add(time.Duration(i) * interval)
+				if d := time.Until(due); d > 0 {
+					time.Sleep(d)
+				}
+				payload := make([]byte, 100)
+				binary.BigEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
+				n1.Publish("lat", payload)
+			}
+			waitFor(b, 20*time.Second, "all delivered", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(lat) == b.N
+			})
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
 }

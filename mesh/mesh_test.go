@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -303,5 +304,61 @@ func TestPeerForgottenAndBack(t *testing.T) {
 	}
 	if g := peerStatus(n2.Mesh, "n1").Gaps; g != 0 {
 		t.Fatalf("n2 counted %d gaps from n1", g)
+	}
+}
+
+// TestConcurrentAPI: many goroutines add and remove interest and publish at once (run with
+// -race): no data race, no panic, and the interest settles to what was left subscribed.
+func TestConcurrentAPI(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	var wg sync.WaitGroup
+	for g := range 50 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			ch := fmt.Sprintf("c%d", g%10)
+			for range 50 {
+				n2.AddInterest(ch)
+				n2.RemoveInterest(ch)
+			}
+			if g%10 == 0 {
+				n2.AddInterest(ch) // c0 stays wanted
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				n1.Publish(fmt.Sprintf("c%d", i%10), []byte("x"))
+				_ = n1.Status()
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, 5*time.Second, "interest settled", func() bool {
+		return peerWants(n1.Mesh, "n2", "c0") && !peerWants(n1.Mesh, "n2", "c1") &&
+			len(n1.PeerChannels("n2")) == 1
+	})
+	before := n2.rec.count("c0")
+	n1.Publish("c0", []byte("last"))
+	waitFor(t, 5*time.Second, "delivery after churn", func() bool { return n2.rec.count("c0") == before+1 })
+}
+
+// TestWrongGossipKeyCannotJoin: gossip encryption is one setting; a node with another key is
+// kept out.
+func TestWrongGossipKeyCannotJoin(t *testing.T) {
+	keyA := []byte("0123456789abcdef0123456789abcdef")
+	keyB := []byte("fedcba9876543210fedcba9876543210")
+	n1 := startMesh(t, "n1", nil, func(c *Config) { c.SecretKey = keyA })
+	n2 := startMesh(t, "n2", []string{n1.GossipEndpoint()}, func(c *Config) { c.SecretKey = keyB })
+	n3 := startMesh(t, "n3", []string{n1.GossipEndpoint()}, func(c *Config) { c.SecretKey = keyA })
+	waitFor(t, 5*time.Second, "n3 (same key) linked", func() bool { return n3.Ready() && len(n1.Status().Peers) == 1 })
+	if n2.Ready() || len(n2.Status().Peers) != 0 {
+		t.Fatal("n2 with the wrong key joined")
+	}
+	for _, m := range n1.Status().Members {
+		if m.Name == "n2" {
+			t.Fatal("n1 lists n2")
+		}
 	}
 }
