@@ -92,11 +92,14 @@ type Node struct {
 	GossipAddr string
 	Args       []string // extra serve flags
 	Env        []string
-	cmd        *exec.Cmd
-	done       chan struct{}
-	exitErr    error
-	logMu      sync.Mutex
-	log        bytes.Buffer
+	// Wrap, when set, is a command prefix the binary runs under, e.g.
+	// {"ip", "netns", "exec", "ns1"}; it must exec the binary (so Pid and signals reach it).
+	Wrap    []string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	exitErr error
+	logMu   sync.Mutex
+	log     bytes.Buffer
 }
 
 // NewNode picks ports for a node named name; Start runs it.
@@ -108,6 +111,13 @@ func NewNode(t testing.TB, name string, args ...string) *Node {
 		MeshAddr:   fmt.Sprintf("127.0.0.1:%d", FreePort(t, false)),
 		GossipAddr: fmt.Sprintf("127.0.0.1:%d", FreePort(t, true)),
 	}
+}
+
+// NewNodeAt is NewNode with fixed addresses on host (e.g. a network namespace's own IP):
+// ws basePort, admin basePort+1, mesh basePort+2, gossip basePort+3.
+func NewNodeAt(t testing.TB, name, host string, basePort int, args ...string) *Node {
+	hp := func(off int) string { return net.JoinHostPort(host, fmt.Sprint(basePort+off)) }
+	return &Node{t: t, Name: name, Args: args, WSAddr: hp(0), AdminAddr: hp(1), MeshAddr: hp(2), GossipAddr: hp(3)}
 }
 
 // URL is the node's client WebSocket URL.
@@ -132,7 +142,12 @@ func (n *Node) Launch() {
 	n.t.Helper()
 	args := append([]string{"serve", "--name", n.Name, "--ws-addr", n.WSAddr, "--admin-addr", n.AdminAddr,
 		"--mesh-addr", n.MeshAddr, "--gossip-addr", n.GossipAddr, "--log-level", "debug"}, n.Args...)
-	n.cmd = exec.Command(Binary(n.t), args...)
+	if len(n.Wrap) > 0 {
+		args = append(append(append([]string{}, n.Wrap[1:]...), Binary(n.t)), args...)
+		n.cmd = exec.Command(n.Wrap[0], args...)
+	} else {
+		n.cmd = exec.Command(Binary(n.t), args...)
+	}
 	n.cmd.Env = append(os.Environ(), n.Env...)
 	w := lockedWriter{&n.logMu, &n.log}
 	n.cmd.Stdout, n.cmd.Stderr = w, w
