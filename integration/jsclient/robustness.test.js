@@ -126,3 +126,51 @@ scenario('drain: once every client has gone, SIGTERM does not keep waiting out -
   assert.ok(res.graceful);
   assert.ok(took < 3500, `exited ${took} ms after SIGTERM although every client had left within ~100 ms (drain keeps sleeping for sockets already closed)`);
 });
+
+scenario('cid values: non-integer, zero, negative and large cids are echoed verbatim in rid (§2)', async (ctx) => {
+  const srv = await ctx.server();
+  const r = ctx.raw(srv);
+  await r.handshake();
+  for (const cid of [2 ** 40, 0, -3, 1.5]) {
+    r.sendJSON({ event: 'echo', data: { cid }, cid });
+    const res = await r.waitForPacket((p) => p.rid === cid, 2000, `a response with rid ${cid}`);
+    assert.deepEqual(res.data, { cid });
+  }
+  assert.equal(r.closed, null);
+});
+
+scenario('#handshake without data is answered (no token presented)', async (ctx) => {
+  const srv = await ctx.server();
+  const r = ctx.raw(srv);
+  await within(r.opened, 3000, 'open');
+  r.cid = 1;
+  r.sendJSON({ event: '#handshake', cid: 1 });
+  const res = await r.waitForPacket((p) => p.rid === 1, 2000, 'handshake answer');
+  assert.equal(typeof res.data.id, 'string');
+  assert.equal(res.data.isAuthenticated, false);
+  assert.equal(res.data.authError, undefined);
+});
+
+scenario('large payloads under the default 1 MiB limit: 900 KB echo and publication', async (ctx) => {
+  const srv = await ctx.server();
+  const a = await ctx.connectedClient(srv);
+  const got = await a.subscribe('big');
+  const big = 'b'.repeat(900 * 1024);
+  assert.equal((await within(a.socket.invoke('echo', big), 5000, 'big echo')).length, big.length);
+  await within(a.socket.invokePublish('big', { big }), 5000, 'big publish');
+  await waitFor(() => got.length === 1, 5000, 'big publication');
+  assert.equal(got[0].big, big);
+});
+
+scenario('channel length limit counts bytes (UTF-8), multi-byte names within it work', async (ctx) => {
+  const srv = await ctx.server(['--max-channel-length', '16']);
+  const a = await ctx.connectedClient(srv);
+  const ok = 'é'.repeat(8); // 16 bytes
+  const tooLong = 'é'.repeat(9); // 18 bytes, 9 characters
+  const got = await a.subscribe(ok);
+  a.collect(tooLong);
+  await a.waitEvent('subscribeFail', 3000, (d) => d.channel === tooLong, 'subscribeFail for an 18-byte (9-character) name');
+  await within(a.socket.invokePublish(ok, 'ü'), 3000, 'publish');
+  await waitFor(() => got.length === 1, 3000, 'delivery on a multi-byte channel');
+  assert.equal(got[0], 'ü');
+});

@@ -138,7 +138,13 @@ const demoProcedures = {
     for (const [name, fn] of Object.entries(demoProcedures)) {
       (async () => {
         for await (const req of socket.procedure(name)) {
-          fn(socket, req).catch((err) => req.error(err));
+          fn(socket, req).catch((err) => {
+            try {
+              req.error(err);
+            } catch {
+              // already answered
+            }
+          });
         }
       })();
     }
