@@ -332,3 +332,37 @@ scenario('disconnect drops all of the socket\'s subscriptions server-side', asyn
   await within(control.socket.invokePublish('d1', 'after'), 3000, 'publish');
   await waitFor(() => cGot.includes('after'), 3000, 'control still receives');
 });
+
+scenario('limits: refused and repeated subscriptions do not use up --max-subscriptions', async (ctx) => {
+  const srv = await ctx.server(['--max-subscriptions', '2']);
+  const r = ctx.raw(srv);
+  await r.handshake();
+  for (const ch of ['denied.a', 'denied.b', 'private.c']) {
+    const res = await r.invoke('#subscribe', { channel: ch });
+    assert.ok(res.error, `${ch} is refused`);
+  }
+  for (const ch of ['one', 'one', 'two']) {
+    const res = await r.invoke('#subscribe', { channel: ch });
+    assert.equal(res.error, undefined, `#subscribe ${ch} → ${JSON.stringify(res)} (a refused or repeated subscription must not count)`);
+  }
+  const third = await r.invoke('#subscribe', { channel: 'three' });
+  assert.ok(third.error, 'the third distinct channel exceeds the limit of 2');
+  // Unsubscribing a channel we are not in, and publishing to a channel nobody has, are harmless.
+  r.sendJSON({ event: '#unsubscribe', data: 'never-subscribed' });
+  const pub = await r.invoke('#publish', { channel: 'nobody-listens', data: 1 });
+  assert.equal(pub.error, undefined);
+  assert.equal(r.closed, null);
+});
+
+scenario('auth refresh: a second login replaces the token; private.* subscription survives', async (ctx) => {
+  const srv = await ctx.server();
+  const a = await ctx.connectedClient(srv);
+  await within(a.socket.invoke('login', { username: 'first' }), 3000, 'login 1');
+  await a.waitEvent('authenticate', 3000);
+  const got = await a.subscribe('private.refresh');
+  await within(a.socket.invoke('login', { username: 'second' }), 3000, 'login 2');
+  await waitFor(() => a.socket.authToken && a.socket.authToken.username === 'second', 3000, 'the refreshed token');
+  assert.equal((await within(a.socket.invoke('whoami'), 3000, 'whoami')).username, 'second');
+  await within(a.socket.invokePublish('private.refresh', 'still'), 3000, 'publish');
+  await waitFor(() => got.includes('still'), 3000, 'delivery after refresh');
+});
