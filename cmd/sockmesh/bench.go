@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,6 +97,7 @@ flags:
 		label    = fs.String("label", "", "name of the system under test, carried into every result")
 		asJSON   = fs.Bool("json", false, "print JSON lines on stdout (the table goes to stderr)")
 		quiet    = fs.Bool("q", false, "no progress messages")
+		cpuProf  = fs.String("cpuprofile", "", "write the tool's own CPU profile to this file")
 		pids     pidList
 	)
 	fs.Var(&pids, "server-pid", "server process id(s) whose CPU and RSS to report (repeatable, comma-separated)")
@@ -149,6 +151,17 @@ flags:
 	}
 	if !*quiet {
 		cfg.Log = stderr
+	}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	results, err := bench.Run(ctx, cfg)
 	if len(results) > 0 {
