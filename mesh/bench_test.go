@@ -101,25 +101,36 @@ func BenchmarkPublishWantedChannels(b *testing.B) {
 }
 
 // BenchmarkPublishCall: the cost of one Publish call alone (route lookup + enqueue), with a
-// peer wanting 10 vs 10,000 channels; the queue is drained by the flusher concurrently.
+// peer wanting 10 vs 10,000 channels. No sockets: the peer's queue is drained in the loop.
 func BenchmarkPublishCall(b *testing.B) {
 	for _, k := range []int{10, 10_000} {
 		b.Run(fmt.Sprintf("channels=%d", k), func(b *testing.B) {
-			n1, n2, _ := benchPair(b)
+			m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			p := m.newPeer(memberInfo{serfName: "x-1", logical: "x", inc: "1"})
 			chans := make([]string, k)
 			for i := range chans {
 				chans[i] = fmt.Sprintf("ch-%d", i)
-				n2.AddInterest(chans[i])
 			}
-			waitFor(b, 20*time.Second, "all channels wanted", func() bool {
-				n, _ := n1.table.PeerCount(n1.peerByName("n2"))
-				return n == k
-			})
+			m.table.AddPeer(p)
+			m.table.PeerSnapshot(p, Snapshot{Version: 1, Channels: chans})
 			payload := make([]byte, 100)
+			var buf []publication
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				n1.Publish(chans[i%k], payload)
+				m.Publish(chans[i%k], payload)
+				if i%256 == 255 {
+					for more := true; more; {
+						buf, more = p.take(buf)
+					}
+					m.readyMu.Lock()
+					m.readyQ = m.readyQ[:0]
+					m.readyMu.Unlock()
+				}
 			}
 		})
 	}
