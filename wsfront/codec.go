@@ -29,6 +29,7 @@ type Packet struct {
 	Kind  PacketKind
 	Event string
 	Data  json.RawMessage
+	// Data is nil when the packet has no data field; an explicit null is kept as "null".
 	// CID is the raw JSON number of an invoke; nil for a transmit.
 	CID json.RawMessage
 	// RID is the response id of a KindResponse packet.
@@ -96,7 +97,8 @@ func classify(w *wirePacket) Packet {
 		if json.Unmarshal(w.Event, &name) != nil {
 			return Packet{Kind: KindRaw}
 		}
-		p := Packet{Kind: KindEvent, Event: name, Data: nullToNil(w.Data)}
+		// An explicit null stays: echoing it must answer "data":null, not omit data.
+		p := Packet{Kind: KindEvent, Event: name, Data: w.Data}
 		if isJSONNumber(w.CID) {
 			p.CID = w.CID
 		}

@@ -27,7 +27,7 @@ func TestDecode(t *testing.T) {
 		{"malformed json", `{"broken json`, KindRaw, "", "", ""},
 		{"plain text", `this is not json`, KindRaw, "", "", ""},
 		{"non-string event", `{"event":5}`, KindRaw, "", "", ""},
-		{"null data is absent", `{"event":"x","data":null}`, KindEvent, "x", "", ""},
+		{"null data is kept", `{"event":"x","data":null}`, KindEvent, "x", "", "null"},
 		{"batch", `[{"event":"a","cid":1},{"event":"b"}]`, KindBatch, "", "", ""},
 		{"whitespace only", "   ", KindRaw, "", "", ""},
 	}

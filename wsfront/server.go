@@ -164,6 +164,7 @@ type Server struct {
 	mu       sync.Mutex
 	sockets  map[*Socket]struct{}
 	draining bool
+	empty    chan struct{} // closed when the last socket is gone during a drain
 	wg       sync.WaitGroup
 	idSeq    atomic.Uint64
 	idPrefix string
@@ -183,6 +184,7 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		transmits: map[string]TransmitHandler{},
 		sockets:   map[*Socket]struct{}{},
 		idPrefix:  base64.RawURLEncoding.EncodeToString(pfx[:]),
+		empty:     make(chan struct{}),
 	}
 	s.up = websocket.Upgrader{
 		ReadBufferSize:  1024,
@@ -264,10 +266,22 @@ func (s *Server) newID() string {
 func (s *Server) removeSocket(sock *Socket) {
 	s.mu.Lock()
 	delete(s.sockets, sock)
+	if s.draining && len(s.sockets) == 0 {
+		s.closeEmpty()
+	}
 	s.mu.Unlock()
 	s.cfg.Metrics.Connections.Dec()
 	for _, f := range s.onClose {
 		f(sock)
+	}
+}
+
+// closeEmpty closes s.empty once; s.mu held.
+func (s *Server) closeEmpty() {
+	select {
+	case <-s.empty:
+	default:
+		close(s.empty)
 	}
 }
 
@@ -292,18 +306,29 @@ func (s *Server) Shutdown(ctx context.Context, code int, reason string, spread t
 	for k := range s.sockets {
 		socks = append(socks, k)
 	}
+	if len(socks) == 0 {
+		s.closeEmpty()
+	}
 	s.mu.Unlock()
 	var step time.Duration
 	if spread > 0 && len(socks) > 1 {
 		step = spread / time.Duration(len(socks))
 	}
-	for _, sk := range socks {
+	for i, sk := range socks {
+		select {
+		case <-sk.Done():
+			continue // left by itself: no close, and no share of the spread to wait out
+		default:
+		}
 		sk.Close(code, reason)
-		if step > 0 {
+		if step > 0 && i < len(socks)-1 {
+			t := time.NewTimer(step)
 			select {
-			case <-time.After(step):
+			case <-t.C:
 			case <-ctx.Done():
+			case <-s.empty:
 			}
+			t.Stop()
 		}
 	}
 	done := make(chan struct{})

@@ -1,6 +1,7 @@
 package wsfront
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
@@ -329,5 +330,42 @@ func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
 	}
 	if arrays == 0 {
 		t.Log("no batch formed (writer kept up); order still checked")
+	}
+}
+
+// A drain spreads closes over its duration, but stops waiting as soon as every client is
+// gone, and closes with the code it was given.
+func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
+	srv, url := startFront(t, Config{})
+	var clients []*rawClient
+	for i := 0; i < 3; i++ {
+		c := dialRaw(t, url)
+		c.handshake()
+		clients = append(clients, c)
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- srv.Shutdown(context.Background(), CloseServerPingTimeout, "node draining", 6*time.Second)
+	}()
+	if code := clients[0].closeCode(); code != CloseServerPingTimeout {
+		t.Fatalf("close code %d, want 4000", code)
+	}
+	// The other two leave by themselves before their turn.
+	clients[1].ws.Close()
+	clients[2].ws.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown kept waiting out the spread after every client had gone")
+	}
+	if el := time.Since(start); el > 4*time.Second {
+		t.Fatalf("drain took %s", el)
+	}
+	if n := len(srv.Sockets()); n != 0 {
+		t.Fatalf("%d sockets left", n)
 	}
 }
