@@ -152,6 +152,10 @@ func (r *runner) traffic(ctx context.Context, emit func(Result)) error {
 		}
 		b := res
 		best = &b
+		if res.ToolLimited {
+			stop = fmt.Sprintf("the tool reached its CPU limit at step %d", s)
+			break
+		}
 		rate *= cfg.StepFactor
 	}
 	if stop == "" {

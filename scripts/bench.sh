@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# `make bench`: builds sockmesh, runs the standard `sockmesh bench` set against
+#   1. one sockmesh node pinned to core 0 (taskset -c 0), the tool on core 1;
+#   2. a local 3-node sockmesh cluster, all three nodes on core 0 (cross scenario);
+#   3. socketcluster-server 20 from npm (bench/scserver), pinned to core 0;
+# and writes docs/benchmarks.md (machine, versions, results). Raw JSON lines stay in
+# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 6-8 minutes.
+#
+# Environment: QUICK=1 shortens every scenario (smoke test of the script itself);
+# SERVER_CPU / TOOL_CPU choose the cores (default 0 and 1); DOC=path overrides the output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${SOCKMESH_BIN:-$ROOT/bin/sockmesh}
+SERVER_CPU=${SERVER_CPU:-0}
+TOOL_CPU=${TOOL_CPU:-1}
+STAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+OUT=${OUT:-$ROOT/bin/bench-results/$(date -u +%Y%m%d-%H%M%S)}
+DOC=${DOC:-$ROOT/docs/benchmarks.md}
+RESULTS=$OUT/results.jsonl
+mkdir -p "$OUT"
+: >"$RESULTS"
+
+# Scenario sizes (QUICK=1: a smoke run of the whole pipeline in about a minute).
+SUBS=1000; CHANS=5000; IDLE=10000; CONNS=10000; DUR=5s; WARM=2s; STEP=2s
+if [ "${QUICK:-}" = 1 ]; then
+  SUBS=100; CHANS=200; IDLE=500; CONNS=500; DUR=1s; WARM=500ms; STEP=500ms
+fi
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap cleanup EXIT INT TERM
+
+echo "== building"
+go build -o "$BIN" ./cmd/sockmesh
+(cd bench/scserver && npm ci --no-audit --no-fund --loglevel=error)
+
+wait_port() { # host:port
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listening on $1" >&2
+  return 1
+}
+
+wait_ready() { # admin URL
+  for _ in $(seq 1 150); do
+    curl -fsS "$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "$1 never became ready" >&2
+  return 1
+}
+
+# start_node NAME BASEPORT [JOIN]: a sockmesh node on core SERVER_CPU; sets NODE_PID.
+start_node() {
+  local name=$1 base=$2 join=()
+  [ -n "${3:-}" ] && join=(--join "$3")
+  taskset -c "$SERVER_CPU" "$BIN" serve --name "$name" --ws-addr "127.0.0.1:$base" \
+    --admin-addr "127.0.0.1:$((base + 1))" --mesh-addr "127.0.0.1:$((base + 2))" \
+    --gossip-addr "127.0.0.1:$((base + 3))" --drain-duration 200ms --log-level warn \
+    "${join[@]}" >"$OUT/$name.log" 2>&1 &
+  NODE_PID=$!
+  pids+=("$NODE_PID")
+}
+
+# bench LABEL PIDS URLS ARGS...: one `sockmesh bench` run on core TOOL_CPU.
+bench() {
+  local label=$1 spids=$2 urls=$3
+  shift 3
+  echo "-- $label: $*"
+  timeout 240 taskset -c "$TOOL_CPU" "$BIN" bench -q --json --label "$label" --server-pid "$spids" \
+    --url "$urls" "$@" >>"$RESULTS" 2>"$OUT/last-table.txt" || echo "   (bench exited with $?)"
+  cat "$OUT/last-table.txt"
+}
+
+# The standard set against one server.
+standard_set() { # LABEL PIDS URL
+  bench "$1" "$2" "$3" --scenario connect --connections "$CONNS" --concurrency 100
+  bench "$1" "$2" "$3" --scenario idle --connections "$IDLE" --channels 1 --duration 3s
+  bench "$1" "$2" "$3" --scenario fanout --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
+  bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate 50 --step "$STEP" --warmup "$WARM" --drain 3s
+  bench "$1" "$2" "$3" --scenario channels --connections "$CHANS" --rate 5000 --duration "$DUR" --warmup "$WARM"
+  bench "$1" "$2" "$3" --scenario max --of channels --connections "$CHANS" --rate 5000 --step "$STEP" --warmup "$WARM" --drain 3s
+}
+
+echo "== 1. sockmesh, one node on core $SERVER_CPU"
+start_node b1 19000
+wait_ready http://127.0.0.1:19001
+standard_set "sockmesh-1node" "$NODE_PID" ws://127.0.0.1:19000/socketcluster/
+cleanup
+
+echo "== 2. sockmesh, 3-node cluster, all on core $SERVER_CPU"
+start_node c1 19100; p1=$NODE_PID
+start_node c2 19110 127.0.0.1:19103; p2=$NODE_PID
+start_node c3 19120 127.0.0.1:19103; p3=$NODE_PID
+for a in 19101 19111 19121; do wait_ready "http://127.0.0.1:$a"; done
+CURLS=ws://127.0.0.1:19100/socketcluster/,ws://127.0.0.1:19110/socketcluster/,ws://127.0.0.1:19120/socketcluster/
+bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario cross --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
+bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subscribers "$SUBS" --rate 50 --step "$STEP" --warmup "$WARM" --drain 3s
+cleanup
+
+echo "== 3. socketcluster-server 20 on core $SERVER_CPU"
+taskset -c "$SERVER_CPU" node bench/scserver/server.js 19200 >"$OUT/scserver.log" 2>&1 &
+SC_PID=$!
+pids+=("$SC_PID")
+wait_port 127.0.0.1:19200
+standard_set "socketcluster-server" "$SC_PID" ws://127.0.0.1:19200/socketcluster/
+cleanup
+
+echo "== writing $DOC"
+SC_VERSION=$(node -p 'require("./bench/scserver/node_modules/socketcluster-server/package.json").version')
+{
+  cat <<EOF
+# Benchmarks
+
+Measured by \`make bench\` (\`scripts/bench.sh\`) on $STAMP. Every server runs pinned to
+core $SERVER_CPU (\`taskset -c $SERVER_CPU\`; the 3-node cluster has all three nodes on that
+one core) and the load tool, \`sockmesh bench\`, on core $TOOL_CPU, in the same run.
+
+> **Noisy numbers.** This machine has 2 cores and other engineers' test suites were running
+> on it at the same time as this run. Treat the numbers as indicative; compare rows of the
+> same run, not runs of different days.
+
+## Machine and versions
+
+| | |
+|---|---|
+| CPU | $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) |
+| cores | $(nproc) |
+| RAM | $(free -h | awk '/^Mem:/ {print $2}') |
+| kernel | $(uname -sr) |
+| Go | $(go version | awk '{print $3}') |
+| Node.js | $(node --version) |
+| sockmesh | $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo " (+ local changes)") |
+| socketcluster-server | $SC_VERSION (default options) |
+
+## Results
+
+Rates are per second. *delivered/s* counts messages received by subscribers; *loss* is
+expected − delivered deliveries (sequence numbers in every payload). Latency is from the
+publisher's write to the subscriber's read (one clock, same machine). *max(…)* rows give the
+highest delivered rate of a ramp (×1.5 per ${STEP} step) whose p99 stayed ≤ 100 ms with no
+loss; the reason the ramp stopped is in the notes. Memory per connection is (server RSS
+after − before) / connections, each connection subscribed to one channel.
+
+| system | scenario | conns | pub/s | delivered/s | loss | p50 ms | p99 ms | max ms | ack p99 ms | conn/s | KiB/conn | server CPU | server RSS | tool CPU | notes |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
+EOF
+  jq -r '
+    def n(x): if x == null or x == 0 then "–" elif x >= 1000000 then "\(x / 10000 | round / 100)M"
+              elif x >= 10000 then "\(x / 100 | round / 10)k" else "\(x | round)" end;
+    def d(x): if x == null or x == 0 then "–" elif x < 10 then "\(x * 100 | round / 100)" else "\(x * 10 | round / 10)" end;
+    def p(x): if x == null or x == 0 then "–" else "\(x | round)%" end;
+    select(.scenario != "max" or .summary == true)
+    | [ .label,
+        (if .scenario == "max" then "max(\(.of))" else .scenario end)
+          + (if .scenario == "fanout" or .scenario == "cross" or .of == "fanout" or .of == "cross" then " \(.subscribers) subs"
+             elif .scenario == "channels" or .of == "channels" then " \(.channels) ch" else "" end),
+        (.connections | tostring),
+        n(.pub_per_s),
+        (if .scenario == "max" then "**\(n(.max_delivered_per_s))**" else n(.delivered_per_s) end),
+        (if (.expected // 0) == 0 then "–" else (.lost | tostring) end),
+        d(.lat_p50_ms), d(.lat_p99_ms), d(.lat_max_ms), d(.ack_p99_ms),
+        n(.connects_per_s), d(.mem_per_conn_kib),
+        p(.server_cpu_pct), (if .server_rss_mib then "\(.server_rss_mib | round) MiB" else "–" end),
+        p(.tool_cpu_pct),
+        ([ (if .stop_reason then "stopped: \(.stop_reason)" else empty end),
+           (.warnings // [] | .[] | select(startswith("no step passed") | not)) ] | join("; ") | gsub("\\|"; "/"))
+      ] | "| " + join(" | ") + " |"' "$RESULTS"
+  cat <<EOF
+
+Every step of the ramps (and every field) is in the JSON lines of the run
+(\`$(realpath --relative-to="$ROOT" "$RESULTS")\`, not committed).
+
+## How to reproduce
+
+\`\`\`sh
+make bench                                  # this whole page (6-8 minutes)
+sockmesh bench --scenario max --of fanout --subscribers 1000 --rate 50 \\
+  --url ws://127.0.0.1:8000/socketcluster/ --server-pid \$(pgrep -n sockmesh)
+\`\`\`
+
+\`sockmesh bench -h\` lists the scenarios and flags; \`--json\` prints JSON lines.
+EOF
+} >"$DOC.tmp"
+mv "$DOC.tmp" "$DOC"
+echo "wrote $DOC (raw results in $RESULTS)"
