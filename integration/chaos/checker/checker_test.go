@@ -1,0 +1,60 @@
+package checker
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// The checker itself: a synthetic run with one of each defect is counted exactly.
+func TestAnalyzeCountsEachDefect(t *testing.T) {
+	var r Recorder
+	t0 := time.Now().Add(-10 * time.Second)
+	p := r.NewPub("p")
+	p.Conns.Up("a", t0.Add(-5*time.Second))
+	s := r.NewSub("s")
+	s.Conns.Up("b", t0.Add(-5*time.Second))
+	s.Holding("ch", t0)
+	s.Expect("ch", t0)
+	send := func(i int) Msg {
+		m := Msg{P: "p", S: int64(i), C: "ch", O: "a", T: t0.Add(time.Duration(i+1) * 100 * time.Millisecond).UnixNano()}
+		p.Record(m, nil)
+		p.seq++
+		return m
+	}
+	deliver := func(ch string, m Msg) {
+		b, _ := json.Marshal(m)
+		s.Deliver(ch, b)
+	}
+	var ms []Msg
+	for i := 0; i < 10; i++ {
+		ms = append(ms, send(i))
+	}
+	for _, i := range []int{0, 1, 1, 3, 2, 5, 6, 7, 8, 9} { // dup 1, 4 lost, 2 reordered
+		deliver("ch", ms[i])
+	}
+	deliver("other", ms[9]) // leak (channel mismatch and not held)
+	c, losses := r.Analyze(time.Now(), func(o, rcv string) int { return 0 })
+	want := Counts{Sent: 10, Expected: 10, Delivered: 9, Lost: 1, LostUndetected: 1, LostOutside: 1, Duplicated: 1, Reordered: 1, Leaked: 1}
+	if c != want {
+		t.Fatalf("got %+v\nwant %+v\nlosses %+v", c, want, losses)
+	}
+	// The same loss is detected when the path's gap counter covers it, and allowed inside a fault.
+	r.AddFault(&Fault{Start: t0, End: time.Now(), Crosses: SplitFault([]string{"a"}, []string{"b"})})
+	c, _ = r.Analyze(time.Now(), func(o, rcv string) int {
+		if o == "a" && rcv == "b" {
+			return 1
+		}
+		return 0
+	})
+	if c.LostDetected != 1 || c.LostGap != 1 || c.LostUndetected != 0 || c.LostOutside != 0 {
+		t.Fatalf("gap-covered loss: %+v", c)
+	}
+	// A subscriber disconnected around the loss was told.
+	s.Conns.Down(time.Unix(0, ms[4].T).Add(-10 * time.Millisecond))
+	s.Conns.Up("b", time.Unix(0, ms[4].T).Add(10*time.Millisecond))
+	c, _ = r.Analyze(time.Now(), nil)
+	if c.LostTold != 1 || c.LostUndetected != 0 {
+		t.Fatalf("told loss: %+v", c)
+	}
+}

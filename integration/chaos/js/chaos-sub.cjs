@@ -1,0 +1,30 @@
+// A chaos-suite subscriber on the real socketcluster-client (npm, from
+// integration/jsclient/node_modules): subscribes to the given channels and prints one JSON
+// line per event: connect, disconnect, subscribed, ready (all subscribed), msg {ch, data}.
+// Usage: node chaos-sub.cjs HOST PORT CH1,CH2,...   (env JSCLIENT_DIR: where node_modules is)
+'use strict';
+const path = require('node:path');
+const { createRequire } = require('node:module');
+const dir = process.env.JSCLIENT_DIR || path.join(__dirname, '..', '..', 'jsclient');
+const socketClusterClient = createRequire(path.join(dir, 'package.json'))('socketcluster-client');
+
+const [host, port, chans] = process.argv.slice(2);
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+const socket = socketClusterClient.create({
+  hostname: host, port: Number(port), path: '/socketcluster/',
+  autoReconnectOptions: { initialDelay: 100, randomness: 100, multiplier: 1.5, maxDelay: 1000 },
+});
+(async () => { for await (const _ of socket.listener('connect')) out({ ev: 'connect' }); })();
+(async () => { for await (const e of socket.listener('disconnect')) out({ ev: 'disconnect', code: e.code }); })();
+const channels = chans.split(',').filter(Boolean);
+let pending = channels.length;
+for (const ch of channels) {
+  const c = socket.subscribe(ch);
+  (async () => {
+    for await (const _ of c.listener('subscribe')) {
+      out({ ev: 'subscribed', ch });
+      if (--pending === 0) out({ ev: 'ready' });
+    }
+  })();
+  (async () => { for await (const data of c) out({ ev: 'msg', ch, data }); })();
+}
