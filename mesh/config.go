@@ -64,8 +64,9 @@ type Config struct {
 	// StallTimeout is how long a peer may leave bytes unacknowledged before its connection to
 	// our PUB socket is closed. Zero means 2 s; negative disables the watchdog.
 	StallTimeout time.Duration
-	// SnapshotRetry is how long to wait for a requested interest snapshot before asking again.
-	// Zero means 1 s.
+	// SnapshotRetry is how long to wait for a requested interest snapshot before asking again
+	// (requests are tiny; a fresh link's first one is often lost because the peer's link to us is
+	// not up yet). Zero means ¾ Heartbeat, so every heartbeat from an unsynced peer asks again.
 	SnapshotRetry time.Duration
 	// JoinBackoffMax caps the backoff between join attempts while no seed answers. Zero means 5 s.
 	JoinBackoffMax time.Duration
@@ -135,7 +136,7 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.StallTimeout < 0 {
 		cfg.StallTimeout = 0
 	}
-	defd(&cfg.SnapshotRetry, time.Second)
+	defd(&cfg.SnapshotRetry, cfg.Heartbeat*3/4)
 	defd(&cfg.JoinBackoffMax, 5*time.Second)
 	defd(&cfg.MembershipCoalesce, 50*time.Millisecond)
 	return cfg, nil

@@ -277,6 +277,18 @@ func (t *Table[P]) PeerBeat(p P, b Beat, now time.Time) bool {
 	return t.request(pi, now)
 }
 
+// PeerListening records that p has just shown that it receives from us (it asked for our
+// snapshot, which it does when its link from us comes up). A snapshot request of ours lost
+// before that is worth repeating at once: it returns true if p's set is unsynced.
+func (t *Table[P]) PeerListening(p P, now time.Time) bool {
+	pi, ok := t.peers[p]
+	if !ok || pi.synced {
+		return false
+	}
+	pi.requestedAt = now
+	return true
+}
+
 func (t *Table[P]) request(pi *peerInterest, now time.Time) bool {
 	if !pi.requestedAt.IsZero() && now.Sub(pi.requestedAt) < t.RequestRetry {
 		return false

@@ -155,7 +155,7 @@ func TestLocalInterest(t *testing.T) {
 // peerStep drives the peer side of the table. want is the expected "request a snapshot" result;
 // route is the expected routing afterwards, as "channel=peers;..." for the listed channels.
 type peerStep struct {
-	op    string // addpeer, rmpeer, linkup, delta, snap, beat
+	op    string // addpeer, rmpeer, linkup, delta, snap, beat, listening
 	peer  string
 	ms    int
 	d     Delta
@@ -258,6 +258,17 @@ func TestPeerInterest(t *testing.T) {
 			},
 		},
 		{
+			name: "peer shows it listens → lost request repeated at once, not when synced",
+			steps: []peerStep{
+				{op: "addpeer", peer: "p"},
+				{op: "linkup", peer: "p", ms: 0, want: true},
+				{op: "beat", peer: "p", ms: 100, beat: beatOf(1, "a"), want: false},
+				{op: "listening", peer: "p", ms: 150, want: true},
+				{op: "snap", peer: "p", snap: snapOf(1, "a")},
+				{op: "listening", peer: "p", ms: 200, want: false},
+			},
+		},
+		{
 			name: "events for unknown peers are ignored",
 			steps: []peerStep{
 				{op: "delta", peer: "ghost", d: Delta{1, "a", true}, want: false, route: map[string]string{"a": ""}},
@@ -285,6 +296,8 @@ func TestPeerInterest(t *testing.T) {
 					tb.PeerSnapshot(s.peer, s.snap)
 				case "beat":
 					got = tb.PeerBeat(s.peer, s.beat, now)
+				case "listening":
+					got = tb.PeerListening(s.peer, now)
 				}
 				if got != s.want {
 					t.Fatalf("step %d (%s %s): request=%v, want %v", i, s.op, s.peer, got, s.want)

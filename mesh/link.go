@@ -25,8 +25,8 @@ import (
 
 // Link states, as Status reports them.
 const (
-	LinkConnecting = "connecting" // dialling, or connected but no heartbeat yet
-	LinkUp         = "up"         // heartbeats arriving
+	LinkConnecting = "connecting" // dialling, or connected but nothing received yet
+	LinkUp         = "up"         // messages (at least heartbeats) arriving
 	LinkDown       = "down"       // failed; waiting to redial
 )
 
@@ -207,6 +207,13 @@ func (p *peer) runLink() error {
 		return err
 	}
 	p.lastMsg.Store(time.Now().UnixNano())
+	// A new connection may have missed interest changes: ask for a snapshot now rather than at
+	// the first heartbeat (retried at heartbeats until answered).
+	m.mu.Lock()
+	if m.table.LinkUp(p, time.Now()) {
+		m.requestSnapshot(p)
+	}
+	m.mu.Unlock()
 
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- p.read(sub) }()
@@ -280,6 +287,9 @@ func (p *peer) handle(msg zmq4.Msg) error {
 	}
 	now := time.Now()
 	p.lastMsg.Store(now.UnixNano())
+	if p.linkState() != LinkUp {
+		p.setLink(LinkUp) // the first message from the peer on this connection
+	}
 	switch body := env.Body.(type) {
 	case *meshpb.Envelope_Batch:
 		if toMe {
@@ -289,15 +299,7 @@ func (p *peer) handle(msg zmq4.Msg) error {
 		p.lastHB.Store(now.UnixNano())
 		hb := body.Heartbeat
 		m.mu.Lock()
-		req := false
-		if p.linkState() != LinkUp {
-			p.setLink(LinkUp)
-			req = m.table.LinkUp(p, now)
-		}
 		if m.table.PeerBeat(p, Beat{hb.InterestVersion, hb.InterestDigest, int(hb.InterestCount)}, now) {
-			req = true
-		}
-		if req {
 			m.requestSnapshot(p)
 		}
 		m.mu.Unlock()
@@ -324,6 +326,9 @@ func (p *peer) handle(msg zmq4.Msg) error {
 			s := m.table.LocalSnapshot()
 			m.sendControl(p.mailboxB, &meshpb.Envelope{Target: p.serfName, Body: &meshpb.Envelope_Snapshot{
 				Snapshot: &meshpb.InterestSnapshot{Version: s.Version, Digest: s.Digest, Channels: s.Channels}}})
+			if m.table.PeerListening(p, now) {
+				m.requestSnapshot(p)
+			}
 			m.mu.Unlock()
 		}
 	}

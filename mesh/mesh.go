@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -288,6 +289,15 @@ func (m *Mesh) checkName(ctx context.Context) error {
 		}
 		if mi.member.Mesh == m.meshEP || mi.member.Gossip == myGossip {
 			continue // we hold its ports: it is gone
+		}
+		// Nothing listening on its mesh port any more: dead (the fast answer after a crash).
+		if c, err := net.DialTimeout("tcp", mi.member.Mesh, m.cfg.HandshakeTimeout); err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				m.log.Info("mesh: taking over the name of a dead incarnation", "name", m.cfg.Name, "old", mi.inc)
+				continue
+			}
+		} else {
+			c.Close()
 		}
 		addr := &net.UDPAddr{IP: sm.Addr, Port: int(sm.Port)}
 		for i := 0; i < 3 && ctx.Err() == nil; i++ {

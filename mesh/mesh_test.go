@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"strings"
 	"sync"
@@ -359,6 +360,62 @@ func TestWrongGossipKeyCannotJoin(t *testing.T) {
 	for _, m := range n1.Status().Members {
 		if m.Name == "n2" {
 			t.Fatal("n1 lists n2")
+		}
+	}
+}
+
+// TestMetricsPerPeer: the per-peer counters DESIGN.md names are registered and count
+// publications (not control traffic).
+func TestMetricsPerPeer(t *testing.T) {
+	reg1, reg2 := prometheus.NewRegistry(), prometheus.NewRegistry()
+	n1 := startMesh(t, "n1", nil, func(c *Config) { c.Registerer = reg1 })
+	n2 := startMesh(t, "n2", []string{n1.GossipEndpoint()}, func(c *Config) { c.Registerer = reg2 })
+	waitFor(t, 5*time.Second, "linked", func() bool { return n1.Ready() && n2.Ready() && len(n1.Status().Peers) == 1 })
+	n2.AddInterest("m")
+	waitInterest(t, []*testNode{n1}, "n2", "m", true)
+	for range 7 {
+		n1.Publish("m", []byte("x"))
+	}
+	waitFor(t, 5*time.Second, "deliveries", func() bool { return n2.rec.count("m") == 7 })
+	value := func(reg *prometheus.Registry, name, peer string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "peer" && l.GetValue() == peer {
+						if c := m.GetCounter(); c != nil {
+							return c.GetValue()
+						}
+						return m.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+		return -1
+	}
+	waitFor(t, 2*time.Second, "byte metric refreshed", func() bool {
+		return value(reg2, "sockmesh_mesh_received_bytes_total", "n1") > 0
+	})
+	for _, c := range []struct {
+		reg        *prometheus.Registry
+		name, peer string
+		want       float64
+	}{
+		{reg1, "sockmesh_mesh_sent_messages_total", "n2", 7},
+		{reg2, "sockmesh_mesh_received_messages_total", "n1", 7},
+		{reg2, "sockmesh_mesh_gaps_total", "n1", 0},
+		{reg1, "sockmesh_mesh_dropped_messages_total", "n2", 0},
+		{reg1, "sockmesh_mesh_link_up", "n2", 1},
+		{reg2, "sockmesh_mesh_link_up", "n1", 1},
+	} {
+		if got := value(c.reg, c.name, c.peer); got != c.want {
+			t.Errorf("%s{peer=%q} = %v, want %v", c.name, c.peer, got, c.want)
 		}
 	}
 }
