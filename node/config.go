@@ -37,6 +37,8 @@ type Config struct {
 	AuthKey string
 	// AuthExpiry is the lifetime of issued tokens without their own exp; zero value 24 h.
 	AuthExpiry time.Duration
+	// TLSCert and TLSKey (PEM files) make the client listener TLS (wss://); both or neither.
+	TLSCert, TLSKey string
 	// Front holds the WebSocket limits and timings.
 	Front wsfront.Config
 	// DrainDuration spreads client closes over this long on Shutdown; zero value 10 s.
@@ -87,6 +89,9 @@ func (c *Config) setDefaults() error {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			errs = append(errs, fmt.Errorf("join: %q is not host:port: %w", j, err))
 		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls-cert and tls-key go together: give both or neither"))
 	}
 	if c.Front.PingTimeout > 0 && c.Front.PingInterval >= c.Front.PingTimeout {
 		errs = append(errs, fmt.Errorf("ping-interval (%s) must be shorter than ping-timeout (%s)", c.Front.PingInterval, c.Front.PingTimeout))

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ type Node struct {
 	wsSrv     *http.Server
 	adminSrv  *http.Server
 	started   bool
+	tls       bool
 	stopped   bool
 	serveDone sync.WaitGroup
 }
@@ -91,9 +93,21 @@ func (n *Node) Start(ctx context.Context) error {
 		return errors.New("node already started")
 	}
 	var lc net.ListenConfig
+	var tlsCfg *tls.Config
+	if n.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(n.cfg.TLSCert, n.cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("tls-cert/tls-key: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	wsLn, err := lc.Listen(ctx, "tcp", n.cfg.WSAddr)
 	if err != nil {
 		return fmt.Errorf("ws-addr: %w", err)
+	}
+	if tlsCfg != nil {
+		wsLn = tls.NewListener(wsLn, tlsCfg)
+		n.tls = true
 	}
 	adminLn, err := lc.Listen(ctx, "tcp", n.cfg.AdminAddr)
 	if err != nil {
@@ -146,7 +160,11 @@ func (n *Node) Err() <-chan error {
 
 // WSURL is the URL clients connect to.
 func (n *Node) WSURL() string {
-	return "ws://" + n.cfg.advertised(n.listenAddr(n.wsLn, n.cfg.WSAddr)) + n.front.Config().Path
+	scheme := "ws://"
+	if n.tls {
+		scheme = "wss://"
+	}
+	return scheme + n.cfg.advertised(n.listenAddr(n.wsLn, n.cfg.WSAddr)) + n.front.Config().Path
 }
 
 // AdminURL is the base URL of the operator endpoints.

@@ -22,6 +22,7 @@ type Metrics struct {
 	Publishes         prometheus.Counter
 	PublishFailures   *prometheus.CounterVec
 	Events            *prometheus.CounterVec
+	Refused           *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not registered).
@@ -51,11 +52,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Publishes:         c("publishes_total", "Accepted client publications."),
 		PublishFailures:   cv("publish_failures_total", "Refused client publications, by reason.", "reason"),
 		Events:            cv("events_total", "Application events from clients, by kind.", "kind"),
+		Refused:           cv("refused_connections_total", "Upgrade requests refused by a limit, by reason (origin, node_limit, ip_limit, rate).", "reason"),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.UpgradeFailures, m.Handshakes, m.HandshakeFailures, m.AuthFailures,
 			m.TokensIssued, m.PongTimeouts, m.SlowConsumers, m.Oversized, m.RawFrames, m.FramesIn, m.FramesOut,
-			m.PacketsOut, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events)
+			m.PacketsOut, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events, m.Refused)
 	}
 	return m
 }

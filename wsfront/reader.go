@@ -400,6 +400,11 @@ func (s *Socket) publish(ctx context.Context, p *Packet) {
 		s.respond(p, nil, NewError("InvalidActionError", why), "publish")
 		return
 	}
+	if s.pubRate != nil && !s.pubRate.Allow() {
+		m.PublishFailures.WithLabelValues("rate_limit").Inc()
+		s.respond(p, nil, NewError("RateLimitError", "Publish rate limit of "+itoa(int(s.srv.cfg.Limits.PublishRate))+"/s exceeded"), "publish")
+		return
+	}
 	data := pd.Data
 	if len(s.srv.publishMW) > 0 {
 		req := &PublishRequest{Socket: s, Channel: ch, Data: data}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +59,13 @@ type Config struct {
 	// ServerInvokeTimeout bounds Socket.Invoke when the caller's context has no deadline; zero
 	// value 10 s.
 	ServerInvokeTimeout time.Duration
-	// CheckOrigin decides whether a browser Origin may connect; nil allows every origin, as
-	// socketcluster-server does by default.
+	// CheckOrigin decides whether a browser Origin may connect; nil applies
+	// Limits.AllowedOrigins (empty: every origin, as socketcluster-server does by default).
 	CheckOrigin func(r *http.Request) bool
-	Logger      *slog.Logger
-	Metrics     *Metrics
+	// Limits are the abuse limits (connections, rates, origins).
+	Limits  Limits
+	Logger  *slog.Logger
+	Metrics *Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -99,9 +102,7 @@ func (c *Config) setDefaults() {
 	if c.ServerInvokeTimeout <= 0 {
 		c.ServerInvokeTimeout = 10 * time.Second
 	}
-	if c.CheckOrigin == nil {
-		c.CheckOrigin = func(*http.Request) bool { return true }
-	}
+	c.Limits.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -165,6 +166,7 @@ type Server struct {
 	sockets  map[*Socket]struct{}
 	draining bool
 	empty    chan struct{} // closed when the last socket is gone during a drain
+	admit    *admission
 	wg       sync.WaitGroup
 	idSeq    atomic.Uint64
 	idPrefix string
@@ -185,11 +187,13 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		sockets:   map[*Socket]struct{}{},
 		idPrefix:  base64.RawURLEncoding.EncodeToString(pfx[:]),
 		empty:     make(chan struct{}),
+		admit:     newAdmission(cfg.Limits),
 	}
 	s.up = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
-		CheckOrigin:     cfg.CheckOrigin,
+		// Origins are checked before the upgrader runs (to answer with the reason).
+		CheckOrigin: func(*http.Request) bool { return true },
 		// The client offers permessage-deflate; the real server declines it, and so do we.
 		EnableCompression: false,
 	}
@@ -234,15 +238,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sockmesh: node is draining", http.StatusServiceUnavailable)
 		return
 	}
+	origin := r.Header.Get("Origin")
+	if s.cfg.CheckOrigin != nil && !s.cfg.CheckOrigin(r) || s.cfg.CheckOrigin == nil && !originAllowed(origin, s.cfg.Limits.AllowedOrigins) {
+		s.cfg.Metrics.Refused.WithLabelValues("origin").Inc()
+		http.Error(w, "Failed to authorize socket handshake - Invalid origin: "+origin, http.StatusForbidden)
+		return
+	}
+	ip := remoteIP(r)
+	if code, msg := s.admit.admit(ip, time.Now()); code != 0 {
+		reason := "rate"
+		if code == http.StatusServiceUnavailable {
+			reason = "node_limit"
+		} else if strings.Contains(msg, "too many") {
+			reason = "ip_limit"
+		}
+		s.cfg.Metrics.Refused.WithLabelValues(reason).Inc()
+		http.Error(w, msg, code)
+		return
+	}
 	ws, err := s.up.Upgrade(w, r, nil)
 	if err != nil {
+		s.admit.release(ip)
 		s.cfg.Metrics.UpgradeFailures.Inc()
 		return // the upgrader already answered
 	}
 	sock := newSocket(s, ws, r)
+	sock.ip = ip
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
+		s.admit.release(ip)
 		_ = ws.Close()
 		return
 	}
@@ -264,6 +289,7 @@ func (s *Server) newID() string {
 }
 
 func (s *Server) removeSocket(sock *Socket) {
+	s.admit.release(sock.ip)
 	s.mu.Lock()
 	delete(s.sockets, sock)
 	if s.draining && len(s.sockets) == 0 {

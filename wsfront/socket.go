@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 )
 
 // Socket is one client connection. Its reader goroutine decodes and handles inbound frames
@@ -19,7 +20,10 @@ type Socket struct {
 	ws   *websocket.Conn
 	req  *http.Request
 	id   string
+	ip   string
 	born time.Time
+	// pubRate limits this connection's publications (nil: unlimited); reader goroutine only.
+	pubRate *rate.Limiter
 
 	// lastSeen is the unix-nano time of the last inbound frame; the writer closes the
 	// socket with 4001 when it is older than PingTimeout.
@@ -63,6 +67,9 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		dead: make(chan struct{}),
 	}
 	s.lastSeen.Store(s.born.UnixNano())
+	if r := srv.cfg.Limits.PublishRate; r > 0 {
+		s.pubRate = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	}
 	ws.SetReadLimit(srv.cfg.MaxPayload)
 	return s
 }

@@ -38,6 +38,13 @@ func runServe(args []string) error {
 	sendQueue := byteSize(1 << 20)
 	fs.Var(&sendQueue, "send-queue", "bytes queued for one client before it is disconnected as a slow consumer")
 	fs.DurationVar(&cfg.Front.WriteTimeout, "write-timeout", 10*time.Second, "longest single write to a client")
+	fs.IntVar(&cfg.Front.Limits.MaxConnections, "max-connections", 200000, "client connections on this node (-1: no limit)")
+	fs.IntVar(&cfg.Front.Limits.MaxConnectionsPerIP, "max-connections-per-ip", 10000, "client connections from one IP (-1: no limit)")
+	fs.Float64Var(&cfg.Front.Limits.HandshakeRatePerIP, "handshake-rate-per-ip", 1000, "new connections per second from one IP, with an equal burst (-1: no limit)")
+	fs.Float64Var(&cfg.Front.Limits.PublishRate, "publish-rate", 5000, "publications per second per connection, with an equal burst (-1: no limit)")
+	origins := fs.String("allowed-origins", "", "comma-separated browser Origins allowed to connect (https://app.example.com, *.example.com); empty: all")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate file (PEM) for the client listener; with --tls-key, clients use wss://")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key file (PEM) for --tls-cert")
 	fs.StringVar(&cfg.AuthKey, "auth-key", "", "HS256 key for auth tokens, shared by every node of a cluster (empty: no tokens)")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
@@ -55,6 +62,11 @@ func runServe(args []string) error {
 	}
 	cfg.Front.MaxPayload = int64(maxPayload)
 	cfg.Front.SendQueueBytes = int(sendQueue)
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.Front.Limits.AllowedOrigins = append(cfg.Front.Limits.AllowedOrigins, o)
+		}
+	}
 	if *join != "" {
 		for _, j := range strings.Split(*join, ",") {
 			if j = strings.TrimSpace(j); j != "" {

@@ -1,0 +1,99 @@
+package wsfront
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+func TestOriginAllowed(t *testing.T) {
+	allowed := []string{"https://app.example.com", "*.trusted.org", "http://localhost:*"}
+	cases := map[string]bool{
+		"":                           true, // non-browser client
+		"https://app.example.com":    true,
+		"https://evil.com":           false,
+		"https://a.trusted.org":      true,
+		"http://b.trusted.org":       true,
+		"https://trusted.org.evil.x": false,
+		"http://localhost:3000":      true,
+		"https://localhost:3000":     false,
+		"null":                       false,
+	}
+	for origin, want := range cases {
+		if got := originAllowed(origin, allowed); got != want {
+			t.Errorf("%q: %v, want %v", origin, got, want)
+		}
+	}
+	if !originAllowed("https://anything.example", nil) {
+		t.Error("empty list must allow every origin")
+	}
+}
+
+func TestAdmissionLimits(t *testing.T) {
+	a := newAdmission(Limits{MaxConnections: 3, MaxConnectionsPerIP: 2, HandshakeRatePerIP: 100})
+	now := time.Now()
+	for i := 0; i < 2; i++ {
+		if code, _ := a.admit("10.0.0.1", now); code != 0 {
+			t.Fatalf("connection %d refused", i)
+		}
+	}
+	if code, msg := a.admit("10.0.0.1", now); code != http.StatusTooManyRequests || !strings.Contains(msg, "10.0.0.1") {
+		t.Fatalf("third connection from one IP: %d %q", code, msg)
+	}
+	if code, _ := a.admit("10.0.0.2", now); code != 0 {
+		t.Fatal("another IP refused")
+	}
+	if code, _ := a.admit("10.0.0.3", now); code != http.StatusServiceUnavailable {
+		t.Fatalf("node limit not applied: %d", code)
+	}
+	a.release("10.0.0.1")
+	if code, _ := a.admit("10.0.0.1", now); code != 0 {
+		t.Fatal("slot not released")
+	}
+	r := newAdmission(Limits{MaxConnections: 1000, MaxConnectionsPerIP: 1000, HandshakeRatePerIP: 5})
+	ok := 0
+	for i := 0; i < 20; i++ {
+		if code, _ := r.admit("10.0.0.9", now); code == 0 {
+			ok++
+		}
+	}
+	if ok != 5 {
+		t.Fatalf("handshake rate 5/s with burst 5 admitted %d of 20 at once", ok)
+	}
+}
+
+func TestLimitsOnTheWire(t *testing.T) {
+	_, url := startFront(t, Config{Limits: Limits{MaxConnectionsPerIP: 2, PublishRate: 10, AllowedOrigins: []string{"https://good.example"}}})
+	h := http.Header{"Origin": {"https://evil.example"}}
+	_, resp, err := websocket.DefaultDialer.Dial(url, h)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("bad origin: %v %v", resp, err)
+	}
+	c := dialRaw(t, url)
+	c.handshake()
+	dialRaw(t, url)
+	_, resp, err = websocket.DefaultDialer.Dial(url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third connection from one IP: %v %v", resp, err)
+	}
+	// Publish rate 10/s, burst 10: a burst of 30 acknowledged publishes gets ~20 refusals.
+	for i := 0; i < 30; i++ {
+		c.send(`{"event":"#publish","data":{"channel":"x","data":1},"cid":` + itoa(100+i) + `}`)
+	}
+	limited := 0
+	for i := 0; i < 30; i++ {
+		m, err := c.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(m, "RateLimitError") {
+			limited++
+		}
+	}
+	if limited < 15 || limited > 20 {
+		t.Fatalf("%d of 30 publishes rate limited, want about 20", limited)
+	}
+}
