@@ -42,11 +42,12 @@ type Config struct {
 	// BatchMax bounds the publications in one batch. Zero means 256.
 	BatchMax int
 	// BatchBytes bounds the payload bytes in one batch (a single larger publication still goes
-	// alone). Zero means 256 KiB.
+	// alone). Zero means 64 KiB.
 	BatchBytes int
 	// PubHWM is the ZeroMQ PUB high-water mark in messages (batches and control messages),
-	// shared by all peers; zmq4 drops silently beyond it, receivers then count gaps. Zero means
-	// 8,192.
+	// shared by all peers; zmq4 drops silently beyond it, receivers then count gaps. It only
+	// fills while zmq4's single writer is blocked (a peer stalled until the watchdog frees it),
+	// and bounds that backlog to about PubHWM × BatchBytes. Zero means 4,096.
 	PubHWM int
 
 	// Heartbeat is the interval of heartbeats on the control topic. Zero means the profile's
@@ -122,8 +123,8 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&cfg.PeerQueue, 10_000)
 	def(&cfg.PeerQueueBytes, 16<<20)
 	def(&cfg.BatchMax, 256)
-	def(&cfg.BatchBytes, 256<<10)
-	def(&cfg.PubHWM, 8192)
+	def(&cfg.BatchBytes, 64<<10)
+	def(&cfg.PubHWM, 4096)
 	defd := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
