@@ -35,6 +35,12 @@ type Config struct {
 	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.
 	// Empty: tokens cannot be issued and every presented token is refused.
 	AuthKey string
+	// AuthPublicKeys (PEM files) and AuthJWKSURL verify tokens issued by the user's own auth
+	// service (RS*/PS*/ES*/EdDSA); AuthIssuer and AuthAudience, when set, must match.
+	AuthPublicKeys []string
+	AuthJWKSURL    string
+	AuthIssuer     string
+	AuthAudience   string
 	// AuthExpiry is the lifetime of issued tokens without their own exp; zero value 24 h.
 	AuthExpiry time.Duration
 	// TLSCert and TLSKey (PEM files) make the client listener TLS (wss://); both or neither.

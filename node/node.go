@@ -44,8 +44,12 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, reg: prometheus.NewRegistry()}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var auth *wsfront.Auth
-	if cfg.AuthKey != "" {
-		a, err := wsfront.NewAuth(cfg.AuthKey, cfg.AuthExpiry)
+	if cfg.AuthKey != "" || len(cfg.AuthPublicKeys) > 0 || cfg.AuthJWKSURL != "" {
+		a, err := wsfront.NewAuthWith(wsfront.AuthConfig{
+			HMACKey: cfg.AuthKey, PublicKeyFiles: cfg.AuthPublicKeys, JWKSURL: cfg.AuthJWKSURL,
+			Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, DefaultExpiry: cfg.AuthExpiry,
+			Logger: cfg.Logger,
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -1,11 +1,23 @@
 package wsfront
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -77,4 +89,107 @@ func FuzzAuthVerify(f *testing.F) {
 			t.Fatalf("claims %v and error %v for %q", c, e, b)
 		}
 	})
+}
+
+func writePEM(t *testing.T, path string, pub any) {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAsymmetricTokensFromPEMWithRotation(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	file := filepath.Join(t.TempDir(), "pub.pem")
+	writePEM(t, file, &rsaKey.PublicKey)
+	a, err := NewAuthWith(AuthConfig{PublicKeyFiles: []string{file}, Issuer: "https://auth.example", Audience: "chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	claims := jwt.MapClaims{"sub": "u1", "iss": "https://auth.example", "aud": "chat", "exp": now.Add(time.Hour).Unix()}
+	rs, _ := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(rsaKey)
+	if c, _, e := a.Verify(rawString(rs)); e != nil || c["sub"] != "u1" {
+		t.Fatalf("RS256: %v %v", c, e)
+	}
+	wrongIss := jwt.MapClaims{"sub": "u1", "iss": "https://evil", "aud": "chat"}
+	bad, _ := jwt.NewWithClaims(jwt.SigningMethodRS256, wrongIss).SignedString(rsaKey)
+	if _, _, e := a.Verify(rawString(bad)); e == nil || !strings.Contains(e.Message, "issuer") {
+		t.Fatalf("wrong issuer accepted: %v", e)
+	}
+	wrongAud := jwt.MapClaims{"sub": "u1", "iss": "https://auth.example", "aud": "other"}
+	bad, _ = jwt.NewWithClaims(jwt.SigningMethodRS256, wrongAud).SignedString(rsaKey)
+	if _, _, e := a.Verify(rawString(bad)); e == nil || !strings.Contains(e.Message, "audience") {
+		t.Fatalf("wrong audience accepted: %v", e)
+	}
+	// Algorithm confusion: an HS256 token "signed" with the public key bytes is refused.
+	pubDER, _ := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
+	hs, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(pubDER)
+	if _, _, e := a.Verify(rawString(hs)); e == nil {
+		t.Fatal("HS256 token accepted by an RS-only Auth")
+	}
+	// Rotation: the file now holds an EC key; after the re-check interval the ES256 token
+	// is accepted and the old RSA one is not.
+	es, _ := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(ecKey)
+	writePEM(t, file, &ecKey.PublicKey)
+	os.Chtimes(file, now.Add(time.Minute), now.Add(time.Minute))
+	now = now.Add(11 * time.Second)
+	if _, _, e := a.Verify(rawString(es)); e != nil {
+		t.Fatalf("rotated ES256 key not picked up: %v", e)
+	}
+	if _, _, e := a.Verify(rawString(rs)); e == nil {
+		t.Fatal("old RSA key still accepted after rotation")
+	}
+}
+
+func TestJWKSWithKeyRotation(t *testing.T) {
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k2, _ := rsa.GenerateKey(rand.Reader, 2048)
+	var mu sync.Mutex
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k1.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}}
+	fetches := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		fetches++
+		json.NewEncoder(w).Encode(set)
+	}))
+	defer srv.Close()
+	a, err := NewAuthWith(AuthConfig{JWKSURL: srv.URL, HMACKey: "also-hs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	sign := func(m jwt.SigningMethod, kid string, key any) string {
+		tk := jwt.NewWithClaims(m, jwt.MapClaims{"sub": "x"})
+		tk.Header["kid"] = kid
+		s, _ := tk.SignedString(key)
+		return s
+	}
+	if _, _, e := a.Verify(rawString(sign(jwt.SigningMethodES256, "k1", k1))); e != nil {
+		t.Fatalf("k1: %v", e)
+	}
+	// The auth service rotates to k2; a token with the unknown kid triggers a fetch.
+	mu.Lock()
+	set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k2.PublicKey, KeyID: "k2", Algorithm: "RS256", Use: "sig"})
+	mu.Unlock()
+	now = now.Add(11 * time.Second)
+	if _, _, e := a.Verify(rawString(sign(jwt.SigningMethodRS256, "k2", k2))); e != nil {
+		t.Fatalf("rotated k2 not fetched: %v", e)
+	}
+	// HS256 keeps working beside it.
+	tok, _, _ := a.Sign(Claims{"u": 1}, 0)
+	if _, _, e := a.Verify(rawString(tok)); e != nil {
+		t.Fatalf("HS256 beside JWKS: %v", e)
+	}
+	if fetches != 2 {
+		t.Fatalf("%d JWKS fetches, want 2 (start, unknown kid)", fetches)
+	}
 }

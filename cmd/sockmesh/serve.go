@@ -46,6 +46,10 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate file (PEM) for the client listener; with --tls-key, clients use wss://")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key file (PEM) for --tls-cert")
 	fs.StringVar(&cfg.AuthKey, "auth-key", "", "HS256 key for auth tokens, shared by every node of a cluster (empty: no tokens)")
+	pubKeys := fs.String("auth-public-key", "", "comma-separated PEM files of public keys verifying RS/PS/ES/EdDSA tokens from your auth service (re-read when changed)")
+	fs.StringVar(&cfg.AuthJWKSURL, "auth-jwks-url", "", "JWKS URL of your auth service (refreshed every 5 min and on an unknown key id)")
+	fs.StringVar(&cfg.AuthIssuer, "auth-issuer", "", "required iss of client tokens (empty: not checked)")
+	fs.StringVar(&cfg.AuthAudience, "auth-audience", "", "required aud of client tokens (empty: not checked)")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
@@ -62,6 +66,11 @@ func runServe(args []string) error {
 	}
 	cfg.Front.MaxPayload = int64(maxPayload)
 	cfg.Front.SendQueueBytes = int(sendQueue)
+	for _, k := range strings.Split(*pubKeys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			cfg.AuthPublicKeys = append(cfg.AuthPublicKeys, k)
+		}
+	}
 	for _, o := range strings.Split(*origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.Front.Limits.AllowedOrigins = append(cfg.Front.Limits.AllowedOrigins, o)
@@ -79,8 +88,8 @@ func runServe(args []string) error {
 		return err
 	}
 	cfg.Logger = logger
-	if cfg.AuthKey == "" {
-		logger.Warn("no --auth-key: tokens can neither be issued nor accepted")
+	if cfg.AuthKey == "" && len(cfg.AuthPublicKeys) == 0 && cfg.AuthJWKSURL == "" {
+		logger.Warn("no --auth-key, --auth-public-key or --auth-jwks-url: tokens can neither be issued nor accepted")
 	}
 
 	n, err := node.New(cfg)
