@@ -4,7 +4,7 @@
 #   2. a local 3-node sockmesh cluster, all three nodes on core 0 (cross scenario);
 #   3. socketcluster-server 20 from npm (bench/scserver), pinned to core 0;
 # and writes docs/benchmarks.md (machine, versions, results). Raw JSON lines stay in
-# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 6-8 minutes.
+# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 2-4 minutes.
 #
 # Environment: QUICK=1 shortens every scenario (smoke test of the script itself);
 # SERVER_CPU / TOOL_CPU choose the cores (default 0 and 1); DOC=path overrides the output.
@@ -64,6 +64,7 @@ start_node() {
   taskset -c "$SERVER_CPU" "$BIN" serve --name "$name" --ws-addr "127.0.0.1:$base" \
     --admin-addr "127.0.0.1:$((base + 1))" --mesh-addr "127.0.0.1:$((base + 2))" \
     --gossip-addr "127.0.0.1:$((base + 3))" --drain-duration 200ms --log-level warn \
+    --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 \
     "${join[@]}" >"$OUT/$name.log" 2>&1 &
   NODE_PID=$!
   pids+=("$NODE_PID")
@@ -81,8 +82,9 @@ bench() {
 
 # The standard set against one server.
 standard_set() { # LABEL PIDS URL
-  bench "$1" "$2" "$3" --scenario connect --connections "$CONNS" --concurrency 100
+  # idle first: its memory baseline is the freshly started server.
   bench "$1" "$2" "$3" --scenario idle --connections "$IDLE" --channels 1 --duration 3s
+  bench "$1" "$2" "$3" --scenario connect --connections "$CONNS" --concurrency 100
   bench "$1" "$2" "$3" --scenario fanout --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
   bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate 50 --step "$STEP" --warmup "$WARM" --drain 3s
   bench "$1" "$2" "$3" --scenario channels --connections "$CHANS" --rate 5000 --duration "$DUR" --warmup "$WARM"
@@ -181,7 +183,7 @@ Every step of the ramps (and every field) is in the JSON lines of the run
 ## How to reproduce
 
 \`\`\`sh
-make bench                                  # this whole page (6-8 minutes)
+make bench                                  # this whole page (2-4 minutes)
 sockmesh bench --scenario max --of fanout --subscribers 1000 --rate 50 \\
   --url ws://127.0.0.1:8000/socketcluster/ --server-pid \$(pgrep -n sockmesh)
 \`\`\`

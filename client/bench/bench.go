@@ -184,6 +184,7 @@ type runner struct {
 	disorder     atomic.Int64 // sequence numbers at or below one seen before
 	lastDelivery atomic.Int64 // r.now() of the last delivery of the active step
 	disconnects  atomic.Int64
+	firstConnErr atomic.Value // error: the first failed connection
 
 	dialers map[string]*websocket.Dialer
 	dmu     sync.Mutex
@@ -296,7 +297,9 @@ func (r *runner) openConns(ctx context.Context, n, total, offset int, readBuf in
 					}
 				}
 				if err != nil {
-					failed.Add(1)
+					if failed.Add(1) == 1 {
+						r.firstConnErr.Store(fmt.Errorf("connection %d to %s: %w", offset+i, u, err))
+					}
 					if !keepGoing {
 						errOnce.Do(func() { first = fmt.Errorf("connection %d to %s: %w", offset+i, u, err); cancel() })
 					}

@@ -488,7 +488,7 @@ func (r *runner) idle(ctx context.Context, emit func(Result)) error {
 		res.Warnings = append(res.Warnings, "no --server-pid: memory per connection unknown")
 	}
 	if failed > 0 {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections failed", failed))
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections failed, the first with: %v", failed, r.firstConnErr.Load()))
 	}
 	emit(res)
 	return nil
@@ -516,7 +516,7 @@ func (r *runner) connect(ctx context.Context, emit func(Result)) error {
 	res.setLatency(snap)
 	r.cpu(&res, srv0, srv1, srvOK, tool1-tool0, window)
 	if failed > 0 {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections failed", failed))
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections failed, the first with: %v", failed, r.firstConnErr.Load()))
 	}
 	closeConns(conns)
 	emit(res)
