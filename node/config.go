@@ -41,6 +41,9 @@ type Config struct {
 	AuthJWKSURL    string
 	AuthIssuer     string
 	AuthAudience   string
+	// AccessPolicyFile is a YAML channel access policy (see wsfront.AccessPolicy); empty
+	// allows every channel to everyone.
+	AccessPolicyFile string
 	// AuthExpiry is the lifetime of issued tokens without their own exp; zero value 24 h.
 	AuthExpiry time.Duration
 	// TLSCert and TLSKey (PEM files) make the client listener TLS (wss://); both or neither.

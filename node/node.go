@@ -60,6 +60,13 @@ func New(cfg Config) (*Node, error) {
 	fc.Logger = cfg.Logger.With("component", "wsfront")
 	fc.Metrics = wsfront.NewMetrics(n.reg)
 	n.front = wsfront.New(fc, n.broker, auth)
+	if cfg.AccessPolicyFile != "" {
+		p, err := wsfront.LoadAccessPolicy(cfg.AccessPolicyFile)
+		if err != nil {
+			return nil, fmt.Errorf("access-policy: %w", err)
+		}
+		p.Install(n.front)
+	}
 	if cfg.Demo {
 		InstallDemo(n)
 	}

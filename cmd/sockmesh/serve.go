@@ -50,6 +50,7 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.AuthJWKSURL, "auth-jwks-url", "", "JWKS URL of your auth service (refreshed every 5 min and on an unknown key id)")
 	fs.StringVar(&cfg.AuthIssuer, "auth-issuer", "", "required iss of client tokens (empty: not checked)")
 	fs.StringVar(&cfg.AuthAudience, "auth-audience", "", "required aud of client tokens (empty: not checked)")
+	fs.StringVar(&cfg.AccessPolicyFile, "access-policy", "", "YAML channel access policy (who may subscribe and publish, by channel pattern); empty: all allowed")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
