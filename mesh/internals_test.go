@@ -130,3 +130,38 @@ func TestPeerQueueBounded(t *testing.T) {
 		t.Fatalf("an oversized publication goes alone: batch of %d", len(batch))
 	}
 }
+
+// TestWrongIncarnationAtEndpoint: a different process answering at the peer's endpoint (the
+// peer restarted on the same port) is never taken for the peer: the link is recycled and nothing
+// it sends is used.
+func TestWrongIncarnationAtEndpoint(t *testing.T) {
+	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		Logger: testLogger(), Heartbeat: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	registerTransport()
+	fake := zmq4.NewPub(context.Background())
+	defer closeSocket(fake)
+	if err := fake.Listen("tcp://127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	p := m.newPeer(memberInfo{serfName: "peer-1", logical: "peer", inc: "1", member: Member{Mesh: fake.Addr().String()}})
+	m.mu.Lock()
+	m.peers[p.serfName] = p
+	m.table.AddPeer(p)
+	m.mu.Unlock()
+	go p.supervise()
+	defer p.shutdown()
+	hb, _ := proto.Marshal(&meshpb.Envelope{Origin: "peer-2", Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{}}})
+	waitFor(t, 5*time.Second, "link recycled twice", func() bool {
+		for range 20 {
+			_ = fake.SendMulti(zmq4.NewMsgFrom([]byte(controlTopic), hb))
+		}
+		return p.reconnects.Load() >= 2
+	})
+	if p.linkState() == LinkUp || p.lastHB.Load() != 0 {
+		t.Fatal("messages of another incarnation were used")
+	}
+}

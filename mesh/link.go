@@ -216,7 +216,7 @@ func (p *peer) runLink() error {
 	m.mu.Unlock()
 
 	readerDone := make(chan error, 1)
-	go func() { readerDone <- p.read(sub) }()
+	go func() { readerDone <- p.read(sub, hook) }()
 
 	// Order matters when stopping: close the TCP connection first, so that zmq4's per-connection
 	// reader goroutine hands its error to Recv; wait for our reader to see it; only then close
@@ -251,15 +251,22 @@ func (p *peer) runLink() error {
 	}
 }
 
-// read receives from the SUB socket until an error.
-func (p *peer) read(sub zmq4.Socket) error {
+// read receives from the SUB socket until an error. If handling fails, it closes the connection
+// and keeps draining until zmq4 reports the closed connection, so that zmq4's reader goroutine
+// is never left blocked on its internal channel.
+func (p *peer) read(sub zmq4.Socket, hook *dialHook) error {
 	for {
 		msg, err := recv(sub)
 		if err != nil {
 			return err
 		}
-		if err := p.handle(msg); err != nil {
-			return err
+		if herr := p.handle(msg); herr != nil {
+			hook.close()
+			for {
+				if _, err := recv(sub); err != nil {
+					return herr
+				}
+			}
 		}
 	}
 }
