@@ -384,8 +384,19 @@ func (p *peer) receiveBatch(b *meshpb.Batch) {
 			m.met.unwanted.Inc()
 			continue
 		}
-		m.cfg.Deliver(pub.Channel, pub.Data)
+		p.deliver(pub.Channel, pub.Data)
 	}
+}
+
+// deliver hands one publication to the node; a panic in the node's handler is logged, not
+// allowed to kill the link.
+func (p *peer) deliver(channel string, data []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.m.log.Error("mesh: Deliver panicked", "channel", channel, "peer", p.logical, "panic", r)
+		}
+	}()
+	p.m.cfg.Deliver(channel, data)
 }
 
 // Library guards. Each wraps one zmq4 call that can panic (reference 1.7) with recover(), and
