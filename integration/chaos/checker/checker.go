@@ -597,3 +597,14 @@ func (s *Sub) FirstAfter(t time.Time) (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// SentAt returns when sequence seq was sent (zero if unknown).
+func (p *Pub) SentAt(seq int64) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := sort.Search(len(p.sent), func(i int) bool { return p.sent[i].S >= seq })
+	if i < len(p.sent) && p.sent[i].S == seq {
+		return p.sent[i].At
+	}
+	return time.Time{}
+}
