@@ -44,6 +44,9 @@ type Config struct {
 	// AccessPolicyFile is a YAML channel access policy (see wsfront.AccessPolicy); empty
 	// allows every channel to everyone.
 	AccessPolicyFile string
+	// Hook, when its URL is set, delegates access decisions and unhandled invokes to the
+	// user's backend over HTTP.
+	Hook wsfront.Hook
 	// AuthExpiry is the lifetime of issued tokens without their own exp; zero value 24 h.
 	AuthExpiry time.Duration
 	// TLSCert and TLSKey (PEM files) make the client listener TLS (wss://); both or neither.

@@ -67,6 +67,10 @@ func New(cfg Config) (*Node, error) {
 		}
 		p.Install(n.front)
 	}
+	if cfg.Hook.URL != "" {
+		h := cfg.Hook
+		h.Install(n.front)
+	}
 	if cfg.Demo {
 		InstallDemo(n)
 	}

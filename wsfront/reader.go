@@ -465,6 +465,9 @@ func (s *Socket) event(ctx context.Context, p *Packet) {
 	}
 	h := s.srv.invokes[p.Event]
 	if h == nil {
+		h = s.srv.invokeDefault
+	}
+	if h == nil {
 		m.Events.WithLabelValues("unhandled_invoke").Inc()
 		s.respond(p, nil, NewError("UnhandledEventError", "No handler is registered for the "+p.Event+" event"), "invoke")
 		return

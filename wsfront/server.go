@@ -159,8 +159,10 @@ type Server struct {
 	subscribeMW []SubscribeMiddleware
 	publishMW   []PublishMiddleware
 	invokes     map[string]InvokeHandler
-	transmits   map[string]TransmitHandler
-	onClose     []func(*Socket)
+	// invokeDefault serves invokes without their own handler (nil: UnhandledEventError).
+	invokeDefault InvokeHandler
+	transmits     map[string]TransmitHandler
+	onClose       []func(*Socket)
 
 	mu       sync.Mutex
 	sockets  map[*Socket]struct{}
@@ -217,6 +219,9 @@ func (s *Server) UsePublish(m PublishMiddleware) { s.publishMW = append(s.publis
 
 // HandleInvoke registers the handler of a client invoke event.
 func (s *Server) HandleInvoke(event string, h InvokeHandler) { s.invokes[event] = h }
+
+// HandleInvokeDefault registers the handler of invoke events no other handler serves.
+func (s *Server) HandleInvokeDefault(h InvokeHandler) { s.invokeDefault = h }
 
 // HandleTransmit registers the handler of a client transmit event.
 func (s *Server) HandleTransmit(event string, h TransmitHandler) { s.transmits[event] = h }

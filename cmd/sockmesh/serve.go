@@ -51,6 +51,10 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.AuthIssuer, "auth-issuer", "", "required iss of client tokens (empty: not checked)")
 	fs.StringVar(&cfg.AuthAudience, "auth-audience", "", "required aud of client tokens (empty: not checked)")
 	fs.StringVar(&cfg.AccessPolicyFile, "access-policy", "", "YAML channel access policy (who may subscribe and publish, by channel pattern); empty: all allowed")
+	fs.StringVar(&cfg.Hook.URL, "hook-url", "", "your backend's decision endpoint (POST JSON) for handshake/subscribe/publish/invoke; empty: none")
+	hookActions := fs.String("hook-actions", "handshake,subscribe", "what the hook decides: any of handshake, subscribe, publish, invoke")
+	fs.DurationVar(&cfg.Hook.Timeout, "hook-timeout", 2*time.Second, "timeout of one hook call")
+	fs.BoolVar(&cfg.Hook.FailOpen, "hook-fail-open", false, "allow when the hook is unreachable or fails (default: deny with HookUnavailableError)")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
@@ -67,6 +71,15 @@ func runServe(args []string) error {
 	}
 	cfg.Front.MaxPayload = int64(maxPayload)
 	cfg.Front.SendQueueBytes = int(sendQueue)
+	for _, a := range strings.Split(*hookActions, ",") {
+		switch a = strings.TrimSpace(a); a {
+		case "handshake", "subscribe", "publish", "invoke":
+			cfg.Hook.Actions = append(cfg.Hook.Actions, a)
+		case "":
+		default:
+			return fmt.Errorf("hook-actions: %q is not handshake, subscribe, publish or invoke", a)
+		}
+	}
 	for _, k := range strings.Split(*pubKeys, ",") {
 		if k = strings.TrimSpace(k); k != "" {
 			cfg.AuthPublicKeys = append(cfg.AuthPublicKeys, k)
