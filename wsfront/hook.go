@@ -51,11 +51,14 @@ type HookSocket struct {
 }
 
 // HookResponse is the backend's answer: allow, or an error the client sees; for publish,
-// data replaces the published data; for invoke, data is the answer.
+// data replaces the published data; for invoke, data is the answer, and SetAuthClaims (when
+// present) logs the socket in: the node signs a token with these claims and sends it with
+// #setAuthToken after the answer — this is how login is delegated to the backend.
 type HookResponse struct {
-	Allow bool            `json:"allow"`
-	Error *Error          `json:"error,omitempty"`
-	Data  json.RawMessage `json:"data,omitempty"`
+	Allow         bool            `json:"allow"`
+	Error         *Error          `json:"error,omitempty"`
+	Data          json.RawMessage `json:"data,omitempty"`
+	SetAuthClaims Claims          `json:"set_auth_claims,omitempty"`
 }
 
 // UnmarshalJSON reads the wire form of an error object back into an Error.
@@ -182,6 +185,13 @@ func (h *Hook) Install(srv *Server) {
 					return nil, NewError("UnhandledEventError", "No handler is registered for the "+inv.Event+" event")
 				}
 				return nil, err
+			}
+			if resp.SetAuthClaims != nil {
+				inv.AfterReply(func() {
+					if err := inv.Socket.SetAuthToken(resp.SetAuthClaims, 0); err != nil {
+						srv.cfg.Logger.Warn("hook login: cannot issue a token", "err", err)
+					}
+				})
 			}
 			return resp.Data, nil
 		})

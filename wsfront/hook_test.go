@@ -28,6 +28,8 @@ func TestHookDecides(t *testing.T) {
 			resp.Error = NewError("NotYoursError", "channel "+req.Channel+" belongs to someone else")
 		case req.Action == "publish":
 			resp.Allow, resp.Data = true, json.RawMessage(`{"censored":`+string(req.Data)+`}`)
+		case req.Action == "invoke" && req.Event == "login":
+			resp.Allow, resp.Data, resp.SetAuthClaims = true, json.RawMessage(`"welcome"`), Claims{"sub": "from-backend"}
 		case req.Action == "invoke" && req.Event == "price":
 			resp.Allow, resp.Data = true, json.RawMessage(`{"usd":42}`)
 		}
@@ -50,6 +52,12 @@ func TestHookDecides(t *testing.T) {
 	c.expect(`{"rid":5}`)
 	c.send(`{"event":"price","cid":6}`)
 	c.expect(`{"rid":6,"data":{"usd":42}}`)
+	c.send(`{"event":"login","cid":8}`)
+	c.expect(`{"rid":8,"data":"welcome"}`)
+	c.expect(`{"event":"#setAuthToken","data":{"token":"`)
+	if cl := srv.Sockets()[0].Claims(); cl["sub"] != "from-backend" {
+		t.Fatalf("socket claims after hook login: %v", cl)
+	}
 	c.send(`{"event":"nobody","cid":7}`)
 	c.expect(`"rid":7,"error":{"message":"No handler is registered for the nobody event","name":"UnhandledEventError"}`)
 }
