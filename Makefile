@@ -9,8 +9,10 @@ export SOCKMESH_BIN := $(BIN)
 
 all: build
 
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null)$(shell git diff --quiet 2>/dev/null || echo -modified)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/sockmesh
+	$(GO) build -ldflags "-X main.revision=$(REVISION)" -o $(BIN) ./cmd/sockmesh
 
 run: build
 	./scripts/run-cluster.sh

@@ -58,6 +58,8 @@ func runServe(args []string) error {
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration (flags, environment, file) as YAML and exit")
+	version := fs.Bool("version", false, "print the version and build information and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -68,6 +70,13 @@ func runServe(args []string) error {
 	}
 	if err := applyEnvAndConfig(fs, *configPath); err != nil {
 		return err
+	}
+	if *version {
+		fmt.Println(versionString())
+		return nil
+	}
+	if *printConfig {
+		return printEffective(os.Stdout, fs)
 	}
 	cfg.Front.MaxPayload = int64(maxPayload)
 	cfg.Front.SendQueueBytes = int(sendQueue)
