@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin/sockmesh
 export SOCKMESH_BIN := $(BIN)
 
-.PHONY: all build run test vet unit fuzz integration conformance bench-go proto lint clean
+.PHONY: all build run test vet unit fuzz integration conformance bench bench-go proto lint clean
 
 all: build
 
@@ -37,6 +37,11 @@ integration: build
 
 conformance: build
 	cd integration/jsclient && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+# Load tests with `sockmesh bench` against one node, a 3-node cluster and socketcluster-server 20;
+# writes docs/benchmarks.md. QUICK=1 for a one-minute smoke run.
+bench: build
+	./scripts/bench.sh
 
 bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem ./node/ ./wsfront/ ./mesh/
