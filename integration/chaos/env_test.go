@@ -107,6 +107,25 @@ func startLoopbackCluster(t *testing.T, size int, extra ...string) *cluster {
 	return c
 }
 
+// rejoinArgs makes n join through every other node's gossip address on its next start (a
+// restarted seed must find the cluster that carried on without it).
+func (c *cluster) rejoinArgs(n *harness.Node) {
+	var args, seeds []string
+	for i := 0; i < len(n.Args); i++ {
+		if n.Args[i] == "--join" {
+			i++
+			continue
+		}
+		args = append(args, n.Args[i])
+	}
+	for _, o := range c.nodes {
+		if o != n {
+			seeds = append(seeds, o.GossipAddr)
+		}
+	}
+	n.Args = append(args, "--join", strings.Join(seeds, ","))
+}
+
 // convergedErr reports why the nodes named are not one converged cluster of exactly them.
 func (c *cluster) convergedErr(names ...string) error {
 	for _, name := range names {

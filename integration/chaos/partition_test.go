@@ -189,7 +189,7 @@ func partitionPhase(t *testing.T, c *cluster, nw *netns.Net, a, b []int, oneWay 
 		end := l.stopPublishing()
 		l.waitDelivered(end, DeliverTailBound)
 		tr.finish(c.nodes)
-		sc.account(l, end, tr)
+		sc.accountKnown(l, end, tr, BugLossToFailedPeerUncounted)
 	})
 }
 

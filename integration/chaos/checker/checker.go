@@ -608,3 +608,19 @@ func (p *Pub) SentAt(seq int64) time.Time {
 	}
 	return time.Time{}
 }
+
+// FirstAwayAfter returns when the first delivery of a publication sent after t arrived while
+// the subscriber was connected to a node other than `away`.
+func (s *Sub) FirstAwayAfter(t time.Time, away string) (time.Time, bool) {
+	s.mu.Lock()
+	got := append([]Delivery(nil), s.got...)
+	s.mu.Unlock()
+	for _, d := range got {
+		if d.Bad == "" && d.M.T > t.UnixNano() {
+			if n := s.Conns.NodeAt(d.At); n != "" && n != away {
+				return d.At, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
