@@ -32,8 +32,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./wsfront
 
+# Multi-process tests of the real binary (the chaos suite has its own target: make chaos).
 integration: build
-	$(GO) test -count=1 -timeout 600s ./integration/...
+	$(GO) test -count=1 -timeout 600s ./integration/ ./integration/harness/...
 
 conformance: build
 	cd integration/jsclient && npm ci --no-audit --no-fund --loglevel=error && npm test

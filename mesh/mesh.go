@@ -27,14 +27,16 @@ import (
 // Mesh is one node's view of the cluster: membership, the PUB socket, the links from every
 // peer, and the interest table. All methods are safe for concurrent use.
 type Mesh struct {
-	cfg      Config
-	log      *slog.Logger
-	met      *metrics
-	self     string // serf name: logical name + "-" + incarnation
-	inc      string
-	start    int64
-	mailbox  string // our mailbox topic
-	mailboxB []byte
+	cfg Config
+	// newerSeen: newer incarnations of our name and since when they are alive (controlLoop only).
+	newerSeen map[string]time.Time
+	log       *slog.Logger
+	met       *metrics
+	self      string // serf name: logical name + "-" + incarnation
+	inc       string
+	start     int64
+	mailbox   string // our mailbox topic
+	mailboxB  []byte
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -139,6 +141,13 @@ func (m *Mesh) Start(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
+			if errors.Is(err, ErrNameTaken) && m.serf != nil {
+				// Leave rather than vanish, so the others drop this refused incarnation at
+				// once instead of preferring it (it is newer) until failure detection.
+				lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_ = m.Leave(lctx)
+				cancel()
+			}
 			m.Close()
 		}
 	}()
@@ -349,19 +358,38 @@ func (p *peer) syncByteMetric() {
 	}
 }
 
-// checkSuperseded reports, once, a newer alive incarnation of our own logical name.
+// supersedeGrace is how long a newer incarnation of our own name must stay alive before this
+// node yields to it. A duplicate started by mistake refuses itself (ErrNameTaken) and leaves
+// within a fraction of this; a legitimate successor (this node was frozen or cut off and was
+// replaced) stays.
+const supersedeGrace = 5 * time.Second
+
+// checkSuperseded reports, once, a newer incarnation of our own logical name that has been
+// alive for supersedeGrace. Called only from controlLoop, which owns newerSeen.
 func (m *Mesh) checkSuperseded() {
 	if m.serf == nil || len(m.fatal) > 0 {
 		return
 	}
-	for _, mi := range m.members() {
-		if mi.logical == m.cfg.Name && mi.serfName != m.self && mi.status == serf.StatusAlive && mi.start > m.start {
+	now := time.Now()
+	seen := map[string]time.Time{}
+	for _, sm := range m.serf.Members() {
+		mi, ok := infoOf(sm)
+		if !ok || mi.logical != m.cfg.Name || mi.serfName == m.self || mi.status != serf.StatusAlive || mi.start <= m.start {
+			continue
+		}
+		since, known := m.newerSeen[mi.serfName]
+		if !known {
+			since = now
+		}
+		seen[mi.serfName] = since
+		if now.Sub(since) >= supersedeGrace {
 			select {
-			case m.fatal <- fmt.Errorf("mesh: superseded by a newer incarnation of %q (%s)", m.cfg.Name, mi.inc):
+			case m.fatal <- fmt.Errorf("mesh: superseded by a newer incarnation of %q (%s), alive for %s", m.cfg.Name, mi.inc, now.Sub(since).Round(time.Millisecond)):
 			default:
 			}
 		}
 	}
+	m.newerSeen = seen
 }
 
 // sendDelta announces a local interest change on the control topic. m.mu held.
