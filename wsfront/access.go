@@ -116,7 +116,13 @@ func globToRegexp(s string) string {
 
 // decide returns nil when the socket may do action ("subscribe" or "publish") on channel.
 func (p *AccessPolicy) decide(s *Socket, channel, action string) error {
-	claims := s.Claims()
+	return p.Allowed(s.Claims(), channel, action)
+}
+
+// Allowed decides for an actor that is not a socket (the node's HTTP API, say): claims nil
+// means unauthenticated. It returns nil when the actor may do action ("subscribe" or
+// "publish") on channel, or the error a client would get.
+func (p *AccessPolicy) Allowed(claims Claims, channel, action string) error {
 	verb, errName := "Subscription to", "SubscribeForbiddenError"
 	if action == "publish" {
 		verb, errName = "Publishing to", "PublishForbiddenError"
