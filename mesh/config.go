@@ -74,8 +74,26 @@ type Config struct {
 	// MembershipCoalesce is how long membership changes are gathered before links change. Zero
 	// means 50 ms.
 	MembershipCoalesce time.Duration
-	// SecretKey, if set (16, 24 or 32 bytes), encrypts gossip (memberlist AES-GCM).
-	SecretKey []byte
+
+	// ClusterKey closes the mesh. It must be exactly 32 random bytes (ClusterKeyLen), the same
+	// on every node; generate one with `head -c 32 /dev/urandom | base64`. From it two keys are
+	// derived with HKDF-SHA256 under distinct labels:
+	//   - a 32-byte memberlist SecretKey, so all gossip is encrypted and authenticated (AES-GCM)
+	//     and a node without the key, or with another key, cannot join or read membership;
+	//   - per-sender AES-256-GCM keys that seal every ZeroMQ envelope (publication batches,
+	//     heartbeats, interest deltas, snapshot requests and answers: everything after the
+	//     topic frame), with the topic frame as associated data and a strictly increasing
+	//     counter as nonce. An envelope that fails to open (no key, wrong key, tampered, moved
+	//     to another topic, replayed) is dropped and counted in
+	//     sockmesh_mesh_rejected_envelopes_total{peer,reason}.
+	// Topic frames stay in clear (they carry only the receiver's Serf name, never a channel).
+	//
+	// Empty (nil) means an OPEN mesh: gossip and mesh traffic are neither encrypted nor
+	// authenticated, and anyone who can reach the gossip and mesh ports can join, read every
+	// publication and inject publications and interest. Use it only on a trusted network
+	// (loopback, a private VLAN, WireGuard). All nodes of a cluster must agree: keyed and open
+	// nodes cannot gossip with each other. Changing the key means restarting the whole cluster.
+	ClusterKey []byte
 }
 
 // ErrNameTaken is returned by Start when a different live process holds the logical name.
@@ -93,6 +111,14 @@ func (c *Config) withDefaults() (Config, error) {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return cfg, fmt.Errorf("mesh: bad address %q: %w", a, err)
 		}
+	}
+	if err := validateClusterKey(cfg.ClusterKey); err != nil {
+		return cfg, err
+	}
+	if len(cfg.ClusterKey) == 0 {
+		cfg.ClusterKey = nil
+	} else {
+		cfg.ClusterKey = append([]byte(nil), cfg.ClusterKey...) // not shared with the caller
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -54,6 +55,8 @@ type peer struct {
 
 	// epoch identifies our send state for this peer (see meshpb.Batch.epoch); never 0.
 	epoch uint64
+	// opener opens the envelopes this peer seals (closed mesh only; nil when open).
+	opener cipher.AEAD
 	// Receive side: the sender's epoch and the next sequence we expect from it; only touched
 	// by the reader goroutine, and saved in the mesh's memo when the peer is removed.
 	recv recvState
@@ -64,6 +67,7 @@ type peer struct {
 
 	rxWire, rxPayload             atomic.Uint64
 	sent, received, gaps, dropped atomic.Uint64
+	rejected                      atomic.Uint64 // envelopes dropped (see reject)
 	reconnects                    atomic.Uint64
 	rxReported                    uint64 // guarded by m.mu
 
@@ -97,8 +101,26 @@ func (m *Mesh) newPeer(mi memberInfo) *peer {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	if m.cfg.ClusterKey != nil {
+		var err error
+		if p.opener, err = envelopeAEAD(m.cfg.ClusterKey, mi.serfName); err != nil {
+			panic(fmt.Sprintf("mesh: envelope key: %v", err)) // cannot fail for a 32-byte key
+		}
+	}
 	p.setLink(LinkConnecting)
 	return p
+}
+
+// reject drops an envelope from p: counted per reason; logged once per peer as a warning
+// (a misconfigured or hostile sender), then at debug level.
+func (p *peer) reject(reason string, err error) {
+	if p.rejected.Add(1) == 1 {
+		p.m.log.Warn("mesh: envelope rejected (further rejections from this peer are logged at debug level)",
+			"peer", p.logical, "incarnation", p.inc, "reason", reason, "err", err)
+	} else {
+		p.m.log.Debug("mesh: envelope rejected", "peer", p.logical, "reason", reason, "err", err)
+	}
+	p.m.met.rejected.WithLabelValues(p.logical, reason).Inc()
 }
 
 func (p *peer) setLink(s string) {
@@ -281,12 +303,29 @@ func (p *peer) handle(msg zmq4.Msg) error {
 	if !toMe && string(topic) != controlTopic {
 		return nil
 	}
+	if p.opener != nil {
+		plain, counter, reason := openEnvelope(p.opener, topic, payload)
+		if reason != "" {
+			p.reject(reason, errOpen)
+			return nil
+		}
+		if counter <= p.recv.counter {
+			p.reject(rejectReplay, fmt.Errorf("mesh: counter %d not above %d", counter, p.recv.counter))
+			return nil
+		}
+		p.recv.counter = counter
+		payload = plain
+	} else if len(payload) > 0 && payload[0] == sealVersion {
+		p.reject(rejectSealed, errors.New("mesh: the peer seals envelopes (it has a cluster key, this node has none)"))
+		return nil
+	}
 	var env meshpb.Envelope
 	if err := proto.Unmarshal(payload, &env); err != nil {
-		m.log.Warn("mesh: bad envelope", "peer", p.logical, "err", err)
+		p.reject(rejectDecode, err)
 		return nil
 	}
 	if env.Origin != p.serfName {
+		p.reject(rejectOrigin, fmt.Errorf("%w: %q", errWrongPeer, env.Origin))
 		return fmt.Errorf("%w: %q", errWrongPeer, env.Origin)
 	}
 	if toMe && env.Target != m.self {
@@ -353,13 +392,16 @@ func (m *Mesh) requestSnapshot(p *peer) {
 type recvState struct {
 	epoch  uint64
 	expect uint64
+	// counter is the last seal counter accepted from the sender (closed mesh): anything not
+	// above it is a replay.
+	counter uint64
 }
 
 func (p *peer) receiveBatch(b *meshpb.Batch) {
 	m := p.m
 	if b.Epoch != p.recv.epoch {
 		// The sender started a new send state for us: its sequence restarts at 1.
-		p.recv = recvState{epoch: b.Epoch, expect: 1}
+		p.recv.epoch, p.recv.expect = b.Epoch, 1
 	}
 	seq := b.FirstSeq
 	for _, pub := range b.Publications {

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -44,7 +45,14 @@ type Mesh struct {
 
 	pub    zmq4.Socket
 	meshEP string // advertised host:port of the PUB socket
-	serf   *serf.Serf
+
+	serf *serf.Serf
+
+	// Closed mesh (cfg.ClusterKey set): sealer seals what we send; sealCounter is its nonce
+	// counter; sealMu orders sealing and handing to the PUB socket (see sendEnvelope).
+	sealer      cipher.AEAD
+	sealMu      sync.Mutex
+	sealCounter uint64
 
 	// mu guards the interest table and the peer map, and orders control messages on the wire.
 	mu      sync.RWMutex
@@ -106,6 +114,11 @@ func New(cfg Config) (*Mesh, error) {
 		memberCh: make(chan struct{}, 1),
 		recvMemo: make(map[string]recvState),
 		fatal:    make(chan error, 1),
+	}
+	if c.ClusterKey != nil {
+		if m.sealer, err = envelopeAEAD(c.ClusterKey, self); err != nil {
+			return nil, fmt.Errorf("mesh: envelope key: %w", err)
+		}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
@@ -238,8 +251,14 @@ func (m *Mesh) startSerf(adv string) error {
 	sc.MemberlistConfig.BindPort = port
 	sc.MemberlistConfig.AdvertiseAddr = adv
 	sc.MemberlistConfig.AdvertisePort = port
-	if len(m.cfg.SecretKey) > 0 {
-		sc.MemberlistConfig.SecretKey = m.cfg.SecretKey
+	if m.cfg.ClusterKey != nil {
+		gk, err := deriveGossipKey(m.cfg.ClusterKey)
+		if err != nil {
+			return fmt.Errorf("mesh: gossip key: %w", err)
+		}
+		sc.MemberlistConfig.SecretKey = gk
+		sc.MemberlistConfig.GossipVerifyIncoming = true
+		sc.MemberlistConfig.GossipVerifyOutgoing = true
 	}
 	sc.Logger = newStdLogger(m.cfg.Logger, "serf", slog.LevelInfo)
 	sc.MemberlistConfig.Logger = newStdLogger(m.cfg.Logger, "memberlist", slog.LevelInfo)

@@ -350,9 +350,9 @@ func TestConcurrentAPI(t *testing.T) {
 func TestWrongGossipKeyCannotJoin(t *testing.T) {
 	keyA := []byte("0123456789abcdef0123456789abcdef")
 	keyB := []byte("fedcba9876543210fedcba9876543210")
-	n1 := startMesh(t, "n1", nil, func(c *Config) { c.SecretKey = keyA })
-	n2 := startMesh(t, "n2", []string{n1.GossipEndpoint()}, func(c *Config) { c.SecretKey = keyB })
-	n3 := startMesh(t, "n3", []string{n1.GossipEndpoint()}, func(c *Config) { c.SecretKey = keyA })
+	n1 := startMesh(t, "n1", nil, func(c *Config) { c.ClusterKey = keyA })
+	n2 := startMesh(t, "n2", []string{n1.GossipEndpoint()}, func(c *Config) { c.ClusterKey = keyB })
+	n3 := startMesh(t, "n3", []string{n1.GossipEndpoint()}, func(c *Config) { c.ClusterKey = keyA })
 	waitFor(t, 5*time.Second, "n3 (same key) linked", func() bool { return n3.Ready() && len(n1.Status().Peers) == 1 })
 	if n2.Ready() || len(n2.Status().Peers) != 0 {
 		t.Fatal("n2 with the wrong key joined")

@@ -16,6 +16,7 @@ type metrics struct {
 	rxBytes   *prometheus.CounterVec // bytes read from a peer's PUB socket (wire, all topics)
 	linkUp    *prometheus.GaugeVec   // 1 while the link from a peer is up
 	reconnect *prometheus.CounterVec // subscribe-socket recreations per peer
+	rejected  *prometheus.CounterVec // envelopes dropped per peer and reason (labels peer, reason)
 	unwanted  prometheus.Counter     // received publications for channels not wanted here
 	stalled   prometheus.Counter     // PUB connections closed by the stall watchdog
 	hsTimeout prometheus.Counter     // connections closed by the handshake deadline
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sockmesh_mesh_link_reconnects_total",
 			Help: "Times the subscribe socket to a peer was recreated after an error or silence.",
 		}, peer),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_rejected_envelopes_total",
+			Help: "Envelopes from a peer's link dropped: reason unsealed, auth, replay (closed mesh), sealed (peer has a cluster key, this node none), decode, origin.",
+		}, []string{"peer", "reason"}),
 		unwanted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_unwanted_messages_total",
 			Help: "Publications received for channels this node does not want (discarded).",
@@ -78,6 +83,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rxBytes = register(reg, m.rxBytes)
 		m.linkUp = register(reg, m.linkUp)
 		m.reconnect = register(reg, m.reconnect)
+		m.rejected = register(reg, m.rejected)
 		m.unwanted = register(reg, m.unwanted)
 		m.stalled = register(reg, m.stalled)
 		m.hsTimeout = register(reg, m.hsTimeout)

@@ -122,8 +122,8 @@ func (m *Mesh) flusher() {
 					first := p.sendSeq
 					p.sendSeq += uint64(len(batch) - 1)
 					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.epoch, first, batch)
-					// The PUB keeps the frames until written: hand it its own copy.
-					if m.pubSend(p.mailboxB, append([]byte(nil), enc...)) {
+					// enc is reused: sendEnvelope hands the PUB its own (sealed or copied) frame.
+					if m.sendEnvelope(p.mailboxB, enc, false) {
 						p.sent.Add(uint64(len(batch)))
 						p.sentC.Add(float64(len(batch)))
 					}
@@ -195,7 +195,7 @@ func (m *Mesh) sendControl(topic []byte, env *meshpb.Envelope) {
 		m.log.Error("mesh: encode control message", "err", err)
 		return
 	}
-	m.pubSend(topic, b)
+	m.sendEnvelope(topic, b, true)
 }
 
 // pubSend hands a message to the PUB socket. It is the only caller of SendMulti and guards the

@@ -45,6 +45,9 @@ type PeerStatus struct {
 	ReceivedBytes        uint64 `json:"received_bytes"`
 	ReceivedPayloadBytes uint64 `json:"received_payload_bytes"`
 	Reconnects           uint64 `json:"reconnects"`
+	// Rejected counts envelopes from the peer's link that were dropped: failed to open (closed
+	// mesh), replayed, undecodable or from another incarnation.
+	Rejected uint64 `json:"rejected"`
 }
 
 // Status returns a snapshot of membership and links.
@@ -82,6 +85,7 @@ func (m *Mesh) Status() Status {
 			ReceivedBytes:        p.rxWire.Load(),
 			ReceivedPayloadBytes: p.rxPayload.Load(),
 			Reconnects:           p.reconnects.Load(),
+			Rejected:             p.rejected.Load(),
 		}
 		if hb := p.lastHB.Load(); hb != 0 {
 			ps.LastHeartbeat = time.Unix(0, hb)
