@@ -115,7 +115,11 @@ func partitionPhase(t *testing.T, c *cluster, nw *netns.Net, a, b []int, oneWay 
 		}
 		if perr == nil {
 			perr = harness.Poll(PartitionProofBound, func() error {
-				for _, i := range append(append([]int{}, a...), b...) {
+				droppers := append(append([]int{}, a...), b...)
+				if oneWay { // A's packets die in A's OUTPUT chain; B's INPUT rules never see them
+					droppers = a
+				}
+				for _, i := range droppers {
 					if d, err := nw.Dropped(i); err != nil || d == 0 {
 						return fmt.Errorf("%s: no packet dropped yet (%v)", nw.NS[i], err)
 					}
