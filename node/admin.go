@@ -40,6 +40,7 @@ func (n *Node) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(n.Cluster())
 	})
+	n.api.registerLocal(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	return mux
 }

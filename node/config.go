@@ -55,6 +55,16 @@ type Config struct {
 	Front wsfront.Config
 	// DrainDuration spreads client closes over this long on Shutdown; zero value 10 s.
 	DrainDuration time.Duration
+	// APIAddr is the listener of the HTTP API (/api/...); empty: no API.
+	APIAddr string
+	// APIKey guards the API (header "Authorization: apikey <key>" or "X-API-Key"); required
+	// with APIAddr. Nodes answer each other's cluster-wide API calls (kick, disconnect,
+	// channels) on their admin listener under /local/, with the same key: every node of a
+	// cluster that serves the API shares it.
+	APIKey string
+	// APIEnforcePolicy checks API publications against the access policy's publish rules
+	// as an unauthenticated client; off, the API is trusted like Node.Publish.
+	APIEnforcePolicy bool
 	// Demo installs the demo application (not for production).
 	Demo bool
 	// Logger receives the node's logs; nil discards them.
@@ -100,6 +110,14 @@ func (c *Config) setDefaults() error {
 	for _, j := range c.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			errs = append(errs, fmt.Errorf("join: %q is not host:port: %w", j, err))
+		}
+	}
+	if c.APIAddr != "" {
+		if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
+			errs = append(errs, fmt.Errorf("api-addr: %q is not host:port: %w", c.APIAddr, err))
+		}
+		if c.APIKey == "" {
+			errs = append(errs, errors.New("api-addr needs api-key: the HTTP API is never served without a key"))
 		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {

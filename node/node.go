@@ -24,12 +24,16 @@ type Node struct {
 	front  *wsfront.Server
 	broker *Broker
 	mesh   *mesh.Mesh
+	api    *api
+	policy *wsfront.AccessPolicy
 
 	mu        sync.Mutex
 	wsLn      net.Listener
 	adminLn   net.Listener
 	wsSrv     *http.Server
 	adminSrv  *http.Server
+	apiLn     net.Listener
+	apiSrv    *http.Server
 	started   bool
 	tls       bool
 	stopped   bool
@@ -66,6 +70,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("access-policy: %w", err)
 		}
 		p.Install(n.front)
+		n.policy = p
 	}
 	if cfg.Hook.URL != "" {
 		h := cfg.Hook
@@ -74,6 +79,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Demo {
 		InstallDemo(n)
 	}
+	n.api = newAPI(n)
 	return n, nil
 }
 
@@ -129,7 +135,16 @@ func (n *Node) Start(ctx context.Context) error {
 		wsLn.Close()
 		return fmt.Errorf("admin-addr: %w", err)
 	}
-	n.wsLn, n.adminLn = wsLn, adminLn
+	var apiLn net.Listener
+	if n.cfg.APIAddr != "" {
+		apiLn, err = lc.Listen(ctx, "tcp", n.cfg.APIAddr)
+		if err != nil {
+			wsLn.Close()
+			adminLn.Close()
+			return fmt.Errorf("api-addr: %w", err)
+		}
+	}
+	n.wsLn, n.adminLn, n.apiLn = wsLn, adminLn, apiLn
 	// The mesh starts before clients are served, so that the first subscription's interest
 	// and the first publication already have somewhere to go.
 	m, err := mesh.New(mesh.Config{
@@ -148,6 +163,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		wsLn.Close()
 		adminLn.Close()
+		if apiLn != nil {
+			apiLn.Close()
+		}
 		return err // mesh errors already say "mesh: ..."
 	}
 	n.mesh = m
@@ -157,8 +175,13 @@ func (n *Node) Start(ctx context.Context) error {
 	n.serveDone.Add(2)
 	go func() { defer n.serveDone.Done(); _ = n.wsSrv.Serve(wsLn) }()
 	go func() { defer n.serveDone.Done(); _ = n.adminSrv.Serve(adminLn) }()
+	if apiLn != nil {
+		n.apiSrv = &http.Server{Handler: n.api.handler(), ReadHeaderTimeout: 10 * time.Second}
+		n.serveDone.Add(1)
+		go func() { defer n.serveDone.Done(); _ = n.apiSrv.Serve(apiLn) }()
+	}
 	n.started = true
-	n.cfg.Logger.Info("node started", "name", n.cfg.Name, "ws", n.WSURL(), "admin", n.AdminURL())
+	n.cfg.Logger.Info("node started", "name", n.cfg.Name, "ws", n.WSURL(), "admin", n.AdminURL(), "api", n.APIURL())
 	return nil
 }
 
@@ -187,6 +210,14 @@ func (n *Node) AdminURL() string {
 	return "http://" + n.cfg.advertised(n.listenAddr(n.adminLn, n.cfg.AdminAddr))
 }
 
+// APIURL is the base URL of the HTTP API, or "" when it is off.
+func (n *Node) APIURL() string {
+	if n.cfg.APIAddr == "" {
+		return ""
+	}
+	return "http://" + n.cfg.advertised(n.listenAddr(n.apiLn, n.cfg.APIAddr))
+}
+
 func (n *Node) listenAddr(ln net.Listener, configured string) string {
 	if ln != nil {
 		return ln.Addr().String()
@@ -210,6 +241,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		spread = max(0, time.Until(dl)-time.Second)
 	}
 	_ = n.wsSrv.Close() // stop accepting; hijacked WebSocket connections are not affected
+	if n.apiSrv != nil {
+		_ = n.apiSrv.Close() // a draining node takes no more API calls
+	}
 	err := n.front.Shutdown(ctx, wsfront.CloseServerPingTimeout, "node draining", spread)
 	// Leave the cluster only after the clients are gone, so that their last publications
 	// still reach the peers; then stop the mesh and the operator endpoints.
