@@ -61,9 +61,6 @@ func (s *Socket) cleanup(cancel context.CancelFunc) {
 		s.srv.broker.Unsubscribe(s, ch)
 	}
 	_ = s.ws.NetConn().Close()
-	if s.stopped.CompareAndSwap(false, true) {
-		close(s.stop)
-	}
 	close(s.dead)
 	s.srv.removeSocket(s)
 }

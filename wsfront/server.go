@@ -169,9 +169,12 @@ type Server struct {
 	draining bool
 	empty    chan struct{} // closed when the last socket is gone during a drain
 	admit    *admission
-	wg       sync.WaitGroup
-	idSeq    atomic.Uint64
-	idPrefix string
+	// stopSweep ends the sweeper (closed by Shutdown or Close).
+	stopSweep chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
+	idSeq     atomic.Uint64
+	idPrefix  string
 }
 
 // New returns a front that hands channel work to broker. auth may be nil, in which case
@@ -190,12 +193,17 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		idPrefix:  base64.RawURLEncoding.EncodeToString(pfx[:]),
 		empty:     make(chan struct{}),
 		admit:     newAdmission(cfg.Limits),
+		stopSweep: make(chan struct{}),
 	}
+	s.wg.Add(1)
+	go s.sweeper()
 	s.up = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
 		// Origins are checked before the upgrader runs (to answer with the reason).
 		CheckOrigin: func(*http.Request) bool { return true },
+		// Write buffers are held only while writing, not for a connection's lifetime.
+		WriteBufferPool: &sync.Pool{},
 		// The client offers permessage-deflate; the real server declines it, and so do we.
 		EnableCompression: false,
 	}
@@ -277,10 +285,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sockets[sock] = struct{}{}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	s.mu.Unlock()
 	s.cfg.Metrics.Connections.Inc()
-	go sock.writeLoop()
 	go sock.readLoop()
 }
 
@@ -306,6 +313,38 @@ func (s *Server) removeSocket(sock *Socket) {
 		f(sock)
 	}
 }
+
+// sweeper is the one goroutine that keeps time for every socket: handshake timeouts, pong
+// timeouts and pings. A connection therefore needs no timer or ticker of its own.
+func (s *Server) sweeper() {
+	defer s.wg.Done()
+	tick := min(s.cfg.PingInterval, s.cfg.HandshakeTimeout, s.cfg.PingTimeout) / 4
+	tick = max(tick, 10*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var socks []*Socket
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			socks = socks[:0]
+			for k := range s.sockets {
+				socks = append(socks, k)
+			}
+			s.mu.Unlock()
+			for _, sk := range socks {
+				sk.sweep(now)
+			}
+			clear(socks)
+		}
+	}
+}
+
+// Close stops the server's own goroutine after a Shutdown, or for a server that served
+// through another listener's lifetime (tests). Open sockets are not touched.
+func (s *Server) Close() { s.stopOnce.Do(func() { close(s.stopSweep) }) }
 
 // closeEmpty closes s.empty once; s.mu held.
 func (s *Server) closeEmpty() {
@@ -362,13 +401,30 @@ func (s *Server) Shutdown(ctx context.Context, code int, reason string, spread t
 			t.Stop()
 		}
 	}
+	// The sweeper goes last: it may still have to time out a socket that ignores its close.
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() {
+		for {
+			s.mu.Lock()
+			n := len(s.sockets)
+			s.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			select {
+			case <-s.empty:
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		s.Close()
+		s.wg.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		for _, sk := range socks {
+		for _, sk := range s.Sockets() {
 			sk.abort()
 		}
 		<-done

@@ -25,7 +25,7 @@ type Socket struct {
 	// pubRate limits this connection's publications (nil: unlimited); reader goroutine only.
 	pubRate *rate.Limiter
 
-	// lastSeen is the unix-nano time of the last inbound frame; the writer closes the
+	// lastSeen is the unix-nano time of the last inbound frame; the sweeper closes the
 	// socket with 4001 when it is older than PingTimeout.
 	lastSeen   atomic.Int64
 	handshaken atomic.Bool
@@ -43,10 +43,15 @@ type Socket struct {
 	calls       map[int64]chan reply
 	cidSeq      int64
 
-	wake    chan struct{} // cap 1: the writer has work
-	stop    chan struct{} // closed when the writer must close the socket
-	dead    chan struct{} // closed when the reader has finished and cleaned up
-	stopped atomic.Bool
+	// writing: a writer goroutine runs (it owns every write to ws meanwhile);
+	// closePending: the close frame is still to be written after the queue.
+	writing      bool
+	closePending bool
+
+	wake chan struct{} // cap 1: wakes a lingering writer
+	dead chan struct{} // closed when the reader has finished and cleaned up
+	// lastPing is when the sweeper last queued a ping (sweeper goroutine only).
+	lastPing time.Time
 }
 
 type reply struct {
@@ -63,10 +68,10 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		born: time.Now(),
 		subs: map[string]struct{}{},
 		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
 		dead: make(chan struct{}),
 	}
 	s.lastSeen.Store(s.born.UnixNano())
+	s.lastPing = s.born
 	if r := srv.cfg.Limits.PublishRate; r > 0 {
 		s.pubRate = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
 	}
@@ -134,11 +139,8 @@ func (s *Socket) enqueue(frame []byte) bool {
 	}
 	s.queue = append(s.queue, frame)
 	s.queued += len(frame)
+	s.kickWriter()
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
 	return true
 }
 
@@ -290,18 +292,14 @@ func (s *Socket) Close(code int, reason string) {
 	}
 	s.closing = true
 	s.closeCode, s.closeReason = code, reason
+	s.closePending = true
+	s.kickWriter()
 	s.mu.Unlock()
-	if s.stopped.CompareAndSwap(false, true) {
-		close(s.stop)
-	}
 }
 
-// abort cuts the connection without a close frame.
+// abort cuts the connection without a close frame; the reader then ends and cleans up.
 func (s *Socket) abort() {
 	_ = s.ws.NetConn().Close()
-	if s.stopped.CompareAndSwap(false, true) {
-		close(s.stop)
-	}
 }
 
 func marshalData(data any) (json.RawMessage, error) {
@@ -315,70 +313,125 @@ func marshalData(data any) (json.RawMessage, error) {
 	}
 }
 
-// writeLoop owns all writes: queued frames (packed into one array frame when several are
-// waiting), pings, and the final close frame. It also enforces the handshake and pong
-// timeouts, so an idle connection costs no goroutine beyond its reader and writer.
-func (s *Socket) writeLoop() {
-	defer s.srv.wg.Done()
-	cfg := &s.srv.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	hs := time.NewTimer(cfg.HandshakeTimeout)
-	defer hs.Stop()
-	var batch []byte
-	var frames [][]byte
-	for {
-		select {
-		case <-s.wake:
-			s.mu.Lock()
-			frames, s.queue = s.queue, frames[:0]
-			s.queued = 0
-			s.mu.Unlock()
-			if err := s.writeFrames(frames, &batch); err != nil {
-				s.abort()
-				<-s.dead
-				return
-			}
-			clear(frames)
-		case <-hs.C:
-			if !s.handshaken.Load() {
-				s.srv.cfg.Metrics.HandshakeFailures.WithLabelValues("timeout").Inc()
-				s.Close(CloseHandshakeTimeout, "")
-			}
-		case now := <-ping.C:
-			if now.UnixNano()-s.lastSeen.Load() > int64(cfg.PingTimeout) {
-				s.srv.cfg.Metrics.PongTimeouts.Inc()
-				s.Close(ClosePongTimeout, "")
-				continue
-			}
-			_ = s.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
-			if err := s.ws.WriteMessage(websocket.TextMessage, nil); err != nil {
-				s.abort()
-				<-s.dead
-				return
-			}
-		case <-s.stop:
-			s.finish(frames, &batch)
-			<-s.dead
-			return
-		}
+// pingFrame marks a ping in the queue: written alone as an empty text frame, never packed
+// into an array.
+var pingFrame = []byte{}
+
+// writerLinger is how long an idle writer goroutine waits for more frames before it exits.
+// Busy connections keep their writer; idle ones cost no goroutine beyond their reader.
+const writerLinger = 250 * time.Millisecond
+
+// kickWriter starts the writer goroutine if none runs, or wakes the lingering one.
+// s.mu held.
+func (s *Socket) kickWriter() {
+	if !s.writing {
+		s.writing = true
+		s.srv.wg.Add(1)
+		go s.writeRun()
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
-// finish writes what is still queued and the close frame, then gives the client a moment to
-// answer the close before the reader gives up on it.
-func (s *Socket) finish(frames [][]byte, batch *[]byte) {
-	s.mu.Lock()
-	frames, s.queue = s.queue, nil
-	code, reason := s.closeCode, s.closeReason
-	s.mu.Unlock()
-	if code == 0 { // aborted
+// writeRun owns all writes while it runs: queued frames (packed into one array frame when
+// several are waiting), pings, and the final close frame. It exits when the queue stays empty
+// for writerLinger, so an idle connection has no writer goroutine.
+func (s *Socket) writeRun() {
+	defer s.srv.wg.Done()
+	var batch []byte
+	var spare [][]byte
+	var linger *time.Timer
+	for {
+		s.mu.Lock()
+		frames := s.queue
+		if len(frames) == 0 {
+			if s.closePending {
+				s.closePending = false
+				code, reason := s.closeCode, s.closeReason
+				s.writing = false
+				s.mu.Unlock()
+				_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+				// Give the client a moment to answer the close before the reader gives up.
+				_ = s.ws.SetReadDeadline(time.Now().Add(time.Second))
+				return
+			}
+			if s.closing && s.closeCode == 0 { // aborted
+				s.writing = false
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-s.wake:
+				linger.Stop()
+				continue
+			case <-linger.C:
+			}
+			s.mu.Lock()
+			if len(s.queue) == 0 && !s.closePending {
+				s.writing = false
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			continue
+		}
+		// Hand the queue's array to this writer and give the queue the spare one (never the
+		// same array: the reader side appends to s.queue while frames is being written).
+		s.queue, s.queued = spare[:0], 0
+		s.mu.Unlock()
+		if err := s.writeFrames(frames, &batch); err != nil {
+			s.mu.Lock()
+			s.writing = false
+			s.queue = nil
+			s.mu.Unlock()
+			s.abort()
+			return
+		}
+		clear(frames)
+		spare = frames
+	}
+}
+
+// sweep is called periodically for every socket by the server's sweeper: it enforces the
+// handshake timeout and the pong timeout, and queues a ping every PingInterval.
+func (s *Socket) sweep(now time.Time) {
+	cfg := &s.srv.cfg
+	if !s.handshaken.Load() {
+		if now.Sub(s.born) >= cfg.HandshakeTimeout {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if !closing {
+				cfg.Metrics.HandshakeFailures.WithLabelValues("timeout").Inc()
+				s.Close(CloseHandshakeTimeout, "")
+			}
+			return
+		}
+	}
+	if now.UnixNano()-s.lastSeen.Load() > int64(cfg.PingTimeout) {
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		if !closing {
+			cfg.Metrics.PongTimeouts.Inc()
+			s.Close(ClosePongTimeout, "")
+		}
 		return
 	}
-	if err := s.writeFrames(frames, batch); err == nil {
-		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	// Pings start at WebSocket open, as socketcluster-server's do.
+	if now.Sub(s.lastPing) >= cfg.PingInterval {
+		s.lastPing = now
+		s.enqueue(pingFrame)
 	}
-	_ = s.ws.SetReadDeadline(time.Now().Add(time.Second))
 }
 
 func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
@@ -386,12 +439,19 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
 	_ = s.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
 	m := cfg.Metrics
 	for i := 0; i < len(frames); {
+		if len(frames[i]) == 0 { // a ping: alone, never inside a batch
+			if err := s.ws.WriteMessage(websocket.TextMessage, nil); err != nil {
+				return err
+			}
+			i++
+			continue
+		}
 		// Pack as many consecutive frames as fit into one JSON array frame: one write and
 		// one WebSocket frame instead of many.
 		j := i + 1
 		if cfg.BatchBytes > 0 {
 			size := len(frames[i]) + 2
-			for j < len(frames) && size+len(frames[j])+1 <= cfg.BatchBytes {
+			for j < len(frames) && len(frames[j]) > 0 && size+len(frames[j])+1 <= cfg.BatchBytes {
 				size += len(frames[j]) + 1
 				j++
 			}

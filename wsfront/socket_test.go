@@ -54,6 +54,7 @@ func startFront(t *testing.T, cfg Config) (*Server, string) {
 	a, _ := NewAuth("k", 0)
 	srv := New(cfg, b, a)
 	hs := httptest.NewServer(srv)
+	t.Cleanup(srv.Close)
 	t.Cleanup(hs.Close)
 	return srv, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
 }
