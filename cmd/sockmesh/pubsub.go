@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -144,8 +145,11 @@ func pubMain(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 	cf.register(fs)
 	ack := fs.Bool("ack", false, "publish with acknowledgement (#publish invoke) and report server errors")
 	timeout := fs.Duration("timeout", 10*time.Second, "time limit to connect, and for each acknowledgement")
+	apiURL := fs.String("api", os.Getenv("SOCKMESH_API_URL"), "publish through a node's HTTP API at this base URL (http://host:port) instead of a WebSocket (env SOCKMESH_API_URL)")
+	apiKey := fs.String("api-key", os.Getenv("SOCKMESH_API_KEY"), "API key for --api (env SOCKMESH_API_KEY)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: sockmesh pub [--url URL[,URL2]] [--ack] [--token T] CHANNEL [DATA]")
+		fmt.Fprintln(stderr, "       sockmesh pub --api URL [--api-key K] CHANNEL [DATA]")
 		fmt.Fprintln(stderr, "DATA is sent as JSON if it parses as JSON, else as a string;")
 		fmt.Fprintln(stderr, "without DATA, each line of stdin is one publication.")
 		fs.PrintDefaults()
@@ -159,6 +163,9 @@ func pubMain(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 		return errors.New("pub: want CHANNEL [DATA]")
 	}
 	channel := pos[0]
+	if *apiURL != "" {
+		return pubAPI(ctx, *apiURL, *apiKey, *timeout, channel, pos[1:], stdin)
+	}
 	opts, err := cf.options(stderr)
 	if err != nil {
 		return err
@@ -318,6 +325,73 @@ func subMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("sub: timed out after %v with %d of %d publications", *timeout, n, *count)
 		}
 		return fmt.Errorf("sub: interrupted with %d of %d publications", n, *count)
+	}
+	return nil
+}
+
+// pubAPI publishes through a node's HTTP API: POST {api}/api/publish, one request per
+// publication (DATA, or each line of stdin).
+func pubAPI(ctx context.Context, api, key string, timeout time.Duration, channel string, data []string, stdin io.Reader) error {
+	if !strings.Contains(api, "://") {
+		api = "http://" + api
+	}
+	u, err := url.Parse(api)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("pub: --api %q is not a URL (http://host:port)", api)
+	}
+	endpoint := strings.TrimSuffix(u.String(), "/") + "/api/publish"
+	hc := &http.Client{Timeout: timeout}
+	publish := func(d any) error {
+		body, err := json.Marshal(map[string]any{"channel": channel, "data": d})
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("X-API-Key", key)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if resp.StatusCode != http.StatusOK {
+			var e struct {
+				Error struct{ Code, Message string }
+			}
+			if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+				return fmt.Errorf("%s: %s: %s", resp.Status, e.Error.Code, e.Error.Message)
+			}
+			return fmt.Errorf("%s", resp.Status)
+		}
+		return nil
+	}
+	if len(data) == 1 {
+		if err := publish(parseData(data[0])); err != nil {
+			return fmt.Errorf("pub: %w", err)
+		}
+		return nil
+	}
+	sc := bufio.NewScanner(stdin)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	n := 0
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		n++
+		if err := publish(parseData(line)); err != nil {
+			return fmt.Errorf("pub: line %d: %w", n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("pub: reading stdin: %w", err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -275,5 +276,35 @@ func TestPubArgs(t *testing.T) {
 	}
 	if got := parseData(`hello`); got != "hello" {
 		t.Fatalf("%v", got)
+	}
+}
+
+func TestPubThroughAPI(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/publish" || r.Method != "POST" || r.Header.Get("X-API-Key") != "k1" {
+			w.WriteHeader(401)
+			w.Write([]byte(`{"error":{"code":"unauthorized","message":"missing or wrong API key"}}`))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, string(b))
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	if err := pubMain(ctx, []string{"--api", srv.URL, "--api-key", "k1", "orders.1", `{"id": 7}`}, nil, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pubMain(ctx, []string{"--api", srv.URL, "--api-key", "k1", "orders.2"}, strings.NewReader("a\n\n2\n"), &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`{"channel":"orders.1","data":{"id":7}}`, `{"channel":"orders.2","data":"a"}`, `{"channel":"orders.2","data":2}`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("API got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	err := pubMain(ctx, []string{"--api", srv.URL, "--api-key", "wrong", "x", "1"}, nil, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "unauthorized") {
+		t.Fatalf("wrong key: %v", err)
 	}
 }

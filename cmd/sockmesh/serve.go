@@ -55,6 +55,9 @@ func runServe(args []string) error {
 	hookActions := fs.String("hook-actions", "handshake,subscribe", "what the hook decides: any of handshake, subscribe, publish, invoke")
 	fs.DurationVar(&cfg.Hook.Timeout, "hook-timeout", 2*time.Second, "timeout of one hook call")
 	fs.BoolVar(&cfg.Hook.FailOpen, "hook-fail-open", false, "allow when the hook is unreachable or fails (default: deny with HookUnavailableError)")
+	fs.StringVar(&cfg.APIAddr, "api-addr", "", "HTTP API listener (/api/publish, /api/channels, ...); empty: no API")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "key the HTTP API requires (header Authorization: apikey KEY, or X-API-Key); shared by every node")
+	fs.BoolVar(&cfg.APIEnforcePolicy, "api-enforce-policy", false, "check API publications against --access-policy's publish rules as an unauthenticated client (default: the API is trusted)")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
@@ -125,6 +128,9 @@ func runServe(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "sockmesh node %s\n  clients: %s\n  admin:   %s\n", n.Name(), n.WSURL(), n.AdminURL())
+	if u := n.APIURL(); u != "" {
+		fmt.Fprintf(os.Stderr, "  api:     %s\n", u)
+	}
 	var fatal error
 	select {
 	case <-ctx.Done():
