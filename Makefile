@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin/sockmesh
 export SOCKMESH_BIN := $(BIN)
 
-.PHONY: all build run test vet unit fuzz integration conformance bench bench-go proto lint clean
+.PHONY: all build run test vet unit fuzz integration chaos-short chaos conformance bench bench-go proto lint clean
 
 all: build
 
@@ -17,7 +17,7 @@ build:
 run: build
 	./scripts/run-cluster.sh
 
-test: vet build unit fuzz integration conformance
+test: vet build unit fuzz integration chaos-short conformance
 	@echo "make test: all passed"
 
 vet:
@@ -38,6 +38,18 @@ integration: build
 
 conformance: build
 	cd integration/jsclient && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+# The short chaos profile (kill -9 under load, a proven 5 s network partition between network
+# namespaces); needs root and iptables (installed when missing), skips with a message otherwise.
+chaos-short: build
+	@command -v iptables >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get install -y -qq iptables >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq iptables >/dev/null 2>&1) || echo "could not install iptables: partition tests will skip"; }
+	cd integration/jsclient && npm ci --no-audit --no-fund --loglevel=error
+	$(GO) test -count=1 -timeout 300s ./integration/chaos/...
+
+# The full chaos suite (about 4 minutes): kill, restart, freeze, partitions, rolling restart,
+# churn, slow consumers; prints the table and writes docs/chaos.md.
+chaos: build
+	./scripts/chaos.sh
 
 # Load tests with `sockmesh bench` against one node, a 3-node cluster and socketcluster-server 20;
 # writes docs/benchmarks.md. QUICK=1 for a one-minute smoke run.

@@ -132,9 +132,16 @@ func (s *Socket) enqueue(frame []byte) bool {
 		s.mu.Unlock()
 		s.srv.cfg.Metrics.SlowConsumers.Inc()
 		s.srv.cfg.Logger.Info("slow consumer disconnected", "socket", s.id, "queue_bytes", s.srv.cfg.SendQueueBytes)
-		// The client is not reading, so a close frame would never get through: cut the
-		// connection, which also unblocks a writer stuck in Write.
-		s.abort()
+		// Try to tell the client with close 4100 (it reconnects with backoff); a client that
+		// reads nothing at all cannot take even that, so the connection is cut after a short
+		// wait either way, which also unblocks a writer stuck in Write.
+		s.srv.wg.Add(1)
+		go func() {
+			defer s.srv.wg.Done()
+			_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseSlowConsumer, "slow consumer"), time.Now().Add(500*time.Millisecond))
+			time.Sleep(100 * time.Millisecond)
+			s.abort()
+		}()
 		return false
 	}
 	s.queue = append(s.queue, frame)
