@@ -123,7 +123,9 @@ func newAPI(n *Node) *api {
 			Name: "sockmesh_api_requests_total",
 			Help: "HTTP API requests (and the /local/ calls of peers), by endpoint and status code.",
 		}, []string{"endpoint", "code"}),
-		client: &http.Client{Timeout: APIFanoutTimeout},
+		client: &http.Client{Timeout: APIFanoutTimeout, Transport: &http.Transport{
+			Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second,
+		}},
 	}
 	if a.enabled {
 		n.reg.MustRegister(a.requests)

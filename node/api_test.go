@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
 )
 
 const testAPIKey = "s3cret-key"
@@ -335,4 +336,35 @@ func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+func TestAPIStartStopLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreAnyFunction("github.com/go-zeromq/zmq4.(*pubMWriter).run"),
+		goleak.IgnoreCurrent())
+	n, err := New(Config{Name: "leak", WSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
+		GossipAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", APIKey: testAPIKey, DrainDuration: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	c := &http.Client{Transport: tr}
+	for _, p := range []string{n.APIURL() + "/api/channels", n.APIURL() + "/api/info", n.AdminURL() + "/local/channels"} {
+		req, _ := http.NewRequest("GET", p, nil)
+		req.Header.Set("X-API-Key", testAPIKey)
+		resp, err := c.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", p, resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

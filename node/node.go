@@ -256,6 +256,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.cfg.Logger.Warn("mesh close", "err", cerr)
 	}
 	_ = n.adminSrv.Close()
+	n.api.client.CloseIdleConnections()
 	n.serveDone.Wait()
 	n.cfg.Logger.Info("node stopped", "name", n.cfg.Name)
 	return err
