@@ -2,11 +2,15 @@ package wsfront
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestMiddlewareAllowDenyAndChange(t *testing.T) {
@@ -158,5 +162,27 @@ func TestAuthFlowOnTheWire(t *testing.T) {
 	c2.send(`{"event":"#authenticate","data":"x.y.z"}`)
 	if code := c2.closeCode(); code != CloseHandshakeRejected {
 		t.Fatalf("close %d, want 4008", code)
+	}
+}
+
+// Tampered tokens are refused and counted by error name.
+func TestTamperedTokensRejectedAndCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv, url := startFront(t, Config{Metrics: NewMetrics(reg)})
+	tok, _, err := srv.Auth().Sign(Claims{"username": "alice", "role": "user"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(tok, ".")
+	// Same signature, payload changed to claim admin.
+	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"username":"alice","role":"admin"}`)) + "." + parts[2]
+	c := dialRaw(t, url)
+	c.send(`{"event":"#handshake","data":{"authToken":"` + forged + `"},"cid":1}`)
+	c.expect(`"authError":{"isBadToken":true,"message":"invalid signature","name":"AuthTokenInvalidError"},"isAuthenticated":false`)
+	c.expect(`{"event":"#removeAuthToken"}`)
+	c.send(`{"event":"#authenticate","data":"` + parts[0] + "." + parts[1] + `.AAAA","cid":2}`)
+	c.expect(`"name":"AuthTokenInvalidError"`)
+	if got := testutil.ToFloat64(srv.cfg.Metrics.AuthFailures.WithLabelValues("AuthTokenInvalidError")); got != 2 {
+		t.Fatalf("sockmesh_ws_auth_failures_total{error=AuthTokenInvalidError} = %v, want 2", got)
 	}
 }
