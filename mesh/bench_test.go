@@ -67,14 +67,27 @@ func throughput(b *testing.B, n1 *testNode, got *atomic.Int64, channels []string
 }
 
 // BenchmarkLinkThroughput: publications per second through one link (n1 → n2), delivered.
+// key=on: a closed mesh (Config.ClusterKey), every envelope sealed and opened (AES-256-GCM).
 func BenchmarkLinkThroughput(b *testing.B) {
-	for _, size := range []int{100, 1024} {
-		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			n1, n2, got := benchPair(b)
-			n2.AddInterest("bench")
-			waitInterest(b, []*testNode{n1}, "n2", "bench", true)
-			throughput(b, n1, got, []string{"bench"}, size)
-		})
+	for _, key := range []bool{false, true} {
+		for _, size := range []int{100, 1024} {
+			name := fmt.Sprintf("%dB", size)
+			if key {
+				name += "/key=on"
+			} else {
+				name += "/key=off"
+			}
+			b.Run(name, func(b *testing.B) {
+				var mod []func(*Config)
+				if key {
+					mod = append(mod, func(c *Config) { c.ClusterKey = []byte("bench-cluster-key-32-bytes-xxxxx") })
+				}
+				n1, n2, got := benchPair(b, mod...)
+				n2.AddInterest("bench")
+				waitInterest(b, []*testNode{n1}, "n2", "bench", true)
+				throughput(b, n1, got, []string{"bench"}, size)
+			})
+		}
 	}
 }
 
@@ -124,7 +137,7 @@ func BenchmarkPublishCall(b *testing.B) {
 				m.Publish(chans[i%k], payload)
 				if i%256 == 255 {
 					for more := true; more; {
-						buf, more = p.take(buf)
+						buf, _, more = p.take(buf)
 					}
 					m.readyMu.Lock()
 					m.readyQ = m.readyQ[:0]
