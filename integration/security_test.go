@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +73,75 @@ func TestTLSClientListener(t *testing.T) {
 	}
 	if _, _, err := websocket.DefaultDialer.Dial(n.URL(), nil); err == nil {
 		t.Fatal("plain ws:// accepted on a TLS listener")
+	}
+}
+
+// A cluster with --cluster-key: keyed nodes form one cluster and deliver to each other; a
+// node without the key (or with another key) stays outside — it neither joins nor links.
+func TestClosedMeshKeepsOutsidersOut(t *testing.T) {
+	key := "c29ja21lc2gtdGVzdC1jbHVzdGVyLWtleS0zMmJ5dGU=" // base64 of 32 bytes
+	other := "b3RoZXItY2x1c3Rlci1rZXktb2YtMzItYnl0ZXMhISE="
+	n1 := harness.NewNode(t, "k1", "--cluster-key", key)
+	n1.Start()
+	n2 := harness.NewNode(t, "k2", "--cluster-key", key, "--join", n1.GossipAddr)
+	n2.Start()
+	waitConverged(t, []*harness.Node{n1, n2})
+	outsiders := []*harness.Node{
+		harness.NewNode(t, "nokey", "--join", n1.GossipAddr),
+		harness.NewNode(t, "wrongkey", "--cluster-key", other, "--join", n1.GossipAddr),
+	}
+	for _, o := range outsiders {
+		o.Start()
+	}
+	ctx := context.Background()
+	col := newSeqChecker()
+	if err := dial(t, n2.URL()).Subscribe(ctx, "secret", col.handler); err != nil {
+		t.Fatal(err)
+	}
+	waitWanted(t, []*harness.Node{n1, n2}, "k2", 1)
+	pub := dial(t, n1.URL())
+	for i := 0; i < 20; i++ {
+		pub.Publish("secret", pubMsg{P: "k1", S: i})
+	}
+	harness.Eventually(t, 10*time.Second, "keyed delivery", func() error {
+		if n, _, _ := col.stats(); n < 20 {
+			return fmt.Errorf("got %d of 20", n)
+		}
+		return nil
+	})
+	// Each outsider has tried to join and been refused (it says so), and is not joined.
+	for _, o := range outsiders {
+		harness.Eventually(t, 10*time.Second, o.Name+" refused", func() error {
+			var v struct {
+				Joined bool `json:"joined"`
+			}
+			if err := o.GetJSON("/cluster", &v); err != nil {
+				return err
+			}
+			if v.Joined || !strings.Contains(o.Log(), "no seed answered") {
+				return fmt.Errorf("joined=%v, no refused join in its log yet", v.Joined)
+			}
+			return nil
+		})
+	}
+	for _, n := range []*harness.Node{n1, n2} {
+		v, err := view(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range v.Members {
+			if m.Name == "nokey" || m.Name == "wrongkey" {
+				t.Errorf("%s admitted outsider %s (%s)", n.Name, m.Name, m.Status)
+			}
+		}
+	}
+	for _, o := range outsiders {
+		v, err := view(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Peers) != 0 {
+			t.Errorf("outsider %s has links: %+v", o.Name, v.Peers)
+		}
 	}
 }

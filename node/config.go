@@ -30,6 +30,10 @@ type Config struct {
 	Join []string
 	// GossipProfile selects failure-detection timing: "lan" (default) or "wan".
 	GossipProfile string
+	// ClusterKey (32 bytes) closes the mesh: gossip is encrypted and every node-to-node
+	// envelope sealed; nodes without it can neither join, read nor inject. Empty: an open
+	// mesh, for trusted networks only.
+	ClusterKey []byte
 	// Shards is the number of broker shards; zero value: the number of CPUs.
 	Shards int
 	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.

@@ -152,7 +152,8 @@ func (n *Node) Start(ctx context.Context) error {
 		AdvertiseHost: n.cfg.AdvertiseHost, Join: n.cfg.Join, Profile: n.cfg.GossipProfile,
 		WSURL: n.WSURL(), AdminURL: n.AdminURL(),
 		Logger: n.cfg.Logger, Registerer: n.reg,
-		Deliver: n.broker.DeliverRemote,
+		Deliver:    n.broker.DeliverRemote,
+		ClusterKey: n.cfg.ClusterKey,
 	})
 	if err == nil {
 		err = m.Start(ctx)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host others should dial, when it differs from the bind host")
 	join := fs.String("join", "", "comma-separated gossip addresses of seed peers; empty = start a new cluster")
 	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "lan", "failure detection timing: lan (about 1 s) or wan")
+	clusterKey := fs.String("cluster-key", "", "base64 of 32 random bytes shared by every node (head -c 32 /dev/urandom | base64): encrypts gossip and seals node-to-node traffic; empty: open mesh, trusted networks only")
 	fs.IntVar(&cfg.Shards, "shards", 0, "broker shards (0 = number of CPUs)")
 	configPath := fs.String("config", "", "optional YAML file with the same keys as these flags")
 	fs.DurationVar(&cfg.Front.PingInterval, "ping-interval", 8*time.Second, "interval between server pings")
@@ -83,6 +85,16 @@ func runServe(args []string) error {
 	}
 	cfg.Front.MaxPayload = int64(maxPayload)
 	cfg.Front.SendQueueBytes = int(sendQueue)
+	if *clusterKey != "" {
+		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*clusterKey))
+		if err != nil {
+			return fmt.Errorf("cluster-key: not base64: %w", err)
+		}
+		if len(k) != 32 {
+			return fmt.Errorf("cluster-key: %d bytes, want 32 (head -c 32 /dev/urandom | base64)", len(k))
+		}
+		cfg.ClusterKey = k
+	}
 	for _, a := range strings.Split(*hookActions, ",") {
 		switch a = strings.TrimSpace(a); a {
 		case "handshake", "subscribe", "publish", "invoke":
