@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sockmesh/sockmesh/wsfront"
@@ -53,6 +54,18 @@ type shard struct {
 	// chans maps a channel to its subscribers. The slice is copy-on-write: a publisher takes
 	// it under the read lock and iterates it without holding any lock.
 	chans map[string][]Subscriber
+	// pubs counts publications with subscribers; every latencySample-th is timed.
+	pubs atomic.Uint32
+}
+
+// latencySample: one publication in this many (per shard) has its publish-to-write latency
+// measured, so that the hot path pays for time.Now only rarely.
+const latencySample = 64
+
+// sampledSubscriber is a Subscriber that can time a sampled frame until it is written
+// (wsfront.Socket).
+type sampledSubscriber interface {
+	DeliverSampled(frame []byte, since time.Time, obs prometheus.Observer) bool
 }
 
 type brokerMetrics struct {
@@ -61,6 +74,9 @@ type brokerMetrics struct {
 	published     *prometheus.CounterVec
 	deliveries    *prometheus.CounterVec
 	dropped       prometheus.Counter
+	latency       *prometheus.HistogramVec
+	latLocal      prometheus.Observer
+	latMesh       prometheus.Observer
 	// by origin, resolved once so the hot path does no label lookup
 	pubLocal, pubMesh, delLocal, delMesh prometheus.Counter
 }
@@ -83,10 +99,16 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 		deliveries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_deliveries_total", Help: "Publication frames queued to local subscribers, by origin."}, []string{"origin"}),
 		dropped:       prometheus.NewCounter(prometheus.CounterOpts{Name: "sockmesh_delivery_drops_total", Help: "Deliveries refused by a closing or overflowing subscriber."}),
 	}
+	b.m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sockmesh_publish_to_write_seconds",
+		Help:    "Time from a publication entering this node (a local publish, or its receipt from a mesh peer) until its frame is written to a subscriber's connection (the last subscriber in fan-out order), by origin; one publication in 64 per shard is sampled.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 12), // 50µs … 1.2s
+	}, []string{"origin"})
+	b.m.latLocal, b.m.latMesh = b.m.latency.WithLabelValues("local"), b.m.latency.WithLabelValues("mesh")
 	b.m.pubLocal, b.m.pubMesh = b.m.published.WithLabelValues("local"), b.m.published.WithLabelValues("mesh")
 	b.m.delLocal, b.m.delMesh = b.m.deliveries.WithLabelValues("local"), b.m.deliveries.WithLabelValues("mesh")
 	if reg != nil {
-		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped)
+		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped, b.m.latency)
 	}
 	return b
 }
@@ -164,7 +186,7 @@ func (b *Broker) Unsubscribe(s *wsfront.Socket, ch string) { b.UnsubscribeSub(s,
 // that want the channel.
 func (b *Broker) Publish(ch string, data json.RawMessage) {
 	b.m.pubLocal.Inc()
-	b.deliver(ch, data, b.m.delLocal)
+	b.deliver(ch, data, b.m.delLocal, b.m.latLocal)
 	b.hooks.Load().forward.Publish(ch, data)
 }
 
@@ -172,10 +194,10 @@ func (b *Broker) Publish(ch string, data json.RawMessage) {
 // mesh is one hop, a received publication is never forwarded again.
 func (b *Broker) DeliverRemote(ch string, data []byte) {
 	b.m.pubMesh.Inc()
-	b.deliver(ch, data, b.m.delMesh)
+	b.deliver(ch, data, b.m.delMesh, b.m.latMesh)
 }
 
-func (b *Broker) deliver(ch string, data []byte, delivered prometheus.Counter) {
+func (b *Broker) deliver(ch string, data []byte, delivered prometheus.Counter, latency prometheus.Observer) {
 	sh := b.shardOf(ch)
 	sh.mu.RLock()
 	subs := sh.chans[ch]
@@ -183,10 +205,26 @@ func (b *Broker) deliver(ch string, data []byte, delivered prometheus.Counter) {
 	if len(subs) == 0 {
 		return
 	}
+	var since time.Time
+	sampled := sh.pubs.Add(1)%latencySample == 0
+	if sampled {
+		since = time.Now()
+	}
 	frame := wsfront.EncodePublish(ch, data)
 	n := 0
-	for _, s := range subs {
-		if s.Deliver(frame) {
+	last := len(subs) - 1
+	for i, s := range subs {
+		ok := false
+		if sampled && i == last {
+			if ss, can := s.(sampledSubscriber); can {
+				ok = ss.DeliverSampled(frame, since, latency)
+			} else {
+				ok = s.Deliver(frame)
+			}
+		} else {
+			ok = s.Deliver(frame)
+		}
+		if ok {
 			n++
 		}
 	}

@@ -47,6 +47,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, reg: prometheus.NewRegistry()}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.reg.MustRegister(newMeshStats(n))
 	var auth *wsfront.Auth
 	if cfg.AuthKey != "" || len(cfg.AuthPublicKeys) > 0 || cfg.AuthJWKSURL != "" {
 		a, err := wsfront.NewAuthWith(wsfront.AuthConfig{

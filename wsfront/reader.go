@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -24,6 +25,7 @@ func (s *Socket) readLoop() {
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				m.Oversized.Inc()
+				s.Logger().Info("frame over the size limit: closed", "limit", s.srv.cfg.MaxPayload)
 			}
 			return
 		}
@@ -63,6 +65,12 @@ func (s *Socket) cleanup(cancel context.CancelFunc) {
 	_ = s.ws.NetConn().Close()
 	close(s.dead)
 	s.srv.removeSocket(s)
+	if l := s.srv.cfg.Logger; l.Enabled(context.Background(), slog.LevelDebug) {
+		s.mu.Lock()
+		code := s.closeCode
+		s.mu.Unlock()
+		s.Logger().Debug("connection closed", "code", code, "subscriptions", len(subs), "duration", time.Since(s.born).Round(time.Millisecond))
+	}
 }
 
 // handleFirst enforces the handshake rules: the first frame must be a #handshake invoke.
@@ -113,6 +121,7 @@ func (s *Socket) handshake(ctx context.Context, p *Packet) {
 		for _, mw := range s.srv.handshakeMW {
 			if err := mw(ctx, req); err != nil {
 				m.HandshakeFailures.WithLabelValues("rejected").Inc()
+				s.Logger().Info("handshake rejected by middleware", "err", err)
 				code := CloseHandshakeRejected
 				var e *Error
 				if errors.As(err, &e) {

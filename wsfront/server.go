@@ -288,6 +288,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.cfg.Metrics.Connections.Inc()
+	if s.cfg.Logger.Enabled(r.Context(), slog.LevelDebug) {
+		sock.Logger().Debug("connection opened", "origin", origin)
+	}
 	go sock.readLoop()
 }
 

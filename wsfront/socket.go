@@ -3,6 +3,7 @@ package wsfront
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
@@ -24,6 +26,8 @@ type Socket struct {
 	born time.Time
 	// pubRate limits this connection's publications (nil: unlimited); reader goroutine only.
 	pubRate *rate.Limiter
+	// log is the connection's logger (conn=<id> remote=<addr>), made on first use.
+	log atomic.Pointer[slog.Logger]
 
 	// lastSeen is the unix-nano time of the last inbound frame; the sweeper closes the
 	// socket with 4001 when it is older than PingTimeout.
@@ -42,6 +46,10 @@ type Socket struct {
 	subs        map[string]struct{}
 	calls       map[int64]chan reply
 	cidSeq      int64
+	// sampleObs, when set, observes the time from sampleAt until the writer has written the
+	// queue generation holding a sampled frame (publish-to-write latency, see DeliverSampled).
+	sampleObs prometheus.Observer
+	sampleAt  time.Time
 
 	// writing: a writer goroutine runs (it owns every write to ws meanwhile);
 	// closePending: the close frame is still to be written after the queue.
@@ -116,12 +124,34 @@ func (s *Socket) Subscriptions() []string {
 	return out
 }
 
+// Logger returns the connection's logger: the server's logger with conn=<socket id> and
+// remote=<address>, so every line about the connection can be found by its id.
+func (s *Socket) Logger() *slog.Logger {
+	if l := s.log.Load(); l != nil {
+		return l
+	}
+	l := s.srv.cfg.Logger.With("conn", s.id, "remote", s.req.RemoteAddr)
+	if !s.log.CompareAndSwap(nil, l) {
+		return s.log.Load()
+	}
+	return l
+}
+
 // Deliver queues a shared, already encoded frame. The broker calls it for every subscriber
 // of a publication; frame must not be modified afterwards. A full queue disconnects the
 // client (slow consumer) and returns false.
-func (s *Socket) Deliver(frame []byte) bool { return s.enqueue(frame) }
+func (s *Socket) Deliver(frame []byte) bool { return s.enqueueSampled(frame, nil, time.Time{}) }
 
-func (s *Socket) enqueue(frame []byte) bool {
+// DeliverSampled is Deliver for a sampled publication: once the writer has written the frame
+// (with whatever was queued with it), obs observes the seconds since since. A socket keeps
+// one sample at a time; a second one before the first is written is not observed.
+func (s *Socket) DeliverSampled(frame []byte, since time.Time, obs prometheus.Observer) bool {
+	return s.enqueueSampled(frame, obs, since)
+}
+
+func (s *Socket) enqueue(frame []byte) bool { return s.enqueueSampled(frame, nil, time.Time{}) }
+
+func (s *Socket) enqueueSampled(frame []byte, obs prometheus.Observer, since time.Time) bool {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -131,7 +161,7 @@ func (s *Socket) enqueue(frame []byte) bool {
 		s.closing = true
 		s.mu.Unlock()
 		s.srv.cfg.Metrics.SlowConsumers.Inc()
-		s.srv.cfg.Logger.Info("slow consumer disconnected", "socket", s.id, "queue_bytes", s.srv.cfg.SendQueueBytes)
+		s.Logger().Info("slow consumer disconnected", "queue_bytes", s.srv.cfg.SendQueueBytes)
 		// Try to tell the client with close 4100 (it reconnects with backoff); a client that
 		// reads nothing at all cannot take even that, so the connection is cut after a short
 		// wait either way, which also unblocks a writer stuck in Write.
@@ -146,6 +176,9 @@ func (s *Socket) enqueue(frame []byte) bool {
 	}
 	s.queue = append(s.queue, frame)
 	s.queued += len(frame)
+	if obs != nil && s.sampleObs == nil {
+		s.sampleObs, s.sampleAt = obs, since
+	}
 	s.kickWriter()
 	s.mu.Unlock()
 	return true
@@ -394,6 +427,8 @@ func (s *Socket) writeRun() {
 		// Hand the queue's array to this writer and give the queue the spare one (never the
 		// same array: the reader side appends to s.queue while frames is being written).
 		s.queue, s.queued = spare[:0], 0
+		obs, since := s.sampleObs, s.sampleAt
+		s.sampleObs = nil
 		s.mu.Unlock()
 		if err := s.writeFrames(frames, &batch); err != nil {
 			s.mu.Lock()
@@ -402,6 +437,9 @@ func (s *Socket) writeRun() {
 			s.mu.Unlock()
 			s.abort()
 			return
+		}
+		if obs != nil {
+			obs.Observe(time.Since(since).Seconds())
 		}
 		clear(frames)
 		spare = frames
@@ -419,6 +457,7 @@ func (s *Socket) sweep(now time.Time) {
 			s.mu.Unlock()
 			if !closing {
 				cfg.Metrics.HandshakeFailures.WithLabelValues("timeout").Inc()
+				s.Logger().Debug("handshake timeout", "after", cfg.HandshakeTimeout)
 				s.Close(CloseHandshakeTimeout, "")
 			}
 			return
@@ -430,6 +469,7 @@ func (s *Socket) sweep(now time.Time) {
 		s.mu.Unlock()
 		if !closing {
 			cfg.Metrics.PongTimeouts.Inc()
+			s.Logger().Info("pong timeout: client silent", "after", cfg.PingTimeout)
 			s.Close(ClosePongTimeout, "")
 		}
 		return
