@@ -38,6 +38,7 @@ type Node struct {
 	tls       bool
 	stopped   bool
 	serveDone sync.WaitGroup
+	drain     drainState // drain.go
 }
 
 // New builds a node from cfg; nothing listens until Start.
@@ -173,7 +174,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mesh = m
 	n.broker.SetMesh(m, m)
 	n.wsSrv = &http.Server{Handler: n.front, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
-	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.adminSrv = &http.Server{Handler: n.withDrain(n.adminHandler()), ReadHeaderTimeout: 10 * time.Second}
 	n.serveDone.Add(2)
 	go func() { defer n.serveDone.Done(); _ = n.wsSrv.Serve(wsLn) }()
 	go func() { defer n.serveDone.Done(); _ = n.adminSrv.Serve(adminLn) }()
@@ -227,9 +228,11 @@ func (n *Node) listenAddr(ln net.Listener, configured string) string {
 	return configured
 }
 
-// Shutdown drains the node: it stops accepting clients, closes client sockets spread over
-// the drain duration with 4000 (socketcluster-client reconnects at once, to another node
-// through its URL list or a load balancer), then stops the listeners. ctx bounds it all.
+// Shutdown drains the node (see drain.go): /readyz fails at once, it stops accepting
+// clients, closes client sockets with jitter over the drain duration with 4000
+// (socketcluster-client reconnects at once, to another node through its URL list or a load
+// balancer), keeps the mesh up until those clients' channels are wanted by other nodes, then
+// leaves the cluster and stops. ctx bounds it all. Done is closed when it has finished.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	if !n.started || n.stopped {
@@ -239,16 +242,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopped = true
 	n.mu.Unlock()
 	spread := n.cfg.DrainDuration
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < spread+time.Second {
-		spread = max(0, time.Until(dl)-time.Second)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < spread+drainReserve() {
+		spread = max(0, time.Until(dl)-drainReserve())
 	}
-	_ = n.wsSrv.Close() // stop accepting; hijacked WebSocket connections are not affected
-	if n.apiSrv != nil {
-		_ = n.apiSrv.Close() // a draining node takes no more API calls
-	}
-	err := n.front.Shutdown(ctx, wsfront.CloseServerPingTimeout, "node draining", spread)
-	// Leave the cluster only after the clients are gone, so that their last publications
-	// still reach the peers; then stop the mesh and the operator endpoints.
+	err := n.drainClients(ctx, spread)
+	// Leave the cluster only after the clients are gone and their interest lives elsewhere,
+	// so that their last publications still reach the peers; then stop the mesh and the
+	// operator endpoints.
 	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	if lerr := n.mesh.Leave(lctx); lerr != nil {
 		n.cfg.Logger.Warn("gossip leave", "err", lerr)
@@ -261,5 +261,6 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.api.client.CloseIdleConnections()
 	n.serveDone.Wait()
 	n.cfg.Logger.Info("node stopped", "name", n.cfg.Name)
+	n.finishDrain(err)
 	return err
 }

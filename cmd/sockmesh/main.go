@@ -20,6 +20,7 @@ var commands = map[string]struct {
 	"sub":     {runSub, "print a channel's publications"},
 	"cluster": {runCluster, "show a node's view of the cluster"},
 	"bench":   {runBench, "generate load and measure a SocketCluster-compatible server"},
+	"drain":   {runDrain, "move a node's clients to the other nodes, then stop it"},
 }
 
 func usage() {

@@ -61,7 +61,7 @@ func runServe(args []string) error {
 	fs.StringVar(&cfg.APIKey, "api-key", "", "key the HTTP API requires (header Authorization: apikey KEY, or X-API-Key); shared by every node")
 	fs.BoolVar(&cfg.APIEnforcePolicy, "api-enforce-policy", false, "check API publications against --access-policy's publish rules as an unauthenticated client (default: the API is trusted)")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
-	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long on SIGTERM")
+	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long when draining (SIGTERM, sockmesh drain)")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration (flags, environment, file) as YAML and exit")
 	version := fs.Bool("version", false, "print the version and build information and exit")
@@ -146,14 +146,20 @@ func runServe(args []string) error {
 	var fatal error
 	select {
 	case <-ctx.Done():
+	case <-n.Done(): // drained through POST /drain (sockmesh drain, a preStop hook)
+		stop()
+		return n.DrainErr()
 	case fatal = <-n.Err():
 		logger.Error("fatal mesh error, shutting down", "err", fatal)
 	}
 	stop()
 	logger.Info("draining", "duration", cfg.DrainDuration)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDuration+10*time.Second)
+	// The budget: the client closes, the handoff wait (node.DrainHandoffWait), the gossip leave.
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDuration+15*time.Second)
 	defer cancel()
-	if err := n.Shutdown(sctx); err != nil {
+	_ = n.Shutdown(sctx)
+	<-n.Done() // a drain already under way (POST /drain) finishes first
+	if err := n.DrainErr(); err != nil {
 		return err
 	}
 	return fatal
