@@ -74,6 +74,12 @@ type Config struct {
 	// MembershipCoalesce is how long membership changes are gathered before links change. Zero
 	// means 50 ms.
 	MembershipCoalesce time.Duration
+	// FailedPeerTTL is how long, at most, publications for a peer declared failed are counted
+	// as dropped (sockmesh_mesh_dropped_messages_total{peer}) while it is away; the count stops
+	// earlier when the peer, or a new incarnation of its name, is linked and in sync again.
+	// Zero means the profile's Serf reconnect timeout (lan, local: 2 min; wan: 30 min), after
+	// which Serf forgets the member.
+	FailedPeerTTL time.Duration
 
 	// ClusterKey closes the mesh. It must be exactly 32 random bytes (ClusterKeyLen), the same
 	// on every node; generate one with `head -c 32 /dev/urandom | base64`. From it two keys are
@@ -166,6 +172,7 @@ func (c *Config) withDefaults() (Config, error) {
 	defd(&cfg.SnapshotRetry, cfg.Heartbeat*3/4)
 	defd(&cfg.JoinBackoffMax, 5*time.Second)
 	defd(&cfg.MembershipCoalesce, 50*time.Millisecond)
+	defd(&cfg.FailedPeerTTL, serfConfig(cfg.Profile).ReconnectTimeout)
 	return cfg, nil
 }
 

@@ -110,12 +110,12 @@ func TestPeerQueueBounded(t *testing.T) {
 	if len(p.q) != 10 || p.dropped.Load() != 5 {
 		t.Fatalf("queue %d dropped %d, want 10 and 5", len(p.q), p.dropped.Load())
 	}
-	batch, more := p.take(nil)
+	batch, _, more := p.take(nil)
 	if len(batch) != 4 || !more {
 		t.Fatalf("batch %d more %v", len(batch), more)
 	}
 	for more {
-		batch, more = p.take(batch)
+		batch, _, more = p.take(batch)
 	}
 	if len(p.q) != 0 || p.qbytes != 0 || p.qready {
 		t.Fatalf("queue not empty after draining: %d %d %v", len(p.q), p.qbytes, p.qready)
@@ -125,7 +125,7 @@ func TestPeerQueueBounded(t *testing.T) {
 	if p.dropped.Load() != 6 {
 		t.Fatalf("byte bound not applied: dropped %d", p.dropped.Load())
 	}
-	batch, _ = p.take(nil)
+	batch, _, _ = p.take(nil)
 	if len(batch) != 1 {
 		t.Fatalf("an oversized publication goes alone: batch of %d", len(batch))
 	}

@@ -45,7 +45,8 @@ type peer struct {
 	mailboxB []byte // mailbox topic of this peer (where we send to it)
 	member   Member
 
-	// Send side: guarded by qmu; sendSeq only by the flusher goroutine.
+	// Send side: guarded by qmu. sendSeq is the sequence of the last publication taken from
+	// the queue (numbered in take).
 	qmu     sync.Mutex
 	q       []publication
 	qbytes  int
@@ -53,7 +54,8 @@ type peer struct {
 	qclosed bool
 	sendSeq uint64
 
-	// epoch identifies our send state for this peer (see meshpb.Batch.epoch); never 0.
+	// epoch identifies our send state for this peer (see meshpb.Batch.epoch); never 0. It and
+	// sendSeq continue across a removal and re-add of the same incarnation (see rememberLink).
 	epoch uint64
 	// opener opens the envelopes this peer seals (closed mesh only; nil when open).
 	opener cipher.AEAD
@@ -81,6 +83,10 @@ type peer struct {
 
 func (m *Mesh) newPeer(mi memberInfo) *peer {
 	l := prometheus.Labels{"peer": mi.logical}
+	memo := m.recallLink(mi.serfName)
+	if memo.send.epoch == 0 {
+		memo.send = sendState{epoch: mrand.Uint64() | 1}
+	}
 	p := &peer{
 		m:          m,
 		serfName:   mi.serfName,
@@ -89,8 +95,9 @@ func (m *Mesh) newPeer(mi memberInfo) *peer {
 		meshEP:     mi.member.Mesh,
 		mailboxB:   []byte(mailboxTopic(mi.serfName)),
 		member:     mi.member,
-		epoch:      mrand.Uint64() | 1,
-		recv:       m.recallRecv(mi.serfName),
+		epoch:      memo.send.epoch,
+		sendSeq:    memo.send.seq,
+		recv:       memo.recv,
 		sentC:      m.met.sent.With(l),
 		receivedC:  m.met.received.With(l),
 		gapsC:      m.met.gaps.With(l),
@@ -134,15 +141,32 @@ func (p *peer) setLink(s string) {
 
 func (p *peer) linkState() string { return p.link.Load().(string) }
 
-// shutdown stops the supervisor and frees the send queue. Not called with m.mu held.
+// shutdown stops the supervisor and frees the send queue; what the queue still held is counted
+// as dropped (never numbered, so no receiver could count it). Not called with m.mu held.
 func (p *peer) shutdown() {
 	p.stopOnce.Do(func() { close(p.stop) })
 	<-p.done
 	p.qmu.Lock()
 	p.qclosed = true
+	n := len(p.q)
 	p.q = nil
 	p.qbytes = 0
 	p.qmu.Unlock()
+	if n > 0 {
+		p.drop(n)
+	}
+}
+
+// sendState is what a sender knows of its sequence to one receiver incarnation.
+type sendState struct {
+	epoch uint64
+	seq   uint64 // last sequence taken from the queue
+}
+
+func (p *peer) sendState() sendState {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	return sendState{p.epoch, p.sendSeq}
 }
 
 // supervise owns the peer's SUB socket for the peer's whole life.
@@ -364,6 +388,10 @@ func (p *peer) handle(msg zmq4.Msg) error {
 			}
 			m.mu.Lock()
 			m.table.PeerSnapshot(p, Snapshot{s.Version, s.Digest, s.Channels})
+			if m.table.PeerSynced(p) && m.failed.Remove(p.logical) {
+				// Back (or succeeded) and routed again: its publications are no longer lost.
+				m.log.Info("mesh: failed peer back in sync; no longer counting publications for it as dropped", "peer", p.logical, "incarnation", p.inc)
+			}
 			m.mu.Unlock()
 		}
 	case *meshpb.Envelope_SnapshotRequest:

@@ -166,8 +166,10 @@ func (m *Mesh) reconcileLoop() {
 // than ours, the newest incarnation.
 func (m *Mesh) reconcile() {
 	want := make(map[string]memberInfo)
+	best := make(map[string]memberInfo) // by logical name
 	alive := 0
 	for _, mi := range m.members() {
+		best[mi.logical] = mi
 		if mi.status == serf.StatusAlive {
 			alive++
 		}
@@ -184,10 +186,13 @@ func (m *Mesh) reconcile() {
 		m.mu.Unlock()
 		return
 	}
+	now := time.Now()
 	for name, p := range m.peers {
 		if mi, ok := want[name]; !ok || mi.member.Mesh != p.meshEP {
-			m.table.RemovePeer(p)
-			delete(m.peers, name)
+			// Failed (not left, not replaced by a newer incarnation): it may come back.
+			b, known := best[p.logical]
+			failed := known && b.serfName == p.serfName && b.status == serf.StatusFailed
+			m.removePeer(p, failed, now)
 			removed = append(removed, p)
 		}
 	}
@@ -216,8 +221,7 @@ func (m *Mesh) reconcile() {
 	}
 	for _, p := range removed {
 		m.log.Info("mesh: peer gone", "peer", p.logical, "incarnation", p.inc)
-		p.shutdown()
-		m.rememberRecv(p.serfName, p.recv)
+		m.retirePeer(p)
 		if !replaced[p.logical] {
 			// A replacement incarnation under the same logical name keeps the series.
 			m.met.linkUp.DeleteLabelValues(p.logical)
@@ -225,30 +229,63 @@ func (m *Mesh) reconcile() {
 	}
 }
 
-// A peer that is removed and comes back in the same incarnation (it was frozen, or partitioned,
-// long enough to be declared failed) kept its own send state for us. The receive state of
-// removed peers is remembered, bounded, so that its sequence continues without false gaps.
-const recvMemoMax = 1024
+// removePeer takes p out of the peer map and the interest table. If p failed, what it wanted
+// goes to the failed routes, so that publications for it count as drops until it (or its
+// successor) is in sync again. m.mu held; retirePeer must follow, without m.mu.
+func (m *Mesh) removePeer(p *peer, failed bool, now time.Time) {
+	if failed {
+		chs := m.table.PeerChannels(p)
+		m.failed.Add(p.logical, p, chs, now)
+		m.log.Info("mesh: peer failed; publications for it are counted as dropped until it is back",
+			"peer", p.logical, "incarnation", p.inc, "channels", len(chs), "ttl", m.failed.TTL)
+	}
+	m.table.RemovePeer(p)
+	delete(m.peers, p.serfName)
+}
 
-func (m *Mesh) rememberRecv(serfName string, st recvState) {
-	if st.epoch == 0 {
-		return
+// retirePeer stops a removed peer (what its queue held counts as dropped) and remembers its
+// sequences in both directions. Not called with m.mu held.
+func (m *Mesh) retirePeer(p *peer) {
+	p.shutdown()
+	m.rememberLink(p.serfName, linkMemo{recv: p.recv, send: p.sendState()})
+}
+
+// A peer that is removed and comes back in the same incarnation (it was frozen, or partitioned,
+// long enough to be declared failed) kept its own state for us, and we keep ours for it: the
+// sequences of both directions are remembered, bounded, per Serf name, and continue when the peer
+// is added again. Continuing our send sequence (same epoch, next number) is what makes what was
+// lost in flight visible: the receiver counts the numbers it never got as gaps, exactly as on a
+// live link. Continuing our receive state means its continuing sequence is neither false gaps
+// nor duplicates.
+const linkMemoMax = 1024
+
+// failedPeersMax bounds the failed routes (peers removed as failed and not back yet).
+const failedPeersMax = 64
+
+type linkMemo struct {
+	recv recvState
+	send sendState
+}
+
+func (m *Mesh) rememberLink(serfName string, st linkMemo) {
+	if st.recv.epoch == 0 && st.send.seq == 0 {
+		return // nothing was exchanged: a fresh start is the same
 	}
 	m.memoMu.Lock()
 	defer m.memoMu.Unlock()
-	if len(m.recvMemo) >= recvMemoMax {
-		for k := range m.recvMemo { // drop an arbitrary entry
-			delete(m.recvMemo, k)
+	if _, ok := m.linkMemo[serfName]; !ok && len(m.linkMemo) >= linkMemoMax {
+		for k := range m.linkMemo { // drop an arbitrary entry
+			delete(m.linkMemo, k)
 			break
 		}
 	}
-	m.recvMemo[serfName] = st
+	m.linkMemo[serfName] = st
 }
 
-func (m *Mesh) recallRecv(serfName string) recvState {
+func (m *Mesh) recallLink(serfName string) linkMemo {
 	m.memoMu.Lock()
 	defer m.memoMu.Unlock()
-	st := m.recvMemo[serfName]
-	delete(m.recvMemo, serfName)
+	st := m.linkMemo[serfName]
+	delete(m.linkMemo, serfName)
 	return st
 }

@@ -55,9 +55,11 @@ type Mesh struct {
 	sealCounter uint64
 
 	// mu guards the interest table and the peer map, and orders control messages on the wire.
-	mu      sync.RWMutex
-	table   *Table[*peer]
-	peers   map[string]*peer // by serf name
+	mu    sync.RWMutex
+	table *Table[*peer]
+	peers map[string]*peer // by serf name
+	// failed: what peers removed as failed wanted; Publish counts drops through it.
+	failed  *FailedRoutes[*peer]
 	closing bool
 
 	readyMu sync.Mutex
@@ -67,7 +69,7 @@ type Mesh struct {
 	memberCh chan struct{}
 
 	memoMu   sync.Mutex
-	recvMemo map[string]recvState // by serf name; see rememberRecv
+	linkMemo map[string]linkMemo // by serf name; see rememberLink
 
 	joined     atomic.Bool
 	started    atomic.Bool
@@ -112,7 +114,8 @@ func New(cfg Config) (*Mesh, error) {
 		peers:    make(map[string]*peer),
 		readyCh:  make(chan struct{}, 1),
 		memberCh: make(chan struct{}, 1),
-		recvMemo: make(map[string]recvState),
+		linkMemo: make(map[string]linkMemo),
+		failed:   NewFailedRoutes[*peer](c.FailedPeerTTL, failedPeersMax),
 		fatal:    make(chan error, 1),
 	}
 	if c.ClusterKey != nil {
@@ -354,6 +357,9 @@ func (m *Mesh) controlLoop() {
 			for _, d := range m.table.Expire(now) {
 				m.sendDelta(d)
 			}
+			for _, name := range m.failed.Expire(now) {
+				m.log.Info("mesh: failed peer not back; no longer counting publications for it", "peer", name)
+			}
 			b := m.table.LocalBeat()
 			m.sendControl([]byte(controlTopic), &meshpb.Envelope{Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{
 				InterestVersion: b.Version, InterestDigest: b.Digest, InterestCount: uint32(min(b.Count, math.MaxUint32))}}})
@@ -422,12 +428,17 @@ func (m *Mesh) sendDelta(d Delta) {
 func validChannel(ch string) bool { return ch != "" && utf8.ValidString(ch) }
 
 // Publish sends a local publication to every peer that wants channel. It never blocks and costs
-// one map lookup whatever the number of channels. data is retained until sent: the caller must
+// two map lookups whatever the number of channels (the route, and the failed peers whose loss
+// it counts). data is retained until sent: the caller must
 // not modify it afterwards.
 func (m *Mesh) Publish(channel string, data []byte) {
 	m.mu.RLock()
 	ps := m.table.Route(channel)
+	lost := m.failed.Route(channel)
 	m.mu.RUnlock()
+	for _, p := range lost {
+		p.drop(1) // a failed peer wanted it: lost, and counted
+	}
 	if len(ps) == 0 {
 		return
 	}

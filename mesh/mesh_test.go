@@ -286,11 +286,9 @@ func TestPeerForgottenAndBack(t *testing.T) {
 	// Forget n2 on n1 only, the way reconcile does when a member fails.
 	n1.mu.Lock()
 	p := n1.peers[n2.self]
-	n1.table.RemovePeer(p)
-	delete(n1.peers, n2.self)
+	n1.removePeer(p, false, time.Now())
 	n1.mu.Unlock()
-	p.shutdown()
-	n1.rememberRecv(p.serfName, p.recv)
+	n1.retirePeer(p)
 	n1.reconcile() // n2 is still alive: a new link to the same incarnation
 	waitFor(t, 5*time.Second, "n2 back on n1", func() bool {
 		return peerWants(n1.Mesh, "n2", "to2") && n1.Ready() && peerStatus(n1.Mesh, "n2").Link == LinkUp

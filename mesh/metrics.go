@@ -12,7 +12,7 @@ type metrics struct {
 	sent      *prometheus.CounterVec // publications handed to the PUB socket for a peer
 	received  *prometheus.CounterVec // publications received from a peer
 	gaps      *prometheus.CounterVec // publications missing in a peer's per-link sequence
-	dropped   *prometheus.CounterVec // publications dropped because a peer's queue was full
+	dropped   *prometheus.CounterVec // publications for a peer never sent: queue full, peer failed or removed
 	rxBytes   *prometheus.CounterVec // bytes read from a peer's PUB socket (wire, all topics)
 	linkUp    *prometheus.GaugeVec   // 1 while the link from a peer is up
 	reconnect *prometheus.CounterVec // subscribe-socket recreations per peer
@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, peer),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_dropped_messages_total",
-			Help: "Publications for a peer dropped because its send queue was full.",
+			Help: "Publications for a peer that were never sent: its send queue was full, it had been declared failed (counted while it is away), or it was removed with publications queued.",
 		}, peer),
 		rxBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_received_bytes_total",

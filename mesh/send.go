@@ -36,14 +36,11 @@ type publication struct {
 // enqueue adds a publication to p's queue; it never blocks. Over the bound it drops and counts.
 func (p *peer) enqueue(channel string, data []byte) {
 	p.qmu.Lock()
-	if p.qclosed {
+	// Closed: the peer was removed after Publish looked up its route (its queue was counted as
+	// dropped at removal, and so is this).
+	if p.qclosed || len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(data) > p.m.cfg.PeerQueueBytes {
 		p.qmu.Unlock()
-		return
-	}
-	if len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(data) > p.m.cfg.PeerQueueBytes {
-		p.qmu.Unlock()
-		p.dropped.Add(1)
-		p.droppedC.Inc()
+		p.drop(1)
 		return
 	}
 	p.q = append(p.q, publication{channel, data})
@@ -56,9 +53,17 @@ func (p *peer) enqueue(channel string, data []byte) {
 	}
 }
 
-// take removes up to one batch from p's queue. more reports whether publications remain (the
-// peer then stays ready).
-func (p *peer) take(buf []publication) (batch []publication, more bool) {
+// drop counts n publications for p that will never be sent.
+func (p *peer) drop(n int) {
+	p.dropped.Add(uint64(n))
+	p.droppedC.Add(float64(n))
+}
+
+// take removes up to one batch from p's queue and numbers it: first is the sequence of its first
+// publication. Numbering under qmu, with the queue, lets shutdown read a final sendSeq that
+// covers every publication ever taken. more reports whether publications remain (the peer then
+// stays ready).
+func (p *peer) take(buf []publication) (batch []publication, first uint64, more bool) {
 	p.qmu.Lock()
 	defer p.qmu.Unlock()
 	n, size := 0, 0
@@ -70,6 +75,8 @@ func (p *peer) take(buf []publication) (batch []publication, more bool) {
 		}
 	}
 	batch = append(buf[:0], p.q[:n]...)
+	first = p.sendSeq + 1
+	p.sendSeq += uint64(n)
 	rest := copy(p.q, p.q[n:])
 	clear(p.q[rest:]) // drop references to sent payloads
 	p.q = p.q[:rest]
@@ -80,7 +87,7 @@ func (p *peer) take(buf []publication) (batch []publication, more bool) {
 			p.q = nil // give back memory after a burst
 		}
 	}
-	return batch, rest > 0
+	return batch, first, rest > 0
 }
 
 func (m *Mesh) markReady(p *peer) {
@@ -115,12 +122,12 @@ func (m *Mesh) flusher() {
 				break
 			}
 			for i, p := range work {
-				var more bool
-				batch, more = p.take(batch)
+				var (
+					first uint64
+					more  bool
+				)
+				batch, first, more = p.take(batch)
 				if len(batch) > 0 {
-					p.sendSeq++
-					first := p.sendSeq
-					p.sendSeq += uint64(len(batch) - 1)
 					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.epoch, first, batch)
 					// enc is reused: sendEnvelope hands the PUB its own (sealed or copied) frame.
 					if m.sendEnvelope(p.mailboxB, enc, false) {

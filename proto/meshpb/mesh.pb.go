@@ -182,12 +182,16 @@ type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Sequence number of the first publication; the n-th publication of the
 	// batch has first_seq + n. Sequences are per link (origin incarnation,
-	// target incarnation) and start at 1.
+	// target incarnation) and start at 1. A number the receiver never gets is
+	// a lost publication (counted as a gap).
 	FirstSeq     uint64         `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
 	Publications []*Publication `protobuf:"bytes,2,rep,name=publications,proto3" json:"publications,omitempty"`
-	// Identifies the sender's state for this link. It changes when the sender forgets the link
-	// (the receiver left and came back in the same incarnation), and sequences restart at 1; the
-	// receiver then resets what it expects instead of counting the old numbers as duplicates.
+	// Identifies the sender's state for this link. A sender that removes the receiver (declared
+	// failed: frozen, partitioned) and links the same incarnation again keeps the epoch and
+	// continues the sequence, so what was lost in flight shows as a gap. The epoch changes only
+	// when the sender no longer knows the link (its memory of removed peers is bounded); sequences
+	// then restart at 1, and the receiver resets what it expects instead of counting the old
+	// numbers as duplicates.
 	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
