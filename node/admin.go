@@ -42,5 +42,5 @@ func (n *Node) adminHandler() http.Handler {
 	})
 	n.api.registerLocal(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
-	return mux
+	return n.withUI(mux)
 }
