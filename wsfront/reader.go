@@ -69,7 +69,7 @@ func (s *Socket) cleanup(cancel context.CancelFunc) {
 		s.mu.Lock()
 		code := s.closeCode
 		s.mu.Unlock()
-		s.Logger().Debug("connection closed", "code", code, "subscriptions", len(subs), "duration", time.Since(s.born).Round(time.Millisecond))
+		s.Logger().Debug("connection closed", "code", code, "subscriptions", len(subs), "duration", time.Since(s.born).Round(time.Millisecond).String())
 	}
 }
 
