@@ -355,7 +355,7 @@ func TestLoadBalancerKillAndDrain(t *testing.T) {
 		t.Errorf("drain took %v, want about --drain-duration (%v) plus the handoff", drainTook, drain)
 	}
 	if !strings.Contains(nodes[1].Log(), "drain: interest handed off") {
-		t.Errorf("drained node did not report its interest handed off:\n%s", tail(nodes[1].Log(), 2000))
+		t.Errorf("drained node did not report its interest handed off:\n%s", lastChars(nodes[1].Log(), 2000))
 	}
 	everyoneReceivesAfter("every client receives after the drain", time.Now(), 10*time.Second)
 	if c := connections(t, nodes[0]); c != nClients+1 {
@@ -457,7 +457,7 @@ func TestLoadBalancerKillAndDrain(t *testing.T) {
 	}
 }
 
-func tail(s string, n int) string {
+func lastChars(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
 	}
