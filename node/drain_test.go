@@ -28,10 +28,13 @@ func TestDrainEndpointDrainsAndStops(t *testing.T) {
 		clients = append(clients, wsClient(t, n.WSURL(), "room"))
 	}
 	admin := n.AdminURL()
-	if resp, err := http.Get(admin + "/drain"); err != nil || resp.StatusCode != 200 {
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := hc.Get(admin + "/drain"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET /drain: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
-	resp, err := http.Post(admin+"/drain", "", nil)
+	resp, err := hc.Post(admin+"/drain", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +44,7 @@ func TestDrainEndpointDrainsAndStops(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted || !st.Draining {
 		t.Fatalf("POST /drain: %d %+v", resp.StatusCode, st)
 	}
-	if resp, err := http.Get(admin + "/readyz"); err == nil {
+	if resp, err := hc.Get(admin + "/readyz"); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("readyz while draining: %d, want 503", resp.StatusCode)
@@ -84,6 +87,7 @@ func TestDrainEndpointGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer n.Front().Close() // never started: stop the front's sweeper
 	h := n.withDrain(http.NotFoundHandler())
 	try := func(remote string, hdr map[string]string) int {
 		r := httptest.NewRequest(http.MethodPost, "/drain", nil)
