@@ -20,8 +20,9 @@ import (
 //     the client listener (and the HTTP API) close, so a balancer's connect attempt is refused
 //     and retried on another node.
 //  2. Client sockets are closed with 4000 (socketcluster-client reconnects at once) at jittered
-//     times over the drain duration: the closes are spread evenly, one per slot, at a random
-//     point of each slot, in random order, so the reconnects do not hit the others as a herd.
+//     times over at most the drain duration: the closes are spread evenly, one per slot (at
+//     most 50 ms), at a random point of each slot, in random order, so the reconnects do not
+//     hit the others as a herd.
 //  3. The mesh stays up — links, gossip membership, our interest — until the channels our
 //     clients held are wanted from us by some other node again, i.e. the clients resubscribed
 //     elsewhere and their interest is live there (bounded by DrainHandoffWait: clients that do
@@ -139,17 +140,28 @@ func (n *Node) finishDrain(err error) {
 	d.doneOnce.Do(func() { close(ch) })
 }
 
+// drainMaxSlot caps the time reserved for one client's close: the spread is there to keep a
+// large crowd from reconnecting to the other nodes as one herd, not to hold back a handful of
+// clients, so at least 1/drainMaxSlot clients are closed per second.
+const drainMaxSlot = 50 * time.Millisecond
+
 // closeClientsJittered closes every client socket with DrainCloseCode, one per slot of
-// spread/len at a random point of its slot, then lets the front finish (stragglers closed at
-// once, goroutines waited for).
+// min(spread/len, drainMaxSlot) at a random point of its slot, in random order, then lets the
+// front finish (stragglers closed at once, goroutines waited for). It stops waiting as soon
+// as every client is gone.
 func (n *Node) closeClientsJittered(ctx context.Context, spread time.Duration) error {
 	socks := n.front.Sockets()
 	rand.Shuffle(len(socks), func(i, j int) { socks[i], socks[j] = socks[j], socks[i] })
 	if spread > 0 && len(socks) > 0 {
-		slot := spread / time.Duration(len(socks))
+		slot := min(spread/time.Duration(len(socks)), drainMaxSlot)
 		start := time.Now()
 	loop:
 		for i, sk := range socks {
+			select {
+			case <-sk.Done():
+				continue // left by itself: no close, and no slot to wait out
+			default:
+			}
 			at := start.Add(slot * time.Duration(i))
 			if slot > 0 {
 				at = at.Add(rand.N(slot))
@@ -158,15 +170,13 @@ func (n *Node) closeClientsJittered(ctx context.Context, spread time.Duration) e
 				t := time.NewTimer(d)
 				select {
 				case <-t.C:
+				case <-sk.Done():
+					t.Stop()
+					continue
 				case <-ctx.Done():
 					t.Stop()
 					break loop
 				}
-			}
-			select {
-			case <-sk.Done():
-				continue
-			default:
 			}
 			sk.Close(DrainCloseCode, "node draining")
 		}
