@@ -28,10 +28,17 @@ func chromium(t *testing.T) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "apt-get", "install", "-y", "chromium")
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("chromium is not installed and apt-get install -y chromium failed: %v\n%s", err, tail(out, 2000))
+	install := func() ([]byte, error) {
+		cmd := exec.CommandContext(ctx, "apt-get", "install", "-y", "chromium")
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		return cmd.CombinedOutput()
+	}
+	if _, err := install(); err != nil {
+		// A fresh machine may have no package lists yet.
+		_ = exec.CommandContext(ctx, "apt-get", "update", "-qq").Run()
+		if out, err := install(); err != nil {
+			t.Skipf("chromium is not installed and apt-get install -y chromium failed: %v\n%s", err, tail(out, 2000))
+		}
 	}
 	p, err := exec.LookPath("chromium")
 	if err != nil {
