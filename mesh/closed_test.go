@@ -272,7 +272,7 @@ func TestClosedMeshRejectsInjection(t *testing.T) {
 
 	mailbox, ctl := []byte(m.mailbox), []byte(controlTopic)
 	batch := func(data string) []byte {
-		return appendBatchEnvelope(nil, from, m.self, 7, 1, []publication{{ch, []byte(data)}})
+		return appendBatchEnvelope(nil, from, m.self, 7, 1, []publication{{ch, []byte(data)}}, 0)
 	}
 	hb, _ := proto.Marshal(&meshpb.Envelope{Origin: from, Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{}}})
 	mustAEAD := func(key []byte, sender string) cipher.AEAD {
@@ -367,7 +367,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 	open, po := newM(nil)
 	sender, _ := envelopeAEAD(testKeyA, "peer-1")
 	mailbox := []byte(keyed.mailbox)
-	envs := [][]byte{appendBatchEnvelope(nil, "peer-1", keyed.self, 3, 1, []publication{{"ch", []byte("x")}, {"other", nil}})}
+	envs := [][]byte{appendBatchEnvelope(nil, "peer-1", keyed.self, 3, 1, []publication{{"ch", []byte("x")}, {"other", nil}}, 0)}
 	for _, e := range []*meshpb.Envelope{
 		{Origin: "peer-1", Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{InterestVersion: 2, InterestCount: 1}}},
 		{Origin: "peer-1", Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{Version: 1, Channel: "ch", Add: true}}},

@@ -16,13 +16,13 @@ import (
 
 func TestBatchEncodingMatchesProto(t *testing.T) {
 	pubs := []publication{{"chat", []byte(`{"a":1}`)}, {"chatroom", []byte{}}, {"ü", bytes.Repeat([]byte("x"), 300)}}
-	enc := appendBatchEnvelope(nil, "n1-abc", "n2-def", 7, 42, pubs)
+	enc := appendBatchEnvelope(nil, "n1-abc", "n2-def", 7, 42, pubs, 1795630000123456789)
 	var env meshpb.Envelope
 	if err := proto.Unmarshal(enc, &env); err != nil {
 		t.Fatal(err)
 	}
 	b := env.GetBatch()
-	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || b.GetEpoch() != 7 || len(b.GetPublications()) != 3 {
+	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || b.GetEpoch() != 7 || b.GetSentUnixNano() != 1795630000123456789 || len(b.GetPublications()) != 3 {
 		t.Fatalf("decoded %v", &env)
 	}
 	for i, p := range b.GetPublications() {

@@ -74,6 +74,7 @@ type peer struct {
 	rxReported                    uint64 // guarded by m.mu
 
 	sentC, receivedC, gapsC, droppedC, rxBytesC, reconnectC prometheus.Counter
+	hopC                                                    prometheus.Observer
 	linkG                                                   prometheus.Gauge
 
 	stopOnce sync.Once
@@ -102,6 +103,7 @@ func (m *Mesh) newPeer(mi memberInfo) *peer {
 		receivedC:  m.met.received.With(l),
 		gapsC:      m.met.gaps.With(l),
 		droppedC:   m.met.dropped.With(l),
+		hopC:       m.met.hop.With(l),
 		rxBytesC:   m.met.rxBytes.With(l),
 		reconnectC: m.met.reconnect.With(l),
 		linkG:      m.met.linkUp.With(l),
@@ -427,6 +429,11 @@ type recvState struct {
 
 func (p *peer) receiveBatch(b *meshpb.Batch) {
 	m := p.m
+	if b.SentUnixNano != 0 {
+		if d := time.Now().UnixNano() - int64(b.SentUnixNano); d >= 0 {
+			p.hopC.Observe(float64(d) / 1e9)
+		}
+	}
 	if b.Epoch != p.recv.epoch {
 		// The sender started a new send state for us: its sequence restarts at 1.
 		p.recv.epoch, p.recv.expect = b.Epoch, 1

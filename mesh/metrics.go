@@ -9,18 +9,19 @@ import (
 // metrics are the mesh's Prometheus collectors. The peer label is the peer's logical name, so a
 // restarted peer continues its series.
 type metrics struct {
-	sent      *prometheus.CounterVec // publications handed to the PUB socket for a peer
-	received  *prometheus.CounterVec // publications received from a peer
-	gaps      *prometheus.CounterVec // publications missing in a peer's per-link sequence
-	dropped   *prometheus.CounterVec // publications for a peer never sent: queue full, peer failed or removed
-	rxBytes   *prometheus.CounterVec // bytes read from a peer's PUB socket (wire, all topics)
-	linkUp    *prometheus.GaugeVec   // 1 while the link from a peer is up
-	reconnect *prometheus.CounterVec // subscribe-socket recreations per peer
-	rejected  *prometheus.CounterVec // envelopes dropped per peer and reason (labels peer, reason)
-	unwanted  prometheus.Counter     // received publications for channels not wanted here
-	stalled   prometheus.Counter     // PUB connections closed by the stall watchdog
-	hsTimeout prometheus.Counter     // connections closed by the handshake deadline
-	members   prometheus.Gauge       // alive members (logical names), self included
+	sent      *prometheus.CounterVec   // publications handed to the PUB socket for a peer
+	received  *prometheus.CounterVec   // publications received from a peer
+	gaps      *prometheus.CounterVec   // publications missing in a peer's per-link sequence
+	dropped   *prometheus.CounterVec   // publications for a peer never sent: queue full, peer failed or removed
+	rxBytes   *prometheus.CounterVec   // bytes read from a peer's PUB socket (wire, all topics)
+	linkUp    *prometheus.GaugeVec     // 1 while the link from a peer is up
+	reconnect *prometheus.CounterVec   // subscribe-socket recreations per peer
+	rejected  *prometheus.CounterVec   // envelopes dropped per peer and reason (labels peer, reason)
+	unwanted  prometheus.Counter       // received publications for channels not wanted here
+	stalled   prometheus.Counter       // PUB connections closed by the stall watchdog
+	hsTimeout prometheus.Counter       // connections closed by the handshake deadline
+	members   prometheus.Gauge         // alive members (logical names), self included
+	hop       *prometheus.HistogramVec // batch encoded at the origin → received here, per origin peer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -70,6 +71,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sockmesh_mesh_handshake_timeouts_total",
 			Help: "Mesh connections closed because the ZMTP handshake did not finish in time.",
 		}),
+		hop: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sockmesh_mesh_hop_seconds",
+			Help:    "Mesh hop latency: from a batch being encoded at the origin peer to its receipt here (includes the PUB queue and the network; across hosts it assumes synced clocks).",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16), // 25 µs … ~0.8 s
+		}, peer),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sockmesh_mesh_members",
 			Help: "Alive cluster members (logical names), this node included.",
@@ -88,6 +94,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.stalled = register(reg, m.stalled)
 		m.hsTimeout = register(reg, m.hsTimeout)
 		m.members = register(reg, m.members)
+		m.hop = register(reg, m.hop)
 	}
 	return m
 }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -128,7 +129,7 @@ func (m *Mesh) flusher() {
 				)
 				batch, first, more = p.take(batch)
 				if len(batch) > 0 {
-					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.epoch, first, batch)
+					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.epoch, first, batch, time.Now().UnixNano())
 					// enc is reused: sendEnvelope hands the PUB its own (sealed or copied) frame.
 					if m.sendEnvelope(p.mailboxB, enc, false) {
 						p.sent.Add(uint64(len(batch)))
@@ -150,9 +151,10 @@ func (m *Mesh) flusher() {
 // appendBatchEnvelope encodes Envelope{origin, target, batch{first_seq, publications}} by hand:
 // the hot path, without a message tree per publication. Wire-compatible with meshpb.Envelope
 // (checked by TestBatchEncodingMatchesProto). epoch is never 0, so it is always present.
-func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64, pubs []publication) []byte {
+func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64, pubs []publication, sentUnixNano int64) []byte {
 	batchLen := protowire.SizeTag(1) + protowire.SizeVarint(firstSeq) +
-		protowire.SizeTag(3) + protowire.SizeVarint(epoch)
+		protowire.SizeTag(3) + protowire.SizeVarint(epoch) +
+		protowire.SizeTag(4) + protowire.SizeFixed64()
 	for _, pb := range pubs {
 		batchLen += protowire.SizeTag(2) + protowire.SizeBytes(pubLen(pb))
 	}
@@ -179,6 +181,8 @@ func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64
 	}
 	b = protowire.AppendTag(b, 3, protowire.VarintType)
 	b = protowire.AppendVarint(b, epoch)
+	b = protowire.AppendTag(b, 4, protowire.Fixed64Type)
+	b = protowire.AppendFixed64(b, uint64(sentUnixNano))
 	return b
 }
 

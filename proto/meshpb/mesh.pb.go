@@ -192,7 +192,11 @@ type Batch struct {
 	// when the sender no longer knows the link (its memory of removed peers is bounded); sequences
 	// then restart at 1, and the receiver resets what it expects instead of counting the old
 	// numbers as duplicates.
-	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// When the sender encoded the batch (Unix nanoseconds). The receiver observes now minus
+	// this as the mesh hop latency; across hosts it is only as good as their clock sync (NTP),
+	// and negative values are discarded. 0 = not set (an older sender).
+	SentUnixNano  uint64 `protobuf:"fixed64,4,opt,name=sent_unix_nano,json=sentUnixNano,proto3" json:"sent_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -244,6 +248,13 @@ func (x *Batch) GetPublications() []*Publication {
 func (x *Batch) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Batch) GetSentUnixNano() uint64 {
+	if x != nil {
+		return x.SentUnixNano
 	}
 	return 0
 }
@@ -547,11 +558,12 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x05delta\x18\x05 \x01(\v2\x1f.sockmesh.mesh.v1.InterestDeltaH\x00R\x05delta\x12@\n" +
 	"\bsnapshot\x18\x06 \x01(\v2\".sockmesh.mesh.v1.InterestSnapshotH\x00R\bsnapshot\x12N\n" +
 	"\x10snapshot_request\x18\a \x01(\v2!.sockmesh.mesh.v1.SnapshotRequestH\x00R\x0fsnapshotRequestB\x06\n" +
-	"\x04body\"}\n" +
+	"\x04body\"\xa3\x01\n" +
 	"\x05Batch\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12A\n" +
 	"\fpublications\x18\x02 \x03(\v2\x1d.sockmesh.mesh.v1.PublicationR\fpublications\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\";\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12$\n" +
+	"\x0esent_unix_nano\x18\x04 \x01(\x06R\fsentUnixNano\";\n" +
 	"\vPublication\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x86\x01\n" +
