@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -134,5 +136,37 @@ func TestEnvironmentConfiguresNode(t *testing.T) {
 	}
 	if _, err := c.Invoke(context.Background(), "echo", 1); err != nil {
 		t.Fatalf("SOCKMESH_DEMO=true did not install the demo: %v", err)
+	}
+}
+
+// A --config YAML file sets the same keys as the flags; the command line and the environment
+// win over it; an unknown key or a bad value stops the start with an error naming the key.
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("ping-timeout: 3s\nping-interval: 500ms\ndemo: true\nmax-subscriptions: 7\n"), 0o600)
+	n := harness.NewNode(t, "cfg", "--config", good, "--max-subscriptions", "9")
+	n.Start()
+	c := dial(t, n.URL())
+	if got := c.Status().PingTimeout; got != 3*time.Second {
+		t.Fatalf("pingTimeout from the file: %v", got)
+	}
+	if _, err := c.Invoke(context.Background(), "echo", 1); err != nil {
+		t.Fatalf("demo: true in the file did not install the demo: %v", err)
+	}
+	out, err := exec.Command(harness.Binary(t), "serve", "--config", good, "--max-subscriptions", "9", "--print-config").Output()
+	if err != nil || !strings.Contains(string(out), "max-subscriptions: \"9\"") || !strings.Contains(string(out), "ping-timeout: 3s") {
+		t.Fatalf("--print-config: %v\n%s", err, out)
+	}
+	for body, want := range map[string]string{
+		"ping-timout: 3s\n":         `unknown key "ping-timout"`,
+		"max-subscriptions: many\n": `config key "max-subscriptions"`,
+	} {
+		bad := filepath.Join(dir, "bad.yaml")
+		os.WriteFile(bad, []byte(body), 0o600)
+		out, err := exec.Command(harness.Binary(t), "serve", "--config", bad).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("config %q: err %v, output %q, want it to mention %s", body, err, out, want)
+		}
 	}
 }
