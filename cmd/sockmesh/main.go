@@ -25,7 +25,7 @@ var commands = map[string]struct {
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: sockmesh [command] [flags]\n\ncommands:\n")
-	for _, name := range []string{"serve", "pub", "sub", "cluster", "bench"} {
+	for _, name := range []string{"serve", "pub", "sub", "cluster", "drain", "bench"} {
 		if c, ok := commands[name]; ok {
 			fmt.Fprintf(os.Stderr, "  %-8s %s\n", name, c.help)
 		}
