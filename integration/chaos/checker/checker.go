@@ -23,6 +23,14 @@ const (
 	// LeakGrace: deliveries of a channel up to this long after the client unsubscribed it are
 	// not leaks (the #unsubscribe may still be on the wire).
 	LeakGrace = 1 * time.Second
+	// UnsubscribeInFlight: publications sent up to this long before the client unsubscribed
+	// are not expected (and not leaks if they arrive). They are still in flight — publisher →
+	// its node → mesh → the subscriber's node — when the subscriber's #unsubscribe, which takes
+	// the one direct hop, reaches that node; the node then correctly no longer delivers them.
+	// The product promises nothing for a publication concurrent with an unsubscribe (there is no
+	// order between two clients' messages on different nodes), so neither outcome is a loss.
+	// Same size as the scenarios' in-flight slack before a fault.
+	UnsubscribeInFlight = 1 * time.Second
 )
 
 // Msg is the payload of every chaos publication.
@@ -185,6 +193,13 @@ type Delivery struct {
 
 type window struct{ from, to time.Time } // to zero: open
 
+// expects reports whether a publication sent at t must reach a subscriber holding this window:
+// from `from` on, and, once the window is closed by an unsubscribe, up to UnsubscribeInFlight
+// before it (what was sent closer to the unsubscribe races it).
+func (w window) expects(t time.Time) bool {
+	return !t.Before(w.from) && (w.to.IsZero() || t.Before(w.to.Add(-UnsubscribeInFlight)))
+}
+
 // Sub is a subscriber's record.
 type Sub struct {
 	ID    string
@@ -240,8 +255,8 @@ func (s *Sub) Expect(ch string, t time.Time) {
 	s.wins[ch] = append(s.wins[ch], window{from: t})
 }
 
-// Released records that the client unsubscribed ch at t: nothing is expected after, and
-// deliveries after t+LeakGrace are leaks.
+// Released records that the client unsubscribed ch at t: nothing sent after
+// t-UnsubscribeInFlight is expected, and deliveries after t+LeakGrace are leaks.
 func (s *Sub) Released(ch string, t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -429,7 +444,7 @@ func (r *Recorder) Analyze(end time.Time, pool Pool) (Counts, []Loss) {
 		for ch, ws := range s.wins {
 			for _, w := range ws {
 				for _, m := range byCh[ch] {
-					if m.At.Before(w.from) || (!w.to.IsZero() && !m.At.Before(w.to)) {
+					if !w.expects(m.At) {
 						continue
 					}
 					c.Expected++
@@ -554,7 +569,7 @@ func (r *Recorder) DeliveredBetween(t0, t1 time.Time, from, to map[string]bool) 
 		for ch, ws := range s.wins {
 			for _, w := range ws {
 				for _, m := range byCh[ch] {
-					if m.At.Before(w.from) || (!w.to.IsZero() && !m.At.Before(w.to)) || !to[s.Conns.NodeAt(m.At)] {
+					if !w.expects(m.At) || !to[s.Conns.NodeAt(m.At)] {
 						continue
 					}
 					expected++

@@ -58,3 +58,49 @@ func TestAnalyzeCountsEachDefect(t *testing.T) {
 		t.Fatalf("told loss: %+v", c)
 	}
 }
+
+// B3: a publication sent just before the subscriber unsubscribes races the #unsubscribe (the
+// publication crosses the mesh, the #unsubscribe one hop) and may rightly not be delivered; it is
+// not expected. One sent more than UnsubscribeInFlight before the unsubscribe still is.
+func TestUnsubscribeInFlightNotExpected(t *testing.T) {
+	// The unsubscribe is now, so that a late delivery below (Deliver stamps time.Now) falls
+	// within LeakGrace of it.
+	release := time.Now()
+	t0 := release.Add(-5 * time.Second)
+	cases := []struct {
+		name           string
+		sentBefore     time.Duration // how long before the unsubscribe the publication was sent
+		expected, lost int
+	}{
+		{"racing the unsubscribe (B3: 200µs)", 200 * time.Microsecond, 0, 0},
+		{"just inside the bound", UnsubscribeInFlight - time.Millisecond, 0, 0},
+		{"at the bound", UnsubscribeInFlight, 0, 0},
+		{"just outside the bound", UnsubscribeInFlight + time.Millisecond, 1, 1},
+		{"well before", 3 * time.Second, 1, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var r Recorder
+			p := r.NewPub("p")
+			p.Conns.Up("a", t0.Add(-5*time.Second))
+			s := r.NewSub("s")
+			s.Conns.Up("b", t0.Add(-5*time.Second))
+			s.Holding("ch", t0)
+			s.Expect("ch", t0)
+			m := Msg{P: "p", S: 0, C: "ch", O: "a", T: release.Add(-tc.sentBefore).UnixNano()}
+			p.Record(m, nil)
+			s.Released("ch", release) // and the publication never arrives
+			end := time.Now().Add(time.Second)
+			c, losses := r.Analyze(end, nil)
+			if c.Expected != tc.expected || c.Lost != tc.lost || c.Leaked != 0 {
+				t.Fatalf("got %+v, want expected %d lost %d; losses %+v", c, tc.expected, tc.lost, losses)
+			}
+			// Delivered anyway (the publication won the race): neither a leak nor a duplicate.
+			b, _ := json.Marshal(m)
+			s.Deliver("ch", b)
+			if c, _ := r.Analyze(end, nil); c.Lost != 0 || c.Leaked != 0 || c.Duplicated != 0 {
+				t.Fatalf("delivered: %+v", c)
+			}
+		})
+	}
+}
