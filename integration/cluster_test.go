@@ -14,33 +14,10 @@ import (
 
 	"github.com/sockmesh/sockmesh/client"
 	"github.com/sockmesh/sockmesh/integration/harness"
+	"github.com/sockmesh/sockmesh/node"
 )
 
-// clusterView is the part of /cluster the tests read.
-type clusterView struct {
-	Self    string `json:"self"`
-	Ready   bool   `json:"ready"`
-	Members []struct {
-		Name   string `json:"name"`
-		Status string `json:"status"`
-	} `json:"members"`
-	Peers []struct {
-		Name           string `json:"name"`
-		Link           string `json:"link"`
-		Channels       int    `json:"channels"`
-		InterestSynced bool   `json:"interest_synced"`
-		Received       uint64 `json:"received"`
-		Gaps           uint64 `json:"gaps"`
-		Dropped        uint64 `json:"dropped"`
-		ReceivedBytes  uint64 `json:"received_payload_bytes"`
-	} `json:"peers"`
-}
-
-func view(n *harness.Node) (clusterView, error) {
-	var v clusterView
-	err := n.GetJSON("/cluster", &v)
-	return v, err
-}
+func view(n *harness.Node) (node.Cluster, error) { return n.Cluster() }
 
 // startCluster starts size nodes, the first a new cluster and the others joining it, and
 // waits until every node is ready and sees all of them alive.
@@ -242,7 +219,7 @@ func TestClusterSendsOnlyWantedChannels(t *testing.T) {
 		}
 		for _, p := range v.Peers {
 			if p.Name == from {
-				return p.Received, p.ReceivedBytes
+				return p.Received, p.ReceivedPayloadBytes
 			}
 		}
 		t.Fatalf("%s has no peer %s", at.Name, from)

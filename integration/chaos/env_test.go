@@ -15,35 +15,10 @@ import (
 	"github.com/sockmesh/sockmesh/client"
 	"github.com/sockmesh/sockmesh/integration/chaos/checker"
 	"github.com/sockmesh/sockmesh/integration/harness"
+	"github.com/sockmesh/sockmesh/node"
 )
 
-// clusterView is the part of /cluster the scenarios read.
-type clusterView struct {
-	Self    string `json:"self"`
-	Ready   bool   `json:"ready"`
-	Members []struct {
-		Name   string `json:"name"`
-		Status string `json:"status"`
-	} `json:"members"`
-	Peers []struct {
-		Name           string `json:"name"`
-		Link           string `json:"link"`
-		Channels       int    `json:"channels"`
-		InterestSynced bool   `json:"interest_synced"`
-		Received       uint64 `json:"received"`
-		Gaps           uint64 `json:"gaps"`
-		Dropped        uint64 `json:"dropped"`
-	} `json:"peers"`
-	Channels      int `json:"channels"`
-	LocalChannels int `json:"local_channels"`
-	Connections   int `json:"connections"`
-}
-
-func view(n *harness.Node) (clusterView, error) {
-	var v clusterView
-	err := n.GetJSON("/cluster", &v)
-	return v, err
-}
+func view(n *harness.Node) (node.Cluster, error) { return n.Cluster() }
 
 // cluster is a set of node processes addressed by name.
 type cluster struct {

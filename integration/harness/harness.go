@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockmesh/sockmesh/node"
 )
 
 var (
@@ -321,4 +323,12 @@ func Poll(within time.Duration, check func() error) error {
 			delay *= 2
 		}
 	}
+}
+
+// Cluster reads the node's /cluster view into the node package's own type, so tests and the
+// endpoint cannot drift apart.
+func (n *Node) Cluster() (node.Cluster, error) {
+	var v node.Cluster
+	err := n.GetJSON("/cluster", &v)
+	return v, err
 }
