@@ -5,32 +5,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 
 import { scenario, waitFor, settle, sockmeshBin, httpText, freePorts } from './lib/harness.js';
+import { clusterReady, interestKnown } from './lib/cluster.js';
 
 const API_KEY = 'jsclient-api-key';
-
-async function clusterReady(servers) {
-  await waitFor(async () => {
-    for (const s of servers) {
-      const body = await httpText(`http://127.0.0.1:${s.adminPort}/cluster`);
-      if (!body) return false;
-      const v = JSON.parse(body);
-      if (!v.ready || v.members.filter((m) => m.status === 'alive').length !== servers.length) return false;
-    }
-    return true;
-  }, 15000, 'three nodes joined with links up');
-}
-
-async function interestKnown(servers, wanter, n) {
-  await waitFor(async () => {
-    for (const s of servers) {
-      if (s === wanter) continue;
-      const v = JSON.parse((await httpText(`http://127.0.0.1:${s.adminPort}/cluster`)) || '{}');
-      const p = (v.peers || []).find((x) => x.name === wanter.name);
-      if (!p || p.channels !== n) return false;
-    }
-    return true;
-  }, 10000, `${wanter.name}'s subscription known cluster-wide`);
-}
 
 function apiPublish(apiPort, body, key = API_KEY) {
   const headers = { 'Content-Type': 'application/json' };

@@ -6,34 +6,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import { scenario, waitFor, within, settle, sockmeshBin, httpText } from './lib/harness.js';
+import { scenario, waitFor, within, settle, sockmeshBin } from './lib/harness.js';
+import { clusterReady, interestKnown } from './lib/cluster.js';
 
 const run = promisify(execFile);
-
-async function clusterReady(servers) {
-  await waitFor(async () => {
-    for (const s of servers) {
-      const body = await httpText(`http://127.0.0.1:${s.adminPort}/cluster`);
-      if (!body) return false;
-      const v = JSON.parse(body);
-      if (!v.ready || v.members.filter((m) => m.status === 'alive').length !== servers.length) return false;
-    }
-    return true;
-  }, 15000, 'three nodes joined with links up');
-}
-
-// Every node other than `wanter` knows that `wanter` wants `n` channels.
-async function interestKnown(servers, wanter, n) {
-  await waitFor(async () => {
-    for (const s of servers) {
-      if (s === wanter) continue;
-      const v = JSON.parse((await httpText(`http://127.0.0.1:${s.adminPort}/cluster`)) || '{}');
-      const p = (v.peers || []).find((x) => x.name === wanter.name);
-      if (!p || p.channels !== n) return false;
-    }
-    return true;
-  }, 10000, `${wanter.name}'s subscription known cluster-wide`);
-}
 
 scenario('§17.10 cross-node: socketcluster-client on n1 receives what a Go client publishes on n3, once', { timeout: 60000 }, async (ctx) => {
   const n1 = await ctx.server();
