@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 
-import { scenario, waitFor, settle, sockmeshBin, httpText, freePorts } from './lib/harness.js';
+import { scenario, waitFor, settle, sockmeshBin, freePorts } from './lib/harness.js';
 import { clusterReady, interestKnown } from './lib/cluster.js';
 
 const API_KEY = 'jsclient-api-key';
