@@ -275,7 +275,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Metrics.UpgradeFailures.Inc()
 		return // the upgrader already answered
 	}
-	sock := newSocket(s, ws, r)
+	sock := newSocket(s, ws, keptRequest(r))
 	sock.ip = ip
 	s.mu.Lock()
 	if s.draining {
@@ -348,6 +348,16 @@ func (s *Server) sweeper() {
 // Close stops the server's own goroutine after a Shutdown, or for a server that served
 // through another listener's lifetime (tests). Open sockets are not touched.
 func (s *Server) Close() { s.stopOnce.Do(func() { close(s.stopSweep) }) }
+
+// keptRequest is what a socket keeps of its upgrade request for its whole life: method, URL,
+// headers, host and remote address. The original also holds the server connection's context
+// and buffers, which an idle connection should not pin.
+func keptRequest(r *http.Request) *http.Request {
+	return &http.Request{
+		Method: r.Method, URL: r.URL, Proto: r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
+		Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr, RequestURI: r.RequestURI, TLS: r.TLS,
+	}
+}
 
 // closeEmpty closes s.empty once; s.mu held.
 func (s *Server) closeEmpty() {
