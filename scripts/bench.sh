@@ -2,7 +2,7 @@
 # `make bench`: builds sockmesh, runs the standard `sockmesh bench` set against
 #   1. one sockmesh node pinned to core 0 (taskset -c 0), the tool on core 1;
 #   2. a local 3-node sockmesh cluster, all three nodes on core 0 (cross scenario);
-#   3. socketcluster-server 20 from npm (bench/scserver), pinned to core 0;
+#   3. socketcluster-server 20 from npm (scripts/scserver), pinned to core 0;
 # and writes docs/benchmarks.md (machine, versions, results). Raw JSON lines stay in
 # $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 2-4 minutes.
 #
@@ -37,7 +37,7 @@ trap cleanup EXIT INT TERM
 
 echo "== building"
 go build -o "$BIN" ./cmd/sockmesh
-(cd bench/scserver && npm ci --no-audit --no-fund --loglevel=error)
+(cd scripts/scserver && npm ci --no-audit --no-fund --loglevel=error)
 
 wait_port() { # host:port
   for _ in $(seq 1 100); do
@@ -108,7 +108,7 @@ bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subsc
 cleanup
 
 echo "== 3. socketcluster-server 20 on core $SERVER_CPU"
-taskset -c "$SERVER_CPU" node bench/scserver/server.js 19200 >"$OUT/scserver.log" 2>&1 &
+taskset -c "$SERVER_CPU" node scripts/scserver/server.js 19200 >"$OUT/scserver.log" 2>&1 &
 SC_PID=$!
 pids+=("$SC_PID")
 wait_port 127.0.0.1:19200
@@ -116,7 +116,7 @@ standard_set "socketcluster-server" "$SC_PID" ws://127.0.0.1:19200/socketcluster
 cleanup
 
 echo "== writing $DOC"
-SC_VERSION=$(node -p 'require("./bench/scserver/node_modules/socketcluster-server/package.json").version')
+SC_VERSION=$(node -p 'require("./scripts/scserver/node_modules/socketcluster-server/package.json").version')
 {
   cat <<EOF
 # Benchmarks
