@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -59,16 +60,30 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago. With UDP too (gossip
-// needs both), it checks the UDP port as well.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago (with udp, free for UDP
+// too: gossip needs both). Ports come from 20000–32767, below Linux's ephemeral range: a node
+// that keeps dialling a peer's not-yet-listening port can otherwise be handed that very
+// port as its own ephemeral source port (a TCP self-connect), and the peer then fails to bind.
 func FreePort(t testing.TB, udp bool) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for i := 0; i < 200; i++ {
+		port := 20000 + mrand.IntN(12768)
+		portsMu.Lock()
+		taken := portsGiven[port]
+		portsGiven[port] = true
+		portsMu.Unlock()
+		if taken {
+			continue // never hand out a port twice in one test process
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
 		if udp {
 			u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 			if err != nil {
@@ -80,7 +95,7 @@ func FreePort(t testing.TB, udp bool) int {
 		l.Close()
 		return port
 	}
-	t.Fatal("no free port")
+	t.Fatal("no free port in 20000-32767")
 	return 0
 }
 
