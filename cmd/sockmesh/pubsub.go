@@ -197,29 +197,7 @@ func pubMain(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 		return err
 	}
 
-	if len(pos) == 2 {
-		if err := publish(parseData(pos[1])); err != nil {
-			return fmt.Errorf("pub: %w", err)
-		}
-		return nil
-	}
-	sc := bufio.NewScanner(stdin)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	n := 0
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		n++
-		if err := publish(parseData(line)); err != nil {
-			return fmt.Errorf("pub: line %d: %w", n, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("pub: reading stdin: %w", err)
-	}
-	return nil
+	return publishAll(pos[1:], stdin, publish)
 }
 
 func subMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -371,8 +349,14 @@ func pubAPI(ctx context.Context, api, key string, timeout time.Duration, channel
 		}
 		return nil
 	}
-	if len(data) == 1 {
-		if err := publish(parseData(data[0])); err != nil {
+	return publishAll(data, stdin, publish)
+}
+
+// publishAll publishes the one DATA argument, or else each non-empty line of stdin, through
+// publish: the same for the WebSocket and the HTTP API paths of `sockmesh pub`.
+func publishAll(args []string, stdin io.Reader, publish func(any) error) error {
+	if len(args) == 1 {
+		if err := publish(parseData(args[0])); err != nil {
 			return fmt.Errorf("pub: %w", err)
 		}
 		return nil
