@@ -31,6 +31,7 @@ unit:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./wsfront
+	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s ./wsfront
 
 # Multi-process tests of the real binary (the chaos suite has its own target: make chaos).
 integration: build

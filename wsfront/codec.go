@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 )
 
 // PacketKind classifies one inbound frame (or one element of a batch).
@@ -41,12 +42,36 @@ type Packet struct {
 // IsInvoke reports whether the event expects an answer.
 func (p *Packet) IsInvoke() bool { return p.CID != nil }
 
+// wirePacket holds the raw top-level fields of a packet object (sub-slices of the frame).
 type wirePacket struct {
-	Event json.RawMessage `json:"event"`
-	Data  json.RawMessage `json:"data"`
-	CID   json.RawMessage `json:"cid"`
-	RID   json.RawMessage `json:"rid"`
-	Error json.RawMessage `json:"error"`
+	Event, Data, CID, RID, Error json.RawMessage
+}
+
+// scanPacket fills w from one JSON object; false when b is not a valid JSON object. A
+// repeated key counts once, the last one winning, as in encoding/json.
+func scanPacket(b []byte, w *wirePacket) bool {
+	o, ok := startObject(b)
+	if !ok {
+		return false
+	}
+	for {
+		k, esc, v, ok := o.next()
+		if !ok {
+			return true
+		}
+		switch {
+		case keyIs(k, esc, "event"):
+			w.Event = v
+		case keyIs(k, esc, "data"):
+			w.Data = v
+		case keyIs(k, esc, "cid"):
+			w.CID = v
+		case keyIs(k, esc, "rid"):
+			w.RID = v
+		case keyIs(k, esc, "error"):
+			w.Error = v
+		}
+	}
 }
 
 // maxBatch bounds how many packets one array frame may carry; the frame size limit already
@@ -68,19 +93,32 @@ func Decode(frame []byte) Packet {
 	switch t[0] {
 	case '{':
 		var w wirePacket
-		if json.Unmarshal(t, &w) != nil {
+		if !scanPacket(t, &w) {
 			return Packet{Kind: KindRaw}
 		}
 		return classify(&w)
 	case '[':
-		var items []json.RawMessage
-		if json.Unmarshal(t, &items) != nil || len(items) > maxBatch {
+		end := skipValue(t, 0, 0)
+		if end < 0 || skipWS(t, end) != len(t) {
 			return Packet{Kind: KindRaw}
+		}
+		// The array is valid: walk its elements.
+		var items [][]byte
+		for i := skipWS(t, 1); i < end && t[i] != ']'; {
+			e := skipValue(t, i, 1)
+			items = append(items, t[i:e])
+			if len(items) > maxBatch {
+				return Packet{Kind: KindRaw}
+			}
+			i = skipWS(t, e)
+			if t[i] == ',' {
+				i = skipWS(t, i+1)
+			}
 		}
 		out := Packet{Kind: KindBatch, Batch: make([]Packet, 0, len(items))}
 		for _, it := range items {
 			var w wirePacket
-			if len(it) == 0 || it[0] != '{' || json.Unmarshal(it, &w) != nil {
+			if it[0] != '{' || !scanPacket(it, &w) {
 				out.Batch = append(out.Batch, Packet{Kind: KindRaw})
 				continue
 			}
@@ -93,8 +131,8 @@ func Decode(frame []byte) Packet {
 
 func classify(w *wirePacket) Packet {
 	if len(w.Event) > 0 && w.Event[0] == '"' {
-		var name string
-		if json.Unmarshal(w.Event, &name) != nil {
+		name, ok := unquote(w.Event)
+		if !ok {
 			return Packet{Kind: KindRaw}
 		}
 		// An explicit null stays: echoing it must answer "data":null, not omit data.
@@ -105,8 +143,8 @@ func classify(w *wirePacket) Packet {
 		return p
 	}
 	if isJSONNumber(w.RID) {
-		var rid float64
-		if json.Unmarshal(w.RID, &rid) != nil {
+		rid, err := strconv.ParseFloat(string(w.RID), 64)
+		if err != nil {
 			return Packet{Kind: KindRaw}
 		}
 		return Packet{Kind: KindResponse, RID: int64(rid), Data: nullToNil(w.Data), Error: nullToNil(w.Error)}

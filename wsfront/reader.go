@@ -58,6 +58,12 @@ func (s *Socket) cleanup(cancel context.CancelFunc) {
 	subs := s.subs
 	s.subs = map[string]struct{}{}
 	s.queue = nil
+	// A waiting writer has nothing left to do; without this it would wait for the sweeper.
+	s.retire = true
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 	s.mu.Unlock()
 	for ch := range subs {
 		s.srv.broker.Unsubscribe(s, ch)
@@ -296,7 +302,10 @@ func itoa(n int) string { return string(appendInt(nil, int64(n))) }
 // invalid UTF-8 and lone surrogate escapes into U+FFFD; a name that gained a U+FFFD that the
 // client did not send is reported as not valid UTF-8.
 func channelName(raw json.RawMessage) (name string, ok bool, invalidUTF8 bool) {
-	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &name) != nil {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false, false
+	}
+	if name, ok = unquote(raw); !ok {
 		return "", false, false
 	}
 	if strings.ContainsRune(name, utf8.RuneError) && !bytes.Contains(raw, []byte("\xef\xbf\xbd")) &&
@@ -388,14 +397,34 @@ func (s *Socket) unsubscribe(p *Packet) {
 }
 
 type publishData struct {
-	Channel json.RawMessage `json:"channel"`
-	Data    json.RawMessage `json:"data"`
+	Channel json.RawMessage
+	Data    json.RawMessage
+}
+
+// scan reads {"channel":…,"data":…} (sub-slices of b); false when b is not an object.
+func (pd *publishData) scan(b []byte) bool {
+	o, ok := startObject(b)
+	if !ok {
+		return false
+	}
+	for {
+		k, esc, v, ok := o.next()
+		if !ok {
+			return true
+		}
+		switch {
+		case keyIs(k, esc, "channel"):
+			pd.Channel = v
+		case keyIs(k, esc, "data"):
+			pd.Data = v
+		}
+	}
 }
 
 func (s *Socket) publish(ctx context.Context, p *Packet) {
 	m := s.srv.cfg.Metrics
 	var pd publishData
-	if len(p.Data) == 0 || json.Unmarshal(p.Data, &pd) != nil || len(pd.Channel) == 0 || pd.Channel[0] != '"' {
+	if len(p.Data) == 0 || !pd.scan(p.Data) || len(pd.Channel) == 0 || pd.Channel[0] != '"' {
 		m.PublishFailures.WithLabelValues("malformed").Inc()
 		s.respond(p, nil, NewError("InvalidActionError", "Publish channel name was malformatted"), "publish")
 		return

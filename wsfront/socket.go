@@ -3,6 +3,7 @@ package wsfront
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,7 +57,21 @@ type Socket struct {
 	writing      bool
 	closePending bool
 
-	wake chan struct{} // cap 1: wakes a lingering writer
+	// urgent: a queued frame must not wait for the write delay; delaying: the writer is
+	// waiting out the delay (only urgent frames wake it).
+	urgent   bool
+	delaying bool
+	// retire asks an idle writer to exit; idleSince is when it last found the queue empty.
+	retire    bool
+	idleSince time.Time
+
+	// nc is the connection under ws; data frames are written to it directly (writeRaw).
+	nc net.Conn
+	// writeStart is the unix-nano start of the write in progress (0: none); the sweeper
+	// cuts a connection whose write has been stuck for WriteTimeout.
+	writeStart atomic.Int64
+
+	wake chan struct{} // cap 1: wakes a waiting writer
 	dead chan struct{} // closed when the reader has finished and cleaned up
 	// lastPing is when the sweeper last queued a ping (sweeper goroutine only).
 	lastPing time.Time
@@ -71,6 +86,7 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 	s := &Socket{
 		srv:  srv,
 		ws:   ws,
+		nc:   ws.NetConn(),
 		req:  r,
 		id:   srv.newID(),
 		born: time.Now(),
@@ -84,7 +100,23 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		s.pubRate = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
 	}
 	ws.SetReadLimit(srv.cfg.MaxPayload)
+	ws.SetPingHandler(s.pong)
 	return s
+}
+
+// pong answers a client's WebSocket ping. Unlike gorilla's default handler it clears the
+// write deadline afterwards: data frames are written without one (see writeRaw).
+func (s *Socket) pong(data string) error {
+	err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	_ = s.nc.SetWriteDeadline(time.Time{})
+	if err == websocket.ErrCloseSent {
+		return nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
 }
 
 // ID is the socket id sent in the handshake.
@@ -140,18 +172,23 @@ func (s *Socket) Logger() *slog.Logger {
 // Deliver queues a shared, already encoded frame. The broker calls it for every subscriber
 // of a publication; frame must not be modified afterwards. A full queue disconnects the
 // client (slow consumer) and returns false.
-func (s *Socket) Deliver(frame []byte) bool { return s.enqueueSampled(frame, nil, time.Time{}) }
+func (s *Socket) Deliver(frame []byte) bool { return s.enqueueSampled(frame, false, nil, time.Time{}) }
 
 // DeliverSampled is Deliver for a sampled publication: once the writer has written the frame
 // (with whatever was queued with it), obs observes the seconds since since. A socket keeps
 // one sample at a time; a second one before the first is written is not observed.
 func (s *Socket) DeliverSampled(frame []byte, since time.Time, obs prometheus.Observer) bool {
-	return s.enqueueSampled(frame, obs, since)
+	return s.enqueueSampled(frame, false, obs, since)
 }
 
-func (s *Socket) enqueue(frame []byte) bool { return s.enqueueSampled(frame, nil, time.Time{}) }
+// enqueue queues a frame that is written without waiting out Config.WriteDelay: responses
+// and events. Only publications (Deliver) are held back to be coalesced, so a client making
+// calls one after another never waits for the window.
+func (s *Socket) enqueue(frame []byte) bool {
+	return s.enqueueSampled(frame, true, nil, time.Time{})
+}
 
-func (s *Socket) enqueueSampled(frame []byte, obs prometheus.Observer, since time.Time) bool {
+func (s *Socket) enqueueSampled(frame []byte, urgent bool, obs prometheus.Observer, since time.Time) bool {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -178,6 +215,9 @@ func (s *Socket) enqueueSampled(frame []byte, obs prometheus.Observer, since tim
 	s.queued += len(frame)
 	if obs != nil && s.sampleObs == nil {
 		s.sampleObs, s.sampleAt = obs, since
+	}
+	if urgent {
+		s.urgent = true
 	}
 	s.kickWriter()
 	s.mu.Unlock()
@@ -333,6 +373,7 @@ func (s *Socket) Close(code int, reason string) {
 	s.closing = true
 	s.closeCode, s.closeReason = code, reason
 	s.closePending = true
+	s.urgent = true
 	s.kickWriter()
 	s.mu.Unlock()
 }
@@ -358,17 +399,23 @@ func marshalData(data any) (json.RawMessage, error) {
 var pingFrame = []byte{}
 
 // writerLinger is how long an idle writer goroutine waits for more frames before it exits.
-// Busy connections keep their writer; idle ones cost no goroutine beyond their reader.
+// Busy connections keep their writer; idle ones cost no goroutine beyond their reader. The
+// sweeper retires idle writers, so the exit happens at its next tick after writerLinger.
 const writerLinger = 250 * time.Millisecond
 
-// kickWriter starts the writer goroutine if none runs, or wakes the lingering one.
+// kickWriter starts the writer goroutine if none runs, or wakes the waiting one.
 // s.mu held.
 func (s *Socket) kickWriter() {
 	if !s.writing {
 		s.writing = true
+		s.retire = false
 		s.srv.wg.Add(1)
 		go s.writeRun()
 		return
+	}
+	s.retire = false
+	if s.delaying && !s.urgent {
+		return // the writer is waiting out the window on purpose
 	}
 	select {
 	case s.wake <- struct{}{}:
@@ -377,14 +424,51 @@ func (s *Socket) kickWriter() {
 }
 
 // writeRun owns all writes while it runs: queued frames (packed into one array frame when
-// several are waiting), pings, and the final close frame. It exits when the queue stays empty
-// for writerLinger, so an idle connection has no writer goroutine.
+// several are waiting), pings, and the final close frame. It exits when the sweeper finds
+// it idle for writerLinger, so an idle connection has no writer goroutine.
+//
+// It keeps no timer of its own on the hot path: write timeouts and the idle exit are the
+// sweeper's job (timers per write cost more than the writes' bookkeeping on a busy node).
 func (s *Socket) writeRun() {
 	defer s.srv.wg.Done()
 	var batch []byte
 	var spare [][]byte
-	var linger *time.Timer
+	var delayT *time.Timer
+	var lastWrite time.Time
+	delay := s.srv.cfg.WriteDelay
 	for {
+		if delay > 0 && !lastWrite.IsZero() {
+			// A busy connection: let more publications join this write (see
+			// Config.WriteDelay); anything urgent ends the wait.
+			if d := delay - time.Since(lastWrite); d > 0 {
+				s.mu.Lock()
+				wait := !s.urgent && !s.closing
+				s.delaying = wait
+				if wait {
+					// A wake left from before is stale: what it announced is queued.
+					select {
+					case <-s.wake:
+					default:
+					}
+				}
+				s.mu.Unlock()
+				if wait {
+					if delayT == nil {
+						delayT = time.NewTimer(d)
+					} else {
+						delayT.Reset(d)
+					}
+					select {
+					case <-delayT.C:
+					case <-s.wake:
+						delayT.Stop()
+					}
+					s.mu.Lock()
+					s.delaying = false
+					s.mu.Unlock()
+				}
+			}
+		}
 		s.mu.Lock()
 		frames := s.queue
 		if len(frames) == 0 {
@@ -398,35 +482,20 @@ func (s *Socket) writeRun() {
 				_ = s.ws.SetReadDeadline(time.Now().Add(time.Second))
 				return
 			}
-			if s.closing && s.closeCode == 0 { // aborted
+			if (s.closing && s.closeCode == 0) || s.retire { // aborted, or idle long enough
 				s.writing = false
 				s.mu.Unlock()
 				return
 			}
+			s.idleSince = time.Now()
 			s.mu.Unlock()
-			if linger == nil {
-				linger = time.NewTimer(writerLinger)
-			} else {
-				linger.Reset(writerLinger)
-			}
-			select {
-			case <-s.wake:
-				linger.Stop()
-				continue
-			case <-linger.C:
-			}
-			s.mu.Lock()
-			if len(s.queue) == 0 && !s.closePending {
-				s.writing = false
-				s.mu.Unlock()
-				return
-			}
-			s.mu.Unlock()
+			<-s.wake
 			continue
 		}
 		// Hand the queue's array to this writer and give the queue the spare one (never the
 		// same array: the reader side appends to s.queue while frames is being written).
 		s.queue, s.queued = spare[:0], 0
+		s.urgent = false
 		obs, since := s.sampleObs, s.sampleAt
 		s.sampleObs = nil
 		s.mu.Unlock()
@@ -438,6 +507,9 @@ func (s *Socket) writeRun() {
 			s.abort()
 			return
 		}
+		if delay > 0 {
+			lastWrite = time.Now()
+		}
 		if obs != nil {
 			obs.Observe(time.Since(since).Seconds())
 		}
@@ -446,10 +518,32 @@ func (s *Socket) writeRun() {
 	}
 }
 
+// retireIdleWriter asks a writer that has waited for writerLinger with nothing to write to
+// exit (sweeper goroutine).
+func (s *Socket) retireIdleWriter(now time.Time) {
+	s.mu.Lock()
+	if s.writing && !s.retire && len(s.queue) == 0 && !s.closePending && !s.idleSince.IsZero() && now.Sub(s.idleSince) >= writerLinger {
+		s.retire = true
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
+}
+
 // sweep is called periodically for every socket by the server's sweeper: it enforces the
 // handshake timeout and the pong timeout, and queues a ping every PingInterval.
 func (s *Socket) sweep(now time.Time) {
 	cfg := &s.srv.cfg
+	if st := s.writeStart.Load(); st != 0 && now.UnixNano()-st > int64(cfg.WriteTimeout) {
+		// Writes carry no deadline of their own (see writeRun); a write stuck this long
+		// means the client stopped reading with the kernel buffers full.
+		s.Logger().Info("write timeout: client not reading", "after", cfg.WriteTimeout)
+		s.abort()
+		return
+	}
+	s.retireIdleWriter(now)
 	if !s.handshaken.Load() {
 		if now.Sub(s.born) >= cfg.HandshakeTimeout {
 			s.mu.Lock()
@@ -477,17 +571,16 @@ func (s *Socket) sweep(now time.Time) {
 	// Pings start at WebSocket open, as socketcluster-server's do.
 	if now.Sub(s.lastPing) >= cfg.PingInterval {
 		s.lastPing = now
-		s.enqueue(pingFrame)
+		s.enqueueSampled(pingFrame, false, nil, time.Time{}) // no hurry: it may wait for the window
 	}
 }
 
 func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
 	cfg := &s.srv.cfg
-	_ = s.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
 	m := cfg.Metrics
 	for i := 0; i < len(frames); {
 		if len(frames[i]) == 0 { // a ping: alone, never inside a batch
-			if err := s.ws.WriteMessage(websocket.TextMessage, nil); err != nil {
+			if err := s.writeRaw(emptyTextFrame[:]); err != nil {
 				return err
 			}
 			i++
@@ -496,27 +589,42 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
 		// Pack as many consecutive frames as fit into one JSON array frame: one write and
 		// one WebSocket frame instead of many.
 		j := i + 1
+		size := len(frames[i])
 		if cfg.BatchBytes > 0 {
-			size := len(frames[i]) + 2
+			size += 2
 			for j < len(frames) && len(frames[j]) > 0 && size+len(frames[j])+1 <= cfg.BatchBytes {
 				size += len(frames[j]) + 1
 				j++
 			}
 		}
 		var err error
-		if j == i+1 {
-			err = s.ws.WriteMessage(websocket.TextMessage, frames[i])
+		if j == i+1 && len(frames[i]) > directWriteMin {
+			// Large: header and the shared bytes in one writev, no copy.
+			var hdr [maxFrameHeader]byte
+			h := appendTextHeader(hdr[:0], len(frames[i]))
+			bufs := net.Buffers{h, frames[i]}
+			err = s.writeBufs(&bufs)
 		} else {
-			b := append((*batch)[:0], '[')
-			for k := i; k < j; k++ {
-				if k > i {
-					b = append(b, ',')
+			b := append((*batch)[:0], make([]byte, maxFrameHeader)...)
+			if j == i+1 {
+				b = append(b, frames[i]...)
+			} else {
+				b = append(b, '[')
+				for k := i; k < j; k++ {
+					if k > i {
+						b = append(b, ',')
+					}
+					b = append(b, frames[k]...)
 				}
-				b = append(b, frames[k]...)
+				b = append(b, ']')
 			}
-			b = append(b, ']')
 			*batch = b
-			err = s.ws.WriteMessage(websocket.TextMessage, b)
+			// The header goes right before the payload, in the space reserved for it.
+			var hdr [maxFrameHeader]byte
+			h := appendTextHeader(hdr[:0], len(b)-maxFrameHeader)
+			start := maxFrameHeader - len(h)
+			copy(b[start:], h)
+			err = s.writeRaw(b[start:])
 		}
 		if err != nil {
 			return err
@@ -526,4 +634,44 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
 		i = j
 	}
 	return nil
+}
+
+// Outbound data frames are written to the connection directly rather than through
+// gorilla/websocket's writer: a server frame is a few header bytes before the payload, and
+// doing it here saves a copy and the two write-deadline updates gorilla makes per frame.
+// Control frames (close, pong) still go through gorilla; Go's net.Conn serialises whole
+// Write calls, so the two never interleave within a frame.
+const (
+	maxFrameHeader = 10
+	// directWriteMin: single frames larger than this are written with writev instead of
+	// being copied behind a header.
+	directWriteMin = 16 << 10
+)
+
+var emptyTextFrame = [2]byte{0x81, 0}
+
+// appendTextHeader appends the header of a final, unmasked text frame of n payload bytes.
+func appendTextHeader(b []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(b, 0x81, byte(n))
+	case n <= 0xffff:
+		return append(b, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		return append(b, 0x81, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+func (s *Socket) writeRaw(b []byte) error {
+	s.writeStart.Store(time.Now().UnixNano())
+	_, err := s.nc.Write(b)
+	s.writeStart.Store(0)
+	return err
+}
+
+func (s *Socket) writeBufs(b *net.Buffers) error {
+	s.writeStart.Store(time.Now().UnixNano())
+	_, err := b.WriteTo(s.nc)
+	s.writeStart.Store(0)
+	return err
 }

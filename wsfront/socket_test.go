@@ -390,3 +390,73 @@ func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
 		t.Fatalf("%d sockets left", n)
 	}
 }
+
+// With a write delay, publications to a connection written to less than the delay ago wait
+// and go out together; a response is never held back; a quiet connection is written at once.
+func TestWriteDelayCoalescesPublicationsButNotResponses(t *testing.T) {
+	const delay = 400 * time.Millisecond
+	srv, url := startFront(t, Config{WriteDelay: delay})
+	c := dialRaw(t, url)
+	c.rawBatches = true
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	time.Sleep(delay) // the connection is quiet now
+
+	read := func() (string, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		m, err := c.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, time.Since(start)
+	}
+	srv.broker.Publish("a", json.RawMessage(`1`))
+	if m, took := read(); !strings.Contains(m, `"data":1}`) || took > delay/2 {
+		t.Fatalf("first publication on a quiet connection: %s after %v, want at once", m, took)
+	}
+	// Busy now: these two wait for the window and arrive as one array frame.
+	t0 := time.Now()
+	srv.broker.Publish("a", json.RawMessage(`2`))
+	srv.broker.Publish("a", json.RawMessage(`3`))
+	m, _ := read()
+	if !strings.HasPrefix(m, "[") || !strings.Contains(m, `"data":2}`) || !strings.Contains(m, `"data":3}`) {
+		t.Fatalf("publications within the window: %s, want one array frame with both", m)
+	}
+	if el := time.Since(t0); el < delay/2 {
+		t.Fatalf("publications within the window written after %v, want them held about %v", el, delay)
+	}
+	// Busy again, but a response ends the wait and carries the held publication with it.
+	t1 := time.Now()
+	srv.broker.Publish("a", json.RawMessage(`4`))
+	c.send(`{"event":"#subscribe","data":{"channel":"b"},"cid":3}`)
+	m, _ = read()
+	if !strings.Contains(m, `"data":4}`) || !strings.Contains(m, `"rid":3`) {
+		t.Fatalf("got %s, want the held publication and the response together", m)
+	}
+	if el := time.Since(t1); el > delay/2 {
+		t.Fatalf("a response waited %v for the write window", el)
+	}
+}
+
+// A write stuck on a client that stopped reading is cut by the sweeper after WriteTimeout
+// (data frames carry no deadline of their own).
+func TestStuckWriteIsCutAfterWriteTimeout(t *testing.T) {
+	srv, url := startFront(t, Config{WriteTimeout: 300 * time.Millisecond, PingInterval: 100 * time.Millisecond,
+		SendQueueBytes: 64 << 20})
+	c := dialRaw(t, url)
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	// The client reads nothing from here on: fill the kernel buffers until a write blocks.
+	big := json.RawMessage(`"` + strings.Repeat("x", 256<<10) + `"`)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(srv.Sockets()) > 0 && time.Now().Before(deadline) {
+		srv.broker.Publish("a", big)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(srv.Sockets()); n != 0 {
+		t.Fatalf("%d sockets still open: the stuck write was never cut", n)
+	}
+}
