@@ -47,31 +47,11 @@ type wirePacket struct {
 	Event, Data, CID, RID, Error json.RawMessage
 }
 
-// scanPacket fills w from one JSON object; false when b is not a valid JSON object. A
-// repeated key counts once, the last one winning, as in encoding/json.
+var packetFields = []string{"event", "data", "cid", "rid", "error"}
+
+// scanPacket fills w from one JSON object; false when b is not a valid JSON object.
 func scanPacket(b []byte, w *wirePacket) bool {
-	o, ok := startObject(b)
-	if !ok {
-		return false
-	}
-	for {
-		k, esc, v, ok := o.next()
-		if !ok {
-			return true
-		}
-		switch {
-		case keyIs(k, esc, "event"):
-			w.Event = v
-		case keyIs(k, esc, "data"):
-			w.Data = v
-		case keyIs(k, esc, "cid"):
-			w.CID = v
-		case keyIs(k, esc, "rid"):
-			w.RID = v
-		case keyIs(k, esc, "error"):
-			w.Error = v
-		}
-	}
+	return scanFields(b, packetFields, &w.Event, &w.Data, &w.CID, &w.RID, &w.Error)
 }
 
 // maxBatch bounds how many packets one array frame may carry; the frame size limit already

@@ -258,3 +258,25 @@ func unquote(raw []byte) (string, bool) {
 	}
 	return string(in), true
 }
+
+// scanFields reads the members of the JSON object b named in names into the matching
+// dst (sub-slices of b; a repeated key counts once, the last one winning, as in
+// encoding/json); false when b is not a valid JSON object.
+func scanFields(b []byte, names []string, dst ...*json.RawMessage) bool {
+	o, ok := startObject(b)
+	if !ok {
+		return false
+	}
+	for {
+		k, esc, v, ok := o.next()
+		if !ok {
+			return true
+		}
+		for i, name := range names {
+			if keyIs(k, esc, name) {
+				*dst[i] = v
+				break
+			}
+		}
+	}
+}

@@ -401,24 +401,11 @@ type publishData struct {
 	Data    json.RawMessage
 }
 
+var publishFields = []string{"channel", "data"}
+
 // scan reads {"channel":…,"data":…} (sub-slices of b); false when b is not an object.
 func (pd *publishData) scan(b []byte) bool {
-	o, ok := startObject(b)
-	if !ok {
-		return false
-	}
-	for {
-		k, esc, v, ok := o.next()
-		if !ok {
-			return true
-		}
-		switch {
-		case keyIs(k, esc, "channel"):
-			pd.Channel = v
-		case keyIs(k, esc, "data"):
-			pd.Data = v
-		}
-	}
+	return scanFields(b, publishFields, &pd.Channel, &pd.Data)
 }
 
 func (s *Socket) publish(ctx context.Context, p *Packet) {
