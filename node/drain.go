@@ -231,7 +231,7 @@ func (n *Node) awaitHandoff(ctx context.Context, held map[string]int) int {
 // the front's error (sockets that had to be cut at ctx's end).
 func (n *Node) drainClients(ctx context.Context, spread time.Duration) error {
 	n.drain.begin()
-	_ = n.wsSrv.Close() // stop accepting; hijacked WebSocket connections are not affected
+	_ = n.wsLn.Close() // stop accepting; open WebSocket connections are not affected
 	if n.apiSrv != nil {
 		_ = n.apiSrv.Close() // a draining node takes no more API calls
 	}

@@ -30,7 +30,6 @@ type Node struct {
 	mu        sync.Mutex
 	wsLn      net.Listener
 	adminLn   net.Listener
-	wsSrv     *http.Server
 	adminSrv  *http.Server
 	apiLn     net.Listener
 	apiSrv    *http.Server
@@ -173,10 +172,9 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.mesh = m
 	n.broker.SetMesh(m, m)
-	n.wsSrv = &http.Server{Handler: n.front, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
 	n.adminSrv = &http.Server{Handler: n.withDrain(n.adminHandler()), ReadHeaderTimeout: 10 * time.Second}
 	n.serveDone.Add(2)
-	go func() { defer n.serveDone.Done(); _ = n.wsSrv.Serve(wsLn) }()
+	go func() { defer n.serveDone.Done(); _ = n.front.Serve(wsLn) }()
 	go func() { defer n.serveDone.Done(); _ = n.adminSrv.Serve(adminLn) }()
 	if apiLn != nil {
 		n.apiSrv = &http.Server{Handler: n.api.handler(), ReadHeaderTimeout: 10 * time.Second}

@@ -14,19 +14,23 @@ import (
 )
 
 // readLoop decodes and handles inbound frames one after another, so that the protocol's
-// ordering rules hold (the handshake completes before the next frame is looked at).
+// ordering rules hold (the handshake completes before the next frame is looked at). When
+// nothing is left to read it parks the socket and returns: an idle connection holds no
+// goroutine (see poller); the poller starts readLoop again when data arrives.
 func (s *Socket) readLoop() {
-	defer s.srv.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer s.cleanup(cancel)
+	ctx := s.ctx
 	m := s.srv.cfg.Metrics
 	for {
+		if s.mayPark() && !s.dataReady() && s.park() {
+			return
+		}
 		mt, frame, err := s.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				m.Oversized.Inc()
 				s.Logger().Info("frame over the size limit: closed", "limit", s.srv.cfg.MaxPayload)
 			}
+			s.cleanup()
 			return
 		}
 		s.lastSeen.Store(time.Now().UnixNano())
@@ -37,6 +41,7 @@ func (s *Socket) readLoop() {
 		p := Decode(frame)
 		if !s.handshaken.Load() {
 			if !s.handleFirst(ctx, &p) {
+				s.cleanup()
 				return
 			}
 			continue
@@ -51,8 +56,47 @@ func (s *Socket) readLoop() {
 	}
 }
 
-func (s *Socket) cleanup(cancel context.CancelFunc) {
-	cancel()
+// mayPark: the connection is plain TCP and gorilla reads through our buffered reader, so
+// "nothing buffered and nothing in the kernel" can be known.
+func (s *Socket) mayPark() bool { return s.srv.poller != nil && s.br != nil && s.poll.rc != nil }
+
+func (s *Socket) dataReady() bool { return s.br.Buffered() > 0 || s.poll.readable() }
+
+// park hands the socket to the poller; true when the calling reader must return.
+func (s *Socket) park() bool {
+	s.mu.Lock()
+	if s.closing && s.closeCode == 0 { // aborted: let the read fail and clean up
+		s.mu.Unlock()
+		return false
+	}
+	s.parked = true
+	s.mu.Unlock()
+	if s.srv.poller.arm(s) {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.parked {
+		return true // abort already started a new reader
+	}
+	s.parked = false
+	return false
+}
+
+// unpark starts a reader for a parked socket (poller event, or abort).
+func (s *Socket) unpark() {
+	s.mu.Lock()
+	if !s.parked {
+		s.mu.Unlock()
+		return
+	}
+	s.parked = false
+	s.mu.Unlock()
+	go s.readLoop()
+}
+
+func (s *Socket) cleanup() {
+	s.cancel()
 	s.mu.Lock()
 	s.closing = true
 	subs := s.subs
@@ -68,9 +112,13 @@ func (s *Socket) cleanup(cancel context.CancelFunc) {
 	for ch := range subs {
 		s.srv.broker.Unsubscribe(s, ch)
 	}
+	if s.srv.poller != nil {
+		s.srv.poller.forget(s)
+	}
 	_ = s.ws.NetConn().Close()
 	close(s.dead)
 	s.srv.removeSocket(s)
+	s.srv.wg.Done()
 	if l := s.srv.cfg.Logger; l.Enabled(context.Background(), slog.LevelDebug) {
 		s.mu.Lock()
 		code := s.closeCode

@@ -1,12 +1,14 @@
 package wsfront
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -178,10 +180,12 @@ type Server struct {
 	admit    *admission
 	// stopSweep ends the sweeper (closed by Shutdown or Close).
 	stopSweep chan struct{}
-	stopOnce  sync.Once
-	wg        sync.WaitGroup
-	idSeq     atomic.Uint64
-	idPrefix  string
+	// poller parks idle connections (nil where it is not available).
+	poller   *poller
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	idSeq    atomic.Uint64
+	idPrefix string
 }
 
 // New returns a front that hands channel work to broker. auth may be nil, in which case
@@ -202,10 +206,16 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		admit:     newAdmission(cfg.Limits),
 		stopSweep: make(chan struct{}),
 	}
+	if p, err := newPoller(); err == nil {
+		s.poller = p
+	} else {
+		cfg.Logger.Warn("idle connections keep a goroutine each", "why", err)
+	}
 	s.wg.Add(1)
 	go s.sweeper()
 	s.up = websocket.Upgrader{
-		ReadBufferSize:  1024,
+		// 0: gorilla reads through the buffered reader hijackWriter hands it.
+		ReadBufferSize:  0,
 		WriteBufferSize: 1024,
 		// Origins are checked before the upgrader runs (to answer with the reason).
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -276,7 +286,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, code)
 		return
 	}
-	ws, err := s.up.Upgrade(w, r, nil)
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := s.up.Upgrade(hw, r, nil)
 	if err != nil {
 		s.admit.release(ip)
 		s.cfg.Metrics.UpgradeFailures.Inc()
@@ -284,6 +295,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sock := newSocket(s, ws, keptRequest(r))
 	sock.ip = ip
+	sock.br = hw.br
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
@@ -299,6 +311,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sock.Logger().Debug("connection opened", "origin", origin)
 	}
 	go sock.readLoop()
+}
+
+// readBufferSize is a connection's read buffer: small, since an idle connection keeps it;
+// larger frames are read past it, straight into the message.
+const readBufferSize = 512
+
+// hijackWriter gives gorilla a buffered reader of ours at the hijack, so that the socket
+// can tell whether gorilla holds unread bytes (Socket.dataReady) and park when it does not.
+type hijackWriter struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("sockmesh: connection cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return c, brw, err // gorilla refuses data sent before the handshake completes
+	}
+	h.br = bufio.NewReaderSize(c, readBufferSize)
+	return c, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
 func (s *Server) newID() string {
@@ -354,7 +390,14 @@ func (s *Server) sweeper() {
 
 // Close stops the server's own goroutine after a Shutdown, or for a server that served
 // through another listener's lifetime (tests). Open sockets are not touched.
-func (s *Server) Close() { s.stopOnce.Do(func() { close(s.stopSweep) }) }
+func (s *Server) Close() {
+	s.stopOnce.Do(func() {
+		close(s.stopSweep)
+		if s.poller != nil {
+			s.poller.close()
+		}
+	})
+}
 
 // keptRequest is what a socket keeps of its upgrade request for its whole life: method, URL,
 // headers, host and remote address. The original also holds the server connection's context

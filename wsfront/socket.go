@@ -1,6 +1,7 @@
 package wsfront
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,15 @@ type Socket struct {
 	// cuts a connection whose write has been stuck for WriteTimeout.
 	writeStart atomic.Int64
 
+	// ctx is cancelled when the connection ends (handlers' context).
+	ctx    context.Context
+	cancel context.CancelFunc
+	// br is gorilla's read buffer (ours, see hijackWriter): with nothing buffered in it and
+	// nothing in the kernel, the reader parks (parked, guarded by mu).
+	br     *bufio.Reader
+	poll   pollState
+	parked bool
+
 	wake chan struct{} // cap 1: wakes a waiting writer
 	dead chan struct{} // closed when the reader has finished and cleaned up
 	// lastPing is when the sweeper last queued a ping (sweeper goroutine only).
@@ -94,6 +104,8 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		wake: make(chan struct{}, 1),
 		dead: make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.poll = newPollState(s.nc)
 	s.lastSeen.Store(s.born.UnixNano())
 	s.lastPing = s.born
 	if r := srv.cfg.Limits.PublishRate; r > 0 {
@@ -378,9 +390,11 @@ func (s *Socket) Close(code int, reason string) {
 	s.mu.Unlock()
 }
 
-// abort cuts the connection without a close frame; the reader then ends and cleans up.
+// abort cuts the connection without a close frame; the reader then ends and cleans up
+// (a parked socket gets a reader for that).
 func (s *Socket) abort() {
 	_ = s.ws.NetConn().Close()
+	s.unpark()
 }
 
 func marshalData(data any) (json.RawMessage, error) {
@@ -478,8 +492,8 @@ func (s *Socket) writeRun() {
 				s.writing = false
 				s.mu.Unlock()
 				_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-				// Give the client a moment to answer the close before the reader gives up.
-				_ = s.ws.SetReadDeadline(time.Now().Add(time.Second))
+				// Give the client a moment to answer the close, then cut.
+				time.AfterFunc(time.Second, s.abort)
 				return
 			}
 			if (s.closing && s.closeCode == 0) || s.retire { // aborted, or idle long enough

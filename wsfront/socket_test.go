@@ -1,9 +1,13 @@
 package wsfront
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -458,5 +462,59 @@ func TestStuckWriteIsCutAfterWriteTimeout(t *testing.T) {
 	}
 	if n := len(srv.Sockets()); n != 0 {
 		t.Fatalf("%d sockets still open: the stuck write was never cut", n)
+	}
+}
+
+// Serve (the node's client listener) upgrades WebSocket requests, answers anything else
+// with ServeHTTP's status and closes, refuses oversized requests, and stops with the
+// listener.
+func TestServeOwnListener(t *testing.T) {
+	b := &memBroker{subs: map[string]map[*Socket]bool{}}
+	srv := New(Config{}, b, nil)
+	t.Cleanup(srv.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	addr := ln.Addr().String()
+
+	resp, err := http.Get("http://" + addr + "/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "WebSocket path is /socketcluster/") {
+		t.Fatalf("wrong path: %d %q", resp.StatusCode, body)
+	}
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "GET /socketcluster/ HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", maxRequestBytes)+"\r\n\r\n")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if !strings.Contains(line, " 400 ") {
+		t.Fatalf("oversized request answered %q", line)
+	}
+
+	cl := dialRaw(t, "ws://"+addr+"/socketcluster/")
+	cl.handshake()
+	cl.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	cl.expect(`{"rid":2}`)
+	b.Publish("a", json.RawMessage(`"hi"`))
+	cl.expect(`"data":"hi"`)
+
+	ln.Close()
+	select {
+	case err := <-served:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Serve returned %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Serve did not return after the listener closed")
 	}
 }
