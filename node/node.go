@@ -123,7 +123,11 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	wsLn, err := lc.Listen(ctx, "tcp", n.cfg.WSAddr)
+	// No TCP keepalive on client connections: the protocol's pings already find dead
+	// clients, and the keepalive options cost four setsockopt calls per accepted connection.
+	wsLC := lc
+	wsLC.KeepAlive = -1
+	wsLn, err := wsLC.Listen(ctx, "tcp", n.cfg.WSAddr)
 	if err != nil {
 		return fmt.Errorf("ws-addr: %w", err)
 	}

@@ -56,9 +56,13 @@ func (s *Socket) readLoop() {
 	}
 }
 
-// mayPark: the connection is plain TCP and gorilla reads through our buffered reader, so
+// mayPark: the handshake is done, the connection is plain TCP and gorilla reads through our buffered reader, so
 // "nothing buffered and nothing in the kernel" can be known.
-func (s *Socket) mayPark() bool { return s.srv.poller != nil && s.br != nil && s.poll.rc != nil }
+// Before the handshake the reader just waits: the client's #handshake follows the upgrade
+// at once, and parking in between would add a poller round trip to every new connection.
+func (s *Socket) mayPark() bool {
+	return s.srv.poller != nil && s.br != nil && s.poll.rc != nil && s.handshaken.Load()
+}
 
 func (s *Socket) dataReady() bool { return s.br.Buffered() > 0 || s.poll.readable() }
 

@@ -310,7 +310,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Logger.Enabled(r.Context(), slog.LevelDebug) {
 		sock.Logger().Debug("connection opened", "origin", origin)
 	}
-	go sock.readLoop()
+	// The request's goroutine (stack already grown) becomes the first reader; it ends when
+	// the socket parks or closes.
+	sock.readLoop()
 }
 
 // readBufferSize is a connection's read buffer: small, since an idle connection keeps it;
