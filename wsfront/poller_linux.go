@@ -3,6 +3,7 @@ package wsfront
 import (
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 
@@ -18,33 +19,35 @@ import (
 // With 10,000 idle connections this removes 10,000 goroutine stacks (2-8 KiB each) from the
 // node's memory; a busy connection pays one epoll_ctl per inbound burst.
 type poller struct {
-	epfd, evfd int
-	mu         sync.Mutex
-	socks      map[uint64]*Socket
-	next       uint64
-	done       chan struct{}
+	epfd int
+	// file wraps epfd for Go's own netpoller: the poller waits for its epoll set to become
+	// readable the way any goroutine waits for a socket, never in a blocking epoll_wait
+	// (a goroutine in a blocking system call keeps its P until sysmon takes it back, which
+	// with one P stalled every other goroutine for up to 10 ms).
+	file  *os.File
+	rc    syscall.RawConn
+	mu    sync.Mutex
+	socks map[uint64]*Socket
+	next  uint64
+	done  chan struct{}
 }
-
-const pollerStopToken = 0
 
 func newPoller() (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(epfd), "sockmesh-poller")
+	rc, err := f.SyscallConn()
 	if err != nil {
-		unix.Close(epfd)
+		f.Close()
 		return nil, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, pollerStopToken)
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return nil, err
-	}
-	p := &poller{epfd: epfd, evfd: evfd, socks: map[uint64]*Socket{}, next: pollerStopToken + 1, done: make(chan struct{})}
+	p := &poller{epfd: epfd, file: f, rc: rc, socks: map[uint64]*Socket{}, next: 1, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -56,20 +59,18 @@ func (p *poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		var n int
+		err := p.rc.Read(func(fd uintptr) bool {
+			var e error
+			n, e = unix.EpollWait(int(fd), events, 0)
+			return e == nil && n > 0 // nothing ready: wait in Go's netpoller
+		})
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return
+			return // closed
 		}
 		for i := range events[:n] {
-			t := token(&events[i])
-			if t == pollerStopToken {
-				return
-			}
 			p.mu.Lock()
-			s := p.socks[t]
+			s := p.socks[token(&events[i])]
 			p.mu.Unlock()
 			if s != nil {
 				s.unpark()
@@ -80,11 +81,8 @@ func (p *poller) run() {
 
 // close stops the poller goroutine; parked sockets stay parked (their owner aborts them).
 func (p *poller) close() {
-	var one = [8]byte{1}
-	_, _ = unix.Write(p.evfd, one[:])
+	_ = p.file.Close()
 	<-p.done
-	unix.Close(p.epfd)
-	unix.Close(p.evfd)
 }
 
 // pollState is a socket's registration with the poller.

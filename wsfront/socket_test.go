@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -517,4 +518,43 @@ func TestServeOwnListener(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Serve did not return after the listener closed")
 	}
+}
+
+// After a burst of at least ReleaseMemoryAfter new connections, the first quiet sweeper
+// tick returns memory to the OS, once per burst.
+func TestMemoryReleasedAfterConnectionStorm(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, url := startFront(t, Config{ReleaseMemoryAfter: 5, PingInterval: 200 * time.Millisecond, Logger: logger})
+	for i := 0; i < 5; i++ {
+		dialRaw(t, url).handshake()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "memory returned to the OS") {
+		if time.Now().After(deadline) {
+			t.Fatal("no release after the storm")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // more quiet ticks: no second release
+	if n := strings.Count(logs.String(), "memory returned to the OS"); n != 1 {
+		t.Fatalf("%d releases for one storm", n)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -40,6 +40,7 @@ func runServe(args []string) error {
 	sendQueue := byteSize(1 << 20)
 	fs.Var(&sendQueue, "send-queue", "bytes queued for one client before it is disconnected as a slow consumer")
 	fs.DurationVar(&cfg.Front.WriteTimeout, "write-timeout", 10*time.Second, "longest single write to a client")
+	fs.IntVar(&cfg.Front.ReleaseMemoryAfter, "release-memory-after", 1000, "after this many new connections, once a few seconds pass without one, return freed memory to the OS (0: never)")
 	fs.DurationVar(&cfg.Front.WriteDelay, "write-delay", 20*time.Millisecond, "coalescing window of a busy connection: publications within this time of its previous write go out together in one write; responses never wait (0: none, lowest latency, fewer messages/s)")
 	fs.IntVar(&cfg.Front.Limits.MaxConnections, "max-connections", 200000, "client connections on this node (-1: no limit)")
 	fs.IntVar(&cfg.Front.Limits.MaxConnectionsPerIP, "max-connections-per-ip", 10000, "client connections from one IP (-1: no limit)")
