@@ -22,9 +22,13 @@ mkdir -p "$OUT"
 : >"$RESULTS"
 
 # Scenario sizes (QUICK=1: a smoke run of the whole pipeline in about a minute).
-SUBS=1000; CHANS=5000; IDLE=10000; CONNS=10000; DUR=5s; WARM=2s; STEP=2s
+# Ramps go up by x1.25 per step, from FAN0 (fan-out) and CHAN0 (channels) publications/s.
+# The idle hold is long enough for the node's post-storm memory release (--release-memory-after)
+# to run: it waits for a quiet sweeper tick (2 s).
+SUBS=1000; CHANS=5000; IDLE=10000; CONNS=10000; DUR=5s; WARM=2s; STEP=2s; HOLD=6s
+FAN0=200; CHAN0=10000; FACTOR=1.25
 if [ "${QUICK:-}" = 1 ]; then
-  SUBS=100; CHANS=200; IDLE=500; CONNS=500; DUR=1s; WARM=500ms; STEP=500ms
+  SUBS=100; CHANS=200; IDLE=500; CONNS=500; DUR=1s; WARM=500ms; STEP=500ms; HOLD=1s
 fi
 
 pids=()
@@ -57,15 +61,17 @@ wait_ready() { # admin URL
   return 1
 }
 
-# start_node NAME BASEPORT [JOIN]: a sockmesh node on core SERVER_CPU; sets NODE_PID.
+# start_node NAME BASEPORT [JOIN [EXTRA FLAGS...]]: a sockmesh node on core(s) SERVER_CPU;
+# sets NODE_PID.
 start_node() {
   local name=$1 base=$2 join=()
   [ -n "${3:-}" ] && join=(--join "$3")
+  shift $(( $# < 3 ? $# : 3 ))
   taskset -c "$SERVER_CPU" "$BIN" serve --name "$name" --ws-addr "127.0.0.1:$base" \
     --admin-addr "127.0.0.1:$((base + 1))" --mesh-addr "127.0.0.1:$((base + 2))" \
     --gossip-addr "127.0.0.1:$((base + 3))" --drain-duration 200ms --log-level warn \
     --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 \
-    "${join[@]}" >"$OUT/$name.log" 2>&1 &
+    "${join[@]}" "$@" >"$OUT/$name.log" 2>&1 &
   NODE_PID=$!
   pids+=("$NODE_PID")
 }
@@ -83,18 +89,30 @@ bench() {
 # The standard set against one server.
 standard_set() { # LABEL PIDS URL
   # idle first: its memory baseline is the freshly started server.
-  bench "$1" "$2" "$3" --scenario idle --connections "$IDLE" --channels 1 --duration 3s
+  bench "$1" "$2" "$3" --scenario idle --connections "$IDLE" --channels 1 --duration "$HOLD"
   bench "$1" "$2" "$3" --scenario connect --connections "$CONNS" --concurrency 100
   bench "$1" "$2" "$3" --scenario fanout --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
-  bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate 50 --step "$STEP" --warmup "$WARM" --drain 3s
+  maxfan "$@"
   bench "$1" "$2" "$3" --scenario channels --connections "$CHANS" --rate 5000 --duration "$DUR" --warmup "$WARM"
-  bench "$1" "$2" "$3" --scenario max --of channels --connections "$CHANS" --rate 5000 --step "$STEP" --warmup "$WARM" --drain 3s
+  maxchan "$@"
+}
+maxfan() { # LABEL PIDS URL
+  bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+}
+maxchan() { # LABEL PIDS URL
+  bench "$1" "$2" "$3" --scenario max --of channels --connections "$CHANS" --rate "$CHAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
 }
 
 echo "== 1. sockmesh, one node on core $SERVER_CPU"
 start_node b1 19000
 wait_ready http://127.0.0.1:19001
 standard_set "sockmesh-1node" "$NODE_PID" ws://127.0.0.1:19000/socketcluster/
+cleanup
+
+echo "== 1b. sockmesh, one node on core $SERVER_CPU, --write-delay 0 (no coalescing window)"
+start_node b0 19050 "" --write-delay 0
+wait_ready http://127.0.0.1:19051
+maxfan "sockmesh-1node-delay0" "$NODE_PID" ws://127.0.0.1:19050/socketcluster/
 cleanup
 
 echo "== 2. sockmesh, 3-node cluster, all on core $SERVER_CPU"
@@ -104,15 +122,30 @@ start_node c3 19120 127.0.0.1:19103; p3=$NODE_PID
 for a in 19101 19111 19121; do wait_ready "http://127.0.0.1:$a"; done
 CURLS=ws://127.0.0.1:19100/socketcluster/,ws://127.0.0.1:19110/socketcluster/,ws://127.0.0.1:19120/socketcluster/
 bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario cross --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
-bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subscribers "$SUBS" --rate 50 --step "$STEP" --warmup "$WARM" --drain 3s
+bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
 cleanup
+
+# Both cores: the node may use cores 0 and 1, and so may the tool (there is no third core),
+# so the tool's load competes with the node here: these rows show that the node uses both
+# cores, not what two dedicated cores would give.
+if [ "$(nproc)" -ge 2 ]; then
+  echo "== 2b. sockmesh, one node on both cores (shared with the tool)"
+  ONE_CPU=$SERVER_CPU ONE_TOOL=$TOOL_CPU
+  SERVER_CPU=0,1 TOOL_CPU=0,1
+  start_node d1 19150
+  wait_ready http://127.0.0.1:19151
+  maxfan "sockmesh-1node-2cores" "$NODE_PID" ws://127.0.0.1:19150/socketcluster/
+  maxchan "sockmesh-1node-2cores" "$NODE_PID" ws://127.0.0.1:19150/socketcluster/
+  cleanup
+  SERVER_CPU=$ONE_CPU TOOL_CPU=$ONE_TOOL
+fi
 
 echo "== 3. socketcluster-server 20 on core $SERVER_CPU"
 taskset -c "$SERVER_CPU" node scripts/scserver/server.js 19200 >"$OUT/scserver.log" 2>&1 &
 SC_PID=$!
 pids+=("$SC_PID")
 wait_port 127.0.0.1:19200
-standard_set "socketcluster-server" "$SC_PID" ws://127.0.0.1:19200/socketcluster/
+FAN0=25 CHAN0=2000 standard_set "socketcluster-server" "$SC_PID" ws://127.0.0.1:19200/socketcluster/
 cleanup
 
 echo "== writing $DOC"
@@ -123,7 +156,9 @@ SC_VERSION=$(node -p 'require("./scripts/scserver/node_modules/socketcluster-ser
 
 Measured by \`make bench\` (\`scripts/bench.sh\`) on $STAMP. Every server runs pinned to
 core $SERVER_CPU (\`taskset -c $SERVER_CPU\`; the 3-node cluster has all three nodes on that
-one core) and the load tool, \`sockmesh bench\`, on core $TOOL_CPU, in the same run.
+one core) and the load tool, \`sockmesh bench\`, on core $TOOL_CPU, in the same run, except
+the \`-2cores\` rows: there the node and the tool share both cores. sockmesh runs with its
+defaults (\`--write-delay 20ms\`) except in the \`-delay0\` row.
 
 > **Noisy numbers.** This machine has 2 cores and other engineers' test suites were running
 > on it at the same time as this run. Treat the numbers as indicative; compare rows of the
@@ -147,9 +182,10 @@ one core) and the load tool, \`sockmesh bench\`, on core $TOOL_CPU, in the same 
 Rates are per second. *delivered/s* counts messages received by subscribers; *loss* is
 expected − delivered deliveries (sequence numbers in every payload). Latency is from the
 publisher's write to the subscriber's read (one clock, same machine). *max(…)* rows give the
-highest delivered rate of a ramp (×1.5 per ${STEP} step) whose p99 stayed ≤ 100 ms with no
+highest delivered rate of a ramp (×${FACTOR} per ${STEP} step) whose p99 stayed ≤ 100 ms with no
 loss; the reason the ramp stopped is in the notes. Memory per connection is (server RSS
-after − before) / connections, each connection subscribed to one channel.
+after − before) / connections, each connection subscribed to one channel, read after a
+${HOLD} hold.
 
 | system | scenario | conns | pub/s | delivered/s | loss | p50 ms | p99 ms | max ms | ack p99 ms | conn/s | KiB/conn | server CPU | server RSS | tool CPU | notes |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
@@ -189,7 +225,9 @@ sockmesh bench --scenario max --of fanout --subscribers 1000 --rate 50 \\
 \`\`\`
 
 \`sockmesh bench -h\` lists the scenarios and flags; \`--json\` prints JSON lines.
+
 EOF
+  cat "$ROOT/docs/benchmarks-log.md"
 } >"$DOC.tmp"
 mv "$DOC.tmp" "$DOC"
 echo "wrote $DOC (raw results in $RESULTS)"
