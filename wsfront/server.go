@@ -374,8 +374,10 @@ func (s *Server) removeSocket(sock *Socket) {
 // timeouts and pings. A connection therefore needs no timer or ticker of its own.
 func (s *Server) sweeper() {
 	defer s.wg.Done()
-	tick := min(s.cfg.PingInterval, s.cfg.HandshakeTimeout, s.cfg.PingTimeout) / 4
-	tick = max(tick, 10*time.Millisecond)
+	// A short tick keeps each tick's share of the pings (and so of the pong wake-ups) small;
+	// a sweep is a few field reads per socket.
+	tick := min(s.cfg.PingInterval, s.cfg.HandshakeTimeout, s.cfg.PingTimeout) / 16
+	tick = min(max(tick, 10*time.Millisecond), 500*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var socks []*Socket

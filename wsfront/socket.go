@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -83,8 +84,10 @@ type Socket struct {
 
 	wake chan struct{} // cap 1: wakes a waiting writer
 	dead chan struct{} // closed when the reader has finished and cleaned up
-	// lastPing is when the sweeper last queued a ping (sweeper goroutine only).
-	lastPing time.Time
+	// lastPing is when the sweeper last queued a ping; pingPhased: the schedule has been
+	// given its random phase (sweeper goroutine only).
+	lastPing   time.Time
+	pingPhased bool
 }
 
 type reply struct {
@@ -581,6 +584,16 @@ func (s *Socket) sweep(now time.Time) {
 			s.Close(ClosePongTimeout, "")
 		}
 		return
+	}
+	if !s.pingPhased && s.handshaken.Load() {
+		// Once the handshake is done (a pong before it would be a protocol error), move the
+		// ping schedule to a random phase, never later than it was: connections opened
+		// together (a reconnect storm, a load test) would otherwise be pinged, and answer,
+		// all in the same sweeper tick every interval from then on.
+		s.pingPhased = true
+		if p := now.Add(-rand.N(cfg.PingInterval)); p.Before(s.lastPing) {
+			s.lastPing = p
+		}
 	}
 	// Pings start at WebSocket open, as socketcluster-server's do.
 	if now.Sub(s.lastPing) >= cfg.PingInterval {

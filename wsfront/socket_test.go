@@ -558,3 +558,41 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Connections opened together are not pinged together: after the handshake each one's ping
+// schedule gets a random phase within the interval (and none is pinged before its handshake).
+func TestPingsOfConnectionsOpenedTogetherAreSpread(t *testing.T) {
+	const interval = 800 * time.Millisecond
+	_, url := startFront(t, Config{PingInterval: interval, PingTimeout: 10 * time.Second})
+	const n = 20
+	firsts := make(chan time.Time, n)
+	for i := 0; i < n; i++ {
+		c := dialRaw(t, url)
+		c.handshake()
+		go func() {
+			_ = c.ws.SetReadDeadline(time.Now().Add(3 * interval))
+			if _, b, err := c.ws.ReadMessage(); err == nil && len(b) == 0 {
+				firsts <- time.Now()
+				return
+			}
+			firsts <- time.Time{}
+		}()
+	}
+	var lo, hi time.Time
+	for i := 0; i < n; i++ {
+		at := <-firsts
+		if at.IsZero() {
+			t.Fatal("a connection got something other than a ping, or nothing")
+		}
+		if lo.IsZero() || at.Before(lo) {
+			lo = at
+		}
+		if at.After(hi) {
+			hi = at
+		}
+	}
+	// Twenty uniform phases over 800 ms all within 100 ms: about 1 in 10^15.
+	if hi.Sub(lo) < interval/8 {
+		t.Fatalf("first pings of %d connections opened together all within %v", n, hi.Sub(lo))
+	}
+}
