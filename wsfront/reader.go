@@ -56,10 +56,10 @@ func (s *Socket) readLoop() {
 	}
 }
 
-// mayPark: the handshake is done, the connection is plain TCP and gorilla reads through our buffered reader, so
-// "nothing buffered and nothing in the kernel" can be known.
-// Before the handshake the reader just waits: the client's #handshake follows the upgrade
-// at once, and parking in between would add a poller round trip to every new connection.
+// mayPark: the connection is plain TCP and gorilla reads through our buffered reader, so
+// "nothing buffered and nothing in the kernel" can be known. Before the handshake the reader
+// just waits: the client's #handshake follows the upgrade at once, and parking in between
+// would add a poller round trip to every new connection.
 func (s *Socket) mayPark() bool {
 	return s.srv.poller != nil && s.br != nil && s.poll.rc != nil && s.handshaken.Load()
 }

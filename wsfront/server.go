@@ -59,11 +59,12 @@ type Config struct {
 	// queued (the client accepts JSON arrays of packets). Zero value 64 KiB; negative disables
 	// batching.
 	BatchBytes int
-	// WriteDelay is the coalescing window of a busy connection: frames that arrive within
-	// WriteDelay of the connection's previous write wait until the window ends and go out
-	// together in one write. A connection quiet for WriteDelay is written at once, so
-	// low-rate traffic gains no latency; under fan-out load it bounds system calls to one
-	// per connection per WriteDelay. Zero: no delay (batches form only while a write is in
+	// WriteDelay is the coalescing window of a busy connection: publications that arrive
+	// within WriteDelay of the connection's previous write wait until the window ends and go
+	// out together in one write. A connection quiet for WriteDelay is written at once, so
+	// low-rate traffic gains no latency, and responses, events and close frames never wait
+	// (they end a running window); under fan-out load it bounds system calls to one per
+	// connection per WriteDelay. Zero: no delay (batches form only while a write is in
 	// progress).
 	WriteDelay time.Duration
 	// ReleaseMemoryAfter: once at least this many connections have opened since the last
