@@ -456,9 +456,9 @@ func TestStuckWriteIsCutAfterWriteTimeout(t *testing.T) {
 	c.expect(`{"rid":2}`)
 	// The client reads nothing from here on: fill the kernel buffers until a write blocks.
 	// 256 KiB every 20 ms: the 64 MiB queue would take over 5 s to overflow (the slow
-	// consumer path), so a cut within 3 s is the write timeout's.
+	// consumer path), so a cut within 4 s is the write timeout's.
 	big := json.RawMessage(`"` + strings.Repeat("x", 256<<10) + `"`)
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(4 * time.Second)
 	for len(srv.Sockets()) > 0 && time.Now().Before(deadline) {
 		srv.broker.Publish("a", big)
 		time.Sleep(20 * time.Millisecond)
