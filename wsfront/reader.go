@@ -96,7 +96,7 @@ func (s *Socket) unpark() {
 	}
 	s.parked = false
 	s.mu.Unlock()
-	go s.readLoop()
+	s.srv.workers.run(s.readLoop)
 }
 
 func (s *Socket) cleanup() {

@@ -39,7 +39,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		go s.serveConn(c)
+		s.workers.run(func() { s.serveConn(c) })
 	}
 }
 

@@ -190,7 +190,9 @@ type Server struct {
 	// stopSweep ends the sweeper (closed by Shutdown or Close).
 	stopSweep chan struct{}
 	// poller parks idle connections (nil where it is not available).
-	poller   *poller
+	poller *poller
+	// workers run readers, writers and upgrades on goroutines with grown stacks.
+	workers  *workers
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 	idSeq    atomic.Uint64
@@ -215,6 +217,7 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		admit:     newAdmission(cfg.Limits),
 		stopSweep: make(chan struct{}),
 	}
+	s.workers = newWorkers(256)
 	if p, err := newPoller(); err == nil {
 		s.poller = p
 	} else {
@@ -419,6 +422,7 @@ func (s *Server) Close() {
 		if s.poller != nil {
 			s.poller.close()
 		}
+		s.workers.close()
 	})
 }
 

@@ -427,7 +427,7 @@ func (s *Socket) kickWriter() {
 		s.writing = true
 		s.retire = false
 		s.srv.wg.Add(1)
-		go s.writeRun()
+		s.srv.workers.run(s.writeRun)
 		return
 	}
 	s.retire = false
