@@ -327,12 +327,11 @@ func (c *conn) handle(frame []byte) {
 	}
 }
 
-// handleAcks handles responses. Publication acks without errors take the
-// fast path (scan); anything else decodes the frame.
+// handleAcks handles responses. Responses without errors (publication acks and
+// setup calls alike) take the fast path (scan); anything else decodes the frame.
 func (c *conn) handleAcks(frame []byte) {
-	if c.pub != nil && !bytes.Contains(frame, errKey) {
+	if !bytes.Contains(frame, errKey) {
 		rest := frame
-		slow := false
 		now := c.r.now()
 		for {
 			i := bytes.Index(rest, ridKey)
@@ -348,14 +347,14 @@ func (c *conn) handleAcks(frame []byte) {
 			}
 			rest = rest[j:]
 			if cid < setupCids {
-				slow = true
+				c.resolveCall(cid, nil)
 				continue
 			}
-			c.ackPublication(cid, now, false)
+			if c.pub != nil {
+				c.ackPublication(cid, now, false)
+			}
 		}
-		if !slow {
-			return
-		}
+		return
 	}
 	var packets []struct {
 		Rid   json.RawMessage `json:"rid"`
@@ -388,17 +387,22 @@ func (c *conn) handleAcks(frame []byte) {
 			}
 			continue
 		}
-		c.cmu.Lock()
-		w := c.calls[cid]
-		delete(c.calls, cid)
-		c.cmu.Unlock()
-		if w != nil {
-			if failed {
-				w <- fmt.Errorf("server error %s", p.Error)
-			} else {
-				w <- nil
-			}
+		var cerr error
+		if failed {
+			cerr = fmt.Errorf("server error %s", p.Error)
 		}
+		c.resolveCall(cid, cerr)
+	}
+}
+
+// resolveCall answers the setup call cid (if it is still waiting).
+func (c *conn) resolveCall(cid int64, err error) {
+	c.cmu.Lock()
+	w := c.calls[cid]
+	delete(c.calls, cid)
+	c.cmu.Unlock()
+	if w != nil {
+		w <- err
 	}
 }
 
