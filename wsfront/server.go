@@ -217,7 +217,7 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		admit:     newAdmission(cfg.Limits),
 		stopSweep: make(chan struct{}),
 	}
-	s.workers = newWorkers(256)
+	s.workers = newWorkers(keptWorkers)
 	if p, err := newPoller(); err == nil {
 		s.poller = p
 	} else {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -596,5 +597,38 @@ func TestPingsOfConnectionsOpenedTogetherAreSpread(t *testing.T) {
 	// Twenty uniform phases over 800 ms all within 100 ms: about 1 in 10^15.
 	if hi.Sub(lo) < interval/8 {
 		t.Fatalf("first pings of %d connections opened together all within %v", n, hi.Sub(lo))
+	}
+}
+
+// An idle connection holds no goroutine on the server (its socket is parked; at most
+// keptWorkers goroutines wait for work in total), and a parked socket still answers
+// requests and receives publications.
+func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	srv, url := startFront(t, Config{})
+	if srv.poller == nil {
+		t.Skip("connection parking needs Linux")
+	}
+	const n = keptWorkers + 200
+	base := runtime.NumGoroutine()
+	clients := make([]*rawClient, n)
+	for i := range clients {
+		clients[i] = dialRaw(t, url)
+		clients[i].handshake()
+	}
+	// Writers retire at the first sweeper tick after 250 ms idle (tick 500 ms by default).
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine()-base > keptWorkers+20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines more than before %d idle connections", runtime.NumGoroutine()-base, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i, c := range clients {
+		c.send(`{"event":"#subscribe","data":{"channel":"idle"},"cid":` + itoa(i+2) + `}`)
+		c.expect(`"rid":` + itoa(i+2))
+	}
+	srv.broker.Publish("idle", json.RawMessage(`"wake"`))
+	for _, c := range clients {
+		c.expect(`"data":"wake"`)
 	}
 }

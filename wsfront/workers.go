@@ -2,6 +2,9 @@ package wsfront
 
 import "sync/atomic"
 
+// keptWorkers bounds the goroutines kept between tasks: ~2 MiB of stacks at most.
+const keptWorkers = 256
+
 // workers runs the short tasks a connection needs now and then — reading its upgrade
 // request, a burst of frames, a burst of writes — on goroutines that are kept for the next
 // task. A fresh goroutine starts with a small stack that the upgrade and the JSON handling
