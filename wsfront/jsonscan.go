@@ -174,45 +174,66 @@ func skipValue(b []byte, i, depth int) int {
 	return -1
 }
 
-// objectScanner walks the members of one JSON object.
+// objectScanner walks the members of one JSON object, validating as it goes: every value
+// is walked once (a separate validating pass first would walk the frame twice).
 type objectScanner struct {
-	b []byte
-	i int
+	b   []byte
+	i   int
+	n   int  // members returned so far
+	bad bool // b is not exactly one valid JSON object; known once next returns false
 }
 
-// startObject prepares to scan b, which must hold exactly one JSON object (whitespace
-// around it allowed): it validates the whole of b first, so next never meets bad input.
+// startObject prepares to scan b, which must hold one JSON object (whitespace around it
+// allowed); false when b does not start like one. Whether the rest is valid is known
+// only when next has returned false (see bad).
 func startObject(b []byte) (objectScanner, bool) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return objectScanner{}, false
 	}
-	end := skipValue(b, i, 0)
-	if end < 0 || skipWS(b, end) != len(b) {
-		return objectScanner{}, false
-	}
-	return objectScanner{b: b[:end], i: i + 1}, true
+	return objectScanner{b: b, i: i + 1}, true
 }
 
 // next returns the next member: its key as written between the quotes (escaped is true
-// when the key has escapes, see keyIs) and its raw value.
+// when the key has escapes, see keyIs) and its raw value. It returns false at the end of
+// the object, or at the first invalid byte (then bad is set).
 func (o *objectScanner) next() (key []byte, escaped bool, val []byte, ok bool) {
 	b := o.b
 	i := skipWS(b, o.i)
-	if i < len(b) && b[i] == ',' {
+	if i < len(b) && b[i] == '}' { // the end: of "{}" or after a member
+		o.bad = skipWS(b, i+1) != len(b)
+		return nil, false, nil, false
+	}
+	if o.n > 0 {
+		if i >= len(b) || b[i] != ',' {
+			o.bad = true
+			return nil, false, nil, false
+		}
 		i = skipWS(b, i+1)
 	}
 	if i >= len(b) || b[i] != '"' {
+		o.bad = true
 		return nil, false, nil, false
 	}
 	ke, esc := skipString(b, i)
+	if ke < 0 {
+		o.bad = true
+		return nil, false, nil, false
+	}
 	key = b[i+1 : ke-1]
 	i = skipWS(b, ke)
-	i = skipWS(b, i+1) // the colon
+	if i >= len(b) || b[i] != ':' {
+		o.bad = true
+		return nil, false, nil, false
+	}
+	i = skipWS(b, i+1)
 	ve := skipValue(b, i, 1)
-	val = b[i:ve]
-	o.i = ve
-	return key, esc, val, true
+	if ve < 0 {
+		o.bad = true
+		return nil, false, nil, false
+	}
+	o.i, o.n = ve, o.n+1
+	return key, esc, b[i:ve], true
 }
 
 // keyIs compares a key from next with name, unescaping it if needed.
@@ -270,7 +291,7 @@ func scanFields(b []byte, names []string, dst ...*json.RawMessage) bool {
 	for {
 		k, esc, v, ok := o.next()
 		if !ok {
-			return true
+			return !o.bad
 		}
 		for i, name := range names {
 			if keyIs(k, esc, name) {
