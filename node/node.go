@@ -127,6 +127,7 @@ func (n *Node) Start(ctx context.Context) error {
 	// clients, and the keepalive options cost four setsockopt calls per accepted connection.
 	wsLC := lc
 	wsLC.KeepAlive = -1
+	wsLC.Control = deferAccept(max(1, int(n.front.Config().HandshakeTimeout/time.Second)))
 	wsLn, err := wsLC.Listen(ctx, "tcp", n.cfg.WSAddr)
 	if err != nil {
 		return fmt.Errorf("ws-addr: %w", err)

@@ -3,6 +3,7 @@ package wsfront
 import (
 	"encoding/json"
 	"testing"
+	"time"
 )
 
 func TestDecode(t *testing.T) {
@@ -137,4 +138,20 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The handshake answer built by hand is byte for byte what encoding/json makes of it.
+func TestStatusResponseMatchesEncodingJSON(t *testing.T) {
+	for _, id := range []string{"n1-AAAAAAAAAAE", "x", "a<b", `q"uote`, "é"} {
+		s := &Socket{srv: &Server{cfg: Config{PingTimeout: 20 * time.Second}}, id: id}
+		got := string(s.statusResponse(json.RawMessage(`7`), nil))
+		want, _ := json.Marshal(struct {
+			ID              string `json:"id"`
+			PingTimeout     int64  `json:"pingTimeout"`
+			IsAuthenticated bool   `json:"isAuthenticated"`
+		}{id, 20000, false})
+		if w := `{"rid":7,"data":` + string(want) + `}`; got != w {
+			t.Fatalf("id %q: %s, want %s", id, got, w)
+		}
+	}
 }

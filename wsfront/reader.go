@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -21,6 +22,10 @@ func (s *Socket) readLoop() {
 	ctx := s.ctx
 	m := s.srv.cfg.Metrics
 	for {
+		if s.flushDue && !s.frameBuffered() {
+			// The next read may wait: write the answers to what was read so far now.
+			s.flushReplies()
+		}
 		if s.mayPark() && !s.dataReady() && s.park() {
 			return
 		}
@@ -62,6 +67,37 @@ func (s *Socket) readLoop() {
 // would add a poller round trip to every new connection.
 func (s *Socket) mayPark() bool {
 	return s.srv.poller != nil && s.br != nil && s.poll.rc != nil && s.handshaken.Load()
+}
+
+// frameBuffered: a whole frame is in the read buffer, so the next read will not wait for
+// the network. Unsure (no buffer of ours, a fragmented message) counts as no.
+func (s *Socket) frameBuffered() bool {
+	if s.br == nil {
+		return false
+	}
+	n := s.br.Buffered()
+	if n < 2 {
+		return false
+	}
+	b, _ := s.br.Peek(n)
+	if b[0]&0x80 == 0 || b[0]&0x0f == websocket.CloseMessage {
+		// Not the final fragment; or a close, after which nothing more may be written.
+		return false
+	}
+	size, hdr := int(b[1]&0x7f), 2
+	switch size {
+	case 126:
+		if n < 4 {
+			return false
+		}
+		size, hdr = int(b[2])<<8|int(b[3]), 4
+	case 127:
+		return false // 64 KiB or more: never whole in this buffer
+	}
+	if b[1]&0x80 != 0 {
+		hdr += 4 // mask key
+	}
+	return n >= hdr+size
 }
 
 func (s *Socket) dataReady() bool { return s.br.Buffered() > 0 || s.poll.readable() }
@@ -149,13 +185,17 @@ func (s *Socket) handleFirst(ctx context.Context, p *Packet) bool {
 }
 
 type handshakeData struct {
-	AuthToken json.RawMessage `json:"authToken"`
+	AuthToken json.RawMessage
 }
+
+var handshakeFields = []string{"authToken"}
 
 func (s *Socket) handshake(ctx context.Context, p *Packet) {
 	m := s.srv.cfg.Metrics
+	// Scanned, not unmarshalled: encoding/json's reflection grew the stack of every new
+	// connection's reader (runtime.copystack was ~8 % of a connection storm).
 	var hd handshakeData
-	if len(p.Data) > 0 && json.Unmarshal(p.Data, &hd) != nil {
+	if len(p.Data) > 0 && !scanFields(p.Data, handshakeFields, &hd.AuthToken) {
 		hd = handshakeData{}
 	}
 	var authErr *Error
@@ -189,7 +229,7 @@ func (s *Socket) handshake(ctx context.Context, p *Packet) {
 				} else if !errors.Is(err, ErrSilentBlock) {
 					err = NewError("HandshakeRejectedError", err.Error(), "statusCode", code)
 				}
-				s.enqueue(encodeResponse(p.CID, nil, toWireError(err, "handshake")))
+				s.reply(encodeResponse(p.CID, nil, toWireError(err, "handshake")))
 				s.Close(code, "")
 				return
 			}
@@ -200,13 +240,25 @@ func (s *Socket) handshake(ctx context.Context, p *Packet) {
 	}
 	s.handshaken.Store(true)
 	m.Handshakes.Inc()
-	s.enqueue(s.statusResponse(p.CID, authErr))
+	s.reply(s.statusResponse(p.CID, authErr))
 	if authErr != nil && isBadToken(authErr) {
-		s.enqueue(encodeEvent("#removeAuthToken", nil, 0))
+		s.reply(encodeEvent("#removeAuthToken", nil, 0))
 	}
 }
 
 func (s *Socket) statusResponse(cid json.RawMessage, authErr *Error) []byte {
+	if authErr == nil && plainJSONString(s.id) {
+		// The answer of every new connection: built by hand, in the field order below.
+		b := make([]byte, 0, 80+len(s.id))
+		b = append(b, `{"id":"`...)
+		b = append(b, s.id...)
+		b = append(b, `","pingTimeout":`...)
+		b = appendInt(b, s.srv.cfg.PingTimeout.Milliseconds())
+		b = append(b, `,"isAuthenticated":`...)
+		b = strconv.AppendBool(b, s.IsAuthenticated())
+		b = append(b, '}')
+		return encodeResponse(cid, b, nil)
+	}
 	status := struct {
 		ID              string `json:"id"`
 		PingTimeout     int64  `json:"pingTimeout"`
@@ -215,6 +267,16 @@ func (s *Socket) statusResponse(cid json.RawMessage, authErr *Error) []byte {
 	}{s.id, s.srv.cfg.PingTimeout.Milliseconds(), authErr, s.IsAuthenticated()}
 	b, _ := json.Marshal(status)
 	return encodeResponse(cid, b, nil)
+}
+
+// plainJSONString: s needs no escaping inside a JSON string.
+func plainJSONString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 func isBadToken(e *Error) bool {
@@ -259,7 +321,7 @@ func (s *Socket) handle(ctx context.Context, p *Packet) {
 	}
 	switch p.Event {
 	case "#handshake":
-		s.enqueue(s.statusResponse(p.CID, nil))
+		s.reply(s.statusResponse(p.CID, nil))
 		return
 	case "#authenticate":
 		s.authenticate(p)
@@ -281,20 +343,25 @@ func (s *Socket) handle(ctx context.Context, p *Packet) {
 	}
 }
 
+// respond answers p from the reader goroutine (see reply); nothing for a transmit.
 func (s *Socket) respond(p *Packet, data any, err error, action string) {
+	if fr := responseFrame(p, data, err, action); fr != nil {
+		s.reply(fr)
+	}
+}
+
+func responseFrame(p *Packet, data any, err error, action string) []byte {
 	if !p.IsInvoke() {
-		return
+		return nil
 	}
 	if err != nil {
-		s.enqueue(encodeResponse(p.CID, nil, toWireError(err, action)))
-		return
+		return encodeResponse(p.CID, nil, toWireError(err, action))
 	}
 	raw, mErr := marshalData(data)
 	if mErr != nil {
-		s.enqueue(encodeResponse(p.CID, nil, toWireError(NewError("InvalidActionError", "response data could not be encoded: "+mErr.Error()), action)))
-		return
+		return encodeResponse(p.CID, nil, toWireError(NewError("InvalidActionError", "response data could not be encoded: "+mErr.Error()), action))
 	}
-	s.enqueue(encodeResponse(p.CID, raw, nil))
+	return encodeResponse(p.CID, raw, nil)
 }
 
 func (s *Socket) authenticate(p *Packet) {
@@ -519,7 +586,9 @@ func (inv *Invocation) Async(f func() (any, error)) {
 	after := &inv.after
 	go func() {
 		data, err := f()
-		inv.Socket.respond(&p, data, err, "invoke")
+		if fr := responseFrame(&p, data, err, "invoke"); fr != nil {
+			inv.Socket.enqueue(fr) // not the reader: written by the writer
+		}
 		for _, g := range *after {
 			g()
 		}

@@ -58,6 +58,8 @@ type Socket struct {
 	// closePending: the close frame is still to be written after the queue.
 	writing      bool
 	closePending bool
+	// flushDue: reply left frames for the reader to write (reader goroutine only, no lock).
+	flushDue bool
 
 	// urgent: a queued frame must not wait for the write delay; delaying: the writer is
 	// waiting out the delay (only urgent frames wake it).
@@ -204,6 +206,78 @@ func (s *Socket) enqueue(frame []byte) bool {
 }
 
 func (s *Socket) enqueueSampled(frame []byte, urgent bool, obs prometheus.Observer, since time.Time) bool {
+	return s.queueFrame(frame, urgent, false, obs, since)
+}
+
+// reply queues the answer to a packet the reader is handling; reader goroutine only. When
+// no writer runs, none is started: the reader writes its answers itself once it has
+// handled everything it has read (flushReplies), so a burst of calls is answered with one
+// write and a lone call (the handshake of every new connection) costs no goroutine switch.
+func (s *Socket) reply(frame []byte) bool {
+	return s.queueFrame(frame, true, true, nil, time.Time{})
+}
+
+// flushReplies writes what reply left queued, unless a writer has started meanwhile (it
+// writes them then); reader goroutine only.
+func (s *Socket) flushReplies() {
+	s.flushDue = false
+	s.mu.Lock()
+	if s.writing || len(s.queue) == 0 || s.closing && s.closeCode == 0 {
+		s.mu.Unlock()
+		return
+	}
+	// This goroutine is the writer until it is done (writing keeps others from starting one).
+	s.writing = true
+	frames, obs, since := s.takeQueue(nil)
+	s.mu.Unlock()
+	bp := replyBufs.Get().(*[]byte)
+	err := s.writeFrames(frames, bp)
+	replyBufs.Put(bp)
+	if err != nil {
+		s.writeFailed()
+		return
+	}
+	if obs != nil {
+		obs.Observe(time.Since(since).Seconds())
+	}
+	s.mu.Lock()
+	if len(s.queue) > 0 || s.closePending {
+		// Queued while this goroutine wrote: hand over to a writer.
+		s.retire = false
+		s.srv.wg.Add(1)
+		s.srv.workers.run(s.writeRun)
+	} else {
+		s.writing = false
+	}
+	s.mu.Unlock()
+}
+
+// takeQueue hands the queued frames to the caller, who writes them, and gives the queue
+// next (never the same array: others append to s.queue while the frames are written); with
+// the sampled frame's observer, if any. s.mu held.
+func (s *Socket) takeQueue(next [][]byte) ([][]byte, prometheus.Observer, time.Time) {
+	frames := s.queue
+	s.queue, s.queued = next, 0
+	s.urgent = false
+	obs, since := s.sampleObs, s.sampleAt
+	s.sampleObs = nil
+	return frames, obs, since
+}
+
+// writeFailed ends writing after a failed write: the connection is cut.
+func (s *Socket) writeFailed() {
+	s.mu.Lock()
+	s.writing = false
+	s.queue = nil
+	s.mu.Unlock()
+	s.abort()
+}
+
+// replyBufs: the frames flushReplies packs, between uses (a reader has no batch of its own).
+var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// queueFrame queues frame; deferred (reply) leaves the write to the reader when no writer runs.
+func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, obs prometheus.Observer, since time.Time) bool {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -234,7 +308,11 @@ func (s *Socket) enqueueSampled(frame []byte, urgent bool, obs prometheus.Observ
 	if urgent {
 		s.urgent = true
 	}
-	s.kickWriter()
+	if deferred && !s.writing {
+		s.flushDue = true
+	} else {
+		s.kickWriter()
+	}
 	s.mu.Unlock()
 	return true
 }
@@ -487,8 +565,7 @@ func (s *Socket) writeRun() {
 			}
 		}
 		s.mu.Lock()
-		frames := s.queue
-		if len(frames) == 0 {
+		if len(s.queue) == 0 {
 			if s.closePending {
 				s.closePending = false
 				code, reason := s.closeCode, s.closeReason
@@ -511,17 +588,10 @@ func (s *Socket) writeRun() {
 		}
 		// Hand the queue's array to this writer and give the queue the spare one (never the
 		// same array: the reader side appends to s.queue while frames is being written).
-		s.queue, s.queued = spare[:0], 0
-		s.urgent = false
-		obs, since := s.sampleObs, s.sampleAt
-		s.sampleObs = nil
+		frames, obs, since := s.takeQueue(spare[:0])
 		s.mu.Unlock()
 		if err := s.writeFrames(frames, &batch); err != nil {
-			s.mu.Lock()
-			s.writing = false
-			s.queue = nil
-			s.mu.Unlock()
-			s.abort()
+			s.writeFailed()
 			return
 		}
 		if delay > 0 {

@@ -340,6 +340,38 @@ func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
 	}
 }
 
+// Calls that arrive together are answered together: the reader writes its answers itself
+// once it has handled everything it read (one array frame, one write), rather than a writer
+// goroutine racing it and sending the first answer alone.
+func TestCallsReadTogetherAreAnsweredInOneFrame(t *testing.T) {
+	_, url := startFront(t, Config{})
+	c := dialRaw(t, url)
+	c.rawBatches = true
+	c.handshake()
+	for round := 0; round < 20; round++ {
+		// Five calls in one TCP write (masked frames built by hand: gorilla writes one
+		// frame per system call).
+		var burst []byte
+		for i := 0; i < 5; i++ {
+			p := `{"event":"#subscribe","data":{"channel":"c` + itoa(round*5+i) + `"},"cid":` + itoa(2+round*5+i) + `}`
+			burst = append(burst, 0x81, 0x80|byte(len(p)), 0, 0, 0, 0)
+			burst = append(burst, p...)
+		}
+		if _, err := c.ws.UnderlyingConn().Write(burst); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 5; i++ {
+			if want := `{"rid":` + itoa(2+round*5+i) + `}`; !strings.Contains(m, want) {
+				t.Fatalf("round %d: first frame %s lacks %s: the answers to one read were split", round, m, want)
+			}
+		}
+	}
+}
+
 // A drain spreads closes over its duration, but stops waiting as soon as every client is
 // gone, and closes with the code it was given.
 func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
