@@ -22,11 +22,18 @@ func (s *Socket) readLoop() {
 	ctx := s.ctx
 	m := s.srv.cfg.Metrics
 	for {
-		if s.flushDue && !s.frameBuffered() {
-			// The next read may wait: write the answers to what was read so far now.
+		// Will the next read wait for the network? Then answer what was read so far first
+		// (and park when nothing at all is left to read). While more is there, answers
+		// collect, so a busy caller gets one write per burst, not one per call.
+		whole := s.frameBuffered()
+		inKernel := false
+		if !whole && (s.flushDue || s.mayPark()) && s.poll.rc != nil {
+			inKernel = s.poll.readable()
+		}
+		if s.flushDue && (!whole && !inKernel || s.deferredReplies >= maxDeferredReplies) {
 			s.flushReplies()
 		}
-		if s.mayPark() && !s.dataReady() && s.park() {
+		if !whole && !inKernel && s.mayPark() && s.br.Buffered() == 0 && s.park() {
 			return
 		}
 		mt, frame, err := s.ws.ReadMessage()
@@ -100,7 +107,8 @@ func (s *Socket) frameBuffered() bool {
 	return n >= hdr+size
 }
 
-func (s *Socket) dataReady() bool { return s.br.Buffered() > 0 || s.poll.readable() }
+// maxDeferredReplies bounds the answers a reader holds back while more calls keep arriving.
+const maxDeferredReplies = 64
 
 // park hands the socket to the poller; true when the calling reader must return.
 func (s *Socket) park() bool {

@@ -332,7 +332,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 const readBufferSize = 512
 
 // hijackWriter gives gorilla a buffered reader of ours at the hijack, so that the socket
-// can tell whether gorilla holds unread bytes (Socket.dataReady) and park when it does not.
+// can tell whether gorilla holds unread bytes (Socket.readLoop) and park when it does not.
 type hijackWriter struct {
 	http.ResponseWriter
 	br *bufio.Reader
