@@ -25,7 +25,7 @@ mkdir -p "$OUT"
 # Ramps go up by x1.25 per step, from FAN0 (fan-out) and CHAN0 (channels) publications/s.
 # The idle hold is long enough for the node's post-storm memory release (--release-memory-after)
 # to run: it waits for a quiet sweeper tick (0.5 s).
-SUBS=1000; CHANS=5000; IDLE=10000; CONNS=10000; DUR=5s; WARM=2s; STEP=2s; HOLD=6s
+SUBS=1000; CHANS=5000; IDLE=10000; CONNS=15000; DUR=5s; WARM=2s; STEP=2s; HOLD=6s
 FAN0=200; CHAN0=10000; FACTOR=1.25
 if [ "${QUICK:-}" = 1 ]; then
   SUBS=100; CHANS=200; IDLE=500; CONNS=500; DUR=1s; WARM=500ms; STEP=500ms; HOLD=1s

@@ -111,9 +111,12 @@ func TestMaxIdleConnectAgainstNode(t *testing.T) {
 	if r := res[0]; r.Connections != 30 || r.Channels != 60 || r.ConnectErrors != 0 || r.ServerRSSMiB <= 0 {
 		t.Fatalf("idle: %+v", r)
 	}
-	res = runOne(t, Config{URLs: url, Scenario: "connect", Connections: 40, Concurrency: 8})
-	if r := res[0]; r.Connections != 40 || r.ConnectErrors != 0 || r.ConnectsPerSec <= 0 || r.LatP50Ms <= 0 {
-		t.Fatalf("connect: %+v", r)
+	for _, connector := range []string{"gorilla", ""} {
+		res = runOne(t, Config{URLs: url, Scenario: "connect", Connections: 40, Concurrency: 8, Connector: connector})
+		if r := res[0]; r.Connections != 40 || r.ConnectErrors != 0 || r.ConnectsPerSec <= 0 || r.LatP50Ms <= 0 || r.Connector == "" ||
+			connector != "" && r.Connector != connector {
+			t.Fatalf("connect: %+v", r)
+		}
 	}
 }
 
@@ -123,6 +126,7 @@ func TestConfigErrors(t *testing.T) {
 		{URLs: []string{"ws://x"}, Scenario: "nope"},
 		{URLs: []string{"ws://x"}, Scenario: "cross"},
 		{URLs: []string{"ws://x"}, Scenario: "max", MaxOf: "idle"},
+		{URLs: []string{"ws://x"}, Scenario: "connect", Connector: "nope"},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("%+v: no error", cfg)

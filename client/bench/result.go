@@ -57,6 +57,7 @@ type Result struct {
 	ConnectsPerSec float64 `json:"connects_per_s,omitempty"`
 	ConnectErrors  int     `json:"connect_errors,omitempty"`
 	Concurrency    int     `json:"concurrency,omitempty"`
+	Connector      string  `json:"connector,omitempty"` // connect: raw or gorilla
 
 	ServerCPU          float64 `json:"server_cpu_pct,omitempty"`
 	ServerRSSMiB       float64 `json:"server_rss_mib,omitempty"`

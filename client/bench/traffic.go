@@ -494,6 +494,13 @@ func (r *runner) idle(ctx context.Context, emit func(Result)) error {
 	return nil
 }
 
+// openedConns is what the connect scenario opened.
+type openedConns struct {
+	open, failed int
+	down         func() int // connections the server has closed since
+	close        func()
+}
+
 // connect opens C connections as fast as the concurrency allows.
 func (r *runner) connect(ctx context.Context, emit func(Result)) error {
 	cfg := r.cfg
@@ -502,23 +509,38 @@ func (r *runner) connect(ctx context.Context, emit func(Result)) error {
 	r.hist.reset()
 	start := time.Now()
 	r.logf("opening %d connections, %d at a time", cfg.Connections, cfg.Concurrency)
-	conns, failed, err := r.openConns(ctx, cfg.Connections, cfg.Connections, 0, 512, func(i int) string { return cfg.URLs[i%len(cfg.URLs)] },
-		nil, nil, &r.hist, true)
+	connector := "raw"
+	oc, raw, err := r.rawConnect(ctx, &r.hist)
+	if !raw {
+		connector = "gorilla"
+		var conns []*conn
+		conns, oc.failed, err = r.openConns(ctx, cfg.Connections, cfg.Connections, 0, 512, func(i int) string { return cfg.URLs[i%len(cfg.URLs)] },
+			nil, nil, &r.hist, true)
+		oc.open = len(conns)
+		oc.down = func() int { return connsDown(conns) }
+		oc.close = func() { closeConns(conns) }
+	}
 	if err != nil {
 		return err
 	}
 	window := time.Since(start)
 	srv1, _ := readProcs(cfg.ServerPIDs)
 	tool1 := selfCPU()
+	if cfg.windowEnd != nil {
+		cfg.windowEnd()
+	}
 	snap := r.hist.snapshot()
-	res := Result{Scenario: "connect", URLs: join(cfg.URLs), Connections: len(conns), ConnectErrors: failed,
-		DurationSec: window.Seconds(), ConnectsPerSec: float64(len(conns)) / window.Seconds(), Concurrency: cfg.Concurrency}
+	res := Result{Scenario: "connect", URLs: join(cfg.URLs), Connections: oc.open, ConnectErrors: oc.failed, Connector: connector,
+		DurationSec: window.Seconds(), ConnectsPerSec: float64(oc.open) / window.Seconds(), Concurrency: cfg.Concurrency, Disconnects: oc.down()}
 	res.setLatency(snap)
 	r.cpu(&res, srv0, srv1, srvOK, tool1-tool0, window)
-	if failed > 0 {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections failed, the first with: %v", failed, r.firstConnErr.Load()))
+	if oc.failed > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections failed, the first with: %v", oc.failed, r.firstConnErr.Load()))
 	}
-	closeConns(conns)
+	if res.Disconnects > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections were closed by the server before the window ended", res.Disconnects))
+	}
+	oc.close()
 	emit(res)
 	return nil
 }

@@ -94,7 +94,8 @@ flags:
 		maxP99   = fs.Duration("max-p99", 100*time.Millisecond, "max: stop when p99 latency exceeds this")
 		conc     = fs.Int("concurrency", 200, "connections opened at once")
 		drain    = fs.Duration("drain", 5*time.Second, "longest wait for late deliveries after publishing stops")
-		perSrc   = fs.Int("per-source-addr", 20000, "connections per source address 127.0.0.x when more go to a loopback server")
+		perSrc   = fs.Int("per-source-addr", 10000, "connections per source address 127.0.0.x when more go to a loopback server")
+		connWith = fs.String("connector", "raw", "connect: raw (one goroutine over epoll, a fraction of the CPU per connection; Linux and ws:// only, else gorilla) or gorilla (gorilla/websocket, a goroutine per connection, as the other scenarios)")
 		label    = fs.String("label", "", "name of the system under test, carried into every result")
 		asJSON   = fs.Bool("json", false, "print JSON lines on stdout (the table goes to stderr)")
 		quiet    = fs.Bool("q", false, "no progress messages")
@@ -116,7 +117,7 @@ flags:
 		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, Connections: *conns, Channels: *channels,
 		Publishers: *pubs, Rate: *rate, Payload: *payload, Duration: *duration, Warmup: *warmup,
 		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Concurrency: *conc, Drain: *drain,
-		ServerPIDs: pids, PerSourceAddr: *perSrc, Label: *label,
+		ServerPIDs: pids, PerSourceAddr: *perSrc, Connector: *connWith, Label: *label,
 	}
 	// One count flag is enough for the scenarios that use the other one.
 	if cfg.Connections == 0 && *subs > 0 {

@@ -1,0 +1,738 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
+)
+
+// The raw connector opens the connect scenario's connections without a
+// goroutine, a net.Conn or a gorilla connection each: one goroutine drives
+// nonblocking sockets through an epoll set of its own, each connection a
+// small state machine (connecting → upgrading → handshaking → open). A
+// connection then costs the tool about ten system calls and little else, so
+// the server, not the tool, limits the rate measured.
+
+const (
+	rawIdle uint8 = iota // not started
+	rawConnecting
+	rawUpgrading
+	rawHandshaking
+	rawOpen
+	rawClosed // failed, or closed by the server
+)
+
+const (
+	rawBufSize     = 512     // in-flight read buffer: the 101 response, then frames
+	rawScratchSize = 4096    // reads of open connections
+	rawMaxRest     = 1 << 20 // largest partial frame an open connection keeps
+)
+
+var (
+	rawHandshake = appendFrame(nil, []byte(`{"event":"#handshake","data":{"authToken":null},"cid":1}`))
+	rawClose     = appendFrameOp(nil, websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	crlf         = []byte("\r\n")
+	crlfcrlf     = []byte("\r\n\r\n")
+	status101    = []byte("HTTP/1.1 101")
+	acceptName   = []byte("Sec-WebSocket-Accept")
+	rid1         = []byte(`"rid":1`)
+)
+
+const (
+	wsGUID     = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+	reqTail    = "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	rawEvMask  = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	rawHangups = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+)
+
+// rawTarget is one server URL, resolved once.
+type rawTarget struct {
+	url      string
+	family   int
+	sa       unix.Sockaddr
+	loopback bool
+	head     []byte // the upgrade request up to the key
+}
+
+// rawConn is one connection; the state it needs only in flight is in its slot.
+type rawConn struct {
+	fd    int32
+	state uint8
+	slot  int32
+	rest  []byte // open: the start of a frame not fully received (rare)
+}
+
+// rawSlot holds a connection in flight. A released slot's buffers stay as
+// they are until the next start, so a handler may still read them.
+type rawSlot struct {
+	conn   int32  // -1 when free
+	t0     int64  // r.now() at socket()
+	n      int    // bytes in buf
+	out    []byte // not yet written (part of wb)
+	accept [28]byte
+	wb     []byte // the upgrade request, then frames to send
+	buf    [rawBufSize]byte
+}
+
+type rawLoop struct {
+	r        *runner
+	hist     *shardedHist
+	targets  []rawTarget
+	timeout  int64
+	epfd     int
+	file     *os.File
+	rc       syscall.RawConn
+	conns    []rawConn
+	slots    []rawSlot
+	free     []int32
+	events   []unix.EpollEvent
+	wait     func(fd uintptr) bool // made once: a closure per wait would be garbage
+	ready    int                   // events wait found
+	werr     error
+	src      [255]*unix.SockaddrInet4 // source addresses by last octet, made once
+	scratch  []byte
+	rng      *rand.ChaCha8
+	inflight int
+	open     int
+	failed   int
+	down     int   // closed by the server after their handshake
+	nextScan int64 // r.now() when the earliest in-flight connection times out
+}
+
+// rawTargets resolves the URLs; an error means the raw connector cannot be
+// used (wss://, for one).
+func rawTargets(urls []string) ([]rawTarget, error) {
+	ts := make([]rawTarget, len(urls))
+	for i, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil {
+			return nil, err
+		}
+		if pu.Scheme != "ws" {
+			return nil, fmt.Errorf("%s: only ws:// URLs", u)
+		}
+		port := 80
+		if p := pu.Port(); p != "" {
+			if port, err = net.LookupPort("tcp", p); err != nil {
+				return nil, err
+			}
+		}
+		ips, err := net.DefaultResolver.LookupIP(context.Background(), "ip", pu.Hostname())
+		if err != nil || len(ips) == 0 {
+			return nil, fmt.Errorf("%s: cannot resolve %s: %v", u, pu.Hostname(), err)
+		}
+		ip := ips[0]
+		for _, x := range ips {
+			if x.To4() != nil { // as the source addresses 127.0.0.x are
+				ip = x
+				break
+			}
+		}
+		t := rawTarget{url: u, loopback: isLoopbackURL(u)}
+		if ip4 := ip.To4(); ip4 != nil {
+			sa := &unix.SockaddrInet4{Port: port}
+			copy(sa.Addr[:], ip4)
+			t.family, t.sa = unix.AF_INET, sa
+		} else {
+			sa := &unix.SockaddrInet6{Port: port}
+			copy(sa.Addr[:], ip.To16())
+			t.family, t.sa = unix.AF_INET6, sa
+		}
+		t.head = fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", pu.RequestURI(), pu.Host)
+		ts[i] = t
+	}
+	return ts, nil
+}
+
+// rawConnect opens the connect scenario's connections with the raw
+// connector, recording connect latencies in hist. ok is false when the raw
+// connector does not apply (Connector "gorilla", or a URL it cannot serve);
+// the caller then uses openConns. It returns once every connection has
+// been attempted, the others still open.
+func (r *runner) rawConnect(ctx context.Context, hist *shardedHist) (oc openedConns, ok bool, err error) {
+	if r.cfg.Connector == "gorilla" {
+		return oc, false, nil
+	}
+	targets, err := rawTargets(r.cfg.URLs)
+	if err != nil {
+		r.logf("raw connector not used (%v): gorilla instead", err)
+		return oc, false, nil
+	}
+	l, err := newRawLoop(r, targets, hist)
+	if err != nil {
+		return oc, true, err
+	}
+	if err := l.run(ctx); err != nil {
+		l.closeAll()
+		return oc, true, err
+	}
+	return openedConns{open: l.open, failed: l.failed, down: func() int { return l.down }, close: l.closeAll}, true, nil
+}
+
+func newRawLoop(r *runner, targets []rawTarget, hist *shardedHist) (*rawLoop, error) {
+	n := r.cfg.Connections
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	// Waits go through Go's netpoller (see wsfront/poller_linux.go): a
+	// blocking epoll_wait would hold the only P when the tool is pinned to
+	// one core.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(epfd), "bench-connect-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var seed [32]byte
+	_, _ = crand.Read(seed[:])
+	timeout := r.cfg.connectTimeout
+	if timeout <= 0 {
+		timeout = 20 * time.Second
+	}
+	l := &rawLoop{r: r, hist: hist, targets: targets, timeout: int64(timeout), epfd: epfd, file: f, rc: rc,
+		conns: make([]rawConn, n), slots: make([]rawSlot, min(r.cfg.Concurrency, n)),
+		events: make([]unix.EpollEvent, 256), scratch: make([]byte, rawScratchSize), rng: rand.NewChaCha8(seed)}
+	l.wait = func(fd uintptr) bool {
+		l.ready, l.werr = unix.EpollWait(int(fd), l.events, 0)
+		if l.werr == unix.EINTR {
+			l.ready, l.werr = 0, nil
+		}
+		return l.werr != nil || l.ready > 0 // nothing ready: wait in Go's netpoller
+	}
+	for i := range l.conns {
+		l.conns[i].fd = -1
+	}
+	for i := len(l.slots) - 1; i >= 0; i-- {
+		l.slots[i].conn = -1
+		l.free = append(l.free, int32(i))
+	}
+	return l, nil
+}
+
+func (l *rawLoop) run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { _ = l.file.SetReadDeadline(time.Now()) })
+	defer stop()
+	n := len(l.conns)
+	next := 0
+	for {
+		for len(l.free) > 0 && next < n && ctx.Err() == nil {
+			l.start(next)
+			next++
+		}
+		if err := ctx.Err(); err != nil {
+			for si := range l.slots {
+				if c := l.slots[si].conn; c >= 0 {
+					l.fail(int(c), err)
+				}
+			}
+			return nil
+		}
+		if l.inflight == 0 && next >= n {
+			return nil
+		}
+		if l.r.now() >= l.nextScan {
+			l.scan()
+		}
+		err := l.rc.Read(l.wait)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			l.scan()
+			continue
+		case err != nil:
+			return err
+		case l.werr != nil:
+			return fmt.Errorf("epoll_wait: %w", l.werr)
+		}
+		for _, ev := range l.events[:l.ready] {
+			l.event(int(ev.Fd), ev.Events)
+		}
+	}
+}
+
+// scan fails the in-flight connections that timed out and sets the wake-up
+// for the next one.
+func (l *rawLoop) scan() {
+	now := l.r.now()
+	next := int64(math.MaxInt64)
+	for si := range l.slots {
+		s := &l.slots[si]
+		if s.conn < 0 {
+			continue
+		}
+		if d := s.t0 + l.timeout; d <= now {
+			l.fail(int(s.conn), fmt.Errorf("no handshake answer within %v (%s)", time.Duration(l.timeout), stateName(l.conns[s.conn].state)))
+		} else {
+			next = min(next, d)
+		}
+	}
+	if next == math.MaxInt64 {
+		next = now + l.timeout // nothing in flight: anything started later times out after this
+	}
+	l.nextScan = next
+	_ = l.file.SetReadDeadline(l.r.base.Add(time.Duration(next)))
+}
+
+func stateName(s uint8) string {
+	switch s {
+	case rawConnecting:
+		return "connecting"
+	case rawUpgrading:
+		return "waiting for the upgrade response"
+	case rawHandshaking:
+		return "waiting for the #handshake answer"
+	}
+	return "?"
+}
+
+// start opens connection i: socket, (bind,) connect, add to the epoll set.
+func (l *rawLoop) start(i int) {
+	c := &l.conns[i]
+	si := l.free[len(l.free)-1]
+	l.free = l.free[:len(l.free)-1]
+	s := &l.slots[si]
+	s.conn, s.n, s.out = int32(i), 0, nil
+	c.slot = si
+	l.inflight++
+	t := &l.targets[i%len(l.targets)]
+
+	var key [16]byte
+	_, _ = l.rng.Read(key[:])
+	var ka [24 + len(wsGUID)]byte
+	base64.StdEncoding.Encode(ka[:24], key[:])
+	copy(ka[24:], wsGUID)
+	sum := sha1.Sum(ka[:])
+	base64.StdEncoding.Encode(s.accept[:], sum[:])
+	s.wb = append(append(append(s.wb[:0], t.head...), ka[:24]...), reqTail...)
+
+	s.t0 = l.r.now()
+	c.state = rawConnecting
+	fd, err := unix.Socket(t.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		l.fail(i, fmt.Errorf("socket: %w", err))
+		return
+	}
+	c.fd = int32(fd)
+	if x := l.r.sourceOctet(i, len(l.conns), t.loopback); x != 0 {
+		// The kernel picks the port at connect time, per destination.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+			l.fail(i, fmt.Errorf("bind: %w", err))
+			return
+		}
+		if l.src[x] == nil {
+			l.src[x] = &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, x}}
+		}
+		if err := unix.Bind(fd, l.src[x]); err != nil {
+			l.fail(i, fmt.Errorf("bind 127.0.0.%d: %w", x, err))
+			return
+		}
+	}
+	if err := unix.Connect(fd, t.sa); err != nil && err != unix.EINPROGRESS {
+		l.fail(i, fmt.Errorf("connect: %w", err))
+		return
+	}
+	// Edge-triggered, so the descriptor is added once and never modified.
+	ev := unix.EpollEvent{Events: rawEvMask, Fd: int32(i)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.fail(i, fmt.Errorf("epoll_ctl: %w", err))
+	}
+}
+
+func (l *rawLoop) event(i int, ev uint32) {
+	c := &l.conns[i]
+	switch c.state {
+	case rawIdle, rawClosed:
+		return
+	case rawOpen:
+		if ev&(unix.EPOLLIN|rawHangups) != 0 {
+			l.readOpen(i, ev)
+		}
+		return
+	}
+	s := &l.slots[c.slot]
+	if c.state == rawConnecting {
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			err := errors.New("connection failed")
+			if e, gerr := unix.GetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR); gerr != nil {
+				err = gerr
+			} else if e != 0 {
+				err = unix.Errno(e)
+			}
+			l.fail(i, fmt.Errorf("connect: %w", err))
+			return
+		}
+		if ev&unix.EPOLLOUT == 0 {
+			return
+		}
+		c.state = rawUpgrading
+		s.out = s.wb
+	}
+	if len(s.out) > 0 && !l.flush(i, s) {
+		return
+	}
+	if ev&(unix.EPOLLIN|rawHangups) != 0 {
+		l.readInflight(i, s, ev)
+	}
+}
+
+// flush writes what s has pending; false when the connection failed.
+func (l *rawLoop) flush(i int, s *rawSlot) bool {
+	fd := int(l.conns[i].fd)
+	for len(s.out) > 0 {
+		m, err := unix.Write(fd, s.out)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return true // the rest on EPOLLOUT
+		case err != nil:
+			l.fail(i, fmt.Errorf("write: %w", err))
+			return false
+		}
+		s.out = s.out[m:]
+	}
+	return true
+}
+
+// send writes a frame: queued behind pending output in flight, written
+// directly (or dropped if the socket is full) once open.
+func (l *rawLoop) send(i int, frame []byte) {
+	c := &l.conns[i]
+	if c.state == rawOpen {
+		_, _ = unix.Write(int(c.fd), frame)
+		return
+	}
+	s := &l.slots[c.slot]
+	if len(s.out) == 0 {
+		s.out = s.wb[:0]
+	}
+	s.out = append(s.out, frame...)
+	l.flush(i, s)
+}
+
+// readInflight reads until EAGAIN or a short read (with edge-triggered
+// epoll, a short read from a stream socket means it is drained; a new
+// arrival raises a new edge).
+func (l *rawLoop) readInflight(i int, s *rawSlot, ev uint32) {
+	c := &l.conns[i]
+	for {
+		room := len(s.buf) - s.n
+		m, err := unix.Read(int(c.fd), s.buf[s.n:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return
+		case err != nil:
+			l.fail(i, fmt.Errorf("read: %w", err))
+			return
+		case m == 0:
+			l.fail(i, fmt.Errorf("connection closed by the server (%s)", stateName(c.state)))
+			return
+		}
+		s.n += m
+		l.consume(i, s)
+		switch c.state {
+		case rawOpen:
+			if m == room || ev&rawHangups != 0 {
+				l.readOpen(i, ev)
+			}
+			return
+		case rawClosed:
+			return
+		}
+		if m < room && ev&rawHangups == 0 {
+			return
+		}
+	}
+}
+
+// consume handles what s.buf holds: the upgrade response, then frames.
+func (l *rawLoop) consume(i int, s *rawSlot) {
+	c := &l.conns[i]
+	if c.state == rawUpgrading {
+		end := bytes.Index(s.buf[:s.n], crlfcrlf)
+		if end < 0 {
+			if s.n == len(s.buf) {
+				l.fail(i, fmt.Errorf("upgrade: response larger than %d bytes", rawBufSize))
+			}
+			return
+		}
+		if err := checkUpgrade(s.buf[:end], s.accept[:]); err != nil {
+			l.fail(i, fmt.Errorf("upgrade: %w", err))
+			return
+		}
+		s.n = copy(s.buf[:], s.buf[end+4:s.n])
+		c.state = rawHandshaking
+		l.send(i, rawHandshake)
+		if c.state != rawHandshaking {
+			return
+		}
+	}
+	used := l.frames(i, s.buf[:s.n])
+	switch c.state {
+	case rawOpen:
+		if used < s.n {
+			c.rest = append([]byte(nil), s.buf[used:s.n]...)
+		}
+	case rawHandshaking:
+		s.n = copy(s.buf[:], s.buf[used:s.n])
+		if s.n == len(s.buf) {
+			l.fail(i, fmt.Errorf("handshake: frame larger than %d bytes", rawBufSize))
+		}
+	}
+}
+
+// readOpen reads an open connection: pings to answer, or the server closing it.
+func (l *rawLoop) readOpen(i int, ev uint32) {
+	c := &l.conns[i]
+	for c.state == rawOpen {
+		m, err := unix.Read(int(c.fd), l.scratch)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return
+		case err != nil || m == 0:
+			l.drop(i)
+			return
+		}
+		data := l.scratch[:m]
+		if c.rest != nil {
+			c.rest = append(c.rest, data...)
+			data = c.rest
+		}
+		used := l.frames(i, data)
+		if c.state != rawOpen {
+			return
+		}
+		switch left := data[used:]; {
+		case len(left) == 0:
+			c.rest = nil
+		case len(left) > rawMaxRest:
+			l.drop(i)
+			return
+		default:
+			c.rest = append([]byte(nil), left...)
+		}
+		if m < len(l.scratch) && ev&rawHangups == 0 {
+			return
+		}
+	}
+}
+
+// frames handles the complete frames at the start of b and returns how many
+// bytes they took.
+func (l *rawLoop) frames(i int, b []byte) int {
+	c := &l.conns[i]
+	used := 0
+	for c.state == rawHandshaking || c.state == rawOpen {
+		b0, payload, size, err := parseFrame(b[used:])
+		if err != nil {
+			l.broken(i, err)
+			break
+		}
+		if size == 0 {
+			break
+		}
+		used += size
+		l.frame(i, b0, payload)
+	}
+	return used
+}
+
+func (l *rawLoop) frame(i int, b0 byte, p []byte) {
+	c := &l.conns[i]
+	if b0&0x80 == 0 || b0&0x0f == 0 {
+		l.broken(i, errors.New("fragmented frame"))
+		return
+	}
+	switch b0 & 0x0f {
+	case websocket.TextMessage:
+		switch {
+		case len(p) == 0:
+			l.send(i, pongV2)
+		case len(p) == 2 && p[0] == '#' && p[1] == '1':
+			l.send(i, pongV1)
+		case c.state == rawHandshaking && isHandshakeAnswer(p):
+			if bytes.Contains(p, errKey) {
+				l.fail(i, fmt.Errorf("handshake: server error %s", p))
+				return
+			}
+			l.connected(i)
+		}
+	case websocket.PingMessage:
+		var tmp [140]byte
+		l.send(i, appendFrameOp(tmp[:0], websocket.PongMessage, p))
+	case websocket.CloseMessage:
+		if c.state == rawOpen {
+			l.send(i, rawClose)
+			l.drop(i)
+			return
+		}
+		code := -1
+		if len(p) >= 2 {
+			code = int(binary.BigEndian.Uint16(p))
+		}
+		l.fail(i, fmt.Errorf("handshake: connection closed by the server (close %d %q)", code, p[min(2, len(p)):]))
+	}
+}
+
+func isHandshakeAnswer(p []byte) bool {
+	for {
+		k := bytes.Index(p, rid1)
+		if k < 0 {
+			return false
+		}
+		p = p[k+len(rid1):]
+		if len(p) == 0 || p[0] < '0' || p[0] > '9' {
+			return true
+		}
+	}
+}
+
+// broken ends a connection that sent something this client cannot read.
+func (l *rawLoop) broken(i int, err error) {
+	if l.conns[i].state == rawOpen {
+		l.drop(i)
+		return
+	}
+	l.fail(i, fmt.Errorf("handshake: %w", err))
+}
+
+func (l *rawLoop) connected(i int) {
+	c := &l.conns[i]
+	s := &l.slots[c.slot]
+	l.hist.shard(i).Record(l.r.now() - s.t0)
+	c.state = rawOpen
+	l.open++
+	l.release(c)
+}
+
+// fail ends connection i before its handshake answer.
+func (l *rawLoop) fail(i int, err error) {
+	c := &l.conns[i]
+	if c.fd >= 0 {
+		unix.Close(int(c.fd))
+		c.fd = -1
+	}
+	c.state = rawClosed
+	l.failed++
+	if l.failed == 1 {
+		l.r.firstConnErr.Store(fmt.Errorf("connection %d to %s: %w", i, l.targets[i%len(l.targets)].url, err))
+	}
+	l.release(c)
+}
+
+// drop ends an open connection the server closed or broke.
+func (l *rawLoop) drop(i int) {
+	c := &l.conns[i]
+	unix.Close(int(c.fd))
+	c.fd, c.state, c.rest = -1, rawClosed, nil
+	l.down++
+}
+
+func (l *rawLoop) release(c *rawConn) {
+	s := &l.slots[c.slot]
+	s.conn = -1
+	l.free = append(l.free, c.slot)
+	c.slot = -1
+	l.inflight--
+}
+
+// closeAll sends a 1000 close frame on every open connection and closes it.
+func (l *rawLoop) closeAll() {
+	for i := range l.conns {
+		c := &l.conns[i]
+		if c.state == rawOpen {
+			_, _ = unix.Write(int(c.fd), rawClose)
+		}
+		if c.fd >= 0 {
+			unix.Close(int(c.fd))
+			c.fd, c.state, c.rest = -1, rawClosed, nil
+		}
+	}
+	_ = l.file.Close()
+}
+
+// checkUpgrade checks the response head (status line and headers, without
+// the blank line) of an upgrade whose expected Sec-WebSocket-Accept is accept.
+func checkUpgrade(head, accept []byte) error {
+	line, rest, _ := bytes.Cut(head, crlf)
+	if !bytes.HasPrefix(line, status101) || len(line) > len(status101) && line[len(status101)] != ' ' {
+		return fmt.Errorf("status %q", line)
+	}
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, crlf)
+		name, val, ok := bytes.Cut(line, []byte{':'})
+		if !ok || !bytes.EqualFold(bytes.TrimSpace(name), acceptName) {
+			continue
+		}
+		if val = bytes.TrimSpace(val); !bytes.Equal(val, accept) {
+			return fmt.Errorf("bad Sec-WebSocket-Accept %q (want %q)", val, accept)
+		}
+		return nil
+	}
+	return errors.New("no Sec-WebSocket-Accept")
+}
+
+// parseFrame reads the frame at the start of b: its first byte (FIN and
+// opcode), its payload (unmasked in place if the server masked it) and its
+// whole size; size 0 when b does not hold all of it yet.
+func parseFrame(b []byte) (b0 byte, payload []byte, size int, err error) {
+	if len(b) < 2 {
+		return 0, nil, 0, nil
+	}
+	h, n := 2, uint64(b[1]&0x7f)
+	switch n {
+	case 126:
+		if len(b) < 4 {
+			return 0, nil, 0, nil
+		}
+		h, n = 4, uint64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		if len(b) < 10 {
+			return 0, nil, 0, nil
+		}
+		h, n = 10, binary.BigEndian.Uint64(b[2:])
+		if n > rawMaxRest {
+			return 0, nil, 0, fmt.Errorf("frame of %d bytes", n)
+		}
+	}
+	masked := b[1]&0x80 != 0
+	if masked {
+		h += 4
+	}
+	if uint64(len(b)) < uint64(h)+n {
+		return 0, nil, 0, nil
+	}
+	payload = b[h : h+int(n)]
+	if masked { // servers do not mask; unmasking costs nothing when they do
+		key := b[h-4 : h]
+		for k := range payload {
+			payload[k] ^= key[k&3]
+		}
+	}
+	return b[0], payload, h + int(n), nil
+}
