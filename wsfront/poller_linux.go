@@ -147,3 +147,51 @@ func (p *poller) forget(s *Socket) {
 	delete(p.socks, ps.token)
 	p.mu.Unlock()
 }
+
+// trier is one nonblocking write attempt; pooled, so that passing its method to
+// RawConn.Write allocates nothing.
+type trier struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var trierPool = sync.Pool{New: func() any {
+	t := &trier{}
+	t.fn = t.try
+	return t
+}}
+
+func (t *trier) try(fd uintptr) bool {
+	for {
+		t.n, t.err = unix.Write(int(fd), t.b)
+		if t.err != unix.EINTR {
+			return true // never wait: what is left goes to a writer goroutine
+		}
+	}
+}
+
+// tryWrite writes what b's socket takes without waiting: n bytes (0 when its buffer is
+// full), err only when the connection is broken. ok is false when the socket cannot be
+// written this way (TLS).
+func (ps *pollState) tryWrite(b []byte) (n int, ok bool, err error) {
+	if ps.rc == nil {
+		return 0, false, nil
+	}
+	t := trierPool.Get().(*trier)
+	t.b = b
+	cerr := ps.rc.Write(t.fn)
+	n, werr := max(t.n, 0), t.err
+	t.b, t.err = nil, nil
+	trierPool.Put(t)
+	switch {
+	case cerr != nil:
+		return 0, true, cerr
+	case werr == unix.EAGAIN:
+		return 0, true, nil
+	case werr != nil:
+		return 0, true, werr
+	}
+	return n, true, nil
+}
