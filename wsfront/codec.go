@@ -149,6 +149,11 @@ func isJSONNumber(m json.RawMessage) bool {
 
 // appendJSONString appends s as a JSON string literal.
 func appendJSONString(dst []byte, s string) []byte {
+	if plainJSONString(s) { // channel and event names nearly always: no allocation
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	b, _ := json.Marshal(s) // strings always marshal
 	return append(dst, b...)
 }
@@ -157,7 +162,9 @@ func appendJSONString(dst []byte, s string) []byte {
 // {"event":"#publish","data":{"channel":<ch>,"data":<data>}}. It is built once per
 // publication and the same bytes are queued for every subscriber.
 func EncodePublish(channel string, data json.RawMessage) []byte {
-	b := make([]byte, 0, 48+len(channel)+len(data))
+	// 50 bytes of framing around the two; 8 to spare for escapes in the name. One
+	// allocation: a capacity short by a byte made append copy every frame once more.
+	b := make([]byte, 0, 58+len(channel)+len(data))
 	b = append(b, `{"event":"#publish","data":{"channel":`...)
 	b = appendJSONString(b, channel)
 	if len(data) > 0 {
@@ -169,7 +176,7 @@ func EncodePublish(channel string, data json.RawMessage) []byte {
 
 // encodeEvent builds a transmit (cid 0) or an invoke frame.
 func encodeEvent(event string, data json.RawMessage, cid int64) []byte {
-	b := make([]byte, 0, 32+len(event)+len(data))
+	b := make([]byte, 0, 56+len(event)+len(data)) // framing and a cid: 47
 	b = append(b, `{"event":`...)
 	b = appendJSONString(b, event)
 	if len(data) > 0 {
@@ -185,7 +192,7 @@ func encodeEvent(event string, data json.RawMessage, cid int64) []byte {
 
 // encodeResponse builds {"rid":cid[,"data":d]} or {"rid":cid,"error":e}.
 func encodeResponse(cid json.RawMessage, data json.RawMessage, errObj json.RawMessage) []byte {
-	b := make([]byte, 0, 16+len(cid)+len(data)+len(errObj))
+	b := make([]byte, 0, 18+len(cid)+len(data)+len(errObj))
 	b = append(b, `{"rid":`...)
 	b = append(b, cid...)
 	if len(errObj) > 0 {

@@ -2,6 +2,7 @@ package wsfront
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -153,5 +154,24 @@ func TestStatusResponseMatchesEncodingJSON(t *testing.T) {
 		if w := `{"rid":7,"data":` + string(want) + `}`; got != w {
 			t.Fatalf("id %q: %s, want %s", id, got, w)
 		}
+	}
+}
+
+// Names are written without encoding/json when they need no escaping, byte for byte as it
+// would write them.
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "chat", "a b", `q"`, `back\slash`, "tab\t", "<html>", "a&b", "é", "\u2028", "\x7f"} {
+		want, _ := json.Marshal(s)
+		if got := appendJSONString(nil, s); string(got) != string(want) {
+			t.Errorf("%q: %s, want %s", s, got, want)
+		}
+	}
+	if got := EncodePublish("c", json.RawMessage(`1`)); string(got) != `{"event":"#publish","data":{"channel":"c","data":1}}` {
+		t.Fatalf("EncodePublish: %s", got)
+	}
+	// One allocation per publication frame (the frame itself), however long the parts.
+	data := json.RawMessage(`"` + strings.Repeat("x", 300) + `"`)
+	if n := testing.AllocsPerRun(100, func() { EncodePublish("room-42", data) }); n != 1 {
+		t.Fatalf("EncodePublish: %v allocations, want 1", n)
 	}
 }

@@ -1,11 +1,11 @@
 package wsfront
 
 import (
-	"errors"
 	"net"
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -101,18 +101,36 @@ func newPollState(c net.Conn) pollState {
 }
 
 // peekByte receives the byte MSG_PEEK copies out; its value is never read, so sharing it
-// between sockets is harmless (a local would escape to the heap on every call).
+// between sockets is harmless.
 var peekByte [1]byte
+
+// peeker is one MSG_PEEK probe; pooled, so that passing its method to RawConn.Read
+// allocates nothing (a closure, and unix.Recvfrom's sockaddr, were two allocations per
+// probe: one probe per inbound burst).
+type peeker struct {
+	ready bool
+	fn    func(fd uintptr) bool
+}
+
+var peekerPool = sync.Pool{New: func() any {
+	p := &peeker{}
+	p.fn = p.peek
+	return p
+}}
+
+func (p *peeker) peek(fd uintptr) bool {
+	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	p.ready = e != unix.EAGAIN
+	return true
+}
 
 // readable reports whether a read would not block: bytes, the peer's close, or an error.
 func (ps *pollState) readable() bool {
-	b := peekByte[:]
-	ready := true
-	err := ps.rc.Read(func(fd uintptr) bool {
-		_, _, e := unix.Recvfrom(int(fd), b, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ready = !errors.Is(e, unix.EAGAIN)
-		return true
-	})
+	p := peekerPool.Get().(*peeker)
+	err := ps.rc.Read(p.fn)
+	ready := p.ready
+	peekerPool.Put(p)
 	return ready || err != nil
 }
 
