@@ -1,6 +1,7 @@
 package wsfront
 
 import (
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -104,11 +105,13 @@ func newPollState(c net.Conn) pollState {
 // between sockets is harmless.
 var peekByte [1]byte
 
-// peeker is one MSG_PEEK probe; pooled, so that passing its method to RawConn.Read
-// allocates nothing (a closure, and unix.Recvfrom's sockaddr, were two allocations per
-// probe: one probe per inbound burst).
+// peeker is one probe of a socket without waiting: MSG_PEEK (readable), or a read
+// (tryRead). Pooled, so that passing its method to RawConn.Read allocates nothing (a
+// closure, and unix.Recvfrom's sockaddr, were two allocations per probe).
 type peeker struct {
-	ready bool
+	buf   []byte // tryRead's destination; nil: MSG_PEEK
+	n     int
+	errno unix.Errno
 	fn    func(fd uintptr) bool
 }
 
@@ -119,17 +122,52 @@ var peekerPool = sync.Pool{New: func() any {
 }}
 
 func (p *peeker) peek(fd uintptr) bool {
-	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
-		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	p.ready = e != unix.EAGAIN
-	return true
+	for {
+		var r uintptr
+		if p.buf == nil {
+			r, _, p.errno = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
+				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		} else {
+			r, _, p.errno = unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p.buf[0])), uintptr(len(p.buf)))
+		}
+		p.n = int(r)
+		if p.errno != unix.EINTR {
+			return true // never wait
+		}
+	}
+}
+
+// tryRead reads into b what the kernel has, without waiting: n == 0 and err == nil when
+// there is nothing yet; io.EOF when the peer has closed. ok is false when the socket cannot
+// be read this way (TLS).
+func (ps *pollState) tryRead(b []byte) (n int, ok bool, err error) {
+	if ps.rc == nil || len(b) == 0 {
+		return 0, false, nil
+	}
+	p := peekerPool.Get().(*peeker)
+	p.buf = b
+	cerr := ps.rc.Read(p.fn)
+	n, errno := p.n, p.errno
+	p.buf = nil
+	peekerPool.Put(p)
+	switch {
+	case cerr != nil:
+		return 0, true, cerr
+	case errno == unix.EAGAIN:
+		return 0, true, nil
+	case errno != 0:
+		return 0, true, errno
+	case n == 0:
+		return 0, true, io.EOF
+	}
+	return n, true, nil
 }
 
 // readable reports whether a read would not block: bytes, the peer's close, or an error.
 func (ps *pollState) readable() bool {
 	p := peekerPool.Get().(*peeker)
 	err := ps.rc.Read(p.fn)
-	ready := p.ready
+	ready := p.errno != unix.EAGAIN
 	peekerPool.Put(p)
 	return ready || err != nil
 }

@@ -30,7 +30,7 @@ func (s *Socket) readLoop() {
 		whole := s.frameBuffered()
 		inKernel := false
 		if !whole && (s.flushDue || s.mayPark()) && s.poll.rc != nil {
-			inKernel = s.poll.readable()
+			inKernel = s.prefetch()
 		}
 		if s.flushDue && (!whole && !inKernel || s.deferredReplies >= maxDeferredReplies) {
 			s.flushReplies()
@@ -107,6 +107,20 @@ func (s *Socket) frameBuffered() bool {
 		hdr += 4 // mask key
 	}
 	return n >= hdr+size
+}
+
+// prefetch reads what the kernel has for the socket without waiting, into the prefetch
+// reader gorilla's buffer reads through; false when there was nothing (the next read would
+// wait). The probe is the read itself: a busy connection pays one system call per burst
+// for it, not a MSG_PEEK and then the read.
+func (s *Socket) prefetch() bool {
+	if s.pc == nil {
+		return s.poll.readable()
+	}
+	if s.pc.pending() {
+		return true
+	}
+	return s.pc.fill(&s.poll)
 }
 
 // readMessage is gorilla's ReadMessage without its io.ReadAll, which started every message

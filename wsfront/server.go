@@ -307,7 +307,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sock := newSocket(s, ws, keptRequest(r))
 	sock.ip = ip
-	sock.br = hw.br
+	sock.br, sock.pc = hw.br, hw.pc
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
@@ -336,6 +336,7 @@ const readBufferSize = 512
 type hijackWriter struct {
 	http.ResponseWriter
 	br *bufio.Reader
+	pc *prefetchConn
 }
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -347,8 +348,11 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil || brw.Reader.Buffered() > 0 {
 		return c, brw, err // gorilla refuses data sent before the handshake completes
 	}
-	h.br = bufio.NewReaderSize(c, readBufferSize)
-	return c, bufio.NewReadWriter(h.br, brw.Writer), nil
+	// gorilla reads through the buffer and resets it onto the connection it is given, so
+	// it is given the prefetching one.
+	h.pc = &prefetchConn{Conn: c}
+	h.br = bufio.NewReaderSize(h.pc, readBufferSize)
+	return h.pc, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
 func (s *Server) newID() string {

@@ -88,6 +88,7 @@ type Socket struct {
 	// br is gorilla's read buffer (ours, see hijackWriter): with nothing buffered in it and
 	// nothing in the kernel, the reader parks (parked, guarded by mu).
 	br     *bufio.Reader
+	pc     *prefetchConn // what br reads from (nil: br reads the connection directly)
 	poll   pollState
 	parked bool
 
@@ -115,6 +116,9 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		subs: map[string]struct{}{},
 		wake: make(chan struct{}, 1),
 		dead: make(chan struct{}),
+	}
+	if pc, ok := s.nc.(*prefetchConn); ok {
+		s.nc = pc.Conn // writes go straight to the connection (writev needs the real one)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.poll = newPollState(s.nc)

@@ -1,0 +1,76 @@
+package wsfront
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// prefetchConn is a socket's connection as gorilla sees it: reads first hand out what the
+// socket's reader prefetched. The reader, before it would wait for the network (to answer
+// what it has read, or to park), asks the kernel for bytes without waiting; when some come,
+// they are kept here for the next read, so that looking costs no extra system call (a
+// MSG_PEEK and then the read were two per inbound burst).
+//
+// Read and fill are called by the socket's reader goroutine only (a parked socket's next
+// reader comes after it, through s.mu); everything else goes to the connection.
+type prefetchConn struct {
+	net.Conn
+	buf *[]byte // prefetched bytes from off on; pooled, nil when none
+	off int
+	err error // what the prefetch read ended with (io.EOF: the peer closed); sticky
+}
+
+var prefetchBufs = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+
+var errNoSyscallConn = errors.New("sockmesh: connection has no descriptor")
+
+// SyscallConn lets the poller reach the descriptor (a TLS connection has none to offer).
+func (p *prefetchConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := p.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errNoSyscallConn
+}
+
+func (p *prefetchConn) pending() bool { return p.buf != nil || p.err != nil }
+
+func (p *prefetchConn) Read(b []byte) (int, error) {
+	if p.buf != nil {
+		n := copy(b, (*p.buf)[p.off:])
+		p.off += n
+		if p.off == len(*p.buf) {
+			*p.buf = (*p.buf)[:cap(*p.buf)]
+			prefetchBufs.Put(p.buf)
+			p.buf, p.off = nil, 0
+		}
+		return n, nil
+	}
+	if p.err != nil {
+		return 0, p.err
+	}
+	return p.Conn.Read(b)
+}
+
+// fill reads without waiting; true when it got bytes, the end of the stream or an error
+// (each of them means the next read does not wait).
+func (p *prefetchConn) fill(ps *pollState) bool {
+	bp := prefetchBufs.Get().(*[]byte)
+	n, ok, err := ps.tryRead(*bp)
+	switch {
+	case !ok: // cannot read this way: "maybe", and the caller reads normally
+		prefetchBufs.Put(bp)
+		return true
+	case err != nil:
+		prefetchBufs.Put(bp)
+		p.err = err
+		return true
+	case n == 0:
+		prefetchBufs.Put(bp)
+		return false
+	}
+	*bp = (*bp)[:n]
+	p.buf, p.off = bp, 0
+	return true
+}
