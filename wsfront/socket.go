@@ -58,11 +58,6 @@ type Socket struct {
 	// closePending: the close frame is still to be written after the queue.
 	writing      bool
 	closePending bool
-	// lastWriteAt is when a data frame was last written (unix nanos; the write delay's
-	// reference, kept across writer goroutines); unsent holds the framed bytes an
-	// inline write (writeNow) left over, which the writer sends before anything else.
-	lastWriteAt int64
-	unsent      []byte
 	// flushDue: reply left frames for the reader to write, deferredReplies of them (reader
 	// goroutine only, no lock).
 	flushDue        bool
@@ -252,20 +247,15 @@ func (s *Socket) flushReplies() {
 		obs.Observe(time.Since(since).Seconds())
 	}
 	s.mu.Lock()
-	s.endOwnWrite()
-	s.mu.Unlock()
-}
-
-// endOwnWrite ends a write made outside the writer goroutine (flushReplies, writeNow): what
-// is left or was queued meanwhile goes to a writer, else writing stops. s.mu held.
-func (s *Socket) endOwnWrite() {
-	if s.unsent != nil || len(s.queue) > 0 || s.closePending {
+	if len(s.queue) > 0 || s.closePending {
+		// Queued while this goroutine wrote: hand over to a writer.
 		s.retire = false
 		s.srv.wg.Add(1)
 		s.srv.workers.run(s.writeRun)
 	} else {
 		s.writing = false
 	}
+	s.mu.Unlock()
 }
 
 // takeQueue hands the queued frames to the caller, who writes them, and gives the queue
@@ -287,53 +277,6 @@ func (s *Socket) writeFailed() {
 	s.queue = nil
 	s.mu.Unlock()
 	s.abort()
-}
-
-// mayWriteNow: frame can be written by the caller right away, without a writer goroutine:
-// none runs, nothing waits before it, and the connection has been quiet for the write
-// delay. Most deliveries to a connection that receives a few messages a second take this
-// path: one write system call and no goroutine switch (node CPU at 25k acknowledged
-// publications/s over 5,000 channels: 68 % instead of 74 %). Without a write delay it is
-// not taken: there the writer goroutine is what lets frames queue up behind a write in
-// progress and go out together (every frame written by its sender would be a system call
-// each: --write-delay 0 fan-out fell from ~600k to under 200k deliveries/s). s.mu held.
-func (s *Socket) mayWriteNow(frame []byte) bool {
-	d := s.srv.cfg.WriteDelay
-	if d <= 0 || s.writing || len(s.queue) > 0 || s.closePending || len(frame) == 0 || len(frame) > directWriteMin || s.poll.rc == nil {
-		return false
-	}
-	return time.Now().UnixNano()-s.lastWriteAt >= int64(d)
-}
-
-// writeNow writes one frame without waiting for the socket (mayWriteNow said so, and
-// s.writing is set); what the socket does not take, and anything queued meanwhile, goes to
-// a writer goroutine.
-func (s *Socket) writeNow(frame []byte, obs prometheus.Observer, since time.Time) {
-	bp := replyBufs.Get().(*[]byte)
-	b := appendTextHeader((*bp)[:0], len(frame))
-	b = append(b, frame...)
-	n, _, err := s.poll.tryWrite(b)
-	if err != nil {
-		*bp = b
-		replyBufs.Put(bp)
-		s.writeFailed()
-		return
-	}
-	m := s.srv.cfg.Metrics
-	m.FramesOut.Inc()
-	m.PacketsOut.Inc()
-	s.mu.Lock()
-	s.lastWriteAt = time.Now().UnixNano()
-	if n < len(b) {
-		s.unsent = append([]byte(nil), b[n:]...)
-	}
-	s.endOwnWrite()
-	s.mu.Unlock()
-	*bp = b
-	replyBufs.Put(bp)
-	if obs != nil {
-		obs.Observe(time.Since(since).Seconds())
-	}
 }
 
 // replyBufs: the frames flushReplies packs, between uses (a reader has no batch of its own).
@@ -362,12 +305,6 @@ func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, obs prometheus.
 			s.abort()
 		}()
 		return false
-	}
-	if !deferred && s.mayWriteNow(frame) {
-		s.writing = true // this goroutine writes; others queue behind it
-		s.mu.Unlock()
-		s.writeNow(frame, obs, since)
-		return true
 	}
 	s.queue = append(s.queue, frame)
 	s.queued += len(frame)
@@ -599,22 +536,8 @@ func (s *Socket) writeRun() {
 	var batch []byte
 	var spare [][]byte
 	var delayT *time.Timer
-	delay := s.srv.cfg.WriteDelay
-	s.mu.Lock()
 	var lastWrite time.Time
-	if s.lastWriteAt != 0 {
-		lastWrite = time.Unix(0, s.lastWriteAt)
-	}
-	unsent := s.unsent
-	s.unsent = nil
-	s.mu.Unlock()
-	if unsent != nil {
-		// The rest of a frame writeNow began: before anything else.
-		if err := s.writeRaw(unsent); err != nil {
-			s.writeFailed()
-			return
-		}
-	}
+	delay := s.srv.cfg.WriteDelay
 	for {
 		if delay > 0 && !lastWrite.IsZero() {
 			// A busy connection: let more publications join this write (see
@@ -680,9 +603,6 @@ func (s *Socket) writeRun() {
 		}
 		if delay > 0 {
 			lastWrite = time.Now()
-			s.mu.Lock()
-			s.lastWriteAt = lastWrite.UnixNano()
-			s.mu.Unlock()
 		}
 		if obs != nil {
 			obs.Observe(time.Since(since).Seconds())

@@ -374,41 +374,6 @@ func TestCallsReadTogetherAreAnsweredInOneFrame(t *testing.T) {
 	}
 }
 
-// Deliveries written by the publishing goroutine itself (writeNow) and by a writer
-// goroutine interleave without tearing a frame: with a client that stops reading, the
-// socket buffer fills mid-frame, the rest goes to the writer, and every frame arrives
-// whole and in order once the client reads again.
-func TestInlineWritesSurviveAFullSocketBuffer(t *testing.T) {
-	// A write delay shorter than the pause between publications below: each finds its
-	// connection quiet, the case in which the publishing goroutine writes it itself.
-	srv, url := startFront(t, Config{WriteDelay: time.Microsecond, SendQueueBytes: 64 << 20})
-	c := dialRaw(t, url)
-	c.handshake()
-	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
-	c.expect(`{"rid":2}`)
-	const n = 2000 // ~12 MiB: more than loopback's socket buffers hold
-	sizes := make([]int, n)
-	for i := range sizes {
-		sizes[i] = 1 + (i*7919)%(12<<10) // up to 12 KiB: all below the inline limit
-	}
-	// Nothing is read while these go out: the kernel buffers (a few hundred KiB on
-	// loopback) fill part way through.
-	for i := 0; i < n; i++ {
-		srv.broker.Publish("a", json.RawMessage(`"`+itoa(i)+`:`+strings.Repeat("x", sizes[i])+`"`))
-		time.Sleep(2 * time.Microsecond)
-	}
-	for i := 0; i < n; i++ {
-		m, err := c.next()
-		if err != nil {
-			t.Fatalf("publication %d: %v", i, err)
-		}
-		want := `"data":"` + itoa(i) + `:` + strings.Repeat("x", sizes[i]) + `"}}`
-		if !strings.HasSuffix(m, want) {
-			t.Fatalf("publication %d: %d bytes, ends %q", i, len(m), m[max(0, len(m)-20):])
-		}
-	}
-}
-
 // A drain spreads closes over its duration, but stops waiting as soon as every client is
 // gone, and closes with the code it was given.
 func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
