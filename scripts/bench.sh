@@ -4,7 +4,7 @@
 #   2. a local 3-node sockmesh cluster, all three nodes on core 0 (cross scenario);
 #   3. socketcluster-server 20 from npm (scripts/scserver), pinned to core 0;
 # and writes docs/benchmarks.md (machine, versions, results). Raw JSON lines stay in
-# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 2-4 minutes.
+# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 5 minutes.
 #
 # Environment: QUICK=1 shortens every scenario (smoke test of the script itself);
 # SERVER_CPU / TOOL_CPU choose the cores (default 0 and 1); DOC=path overrides the output.
@@ -160,9 +160,9 @@ one core) and the load tool, \`sockmesh bench\`, on core $TOOL_CPU, in the same 
 the \`-2cores\` rows: there the node and the tool share both cores. sockmesh runs with its
 defaults (\`--write-delay 20ms\`) except in the \`-delay0\` row.
 
-> **Noisy numbers.** This machine has 2 cores and other engineers' test suites were running
-> on it at the same time as this run. Treat the numbers as indicative; compare rows of the
-> same run, not runs of different days.
+> **Noisy numbers.** This machine is a 2-core virtual machine on a shared host, and its speed
+> moves from run to run (the reference server's own results vary by up to 2x between runs).
+> Treat the numbers as indicative; compare rows of the same run, not runs of different days.
 
 ## Machine and versions
 
@@ -219,7 +219,7 @@ Every step of the ramps (and every field) is in the JSON lines of the run
 ## How to reproduce
 
 \`\`\`sh
-make bench                                  # this whole page (2-4 minutes)
+make bench                                  # this whole page (about 5 minutes)
 sockmesh bench --scenario max --of fanout --subscribers 1000 --rate 50 \\
   --url ws://127.0.0.1:8000/socketcluster/ --server-pid \$(pgrep -n sockmesh)
 \`\`\`
