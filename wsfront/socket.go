@@ -238,7 +238,9 @@ func (s *Socket) flushReplies() {
 	s.mu.Unlock()
 	bp := replyBufs.Get().(*[]byte)
 	err := s.writeFrames(frames, bp)
-	replyBufs.Put(bp)
+	if cap(*bp) <= 64<<10 { // a large answer's buffer is not kept
+		replyBufs.Put(bp)
+	}
 	if err != nil {
 		s.writeFailed()
 		return
