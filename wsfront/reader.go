@@ -29,10 +29,11 @@ func (s *Socket) readLoop() {
 		// collect, so a busy caller gets one write per burst, not one per call.
 		whole := s.frameBuffered()
 		inKernel := false
-		if !whole && (s.flushDue || s.mayPark()) && s.poll.rc != nil {
+		flushDue := s.deferredReplies > 0
+		if !whole && (flushDue || s.mayPark()) && s.poll.rc != nil {
 			inKernel = s.prefetch()
 		}
-		if s.flushDue && (!whole && !inKernel || s.deferredReplies >= maxDeferredReplies) {
+		if flushDue && (!whole && !inKernel || s.deferredReplies >= maxDeferredReplies) {
 			s.flushReplies()
 		}
 		if !whole && !inKernel && s.mayPark() && s.br.Buffered() == 0 && s.park() {

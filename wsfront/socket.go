@@ -58,9 +58,8 @@ type Socket struct {
 	// closePending: the close frame is still to be written after the queue.
 	writing      bool
 	closePending bool
-	// flushDue: reply left frames for the reader to write, deferredReplies of them (reader
-	// goroutine only, no lock).
-	flushDue        bool
+	// deferredReplies: frames reply left for the reader to write (reader goroutine only, no
+	// lock).
 	deferredReplies int
 
 	// urgent: a queued frame must not wait for the write delay; delaying: the writer is
@@ -226,7 +225,7 @@ func (s *Socket) reply(frame []byte) bool {
 // flushReplies writes what reply left queued, unless a writer has started meanwhile (it
 // writes them then); reader goroutine only.
 func (s *Socket) flushReplies() {
-	s.flushDue, s.deferredReplies = false, 0
+	s.deferredReplies = 0
 	s.mu.Lock()
 	if s.writing || len(s.queue) == 0 || s.closing && s.closeCode == 0 {
 		s.mu.Unlock()
@@ -317,7 +316,6 @@ func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, obs prometheus.
 		s.urgent = true
 	}
 	if deferred && !s.writing {
-		s.flushDue = true
 		s.deferredReplies++
 	} else {
 		s.kickWriter()
