@@ -101,36 +101,25 @@ func newPollState(c net.Conn) pollState {
 	return pollState{}
 }
 
-// peekByte receives the byte MSG_PEEK copies out; its value is never read, so sharing it
-// between sockets is harmless.
-var peekByte [1]byte
-
-// peeker is one probe of a socket without waiting: MSG_PEEK (readable), or a read
-// (tryRead). Pooled, so that passing its method to RawConn.Read allocates nothing (a
-// closure, and unix.Recvfrom's sockaddr, were two allocations per probe).
-type peeker struct {
-	buf   []byte // tryRead's destination; nil: MSG_PEEK
+// tryReader is one read of a socket without waiting (tryRead). Pooled, so that passing its
+// method to RawConn.Read allocates nothing (a closure would be an allocation per read).
+type tryReader struct {
+	buf   []byte
 	n     int
 	errno unix.Errno
 	fn    func(fd uintptr) bool
 }
 
-var peekerPool = sync.Pool{New: func() any {
-	p := &peeker{}
-	p.fn = p.peek
+var tryReaders = sync.Pool{New: func() any {
+	p := &tryReader{}
+	p.fn = p.read
 	return p
 }}
 
-func (p *peeker) peek(fd uintptr) bool {
+func (p *tryReader) read(fd uintptr) bool {
 	for {
-		var r uintptr
-		if p.buf == nil {
-			r, _, p.errno = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
-				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		} else {
-			r, _, p.errno = unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p.buf[0])), uintptr(len(p.buf)))
-		}
-		p.n = int(r)
+		r, _, errno := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p.buf[0])), uintptr(len(p.buf)))
+		p.n, p.errno = int(r), errno
 		if p.errno != unix.EINTR {
 			return true // never wait
 		}
@@ -144,12 +133,12 @@ func (ps *pollState) tryRead(b []byte) (n int, ok bool, err error) {
 	if ps.rc == nil || len(b) == 0 {
 		return 0, false, nil
 	}
-	p := peekerPool.Get().(*peeker)
+	p := tryReaders.Get().(*tryReader)
 	p.buf = b
 	cerr := ps.rc.Read(p.fn)
 	n, errno := p.n, p.errno
 	p.buf = nil
-	peekerPool.Put(p)
+	tryReaders.Put(p)
 	switch {
 	case cerr != nil:
 		return 0, true, cerr
@@ -161,15 +150,6 @@ func (ps *pollState) tryRead(b []byte) (n int, ok bool, err error) {
 		return 0, true, io.EOF
 	}
 	return n, true, nil
-}
-
-// readable reports whether a read would not block: bytes, the peer's close, or an error.
-func (ps *pollState) readable() bool {
-	p := peekerPool.Get().(*peeker)
-	err := ps.rc.Read(p.fn)
-	ready := p.errno != unix.EAGAIN
-	peekerPool.Put(p)
-	return ready || err != nil
 }
 
 // arm registers (or re-arms) s's descriptor for one readable event; false when it could

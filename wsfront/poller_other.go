@@ -15,7 +15,6 @@ type pollState struct{ rc any }
 
 func newPoller() (*poller, error)     { return nil, errors.New("connection parking needs Linux") }
 func newPollState(net.Conn) pollState { return pollState{} }
-func (*pollState) readable() bool     { return true }
 func (*poller) arm(*Socket) bool      { return false }
 func (*poller) forget(*Socket)        {}
 func (*poller) close()                {}

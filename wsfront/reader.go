@@ -116,7 +116,9 @@ func (s *Socket) frameBuffered() bool {
 // for it, not a MSG_PEEK and then the read.
 func (s *Socket) prefetch() bool {
 	if s.pc == nil {
-		return s.poll.readable()
+		// gorilla reads through a buffer of its own (see hijackWriter): what the kernel holds
+		// says nothing about it; answer now rather than guess.
+		return false
 	}
 	if s.pc.pending() {
 		return true
