@@ -136,11 +136,12 @@ type smConn struct {
 	// hs parses the peer's greeting and first frame; touched only by the reading goroutine.
 	hs          hsParser
 	onHandshake func()
+	raw         *rawReader // nil: read through TCPConn
 }
 
 func newSMConn(tc *net.TCPConn, o *connOpts) *smConn {
 	_ = tc.SetNoDelay(true)
-	c := &smConn{TCPConn: tc, opts: o}
+	c := &smConn{TCPConn: tc, opts: o, raw: newRawReader(tc)}
 	if o.handshake > 0 {
 		c.timer = time.AfterFunc(o.handshake, func() {
 			if !c.hsDone.Load() {
@@ -158,7 +159,13 @@ func newSMConn(tc *net.TCPConn, o *connOpts) *smConn {
 
 // Read counts bytes and, until the handshake is complete, parses what the peer sent.
 func (c *smConn) Read(p []byte) (int, error) {
-	n, err := c.TCPConn.Read(p)
+	var n int
+	var err error
+	if c.raw != nil {
+		n, err = c.raw.Read(p)
+	} else {
+		n, err = c.TCPConn.Read(p)
+	}
 	if n > 0 {
 		if c.opts.rx != nil {
 			c.opts.rx.Add(uint64(n))

@@ -63,7 +63,7 @@ func (p *poller) run() {
 		var n int
 		err := p.rc.Read(func(fd uintptr) bool {
 			var e error
-			n, e = unix.EpollWait(int(fd), events, 0)
+			n, e = rawEpollWait(fd, events)
 			return e == nil && n > 0 // nothing ready: wait in Go's netpoller
 		})
 		if err != nil {
@@ -101,55 +101,132 @@ func newPollState(c net.Conn) pollState {
 	return pollState{}
 }
 
-// tryReader is one read of a socket without waiting (tryRead). Pooled, so that passing its
-// method to RawConn.Read allocates nothing (a closure would be an allocation per read).
-type tryReader struct {
-	buf   []byte
-	n     int
-	errno unix.Errno
-	fn    func(fd uintptr) bool
+// The descriptors are nonblocking (Go's netpoller made them so), so a read or write returns
+// at once and is made as a raw system call, without telling the runtime it entered one.
+// A goroutine in an ordinary system call gives sysmon its P to take back after 20 µs; with
+// several processes sharing a core, a write is often preempted for longer than that, and
+// each time the P went to another thread and back (with three nodes on one core, half of
+// the core's 13.6k context switches a second were sysmon waking to do it). Holding the P for
+// the few microseconds of a nonblocking call costs the other goroutines nothing they would
+// not have waited anyway.
+func rawRead(fd uintptr, b []byte) (int, unix.Errno) {
+	for {
+		r, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if errno != unix.EINTR {
+			return int(r), errno
+		}
+	}
 }
 
-var tryReaders = sync.Pool{New: func() any {
-	p := &tryReader{}
-	p.fn = p.read
+// rawIO is a read or write of a socket through its RawConn (see rawRead), waiting in Go's
+// netpoller when the socket is not ready (deadlines apply as for any read or write), except
+// for a read that must not wait (tryRead). Pooled, so that passing its methods to RawConn
+// allocates nothing (a closure would be an allocation per call).
+type rawIO struct {
+	buf       []byte
+	n         int
+	errno     unix.Errno
+	readFn    func(fd uintptr) bool
+	tryReadFn func(fd uintptr) bool
+	writeFn   func(fd uintptr) bool
+}
+
+var rawIOs = sync.Pool{New: func() any {
+	p := &rawIO{}
+	p.readFn, p.tryReadFn, p.writeFn = p.read, p.tryRead, p.write
 	return p
 }}
 
-func (p *tryReader) read(fd uintptr) bool {
-	for {
-		r, _, errno := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p.buf[0])), uintptr(len(p.buf)))
-		p.n, p.errno = int(r), errno
-		if p.errno != unix.EINTR {
-			return true // never wait
+func (p *rawIO) read(fd uintptr) bool {
+	p.n, p.errno = rawRead(fd, p.buf)
+	return p.errno != unix.EAGAIN // nothing yet: wait for the socket, then again
+}
+
+func (p *rawIO) tryRead(fd uintptr) bool {
+	p.n, p.errno = rawRead(fd, p.buf)
+	return true // never wait
+}
+
+func (p *rawIO) write(fd uintptr) bool {
+	for p.n < len(p.buf) {
+		b := p.buf[p.n:]
+		r, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			p.n += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false // the send buffer is full: wait until it has room
+		default:
+			p.errno = errno
+			return true
 		}
 	}
+	return true
+}
+
+// read is Read of the socket (ok false: it has no descriptor, use the connection).
+func (ps *pollState) read(b []byte) (n int, ok bool, err error) {
+	return ps.readRaw(b, true)
 }
 
 // tryRead reads into b what the kernel has, without waiting: n == 0 and err == nil when
 // there is nothing yet; io.EOF when the peer has closed. ok is false when the socket cannot
 // be read this way (TLS).
 func (ps *pollState) tryRead(b []byte) (n int, ok bool, err error) {
+	return ps.readRaw(b, false)
+}
+
+// readRaw is a raw read: the peer's close is io.EOF; without wait, "nothing yet" is n == 0
+// and no error.
+func (ps *pollState) readRaw(b []byte, wait bool) (n int, ok bool, err error) {
 	if ps.rc == nil || len(b) == 0 {
 		return 0, false, nil
 	}
-	p := tryReaders.Get().(*tryReader)
-	p.buf = b
-	cerr := ps.rc.Read(p.fn)
+	p := rawIOs.Get().(*rawIO)
+	p.buf, p.n, p.errno = b, 0, 0
+	fn := p.tryReadFn
+	if wait {
+		fn = p.readFn
+	}
+	cerr := ps.rc.Read(fn)
 	n, errno := p.n, p.errno
 	p.buf = nil
-	tryReaders.Put(p)
+	rawIOs.Put(p)
 	switch {
 	case cerr != nil:
 		return 0, true, cerr
 	case errno == unix.EAGAIN:
 		return 0, true, nil
 	case errno != 0:
-		return 0, true, errno
+		return 0, true, os.NewSyscallError("read", errno)
 	case n == 0:
 		return 0, true, io.EOF
 	}
 	return n, true, nil
+}
+
+// write is Write of the socket: all of b, or an error (ok false: it has no descriptor).
+func (ps *pollState) write(b []byte) (ok bool, err error) {
+	if ps.rc == nil {
+		return false, nil
+	}
+	if len(b) == 0 {
+		return true, nil
+	}
+	p := rawIOs.Get().(*rawIO)
+	p.buf, p.n, p.errno = b, 0, 0
+	cerr := ps.rc.Write(p.writeFn)
+	errno := p.errno
+	p.buf = nil
+	rawIOs.Put(p)
+	if cerr != nil {
+		return true, cerr
+	}
+	if errno != 0 {
+		return true, os.NewSyscallError("write", errno)
+	}
+	return true, nil
 }
 
 // arm registers (or re-arms) s's descriptor for one readable event; false when it could
@@ -168,7 +245,7 @@ func (p *poller) arm(s *Socket) bool {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setToken(&ev, ps.token)
 	var cerr error
-	err := ps.rc.Control(func(fd uintptr) { cerr = unix.EpollCtl(p.epfd, op, int(fd), &ev) })
+	err := ps.rc.Control(func(fd uintptr) { cerr = rawEpollCtl(p.epfd, op, fd, &ev) })
 	return err == nil && cerr == nil
 }
 
@@ -178,8 +255,31 @@ func (p *poller) forget(s *Socket) {
 	if ps.token == 0 {
 		return
 	}
-	_ = ps.rc.Control(func(fd uintptr) { _ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	_ = ps.rc.Control(func(fd uintptr) { _ = rawEpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil) })
 	p.mu.Lock()
 	delete(p.socks, ps.token)
 	p.mu.Unlock()
+}
+
+// rawEpollWait collects the ready events without waiting, and rawEpollCtl changes the set;
+// neither blocks, so both are raw system calls (see rawRead).
+func rawEpollWait(epfd uintptr, events []unix.EpollEvent) (int, error) {
+	for {
+		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		switch errno {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+		default:
+			return 0, errno
+		}
+	}
+}
+
+func rawEpollCtl(epfd, op int, fd uintptr, ev *unix.EpollEvent) error {
+	_, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), fd, uintptr(unsafe.Pointer(ev)), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }

@@ -20,6 +20,9 @@ type prefetchConn struct {
 	buf *[]byte // prefetched bytes from off on; pooled, nil when none
 	off int
 	err error // what the prefetch read ended with (io.EOF: the peer closed); sticky
+	// ps, once the socket exists, reads the descriptor without entering a system call the
+	// runtime knows of (see rawRead); nil: reads go to the connection.
+	ps *pollState
 }
 
 var prefetchBufs = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
@@ -49,6 +52,11 @@ func (p *prefetchConn) Read(b []byte) (int, error) {
 	}
 	if p.err != nil {
 		return 0, p.err
+	}
+	if p.ps != nil {
+		if n, ok, err := p.ps.read(b); ok {
+			return n, err
+		}
 	}
 	return p.Conn.Read(b)
 }

@@ -111,11 +111,15 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		wake: make(chan struct{}, 1),
 		dead: make(chan struct{}),
 	}
-	if pc, ok := s.nc.(*prefetchConn); ok {
+	pc, _ := s.nc.(*prefetchConn)
+	if pc != nil {
 		s.nc = pc.Conn // writes go straight to the connection (writev needs the real one)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.poll = newPollState(s.nc)
+	if pc != nil && s.poll.rc != nil {
+		pc.ps = &s.poll
+	}
 	s.lastSeen.Store(s.born.UnixNano())
 	s.lastPing = s.born
 	if r := srv.cfg.Limits.PublishRate; r > 0 {
@@ -768,7 +772,10 @@ func appendTextHeader(b []byte, n int) []byte {
 
 func (s *Socket) writeRaw(b []byte) error {
 	s.writeStart.Store(time.Now().UnixNano())
-	_, err := s.nc.Write(b)
+	ok, err := s.poll.write(b)
+	if !ok {
+		_, err = s.nc.Write(b)
+	}
 	s.writeStart.Store(0)
 	return err
 }

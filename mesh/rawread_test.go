@@ -1,0 +1,52 @@
+package mesh
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// A link's raw reads wait for bytes in the netpoller (deadlines apply), hand out exactly
+// what the peer wrote, and end with io.EOF when the peer closes.
+func TestRawReaderWaitsAndSeesTheEnd(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := newRawReader(c)
+	if r == nil {
+		t.Fatal("no raw reader for a TCP connection")
+	}
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := r.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read of a silent link past the deadline: %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		peer.Write(want)
+		peer.Close()
+	}()
+	got, err := io.ReadAll(r)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("read %d bytes, %v; want the %d the peer wrote, then the end", len(got), err, len(want))
+	}
+}
