@@ -4,7 +4,7 @@
 #   2. a local 3-node sockmesh cluster, all three nodes on core 0 (cross scenario);
 #   3. socketcluster-server 20 from npm (scripts/scserver), pinned to core 0;
 # and writes docs/benchmarks.md (machine, versions, results). Raw JSON lines stay in
-# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 5 minutes.
+# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 9 minutes.
 #
 # Environment: QUICK=1 shortens every scenario (smoke test of the script itself);
 # SERVER_CPU / TOOL_CPU choose the cores (default 0 and 1); DOC=path overrides the output.
@@ -25,10 +25,13 @@ mkdir -p "$OUT"
 # Ramps go up by x1.25 per step, from FAN0 (fan-out) and CHAN0 (channels) publications/s.
 # The idle hold is long enough for the node's post-storm memory release (--release-memory-after)
 # to run: it waits for a quiet sweeper tick (0.5 s).
+# The ramps that the targets are about run RUNS times each and the page gives their median
+# and range, as the targets themselves are stated: one ramp ends at the first step whose p99
+# passes 100 ms, so a single stall of the host can end it early.
 SUBS=1000; CHANS=5000; IDLE=10000; CONNS=15000; DUR=5s; WARM=2s; STEP=2s; HOLD=6s
-FAN0=200; CHAN0=10000; FACTOR=1.25
+FAN0=200; CHAN0=10000; FACTOR=1.25; RUNS=${RUNS:-3}
 if [ "${QUICK:-}" = 1 ]; then
-  SUBS=100; CHANS=200; IDLE=500; CONNS=500; DUR=1s; WARM=500ms; STEP=500ms; HOLD=1s
+  SUBS=100; CHANS=200; IDLE=500; CONNS=500; DUR=1s; WARM=500ms; STEP=500ms; HOLD=1s; RUNS=${RUNS_QUICK:-1}
 fi
 
 pids=()
@@ -96,11 +99,16 @@ standard_set() { # LABEL PIDS URL
   bench "$1" "$2" "$3" --scenario channels --connections "$CHANS" --rate 5000 --duration "$DUR" --warmup "$WARM"
   maxchan "$@"
 }
-maxfan() { # LABEL PIDS URL
-  bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+# maxfan/maxchan LABEL PIDS URL [N]: N ramps (default RUNS), one after another.
+maxfan() {
+  for _ in $(seq 1 "${4:-$RUNS}"); do
+    bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+  done
 }
-maxchan() { # LABEL PIDS URL
-  bench "$1" "$2" "$3" --scenario max --of channels --connections "$CHANS" --rate "$CHAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+maxchan() {
+  for _ in $(seq 1 "${4:-$RUNS}"); do
+    bench "$1" "$2" "$3" --scenario max --of channels --connections "$CHANS" --rate "$CHAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+  done
 }
 
 echo "== 1. sockmesh, one node on core $SERVER_CPU"
@@ -112,7 +120,7 @@ cleanup
 echo "== 1b. sockmesh, one node on core $SERVER_CPU, --write-delay 0 (no coalescing window)"
 start_node b0 19050 "" --write-delay 0
 wait_ready http://127.0.0.1:19051
-maxfan "sockmesh-1node-delay0" "$NODE_PID" ws://127.0.0.1:19050/socketcluster/
+maxfan "sockmesh-1node-delay0" "$NODE_PID" ws://127.0.0.1:19050/socketcluster/ 1
 cleanup
 
 echo "== 2. sockmesh, 3-node cluster, all on core $SERVER_CPU"
@@ -122,7 +130,9 @@ start_node c3 19120 127.0.0.1:19103; p3=$NODE_PID
 for a in 19101 19111 19121; do wait_ready "http://127.0.0.1:$a"; done
 CURLS=ws://127.0.0.1:19100/socketcluster/,ws://127.0.0.1:19110/socketcluster/,ws://127.0.0.1:19120/socketcluster/
 bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario cross --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
-bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+for _ in $(seq 1 "$RUNS"); do
+  bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+done
 cleanup
 
 # Both cores: the node may use cores 0 and 1, and so may the tool (there is no third core),
@@ -134,8 +144,8 @@ if [ "$(nproc)" -ge 2 ]; then
   SERVER_CPU=0,1 TOOL_CPU=0,1
   start_node d1 19150
   wait_ready http://127.0.0.1:19151
-  maxfan "sockmesh-1node-2cores" "$NODE_PID" ws://127.0.0.1:19150/socketcluster/
-  maxchan "sockmesh-1node-2cores" "$NODE_PID" ws://127.0.0.1:19150/socketcluster/
+  maxfan "sockmesh-1node-2cores" "$NODE_PID" ws://127.0.0.1:19150/socketcluster/ 1
+  maxchan "sockmesh-1node-2cores" "$NODE_PID" ws://127.0.0.1:19150/socketcluster/ 1
   cleanup
   SERVER_CPU=$ONE_CPU TOOL_CPU=$ONE_TOOL
 fi
@@ -183,35 +193,19 @@ Rates are per second. *delivered/s* counts messages received by subscribers; *lo
 expected − delivered deliveries (sequence numbers in every payload). Latency is from the
 publisher's write to the subscriber's read (one clock, same machine). *max(…)* rows give the
 highest delivered rate of a ramp (×${FACTOR} per ${STEP} step) whose p99 stayed ≤ 100 ms with no
-loss; the reason the ramp stopped is in the notes. Memory per connection is (server RSS
+loss; where a ramp ran several times (the targets' rows: ${RUNS} ramps one after another), the
+row is the median ramp, with the range in the notes, as the targets are stated. The reason
+the ramp stopped is in the notes. Memory per connection is (server RSS
 after − before) / connections, each connection subscribed to one channel, read after a
 ${HOLD} hold.
 
 | system | scenario | conns | pub/s | delivered/s | loss | p50 ms | p99 ms | max ms | ack p99 ms | conn/s | KiB/conn | server CPU | server RSS | tool CPU | notes |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
 EOF
-  jq -r '
-    def n(x): if x == null or x == 0 then "–" elif x >= 1000000 then "\(x / 10000 | round / 100)M"
-              elif x >= 10000 then "\(x / 100 | round / 10)k" else "\(x | round)" end;
-    def d(x): if x == null or x == 0 then "–" elif x < 10 then "\(x * 100 | round / 100)" else "\(x * 10 | round / 10)" end;
-    def p(x): if x == null or x == 0 then "–" else "\(x | round)%" end;
-    select(.scenario != "max" or .summary == true)
-    | [ .label,
-        (if .scenario == "max" then "max(\(.of))" else .scenario end)
-          + (if .scenario == "fanout" or .scenario == "cross" or .of == "fanout" or .of == "cross" then " \(.subscribers) subs"
-             elif .scenario == "channels" or .of == "channels" then " \(.channels) ch" else "" end),
-        (.connections | tostring),
-        n(.pub_per_s),
-        (if .scenario == "max" then "**\(n(.max_delivered_per_s))**" else n(.delivered_per_s) end),
-        (if (.expected // 0) == 0 then "–" else (.lost | tostring) end),
-        d(.lat_p50_ms), d(.lat_p99_ms), d(.lat_max_ms), d(.ack_p99_ms),
-        n(.connects_per_s), d(.mem_per_conn_kib),
-        p(.server_cpu_pct), (if .server_rss_mib then "\(.server_rss_mib | round) MiB" else "–" end),
-        p(.tool_cpu_pct),
-        ([ (if .stop_reason then "stopped: \(.stop_reason)" else empty end),
-           (.warnings // [] | .[] | select(startswith("no step passed") | not)) ] | join("; ") | gsub("\\|"; "/"))
-      ] | "| " + join(" | ") + " |"' "$RESULTS"
+  jq -rs -f scripts/bench-table.jq "$RESULTS"
   cat <<EOF
+
+$(jq -rs -f scripts/bench-ratio.jq "$RESULTS")
 
 Every step of the ramps (and every field) is in the JSON lines of the run
 (\`$(realpath --relative-to="$ROOT" "$RESULTS")\`, not committed).
@@ -219,7 +213,7 @@ Every step of the ramps (and every field) is in the JSON lines of the run
 ## How to reproduce
 
 \`\`\`sh
-make bench                                  # this whole page (about 5 minutes)
+make bench                                  # this whole page (about 9 minutes)
 sockmesh bench --scenario max --of fanout --subscribers 1000 --rate 50 \\
   --url ws://127.0.0.1:8000/socketcluster/ --server-pid \$(pgrep -n sockmesh)
 \`\`\`
