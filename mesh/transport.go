@@ -31,8 +31,10 @@ import (
 //     stop delivery to all peers.
 //   - Byte counting on reads, per link, for the received-bytes metrics.
 //
-// The connection type embeds *net.TCPConn and overrides only Read and Close, so that
-// net.Buffers.WriteTo still finds writeBuffers and zmq4's SendMulti stays one writev.
+// The connection type embeds *net.TCPConn and overrides only Read (made as raw system calls,
+// see rawread.go) and Close, so that net.Buffers.WriteTo still finds writeBuffers and zmq4's
+// SendMulti stays one writev (an ordinary system call: a raw one would need zmq4's frames
+// gathered again behind Write).
 //
 // Settings travel in the context zmq4 passes to Listen and Dial (the socket's context, derived
 // from the one given to NewPub/NewSub), so one registered transport serves every Mesh in the
