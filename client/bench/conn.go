@@ -322,9 +322,18 @@ func (c *conn) handle(frame []byte) {
 	if c.sub {
 		c.r.deliveries(c, frame)
 	}
-	if bytes.Contains(frame, ridKey) {
+	// A subscriber that is not publishing and has no setup call waiting expects no
+	// responses: its frames (deliveries) are not searched for "rid": a second time.
+	if (c.pub != nil || c.callsWaiting()) && bytes.Contains(frame, ridKey) {
 		c.handleAcks(frame)
 	}
+}
+
+// callsWaiting: a setup call has been sent and not answered.
+func (c *conn) callsWaiting() bool {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	return len(c.calls) > 0
 }
 
 // handleAcks handles responses. Responses without errors (publication acks and

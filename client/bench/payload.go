@@ -77,12 +77,30 @@ func ParsePayload(b []byte) (p Payload, n int, ok bool) {
 	return Payload{Step: uint32(v[0]), Publisher: uint32(v[1]), Seq: uint32(v[2]), SentNanos: int64(v[3])}, i, true
 }
 
+// nextMarker returns where the next payload marker starts in b, or -1. It looks for the
+// marker's '|' and checks the bytes before it: '"', the marker's first byte, opens every
+// JSON string of a frame, and bytes.Index stopped at each of them (a third of the tool's
+// CPU at 2.5M deliveries/s), while '|' is rare outside payload headers.
+func nextMarker(b []byte) int {
+	const head = len(`"smb`)
+	for off := 0; ; {
+		i := bytes.IndexByte(b[off:], '|')
+		if i < 0 {
+			return -1
+		}
+		if j := off + i - head; j >= 0 && bytes.Equal(b[j:off+i], marker[:head]) {
+			return j
+		}
+		off += i + 1
+	}
+}
+
 // scanPayloads calls fn for every payload found in frame and returns how
 // many were found.
 func scanPayloads(frame []byte, fn func(Payload)) int {
 	n := 0
 	for {
-		i := bytes.Index(frame, marker)
+		i := nextMarker(frame)
 		if i < 0 {
 			return n
 		}

@@ -38,7 +38,8 @@ func TestScanFindsEveryDeliveryInSinglesAndBatches(t *testing.T) {
 		return `{"event":"#publish","data":{"channel":"c","data":` + string(AppendPayload(nil, Payload{Step: 1, Publisher: 2, Seq: seq, SentNanos: 99}, 60)) + `}}`
 	}
 	single := mk(1)
-	batch := `[` + mk(2) + `,{"rid":5},` + mk(3) + `,` + `{"event":"#publish","data":{"channel":"c","data":"smb|bad"}}` + `,` + mk(4) + `]`
+	batch := `[` + mk(2) + `,{"rid":5},` + mk(3) + `,` + `{"event":"#publish","data":{"channel":"c","data":"smb|bad"}}` + `,` +
+		`{"event":"#publish","data":{"channel":"|a|smb|","data":"|"}}` + `,` + mk(4) + `]`
 	var seqs []uint32
 	n := scanPayloads([]byte(single), func(p Payload) { seqs = append(seqs, p.Seq) })
 	n += scanPayloads([]byte(batch), func(p Payload) { seqs = append(seqs, p.Seq) })
@@ -102,5 +103,25 @@ func BenchmarkDeliveriesBatch(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		c.lastSeq[0] = 0
 		r.deliveries(c, frame)
+	}
+}
+
+// A frame of 60 batched deliveries of 100 B, as a fan-out subscriber reads them.
+func BenchmarkScanBatch(b *testing.B) {
+	frame := []byte{'['}
+	for i := range 60 {
+		if i > 0 {
+			frame = append(frame, ',')
+		}
+		frame = append(frame, `{"event":"#publish","data":{"channel":"fanout","data":`...)
+		frame = AppendPayload(frame, Payload{Step: 3, Publisher: 1, Seq: uint32(1000 + i), SentNanos: 123456789012345}, 100)
+		frame = append(frame, `}}`...)
+	}
+	frame = append(frame, ']')
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if scanPayloads(frame, func(Payload) {}) != 60 {
+			b.Fatal("not every delivery found")
+		}
 	}
 }

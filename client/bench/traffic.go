@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -21,7 +20,7 @@ func (r *runner) deliveries(c *conn, frame []byte) {
 	var n, stale, gaps, disorder int64
 	rest := frame
 	for {
-		i := bytes.Index(rest, marker)
+		i := nextMarker(rest)
 		if i < 0 {
 			break
 		}
