@@ -543,11 +543,35 @@ func (s *Socket) writeRun() {
 	var lastWrite time.Time
 	delay := s.srv.cfg.WriteDelay
 	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			if s.closePending {
+				s.closePending = false
+				code, reason := s.closeCode, s.closeReason
+				s.writing = false
+				s.mu.Unlock()
+				_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+				// Give the client a moment to answer the close, then cut.
+				time.AfterFunc(time.Second, s.abort)
+				return
+			}
+			if (s.closing && s.closeCode == 0) || s.retire { // aborted, or idle long enough
+				s.writing = false
+				s.mu.Unlock()
+				return
+			}
+			// Nothing to write: wait for a frame without a timer. The rest of the write
+			// window, if any, is waited out once something is queued (a connection that
+			// gets a publication now and then is written at once and costs no timer).
+			s.idleSince = time.Now()
+			s.mu.Unlock()
+			<-s.wake
+			continue
+		}
 		if delay > 0 && !lastWrite.IsZero() {
 			// A busy connection: let more publications join this write (see
 			// Config.WriteDelay); anything urgent ends the wait.
 			if d := delay - time.Since(lastWrite); d > 0 {
-				s.mu.Lock()
 				wait := !s.urgent && !s.closing
 				s.delaying = wait
 				if wait {
@@ -569,33 +593,14 @@ func (s *Socket) writeRun() {
 					case <-s.wake:
 						delayT.Stop()
 					}
-					s.mu.Lock()
-					s.delaying = false
+				}
+				s.mu.Lock()
+				s.delaying = false
+				if len(s.queue) == 0 { // taken by an abort meanwhile
 					s.mu.Unlock()
+					continue
 				}
 			}
-		}
-		s.mu.Lock()
-		if len(s.queue) == 0 {
-			if s.closePending {
-				s.closePending = false
-				code, reason := s.closeCode, s.closeReason
-				s.writing = false
-				s.mu.Unlock()
-				_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-				// Give the client a moment to answer the close, then cut.
-				time.AfterFunc(time.Second, s.abort)
-				return
-			}
-			if (s.closing && s.closeCode == 0) || s.retire { // aborted, or idle long enough
-				s.writing = false
-				s.mu.Unlock()
-				return
-			}
-			s.idleSince = time.Now()
-			s.mu.Unlock()
-			<-s.wake
-			continue
 		}
 		// Hand the queue's array to this writer and give the queue the spare one (never the
 		// same array: the reader side appends to s.queue while frames is being written).
