@@ -571,7 +571,7 @@ func (s *Socket) writeRun() {
 		if delay > 0 && !lastWrite.IsZero() {
 			// A busy connection: let more publications join this write (see
 			// Config.WriteDelay); anything urgent ends the wait.
-			if d := windowEnd(lastWrite, delay).Sub(time.Now()); d > 0 {
+			if d := delay - time.Since(lastWrite); d > 0 {
 				wait := !s.urgent && !s.closing
 				s.delaying = wait
 				if wait {
@@ -619,21 +619,6 @@ func (s *Socket) writeRun() {
 		clear(frames)
 		spare = frames
 	}
-}
-
-// windowEnd is when the write window opened by a write at last ends: last+delay moved to
-// the nearest point of a grid of delay/4 on the clock, so that the windows of a node's busy
-// connections end together and their writers run in one burst per grid point instead of
-// one wake-up each, spread over the window (the mean window stays delay). Where several
-// nodes share a core, the grid is the same for all of them, so each runs once per point
-// rather than taking turns through the window.
-func windowEnd(last time.Time, delay time.Duration) time.Time {
-	end := last.Add(delay)
-	grid := delay / 4
-	if grid < time.Millisecond {
-		return end
-	}
-	return end.Round(grid)
 }
 
 // retireIdleWriter asks a writer that has waited for writerLinger with nothing to write to

@@ -666,27 +666,3 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 		c.expect(`"data":"wake"`)
 	}
 }
-
-// Busy connections' write windows end on a shared grid (delay/4): writes made at nearby
-// moments open windows that end at the same instant, never more than grid/2 away from
-// last+delay; a delay under 4 ms is not moved.
-func TestWriteWindowsEndTogether(t *testing.T) {
-	const delay = 20 * time.Millisecond
-	base := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
-	ends := map[time.Time]int{}
-	for i := range 100 {
-		last := base.Add(time.Duration(i) * 40 * time.Microsecond) // 100 writes in 4 ms
-		end := windowEnd(last, delay)
-		if off := end.Sub(last.Add(delay)); off < -delay/8 || off > delay/8 {
-			t.Fatalf("write at +%v: window ends %v from last+delay, want within %v", last.Sub(base), off, delay/8)
-		}
-		ends[end]++
-	}
-	if len(ends) > 2 {
-		t.Fatalf("100 writes within 4 ms end their windows at %d instants, want at most 2", len(ends))
-	}
-	last := base.Add(1234567 * time.Nanosecond)
-	if got := windowEnd(last, 3*time.Millisecond); !got.Equal(last.Add(3 * time.Millisecond)) {
-		t.Fatalf("a 3 ms window was moved: %v", got.Sub(last))
-	}
-}
