@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// A link's raw reads wait for bytes in the netpoller (deadlines apply), hand out exactly
+// A link connection reads raw: its reads wait for bytes in the netpoller (deadlines apply), hand out exactly
 // what the peer wrote, and end with io.EOF when the peer closes.
 func TestRawReaderWaitsAndSeesTheEnd(t *testing.T) {
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -27,10 +27,11 @@ func TestRawReaderWaitsAndSeesTheEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	r := newRawReader(c)
-	if r == nil {
-		t.Fatal("no raw reader for a TCP connection")
+	sc := newSMConn(c, &connOpts{})
+	if sc.raw == nil {
+		t.Fatal("a link connection does not read raw")
 	}
+	r := sc.raw
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if _, err := r.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read of a silent link past the deadline: %v", err)

@@ -666,3 +666,38 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 		c.expect(`"data":"wake"`)
 	}
 }
+
+// After a write, a writer with nothing queued waits for the next frame at once instead of
+// first waiting out the write window on a timer: a connection that gets a publication now
+// and then costs no timer per delivery. Frames that do come within the window still wait
+// for it (TestWriteDelayCoalescesPublicationsButNotResponses).
+func TestWriterWithNothingQueuedIdlesAtOnce(t *testing.T) {
+	const delay = 2 * time.Second
+	srv, url := startFront(t, Config{WriteDelay: delay})
+	c := dialRaw(t, url)
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	socks := srv.Sockets()
+	if len(socks) != 1 {
+		t.Fatalf("%d sockets, want 1", len(socks))
+	}
+	s := socks[0]
+	srv.broker.Publish("a", json.RawMessage(`1`))
+	if m, err := c.next(); err != nil || !strings.Contains(m, `"data":1}`) {
+		t.Fatalf("publication: %q %v", m, err)
+	}
+	deadline := time.Now().Add(delay / 2)
+	for {
+		s.mu.Lock()
+		idle := s.writing && !s.delaying && !s.idleSince.IsZero()
+		s.mu.Unlock()
+		if idle {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer is still waiting out the %v window with nothing queued", delay)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
