@@ -184,9 +184,13 @@ func (b *Broker) Unsubscribe(s *wsfront.Socket, ch string) { b.UnsubscribeSub(s,
 
 // Publish implements wsfront.Broker: deliver to local subscribers and forward to the peers
 // that want the channel.
-func (b *Broker) Publish(ch string, data json.RawMessage) {
+func (b *Broker) Publish(ch string, data json.RawMessage) { b.PublishIn(nil, ch, data) }
+
+// PublishIn implements wsfront.BatchBroker: Publish, with local sockets' frames left in
+// batch (when not nil) for its reader to write.
+func (b *Broker) PublishIn(batch *wsfront.Batch, ch string, data json.RawMessage) {
 	b.m.pubLocal.Inc()
-	b.deliver(ch, data, b.m.delLocal, b.m.latLocal)
+	b.deliver(batch, ch, data, b.m.delLocal, b.m.latLocal)
 	b.hooks.Load().forward.Publish(ch, data)
 }
 
@@ -194,10 +198,10 @@ func (b *Broker) Publish(ch string, data json.RawMessage) {
 // mesh is one hop, a received publication is never forwarded again.
 func (b *Broker) DeliverRemote(ch string, data []byte) {
 	b.m.pubMesh.Inc()
-	b.deliver(ch, data, b.m.delMesh, b.m.latMesh)
+	b.deliver(nil, ch, data, b.m.delMesh, b.m.latMesh)
 }
 
-func (b *Broker) deliver(ch string, data []byte, delivered prometheus.Counter, latency prometheus.Observer) {
+func (b *Broker) deliver(batch *wsfront.Batch, ch string, data []byte, delivered prometheus.Counter, latency prometheus.Observer) {
 	sh := b.shardOf(ch)
 	sh.mu.RLock()
 	subs := sh.chans[ch]
@@ -214,13 +218,15 @@ func (b *Broker) deliver(ch string, data []byte, delivered prometheus.Counter, l
 	n := 0
 	last := len(subs) - 1
 	for i, s := range subs {
-		ok := false
+		var obs prometheus.Observer
 		if sampled && i == last {
-			if ss, can := s.(sampledSubscriber); can {
-				ok = ss.DeliverSampled(frame, since, latency)
-			} else {
-				ok = s.Deliver(frame)
-			}
+			obs = latency
+		}
+		var ok bool
+		if ws, isSocket := s.(*wsfront.Socket); isSocket {
+			ok = ws.DeliverIn(batch, frame, since, obs)
+		} else if ss, can := s.(sampledSubscriber); can && obs != nil {
+			ok = ss.DeliverSampled(frame, since, obs)
 		} else {
 			ok = s.Deliver(frame)
 		}

@@ -24,16 +24,19 @@ func (s *Socket) readLoop() {
 	ctx := s.ctx
 	m := s.srv.cfg.Metrics
 	for {
-		// Will the next read wait for the network? Then answer what was read so far first
-		// (and park when nothing at all is left to read). While more is there, answers
-		// collect, so a busy caller gets one write per burst, not one per call.
+		// Will the next read wait for the network? Then write what was read so far gave
+		// rise to first: the subscribers' publications, then the answers (and park when
+		// nothing at all is left to read). While more is there, they collect, so a busy
+		// caller gets one write per burst, not one per call, and each subscriber it
+		// publishes to one write per burst.
 		whole := s.frameBuffered()
 		inKernel := false
-		flushDue := s.deferredReplies > 0
+		flushDue := s.deferredReplies > 0 || len(s.batch.socks) > 0
 		if !whole && (flushDue || s.mayPark()) && s.poll.rc != nil {
 			inKernel = s.prefetch()
 		}
-		if flushDue && (!whole && !inKernel || s.deferredReplies >= maxDeferredReplies) {
+		if flushDue && (!whole && !inKernel || s.deferredReplies >= maxDeferredReplies || len(s.batch.socks) >= maxBatchSockets) {
+			s.flushBatch()
 			s.flushReplies()
 		}
 		if !whole && !inKernel && s.mayPark() && s.br.Buffered() == 0 && s.park() {
@@ -41,6 +44,7 @@ func (s *Socket) readLoop() {
 		}
 		mt, frame, err := s.readMessage()
 		if err != nil {
+			s.flushBatch() // other sockets' frames
 			if errors.Is(err, websocket.ErrReadLimit) {
 				m.Oversized.Inc()
 				s.Logger().Info("frame over the size limit: closed", "limit", s.srv.cfg.MaxPayload)
@@ -538,6 +542,7 @@ func (s *Socket) subscribe(ctx context.Context, p *Packet) {
 		return
 	}
 	if len(s.srv.subscribeMW) > 0 {
+		s.flushBatch() // middleware may take its time: what is collected goes out first
 		req := &SubscribeRequest{Socket: s, Channel: ch, WaitForAuth: sd.WaitForAuth, Data: nullToNil(sd.Data)}
 		for _, mw := range s.srv.subscribeMW {
 			if err := mw(ctx, req); err != nil {
@@ -610,6 +615,7 @@ func (s *Socket) publish(ctx context.Context, p *Packet) {
 	}
 	data := pd.Data
 	if len(s.srv.publishMW) > 0 {
+		s.flushBatch() // middleware may take its time: what is collected goes out first
 		req := &PublishRequest{Socket: s, Channel: ch, Data: data}
 		for _, mw := range s.srv.publishMW {
 			if err := mw(ctx, req); err != nil {
@@ -620,7 +626,11 @@ func (s *Socket) publish(ctx context.Context, p *Packet) {
 		}
 		data = req.Data
 	}
-	s.srv.broker.Publish(ch, data)
+	if bb := s.srv.batchBroker; bb != nil {
+		bb.PublishIn(&s.batch, ch, data)
+	} else {
+		s.srv.broker.Publish(ch, data)
+	}
 	m.Publishes.Inc()
 	s.respond(p, nil, nil, "publish")
 }
@@ -659,6 +669,7 @@ func (inv *Invocation) Async(f func() (any, error)) {
 
 func (s *Socket) event(ctx context.Context, p *Packet) {
 	m := s.srv.cfg.Metrics
+	s.flushBatch() // handlers may take their time: what is collected goes out first
 	if !p.IsInvoke() {
 		if h := s.srv.transmits[p.Event]; h != nil {
 			h(ctx, s, p.Data)

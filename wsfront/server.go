@@ -170,8 +170,10 @@ type (
 type Server struct {
 	cfg    Config
 	broker Broker
-	auth   *Auth
-	up     websocket.Upgrader
+	// batchBroker is broker when it can deliver within a reader's Batch (nil otherwise).
+	batchBroker BatchBroker
+	auth        *Auth
+	up          websocket.Upgrader
 
 	handshakeMW []HandshakeMiddleware
 	subscribeMW []SubscribeMiddleware
@@ -217,6 +219,7 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		admit:     newAdmission(cfg.Limits),
 		stopSweep: make(chan struct{}),
 	}
+	s.batchBroker, _ = broker.(BatchBroker)
 	s.workers = newWorkers(keptWorkers)
 	if p, err := newPoller(); err == nil {
 		s.poller = p

@@ -58,9 +58,22 @@ type Socket struct {
 	// closePending: the close frame is still to be written after the queue.
 	writing      bool
 	closePending bool
+	// idleWait: the writer goroutine waits for frames with nothing queued; lent: meanwhile
+	// another goroutine writes in its place (see borrowWriter), and the writer, if woken,
+	// waits again until it is given the connection back.
+	idleWait bool
+	lent     bool
+	// lastWrite is when publications were last written: later ones wait until WriteDelay
+	// has passed since then (zero: no window to wait out).
+	lastWrite time.Time
+	// inBatch: a reader's Batch holds this socket and will write what is queued (see
+	// DeliverIn).
+	inBatch bool
 	// deferredReplies: frames reply left for the reader to write (reader goroutine only, no
 	// lock).
 	deferredReplies int
+	// batch: the sockets this reader's publications left frames for (reader goroutine only).
+	batch Batch
 
 	// urgent: a queued frame must not wait for the write delay; delaying: the writer is
 	// waiting out the delay (only urgent frames wake it).
@@ -215,7 +228,7 @@ func (s *Socket) enqueue(frame []byte) bool {
 }
 
 func (s *Socket) enqueueSampled(frame []byte, urgent bool, obs prometheus.Observer, since time.Time) bool {
-	return s.queueFrame(frame, urgent, false, obs, since)
+	return s.queueFrame(frame, urgent, false, nil, obs, since)
 }
 
 // reply queues the answer to a packet the reader is handling; reader goroutine only. When
@@ -223,44 +236,19 @@ func (s *Socket) enqueueSampled(frame []byte, urgent bool, obs prometheus.Observ
 // handled everything it has read (flushReplies), so a burst of calls is answered with one
 // write and a lone call (the handshake of every new connection) costs no goroutine switch.
 func (s *Socket) reply(frame []byte) bool {
-	return s.queueFrame(frame, true, true, nil, time.Time{})
+	return s.queueFrame(frame, true, true, nil, nil, time.Time{})
 }
 
-// flushReplies writes what reply left queued, unless a writer has started meanwhile (it
+// flushReplies writes what reply left queued, unless a writer has woken meanwhile (it
 // writes them then); reader goroutine only.
 func (s *Socket) flushReplies() {
 	s.deferredReplies = 0
 	s.mu.Lock()
-	if s.writing || len(s.queue) == 0 || s.closing && s.closeCode == 0 {
+	if len(s.queue) == 0 || s.closing && s.closeCode == 0 || !s.writerIdle() {
 		s.mu.Unlock()
 		return
 	}
-	// This goroutine is the writer until it is done (writing keeps others from starting one).
-	s.writing = true
-	frames, obs, since := s.takeQueue(nil)
-	s.mu.Unlock()
-	bp := replyBufs.Get().(*[]byte)
-	err := s.writeFrames(frames, bp)
-	if cap(*bp) <= 64<<10 { // a large answer's buffer is not kept
-		replyBufs.Put(bp)
-	}
-	if err != nil {
-		s.writeFailed()
-		return
-	}
-	if obs != nil {
-		obs.Observe(time.Since(since).Seconds())
-	}
-	s.mu.Lock()
-	if len(s.queue) > 0 || s.closePending {
-		// Queued while this goroutine wrote: hand over to a writer.
-		s.retire = false
-		s.srv.wg.Add(1)
-		s.srv.workers.run(s.writeRun)
-	} else {
-		s.writing = false
-	}
-	s.mu.Unlock()
+	s.writeBorrowed(false)
 }
 
 // takeQueue hands the queued frames to the caller, who writes them, and gives the queue
@@ -287,8 +275,9 @@ func (s *Socket) writeFailed() {
 // replyBufs: the frames flushReplies packs, between uses (a reader has no batch of its own).
 var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// queueFrame queues frame; deferred (reply) leaves the write to the reader when no writer runs.
-func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, obs prometheus.Observer, since time.Time) bool {
+// queueFrame queues frame. When no writer is busy, a deferred frame (reply) is left for the
+// socket's own reader to write, and with a batch b the frame is left for b's reader.
+func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, b *Batch, obs prometheus.Observer, since time.Time) bool {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -319,9 +308,14 @@ func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, obs prometheus.
 	if urgent {
 		s.urgent = true
 	}
-	if deferred && !s.writing {
+	switch {
+	case s.inBatch: // a reader will write it (or wake the writer) soon
+	case b != nil && s.writerIdle():
+		s.inBatch = true
+		b.socks = append(b.socks, s)
+	case deferred && s.writerIdle():
 		s.deferredReplies++
-	} else {
+	default:
 		s.kickWriter()
 	}
 	s.mu.Unlock()
@@ -540,10 +534,20 @@ func (s *Socket) writeRun() {
 	var batch []byte
 	var spare [][]byte
 	var delayT *time.Timer
-	var lastWrite time.Time
+	var wrote time.Time
 	delay := s.srv.cfg.WriteDelay
 	for {
 		s.mu.Lock()
+		if !wrote.IsZero() {
+			s.lastWrite, wrote = wrote, time.Time{}
+		}
+		if s.lent {
+			// Another goroutine writes in this one's place; it wakes this one when done.
+			s.mu.Unlock()
+			<-s.wake
+			continue
+		}
+		s.idleWait = false
 		if len(s.queue) == 0 {
 			if s.closePending {
 				s.closePending = false
@@ -564,14 +568,15 @@ func (s *Socket) writeRun() {
 			// window, if any, is waited out once something is queued (a connection that
 			// gets a publication now and then is written at once and costs no timer).
 			s.idleSince = time.Now()
+			s.idleWait = true
 			s.mu.Unlock()
 			<-s.wake
 			continue
 		}
-		if delay > 0 && !lastWrite.IsZero() {
+		if delay > 0 && !s.lastWrite.IsZero() {
 			// A busy connection: let more publications join this write (see
 			// Config.WriteDelay); anything urgent ends the wait.
-			if d := delay - time.Since(lastWrite); d > 0 {
+			if d := delay - time.Since(s.lastWrite); d > 0 {
 				wait := !s.urgent && !s.closing
 				s.delaying = wait
 				if wait {
@@ -611,7 +616,7 @@ func (s *Socket) writeRun() {
 			return
 		}
 		if delay > 0 {
-			lastWrite = time.Now()
+			wrote = time.Now()
 		}
 		if obs != nil {
 			obs.Observe(time.Since(since).Seconds())

@@ -1,0 +1,151 @@
+package wsfront
+
+import (
+	"encoding/json"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// BatchBroker is a Broker that can deliver a publication within a Batch: the reader that
+// handles a client's publications passes its batch, and the subscribers' frames are then
+// written once the reader has handled everything the client sent in one go, by the reader
+// itself, rather than by waking each subscriber's writer goroutine per publication.
+type BatchBroker interface {
+	Broker
+	// PublishIn is Publish, delivering to local sockets through DeliverIn with b.
+	PublishIn(b *Batch, channel string, data json.RawMessage)
+}
+
+// Batch holds the sockets that publications handled by one reader queued frames to while
+// their writers were idle; the reader writes them (flushBatch) when it is about to wait
+// for the network, before it parks, or when the batch is large. Each socket is in at most
+// one batch at a time (Socket.inBatch); a socket in some batch needs no other wake-up.
+type Batch struct {
+	socks []*Socket
+}
+
+// maxBatchSockets bounds how many sockets a reader collects before it writes them, and how
+// many of a batch it writes itself: a burst of publications to many channels, or one to a
+// large channel, must not hold the first subscribers' frames back until the whole burst is
+// read, nor keep the reader writing for long. Beyond it the subscribers' writers are woken
+// as without a batch: they take turns with the readers, so a large fan-out is written
+// interleaved with the next publications (and coalesces with them) instead of one reader
+// writing a thousand connections while the other publishers wait.
+const maxBatchSockets = 64
+
+// DeliverIn queues a shared, already encoded publication frame, as Deliver; with b, when
+// the socket's writer is idle, the frame waits for b's reader to write it. obs, when not
+// nil, observes the seconds since since once the frame is written (see DeliverSampled).
+func (s *Socket) DeliverIn(b *Batch, frame []byte, since time.Time, obs prometheus.Observer) bool {
+	return s.queueFrame(frame, false, false, b, obs, since)
+}
+
+// writerIdle: nobody is writing to the connection, or its writer goroutine waits with
+// nothing to do (and has not lent the connection to someone already). s.mu held.
+func (s *Socket) writerIdle() bool {
+	return !s.writing || s.idleWait && !s.lent
+}
+
+// flushBatch writes what the reader's batch collected; reader goroutine only.
+func (s *Socket) flushBatch() {
+	b := &s.batch
+	if len(b.socks) == 0 {
+		return
+	}
+	now := time.Now()
+	for i, t := range b.socks {
+		b.socks[i] = nil
+		t.writeBatched(now, i < maxBatchSockets)
+	}
+	b.socks = b.socks[:0]
+}
+
+// writeBatched writes the socket's queue for the batch that held it, or wakes its writer
+// when it must not (or, with direct false, need not) be written here: a writer is busy, or
+// the queued publications must wait out the rest of the write window (now is the batch's
+// time, a little early: it can only err on the writer's side).
+func (s *Socket) writeBatched(now time.Time, direct bool) {
+	s.mu.Lock()
+	s.inBatch = false
+	if len(s.queue) == 0 || s.closing && s.closeCode == 0 {
+		s.mu.Unlock()
+		return
+	}
+	delay := s.srv.cfg.WriteDelay
+	if !direct || !s.writerIdle() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
+		s.kickWriter()
+		s.mu.Unlock()
+		return
+	}
+	s.writeBorrowed(delay > 0)
+}
+
+// testBorrowedWrite, when set (by tests only), runs before a borrowed write: it lets a test
+// queue more frames and wake the writer at the moment it must wait.
+var testBorrowedWrite atomic.Pointer[func(*Socket)]
+
+// writeBorrowed writes the socket's queue from the calling goroutine, which is not s's writer: s
+// has none (the caller is its writer until done, and starts one if more was queued
+// meanwhile), or s's writer waits idle (it is lent the connection and woken afterwards if
+// there is work). pubs: the write starts a write window, as the writer's do (see
+// Config.WriteDelay). s.mu held and writerIdle; returns with s.mu released.
+func (s *Socket) writeBorrowed(pubs bool) {
+	own := !s.writing
+	if own {
+		s.writing = true
+	} else {
+		s.lent = true
+	}
+	frames, obs, since := s.takeQueue(nil)
+	s.mu.Unlock()
+	if f := testBorrowedWrite.Load(); f != nil {
+		(*f)(s)
+	}
+	bp := replyBufs.Get().(*[]byte)
+	err := s.writeFrames(frames, bp)
+	if cap(*bp) <= 64<<10 { // a large answer's buffer is not kept
+		replyBufs.Put(bp)
+	}
+	var done time.Time
+	if err == nil && (obs != nil || pubs) {
+		done = time.Now()
+		if obs != nil {
+			obs.Observe(done.Sub(since).Seconds())
+		}
+	}
+	s.mu.Lock()
+	if err != nil {
+		s.queue = nil
+	} else if cap(s.queue) == 0 {
+		// Nothing queued meanwhile: the array goes back to the queue, not to the collector.
+		clear(frames)
+		s.queue = frames[:0]
+	}
+	if pubs && !done.IsZero() {
+		s.lastWrite = done
+	}
+	if own {
+		if err == nil && (len(s.queue) > 0 || s.closePending) {
+			// Queued while this goroutine wrote: hand over to a writer.
+			s.retire = false
+			s.srv.wg.Add(1)
+			s.srv.workers.run(s.writeRun)
+		} else {
+			s.writing = false
+		}
+	} else {
+		s.lent = false
+		if err != nil || len(s.queue) > 0 || s.closePending || s.retire || s.closing {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.abort()
+	}
+}

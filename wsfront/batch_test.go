@@ -1,0 +1,284 @@
+package wsfront
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// batchBroker is memBroker that also delivers within a reader's batch, as node.Broker does.
+type batchBroker struct{ *memBroker }
+
+func (b batchBroker) PublishIn(batch *Batch, ch string, data json.RawMessage) {
+	frame := EncodePublish(ch, data)
+	b.mu.Lock()
+	targets := make([]*Socket, 0, len(b.subs[ch]))
+	for s := range b.subs[ch] {
+		targets = append(targets, s)
+	}
+	b.mu.Unlock()
+	for _, s := range targets {
+		s.DeliverIn(batch, frame, time.Time{}, nil)
+	}
+}
+
+func startBatchFront(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	b := batchBroker{&memBroker{subs: map[string]map[*Socket]bool{}}}
+	srv := New(cfg, b, nil)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(srv.Close)
+	t.Cleanup(hs.Close)
+	return srv, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
+}
+
+// socketOf returns the server's socket that is not one of known (the one just opened).
+func socketOf(t *testing.T, srv *Server, known ...*Socket) *Socket {
+	t.Helper()
+next:
+	for _, s := range srv.Sockets() {
+		for _, k := range known {
+			if s == k {
+				continue next
+			}
+		}
+		return s
+	}
+	t.Fatal("no new socket")
+	return nil
+}
+
+// A client's publications to subscribers whose writers are idle are written by the
+// publisher's own reader once it has handled the burst: no writer goroutine is woken or
+// started for them (one goroutine switch per delivery less).
+func TestPublicationsAreWrittenByThePublishersReader(t *testing.T) {
+	srv, url := startBatchFront(t, Config{})
+	var subs []*rawClient
+	var socks []*Socket
+	for _, ch := range []string{"a", "b"} {
+		c := dialRaw(t, url)
+		c.handshake()
+		c.send(`{"event":"#subscribe","data":{"channel":"` + ch + `"},"cid":2}`)
+		c.expect(`{"rid":2}`)
+		subs = append(subs, c)
+		socks = append(socks, socketOf(t, srv, socks...))
+	}
+	p := dialRaw(t, url)
+	p.handshake()
+	p.send(`[{"event":"#publish","data":{"channel":"a","data":1},"cid":2},{"event":"#publish","data":{"channel":"b","data":2},"cid":3}]`)
+	p.expect(`{"rid":2}`)
+	p.expect(`{"rid":3}`)
+	subs[0].expect(`"data":1}`)
+	subs[1].expect(`"data":2}`)
+	// Without the batch a writer goroutine would have been started for each subscriber, and
+	// would stay (idle) for writerLinger.
+	deadline := time.Now().Add(writerLinger / 2)
+	for i, s := range socks {
+		for {
+			s.mu.Lock()
+			writing, inBatch := s.writing, s.inBatch
+			s.mu.Unlock()
+			if !writing && !inBatch {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("subscriber %d: a writer goroutine runs (writing %v, in a batch %v)", i, writing, inBatch)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// Publications written from a batch count as writes for the write window: a subscriber
+// written a moment ago gets the next publications together once the window is over, as it
+// does from its own writer (TestWriteDelayCoalescesPublicationsButNotResponses).
+func TestBatchedPublicationsKeepTheWriteWindow(t *testing.T) {
+	const delay = 400 * time.Millisecond
+	srv, url := startBatchFront(t, Config{WriteDelay: delay})
+	c := dialRaw(t, url)
+	c.rawBatches = true
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	sub := socketOf(t, srv)
+	p := dialRaw(t, url)
+	p.handshake()
+	time.Sleep(delay) // quiet
+
+	t0 := time.Now()
+	p.send(`{"event":"#publish","data":{"channel":"a","data":1}}`)
+	if m, err := c.next(); err != nil || !strings.Contains(m, `"data":1}`) || time.Since(t0) > delay/2 {
+		t.Fatalf("first publication on a quiet connection: %q %v after %v, want at once", m, err, time.Since(t0))
+	}
+	t1 := time.Now()
+	p.send(`{"event":"#publish","data":{"channel":"a","data":2}}`)
+	time.Sleep(20 * time.Millisecond) // a burst of its own
+	p.send(`{"event":"#publish","data":{"channel":"a","data":3}}`)
+	m, err := c.next()
+	if err != nil || !strings.HasPrefix(m, "[") || !strings.Contains(m, `"data":2}`) || !strings.Contains(m, `"data":3}`) {
+		t.Fatalf("publications within the window: %q %v, want one array frame with both", m, err)
+	}
+	if el := time.Since(t1); el < delay/2 {
+		t.Fatalf("publications within the window written after %v, want them held about %v", el, delay)
+	}
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.inBatch || sub.lent {
+		t.Fatalf("subscriber left in a batch (%v) or lent (%v)", sub.inBatch, sub.lent)
+	}
+}
+
+// Publications through batches (several publishers' readers), through the writer (the
+// server's own publications) and replies, all to the same subscribers at once: every
+// frame arrives, each source's in its order. Run under -race, this is the check that
+// readers borrowing a connection and its writer never write at the same time.
+func TestBatchesWritersAndRepliesInterleaveInOrder(t *testing.T) {
+	srv, url := startBatchFront(t, Config{WriteDelay: time.Millisecond})
+	const nSubs, nPubs, perPub = 4, 3, 300
+	subs := make([]*rawClient, nSubs)
+	for i := range subs {
+		subs[i] = dialRaw(t, url)
+		subs[i].handshake()
+		subs[i].send(`{"event":"#subscribe","data":{"channel":"all"},"cid":2}`)
+		subs[i].expect(`{"rid":2}`)
+	}
+	pubs := make([]*rawClient, nPubs)
+	for i := range pubs {
+		pubs[i] = dialRaw(t, url)
+		pubs[i].handshake()
+	}
+	var wg sync.WaitGroup
+	for i, p := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 1; k <= perPub; k++ {
+				msg := fmt.Sprintf(`{"event":"#publish","data":{"channel":"all","data":"p%d-%d"}}`, i, k)
+				if err := p.ws.WriteMessage(1, []byte(msg)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	// The subscribers make calls meanwhile: their replies meet the publications. (The test
+	// runs shorter than the ping interval, so these are the clients' only writes.)
+	for _, c := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 3; k < 23; k++ {
+				if err := c.ws.WriteMessage(1, []byte(`{"event":"#subscribe","data":{"channel":"x`+strconv.Itoa(k)+`"},"cid":`+strconv.Itoa(k)+`}`)); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for k := 1; k <= perPub; k++ {
+			srv.broker.Publish("all", json.RawMessage(`"s-`+strconv.Itoa(k)+`"`))
+		}
+	}()
+	got := make([]map[string]int, nSubs)
+	replies := make([]int, nSubs)
+	var rg sync.WaitGroup
+	for i, c := range subs {
+		got[i] = map[string]int{}
+		rg.Add(1)
+		go func() {
+			defer rg.Done()
+			for n := 0; n < (nPubs+1)*perPub; {
+				m, err := c.next()
+				if err != nil {
+					t.Errorf("subscriber %d after %d publications: %v", i, n, err)
+					return
+				}
+				if !strings.Contains(m, `"#publish"`) {
+					replies[i]++
+					continue
+				}
+				var pub struct{ Data struct{ Data string } }
+				if err := json.Unmarshal([]byte(m), &pub); err != nil {
+					t.Errorf("bad frame %s", m)
+					return
+				}
+				src, seqS, _ := strings.Cut(pub.Data.Data, "-")
+				seq, _ := strconv.Atoi(seqS)
+				if seq != got[i][src]+1 {
+					t.Errorf("subscriber %d: %s after %d from %s", i, pub.Data.Data, got[i][src], src)
+					return
+				}
+				got[i][src] = seq
+				n++
+			}
+		}()
+	}
+	wg.Wait()
+	rg.Wait()
+	for i := range subs {
+		for replies[i] < 20 {
+			m, err := subs[i].next()
+			if err != nil || !strings.Contains(m, `"rid"`) {
+				t.Fatalf("subscriber %d after %d replies: %q %v", i, replies[i], m, err)
+			}
+			replies[i]++
+		}
+	}
+}
+
+// A writer woken while a reader writes in its place (the connection is lent) waits until it
+// is given the connection back: frames queued during the borrowed write go out after it.
+func TestWriterWaitsWhileItsConnectionIsLent(t *testing.T) {
+	srv, url := startBatchFront(t, Config{WriteDelay: time.Millisecond})
+	c := dialRaw(t, url)
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	sub := socketOf(t, srv)
+	p := dialRaw(t, url)
+	p.handshake()
+
+	// A publication from the server starts the subscriber's writer, which then idles.
+	srv.broker.Publish("a", json.RawMessage(`0`))
+	c.expect(`"data":0}`)
+	deadline := time.Now().Add(time.Second)
+	for {
+		sub.mu.Lock()
+		idle := sub.writing && sub.idleWait
+		sub.mu.Unlock()
+		if idle {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never idled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(5 * time.Millisecond) // past the write window
+
+	var once sync.Once
+	hook := func(s *Socket) {
+		if s != sub {
+			return
+		}
+		once.Do(func() {
+			// Queued and the writer woken while the publisher's reader holds frame 1.
+			s.Deliver(EncodePublish("a", json.RawMessage(`2`)))
+			time.Sleep(50 * time.Millisecond) // a writer that did not wait would write 2 now
+		})
+	}
+	testBorrowedWrite.Store(&hook)
+	t.Cleanup(func() { testBorrowedWrite.Store(nil) })
+	p.send(`{"event":"#publish","data":{"channel":"a","data":1}}`)
+	c.expect(`"data":1}`)
+	c.expect(`"data":2}`)
+}
