@@ -22,14 +22,16 @@ mkdir -p "$OUT"
 : >"$RESULTS"
 
 # Scenario sizes (QUICK=1: a smoke run of the whole pipeline in about a minute).
-# Ramps go up by x1.25 per step, from FAN0 (fan-out) and CHAN0 (channels) publications/s.
+# Ramps go up by x1.25 per step, from FAN0 (fan-out) and CHAN0 (channels) publications/s;
+# after the first step that fails, REFINE more steps bisect between it and the last that
+# passed (so a ramp reads within x1.057 of the limit, not up to a whole x1.25 step under it).
 # The idle hold is long enough for the node's post-storm memory release (--release-memory-after)
 # to run: it waits for a quiet sweeper tick (0.5 s).
 # The ramps that the targets are about run RUNS times each and the page gives their median
 # and range, as the targets themselves are stated: one ramp ends at the first step whose p99
 # passes 100 ms, so a single stall of the host can end it early.
 SUBS=1000; CHANS=5000; IDLE=10000; CONNS=15000; DUR=5s; WARM=2s; STEP=2s; HOLD=6s
-FAN0=200; CHAN0=10000; FACTOR=1.25; RUNS=${RUNS:-3}
+FAN0=200; CHAN0=10000; FACTOR=1.25; REFINE=2; RUNS=${RUNS:-3}
 if [ "${QUICK:-}" = 1 ]; then
   SUBS=100; CHANS=200; IDLE=500; CONNS=500; DUR=1s; WARM=500ms; STEP=500ms; HOLD=1s; RUNS=${RUNS_QUICK:-1}
 fi
@@ -102,12 +104,12 @@ standard_set() { # LABEL PIDS URL
 # maxfan/maxchan LABEL PIDS URL [N]: N ramps (default RUNS), one after another.
 maxfan() {
   for _ in $(seq 1 "${4:-$RUNS}"); do
-    bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+    bench "$1" "$2" "$3" --scenario max --of fanout --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --refine "$REFINE" --warmup "$WARM" --drain 3s
   done
 }
 maxchan() {
   for _ in $(seq 1 "${4:-$RUNS}"); do
-    bench "$1" "$2" "$3" --scenario max --of channels --connections "$CHANS" --rate "$CHAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+    bench "$1" "$2" "$3" --scenario max --of channels --connections "$CHANS" --rate "$CHAN0" --step "$STEP" --step-factor "$FACTOR" --refine "$REFINE" --warmup "$WARM" --drain 3s
   done
 }
 
@@ -131,7 +133,7 @@ for a in 19101 19111 19121; do wait_ready "http://127.0.0.1:$a"; done
 CURLS=ws://127.0.0.1:19100/socketcluster/,ws://127.0.0.1:19110/socketcluster/,ws://127.0.0.1:19120/socketcluster/
 bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario cross --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
 for _ in $(seq 1 "$RUNS"); do
-  bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --warmup "$WARM" --drain 3s
+  bench "sockmesh-3nodes" "$p1,$p2,$p3" "$CURLS" --scenario max --of cross --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" --refine "$REFINE" --warmup "$WARM" --drain 3s
 done
 cleanup
 
@@ -192,7 +194,8 @@ defaults (\`--write-delay 20ms\`) except in the \`-delay0\` row.
 Rates are per second. *delivered/s* counts messages received by subscribers; *loss* is
 expected − delivered deliveries (sequence numbers in every payload). Latency is from the
 publisher's write to the subscriber's read (one clock, same machine). *max(…)* rows give the
-highest delivered rate of a ramp (×${FACTOR} per ${STEP} step) whose p99 stayed ≤ 100 ms with no
+highest delivered rate of a ramp (×${FACTOR} per ${STEP} step, then ${REFINE} steps halving the gap
+between the last rate that passed and the first that failed) whose p99 stayed ≤ 100 ms with no
 loss; where a ramp ran several times (the targets' rows: ${RUNS} ramps one after another), the
 row is the median ramp, with the range in the notes, as the targets are stated. The reason
 the ramp stopped is in the notes. Memory per connection is (server RSS

@@ -65,11 +65,14 @@ type Config struct {
 	Warmup      time.Duration
 	// max: each step lasts StepDuration (default 3s) and multiplies the rate
 	// by StepFactor (default 1.5); it stops when p99 > MaxP99 (default
-	// 100ms), on loss, or after MaxSteps (default 30).
+	// 100ms), on loss, or after MaxSteps (default 30). Then Refine more steps
+	// (default 0) bisect, geometrically, between the last rate that passed and
+	// the one that failed.
 	StepDuration time.Duration
 	StepFactor   float64
 	MaxP99       time.Duration
 	MaxSteps     int
+	Refine       int
 	Concurrency  int           // connections opened at once (default 200)
 	Drain        time.Duration // longest wait for stragglers after publishing stops (default 5s)
 	ServerPIDs   []int         // processes whose CPU and RSS are reported
@@ -165,6 +168,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MaxSteps <= 0 {
 		c.MaxSteps = 30
+	}
+	if c.Refine < 0 || c.Refine > 8 {
+		return fmt.Errorf("bench: refine %d out of range (0-8)", c.Refine)
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 200

@@ -80,6 +80,22 @@ func (r *Result) fill(base Result) {
 	r.PayloadBytes, r.Ack = base.PayloadBytes, base.Ack
 }
 
+// failure says why a max step does not count as sustained ("" when it does): loss, p99
+// latency over maxP99, subscribers disconnected, or publishers held under 90 % of the rate.
+func (r *Result) failure(maxP99 time.Duration) string {
+	switch {
+	case r.Lost > 0:
+		return fmt.Sprintf("loss at step %d (%d lost)", r.Step, r.Lost)
+	case r.LatP99Ms > float64(maxP99)/1e6:
+		return fmt.Sprintf("p99 %.1f ms > %v at step %d", r.LatP99Ms, maxP99, r.Step)
+	case r.Disconnects > 0:
+		return fmt.Sprintf("%d subscribers disconnected at step %d", r.Disconnects, r.Step)
+	case r.PublishRate < 0.9*r.TargetRate:
+		return fmt.Sprintf("publishers reached only %.0f of %.0f publications/s at step %d", r.PublishRate, r.TargetRate, r.Step)
+	}
+	return ""
+}
+
 func (r *Result) setLatency(s *Snapshot) {
 	r.LatP50Ms = ms(s.Quantile(0.50))
 	r.LatP90Ms = ms(s.Quantile(0.90))

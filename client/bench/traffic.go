@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,38 +129,36 @@ func (r *runner) traffic(ctx context.Context, emit func(Result)) error {
 		return ctx.Err()
 	}
 	var best *Result
-	rate := cfg.Rate
-	stop := ""
-	for s := 1; s <= cfg.MaxSteps && ctx.Err() == nil; s++ {
+	var stops []string
+	s := 0
+	searchMax(cfg.Rate, cfg.StepFactor, cfg.MaxSteps, cfg.Refine, func(rate float64, refining bool) (bool, bool) {
+		s++
 		r.logf("step %d: %v at %.0f publications/s", s, cfg.StepDuration, rate)
 		res := r.step(ctx, ts, uint32(s), rate, cfg.StepDuration)
 		res.fill(base)
 		res.Step = s
 		emit(res)
+		why := res.failure(cfg.MaxP99)
 		switch {
-		case res.Lost > 0:
-			stop = fmt.Sprintf("loss at step %d (%d lost)", s, res.Lost)
-		case res.LatP99Ms > float64(cfg.MaxP99)/1e6:
-			stop = fmt.Sprintf("p99 %.1f ms > %v at step %d", res.LatP99Ms, cfg.MaxP99, s)
-		case res.Disconnects > 0:
-			stop = fmt.Sprintf("%d subscribers disconnected at step %d", res.Disconnects, s)
-		case res.PublishRate < 0.9*res.TargetRate:
-			stop = fmt.Sprintf("publishers reached only %.0f of %.0f publications/s at step %d", res.PublishRate, res.TargetRate, s)
+		case why != "" && refining:
+			stops = append(stops, "refining: "+why)
+		case why != "":
+			stops = append(stops, why)
+		case refining:
+			stops = append(stops, fmt.Sprintf("refining: step %d at %.0f/s passed", s, rate))
 		}
-		if stop != "" {
-			break
+		if why == "" {
+			best = &res
+			if res.ToolLimited {
+				stops = append(stops, fmt.Sprintf("the tool reached its CPU limit at step %d", s))
+			}
 		}
-		b := res
-		best = &b
-		if res.ToolLimited {
-			stop = fmt.Sprintf("the tool reached its CPU limit at step %d", s)
-			break
-		}
-		rate *= cfg.StepFactor
+		return why == "", why == "" && res.ToolLimited || ctx.Err() != nil
+	})
+	if len(stops) == 0 {
+		stops = append(stops, "step limit reached")
 	}
-	if stop == "" {
-		stop = "step limit reached"
-	}
+	stop := strings.Join(stops, "; ")
 	sum := Result{Step: 0, Summary: true, StopReason: stop}
 	if best != nil {
 		sum = *best
@@ -545,3 +544,41 @@ func (r *runner) connect(ctx context.Context, emit func(Result)) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// searchMax finds the highest rate that passes: try(rate, refining) runs one step and says
+// whether it passed and whether the search must end there (the tool at its limit, the run
+// cancelled). Rates start at start and grow by factor until a step fails (or maxSteps
+// ran). Between the last rate that passed and the one that failed the limit is anywhere
+// within that factor; refine more steps then halve the gap (geometrically), so the best
+// rate that passed is within factor^(1/2^refine) of the limit rather than up to a whole
+// step below it.
+func searchMax(start, factor float64, maxSteps, refine int, try func(rate float64, refining bool) (passed, end bool)) {
+	rate, lo := start, 0.0
+	failed := false
+	for i := 0; i < maxSteps && !failed; i++ {
+		passed, end := try(rate, false)
+		if end {
+			return
+		}
+		if failed = !passed; passed {
+			lo = rate
+			rate *= factor
+		}
+	}
+	if !failed || lo == 0 {
+		return // never failed, or the first step did: no bracket to refine
+	}
+	hi := rate
+	for i := 0; i < refine; i++ {
+		mid := math.Sqrt(lo * hi)
+		passed, end := try(mid, true)
+		if end {
+			return
+		}
+		if passed {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+}

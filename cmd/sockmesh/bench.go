@@ -70,7 +70,9 @@ tool's own CPU. Scenarios:
             connection from --server-pid's RSS
   connect   open --connections C as fast as --concurrency allows (handshake included)
   max       ramp --of (fanout|channels|cross) from --rate by --step-factor every
-            --step until p99 > --max-p99 or loss; reports the best delivered rate
+            --step until p99 > --max-p99 or loss, then --refine steps between the
+            last rate that passed and the first that failed; reports the best
+            delivered rate
 
 flags:
 `)
@@ -92,6 +94,7 @@ flags:
 		step     = fs.Duration("step", 3*time.Second, "max: duration of each step")
 		factor   = fs.Float64("step-factor", 1.5, "max: rate multiplier per step")
 		maxP99   = fs.Duration("max-p99", 100*time.Millisecond, "max: stop when p99 latency exceeds this")
+		refine   = fs.Int("refine", 0, "max: after the ramp stops, this many more steps halve the gap between the last rate that passed and the one that failed")
 		conc     = fs.Int("concurrency", 200, "connections opened at once")
 		drain    = fs.Duration("drain", 5*time.Second, "longest wait for late deliveries after publishing stops")
 		perSrc   = fs.Int("per-source-addr", 10000, "connections per source address 127.0.0.x when more go to a loopback server")
@@ -116,7 +119,7 @@ flags:
 	cfg := bench.Config{
 		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, Connections: *conns, Channels: *channels,
 		Publishers: *pubs, Rate: *rate, Payload: *payload, Duration: *duration, Warmup: *warmup,
-		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Concurrency: *conc, Drain: *drain,
+		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Refine: *refine, Concurrency: *conc, Drain: *drain,
 		ServerPIDs: pids, PerSourceAddr: *perSrc, Connector: *connWith, Label: *label,
 	}
 	// One count flag is enough for the scenarios that use the other one.
