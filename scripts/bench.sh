@@ -4,7 +4,7 @@
 #   2. a local 3-node sockmesh cluster, all three nodes on core 0 (cross scenario);
 #   3. socketcluster-server 20 from npm (scripts/scserver), pinned to core 0;
 # and writes docs/benchmarks.md (machine, versions, results). Raw JSON lines stay in
-# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 10 minutes.
+# $OUT (default bin/bench-results/<date>/, ignored by git). Takes about 13 minutes.
 #
 # Environment: QUICK=1 shortens every scenario (smoke test of the script itself);
 # SERVER_CPU / TOOL_CPU choose the cores (default 0 and 1); DOC=path overrides the output.
@@ -216,7 +216,7 @@ Every step of the ramps (and every field) is in the JSON lines of the run
 ## How to reproduce
 
 \`\`\`sh
-make bench                                  # this whole page (about 10 minutes)
+make bench                                  # this whole page (about 13 minutes)
 sockmesh bench --scenario max --of fanout --subscribers 1000 --rate 50 \\
   --url ws://127.0.0.1:8000/socketcluster/ --server-pid \$(pgrep -n sockmesh)
 \`\`\`
