@@ -16,13 +16,7 @@ type batchBroker struct{ *memBroker }
 
 func (b batchBroker) PublishIn(batch *Batch, ch string, data json.RawMessage) {
 	frame := EncodePublish(ch, data)
-	b.mu.Lock()
-	targets := make([]*Socket, 0, len(b.subs[ch]))
-	for s := range b.subs[ch] {
-		targets = append(targets, s)
-	}
-	b.mu.Unlock()
-	for _, s := range targets {
+	for _, s := range b.targets(ch) {
 		s.DeliverIn(batch, frame, time.Time{}, nil)
 	}
 }
@@ -35,6 +29,21 @@ func startBatchFront(t *testing.T, cfg Config) (*Server, string) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(hs.Close)
 	return srv, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
+}
+
+// subscriberAndPublisher starts a batch front and connects a client subscribed to "a" (c,
+// its socket sub) and a publisher p.
+func subscriberAndPublisher(t *testing.T, cfg Config) (c *rawClient, sub *Socket, p *rawClient) {
+	t.Helper()
+	srv, url := startBatchFront(t, cfg)
+	c = dialRaw(t, url)
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	sub = socketOf(t, srv)
+	p = dialRaw(t, url)
+	p.handshake()
+	return c, sub, p
 }
 
 // socketOf returns the server's socket that is not one of known (the one just opened).
@@ -99,15 +108,8 @@ func TestPublicationsAreWrittenByThePublishersReader(t *testing.T) {
 // does from its own writer (TestWriteDelayCoalescesPublicationsButNotResponses).
 func TestBatchedPublicationsKeepTheWriteWindow(t *testing.T) {
 	const delay = 400 * time.Millisecond
-	srv, url := startBatchFront(t, Config{WriteDelay: delay})
-	c := dialRaw(t, url)
+	c, sub, p := subscriberAndPublisher(t, Config{WriteDelay: delay})
 	c.rawBatches = true
-	c.handshake()
-	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
-	c.expect(`{"rid":2}`)
-	sub := socketOf(t, srv)
-	p := dialRaw(t, url)
-	p.handshake()
 	time.Sleep(delay) // quiet
 
 	t0 := time.Now()
@@ -238,14 +240,8 @@ func TestBatchesWritersAndRepliesInterleaveInOrder(t *testing.T) {
 // A writer woken while a reader writes in its place (the connection is lent) waits until it
 // is given the connection back: frames queued during the borrowed write go out after it.
 func TestWriterWaitsWhileItsConnectionIsLent(t *testing.T) {
-	srv, url := startBatchFront(t, Config{WriteDelay: time.Millisecond})
-	c := dialRaw(t, url)
-	c.handshake()
-	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
-	c.expect(`{"rid":2}`)
-	sub := socketOf(t, srv)
-	p := dialRaw(t, url)
-	p.handshake()
+	c, sub, p := subscriberAndPublisher(t, Config{WriteDelay: time.Millisecond})
+	srv := sub.srv
 
 	// A publication from the server starts the subscriber's writer, which then idles.
 	srv.broker.Publish("a", json.RawMessage(`0`))

@@ -43,15 +43,20 @@ func (b *memBroker) Unsubscribe(s *Socket, ch string) {
 
 func (b *memBroker) Publish(ch string, data json.RawMessage) {
 	frame := EncodePublish(ch, data)
+	for _, s := range b.targets(ch) {
+		s.Deliver(frame)
+	}
+}
+
+// targets is a copy of ch's subscribers (delivering happens outside the lock).
+func (b *memBroker) targets(ch string) []*Socket {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	targets := make([]*Socket, 0, len(b.subs[ch]))
 	for s := range b.subs[ch] {
 		targets = append(targets, s)
 	}
-	b.mu.Unlock()
-	for _, s := range targets {
-		s.Deliver(frame)
-	}
+	return targets
 }
 
 func startFront(t *testing.T, cfg Config) (*Server, string) {
