@@ -46,6 +46,15 @@ func subscriberAndPublisher(t *testing.T, cfg Config) (c *rawClient, sub *Socket
 	return c, sub, p
 }
 
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 5 s for %s", what)
+		}
+	}
+}
+
 // socketOf returns the server's socket that is not one of known (the one just opened).
 func socketOf(t *testing.T, srv *Server, known ...*Socket) *Socket {
 	t.Helper()
@@ -79,6 +88,19 @@ func TestPublicationsAreWrittenByThePublishersReader(t *testing.T) {
 	}
 	p := dialRaw(t, url)
 	p.handshake()
+	// The subscribers' readers have written their answers and let go of the connections
+	// (on a loaded machine that can come a moment after the client has read them).
+	waitFor(t, "subscribers' readers done writing", func() bool {
+		for _, s := range socks {
+			s.mu.Lock()
+			writing := s.writing
+			s.mu.Unlock()
+			if writing {
+				return false
+			}
+		}
+		return true
+	})
 	p.send(`[{"event":"#publish","data":{"channel":"a","data":1},"cid":2},{"event":"#publish","data":{"channel":"b","data":2},"cid":3}]`)
 	p.expect(`{"rid":2}`)
 	p.expect(`{"rid":3}`)
@@ -246,19 +268,11 @@ func TestWriterWaitsWhileItsConnectionIsLent(t *testing.T) {
 	// A publication from the server starts the subscriber's writer, which then idles.
 	srv.broker.Publish("a", json.RawMessage(`0`))
 	c.expect(`"data":0}`)
-	deadline := time.Now().Add(time.Second)
-	for {
+	waitFor(t, "the writer to idle", func() bool {
 		sub.mu.Lock()
-		idle := sub.writing && sub.idleWait
-		sub.mu.Unlock()
-		if idle {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never idled")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer sub.mu.Unlock()
+		return sub.writing && sub.idleWait
+	})
 	time.Sleep(5 * time.Millisecond) // past the write window
 
 	var once sync.Once
