@@ -26,13 +26,13 @@ type Batch struct {
 	socks []*Socket
 }
 
-// maxBatchSockets bounds how many sockets a reader collects before it writes them, and how
-// many of a batch it writes itself: a burst of publications to many channels, or one to a
-// large channel, must not hold the first subscribers' frames back until the whole burst is
-// read, nor keep the reader writing for long. Beyond it the subscribers' writers are woken
-// as without a batch: they take turns with the readers, so a large fan-out is written
-// interleaved with the next publications (and coalesces with them) instead of one reader
-// writing a thousand connections while the other publishers wait.
+// maxBatchSockets bounds the sockets a reader collects and then writes itself: a burst of
+// publications to many channels, or one to a large channel, must not hold the first
+// subscribers' frames back until the whole burst is read, nor keep the reader writing for
+// long. Past it the subscribers' writers are woken as without a batch: they take turns with
+// the readers, so a large fan-out is written interleaved with the next publications (and
+// coalesces with them) instead of one reader writing a thousand connections while the other
+// publishers wait.
 const maxBatchSockets = 64
 
 // DeliverIn queues a shared, already encoded publication frame, as Deliver; with b, when
@@ -57,16 +57,16 @@ func (s *Socket) flushBatch() {
 	now := time.Now()
 	for i, t := range b.socks {
 		b.socks[i] = nil
-		t.writeBatched(now, i < maxBatchSockets)
+		t.writeBatched(now)
 	}
 	b.socks = b.socks[:0]
 }
 
 // writeBatched writes the socket's queue for the batch that held it, or wakes its writer
-// when it must not (or, with direct false, need not) be written here: a writer is busy, or
-// the queued publications must wait out the rest of the write window (now is the batch's
-// time, a little early: it can only err on the writer's side).
-func (s *Socket) writeBatched(now time.Time, direct bool) {
+// when it must not be written here: a writer is busy, or the queued publications must wait
+// out the rest of the write window (now is the batch's time, a little early: it can only err
+// on the writer's side).
+func (s *Socket) writeBatched(now time.Time) {
 	s.mu.Lock()
 	s.inBatch = false
 	if len(s.queue) == 0 || s.closing && s.closeCode == 0 {
@@ -74,7 +74,7 @@ func (s *Socket) writeBatched(now time.Time, direct bool) {
 		return
 	}
 	delay := s.srv.cfg.WriteDelay
-	if !direct || !s.writerIdle() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
+	if !s.writerIdle() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
 		s.kickWriter()
 		s.mu.Unlock()
 		return

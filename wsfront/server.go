@@ -219,7 +219,12 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 		admit:     newAdmission(cfg.Limits),
 		stopSweep: make(chan struct{}),
 	}
-	s.batchBroker, _ = broker.(BatchBroker)
+	if cfg.WriteDelay > 0 {
+		// Without a write window, what coalesces a busy connection's publications is its
+		// writer lagging behind the readers; a reader writing each burst at once would undo
+		// that (in-process fan-out to 1,000 subscribers: 3.4M -> 1.4M deliveries/s).
+		s.batchBroker, _ = broker.(BatchBroker)
+	}
 	s.workers = newWorkers(keptWorkers)
 	if p, err := newPoller(); err == nil {
 		s.poller = p

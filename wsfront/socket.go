@@ -310,7 +310,7 @@ func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, b *Batch, obs p
 	}
 	switch {
 	case s.inBatch: // a reader will write it (or wake the writer) soon
-	case b != nil && s.writerIdle():
+	case b != nil && len(b.socks) < maxBatchSockets && s.writerIdle():
 		s.inBatch = true
 		b.socks = append(b.socks, s)
 	case deferred && s.writerIdle():
