@@ -27,9 +27,9 @@ mkdir -p "$OUT"
 # passed (so a ramp reads within x1.057 of the limit, not up to a whole x1.25 step under it).
 # The idle hold is long enough for the node's post-storm memory release (--release-memory-after)
 # to run: it waits for a quiet sweeper tick (0.5 s).
-# The ramps that the targets are about run RUNS times each and the page gives their median
-# and range, as the targets themselves are stated: one ramp ends at the first step whose p99
-# passes 100 ms, so a single stall of the host can end it early.
+# The ramps that the targets are about, and the connect runs, run RUNS times each and the
+# page gives their median and range, as the targets themselves are stated: one ramp ends at
+# the first step whose p99 passes 100 ms, so a single stall of the host can end it early.
 SUBS=1000; CHANS=5000; IDLE=10000; CONNS=15000; DUR=5s; WARM=2s; STEP=2s; HOLD=6s
 FAN0=200; CHAN0=10000; FACTOR=1.25; REFINE=2; RUNS=${RUNS:-3}
 if [ "${QUICK:-}" = 1 ]; then
@@ -95,7 +95,9 @@ bench() {
 standard_set() { # LABEL PIDS URL
   # idle first: its memory baseline is the freshly started server.
   bench "$1" "$2" "$3" --scenario idle --connections "$IDLE" --channels 1 --duration "$HOLD"
-  bench "$1" "$2" "$3" --scenario connect --connections "$CONNS" --concurrency 100
+  for _ in $(seq 1 "$RUNS"); do
+    bench "$1" "$2" "$3" --scenario connect --connections "$CONNS" --concurrency 100
+  done
   bench "$1" "$2" "$3" --scenario fanout --subscribers "$SUBS" --rate 100 --duration "$DUR" --warmup "$WARM"
   maxfan "$@"
   bench "$1" "$2" "$3" --scenario channels --connections "$CHANS" --rate 5000 --duration "$DUR" --warmup "$WARM"
@@ -196,8 +198,9 @@ expected − delivered deliveries (sequence numbers in every payload). Latency i
 publisher's write to the subscriber's read (one clock, same machine). *max(…)* rows give the
 highest delivered rate of a ramp (×${FACTOR} per ${STEP} step, then ${REFINE} steps halving the gap
 between the last rate that passed and the first that failed) whose p99 stayed ≤ 100 ms with no
-loss; where a ramp ran several times (the targets' rows: ${RUNS} ramps one after another), the
-row is the median ramp, with the range in the notes, as the targets are stated. The reason
+loss; where a ramp ran several times (the targets' rows: ${RUNS} ramps one after another; so
+did the connect runs), the row is the median run, with the others in the notes, as the
+targets are stated. The reason
 the ramp stopped is in the notes. Memory per connection is (server RSS
 after − before) / connections, each connection subscribed to one channel, read after a
 ${HOLD} hold.
