@@ -24,8 +24,8 @@ func (s *Socket) readLoop() {
 	ctx := s.ctx
 	m := s.srv.cfg.Metrics
 	for {
-		// Will the next read wait for the network? Then write what was read so far gave
-		// rise to first: the subscribers' publications, then the answers (and park when
+		// Will the next read wait for the network? Then first write what the frames read so
+		// far gave rise to: the subscribers' publications, then the answers (and park when
 		// nothing at all is left to read). While more is there, they collect, so a busy
 		// caller gets one write per burst, not one per call, and each subscriber it
 		// publishes to one write per burst.

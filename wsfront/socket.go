@@ -59,7 +59,7 @@ type Socket struct {
 	writing      bool
 	closePending bool
 	// idleWait: the writer goroutine waits for frames with nothing queued; lent: meanwhile
-	// another goroutine writes in its place (see borrowWriter), and the writer, if woken,
+	// another goroutine writes in its place (see writeBorrowed), and the writer, if woken,
 	// waits again until it is given the connection back.
 	idleWait bool
 	lent     bool
