@@ -1,6 +1,7 @@
 package wsfront
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -31,11 +32,14 @@ func startBatchFront(t *testing.T, cfg Config) (*Server, string) {
 	return srv, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
 }
 
-// subscriberAndPublisher starts a batch front and connects a client subscribed to "a" (c,
-// its socket sub) and a publisher p.
-func subscriberAndPublisher(t *testing.T, cfg Config) (c *rawClient, sub *Socket, p *rawClient) {
+// subscriberAndPublisher starts a batch front (set up by setup, if any, before anyone
+// connects) and connects a client subscribed to "a" (c, its socket sub) and a publisher p.
+func subscriberAndPublisher(t *testing.T, cfg Config, setup ...func(*Server)) (c *rawClient, sub *Socket, p *rawClient) {
 	t.Helper()
 	srv, url := startBatchFront(t, cfg)
+	for _, f := range setup {
+		f(srv)
+	}
 	c = dialRaw(t, url)
 	c.handshake()
 	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
@@ -292,4 +296,43 @@ func TestWriterWaitsWhileItsConnectionIsLent(t *testing.T) {
 	p.send(`{"event":"#publish","data":{"channel":"a","data":1}}`)
 	c.expect(`"data":1}`)
 	c.expect(`"data":2}`)
+}
+
+// Handlers and middleware may take their time: publications the reader has collected are
+// written before it calls one, not after (a publication followed by a slow call in the same
+// burst is not held back by the call).
+func TestBatchIsWrittenBeforeSlowHandlerOrMiddleware(t *testing.T) {
+	const slow = time.Second
+	c, _, p := subscriberAndPublisher(t, Config{WriteDelay: 20 * time.Millisecond}, func(srv *Server) {
+		srv.HandleInvoke("slow", func(context.Context, *Invocation) (any, error) {
+			time.Sleep(slow)
+			return nil, nil
+		})
+		srv.UsePublish(func(_ context.Context, r *PublishRequest) error {
+			if r.Channel == "slow" {
+				time.Sleep(slow)
+			}
+			return nil
+		})
+		srv.UseSubscribe(func(_ context.Context, r *SubscribeRequest) error {
+			if r.Channel == "slow" {
+				time.Sleep(slow)
+			}
+			return nil
+		})
+	})
+	for _, then := range []string{
+		`{"event":"slow","data":null,"cid":5}`,
+		`{"event":"#publish","data":{"channel":"slow","data":0},"cid":6}`,
+		`{"event":"#subscribe","data":{"channel":"slow"},"cid":7}`,
+	} {
+		t0 := time.Now()
+		p.send(`[{"event":"#publish","data":{"channel":"a","data":1}},` + then + `]`)
+		c.expect(`"data":1}`)
+		if el := time.Since(t0); el > slow/2 {
+			t.Errorf("publication before %s arrived after %v, want before the call's %v", then, el, slow)
+		}
+		p.expect(`"rid"`)
+		time.Sleep(30 * time.Millisecond) // past the write window
+	}
 }

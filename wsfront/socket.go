@@ -534,6 +534,8 @@ func (s *Socket) writeRun() {
 	var batch []byte
 	var spare [][]byte
 	var delayT *time.Timer
+	// wrote is when the last write ended; it becomes s.lastWrite at the next turn of the
+	// loop, which takes s.mu anyway (a lock after every write only for it would cost more).
 	var wrote time.Time
 	delay := s.srv.cfg.WriteDelay
 	for {
