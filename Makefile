@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin/sockmesh
 export SOCKMESH_BIN := $(BIN)
 
-.PHONY: all build run test vet unit fuzz integration chaos-short chaos conformance bench bench-go proto lint clean
+.PHONY: all build run test vet unit fuzz fuzz-long integration chaos-short chaos conformance bench bench-go proto lint clean
 
 all: build
 
@@ -32,6 +32,15 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s ./wsfront
+	$(GO) test -run='^$$' -fuzz='^FuzzZMTPGuard$$' -fuzztime=5s ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=3s ./mesh
+
+# Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
+FUZZTIME ?= 2m
+FUZZ_TARGETS := wsfront:FuzzDecode wsfront:FuzzAuthVerify wsfront:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope
+fuzz-long:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done
 
 # Multi-process tests of the real binary (the chaos suite has its own target: make chaos).
 integration: build

@@ -50,6 +50,26 @@ type Config struct {
 	// and bounds that backlog to about PubHWM × BatchBytes. Zero means 4,096.
 	PubHWM int
 
+	// MaxFrame bounds the bytes of one ZeroMQ message a peer may send us (all its frames); a
+	// header announcing more closes the connection before anything is allocated, and it is
+	// counted in sockmesh_mesh_rejected_connections_total{reason="frame_too_large"}. It also
+	// bounds what we send: a batch never grows past it, and a publication too large for it is
+	// dropped and counted. Every node of a cluster should use the same value. Zero means
+	// MaxPublication + BatchBytes + 64 KiB (room for a full batch plus one largest publication,
+	// names, sealing and protobuf framing).
+	MaxFrame int
+	// MaxPublication is the largest publication payload the node accepts from its clients; it
+	// only sizes MaxFrame's default. Zero means 1 MiB.
+	MaxPublication int
+	// PeerBuffer bounds the bytes queued in the transport for one peer subscribed to our PUB
+	// socket (its own writer drains them); a peer that falls further behind is cut as a slow
+	// peer (sockmesh_mesh_slow_peers_total), loses what was queued (counted by the peer as
+	// gaps) and redials. Zero means 32 MiB.
+	PeerBuffer int
+	// MaxPendingHandshakes bounds accepted mesh connections still in their handshake; beyond
+	// it new ones are closed at once (reason "too_many_handshakes"). Zero means 64.
+	MaxPendingHandshakes int
+
 	// Heartbeat is the interval of heartbeats on the control topic. Zero means the profile's
 	// (lan 250 ms, wan 1 s).
 	Heartbeat time.Duration
@@ -157,6 +177,16 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&cfg.BatchMax, 256)
 	def(&cfg.BatchBytes, 64<<10)
 	def(&cfg.PubHWM, 4096)
+	def(&cfg.MaxPublication, 1<<20)
+	def(&cfg.MaxFrame, cfg.MaxPublication+cfg.BatchBytes+64<<10)
+	def(&cfg.PeerBuffer, 32<<20)
+	def(&cfg.MaxPendingHandshakes, 64)
+	if cfg.MaxFrame < 16<<10 {
+		return cfg, fmt.Errorf("mesh: MaxFrame %d is below 16 KiB", cfg.MaxFrame)
+	}
+	if cfg.BatchBytes > cfg.MaxFrame/2 {
+		cfg.BatchBytes = cfg.MaxFrame / 2
+	}
 	defd := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d

@@ -159,9 +159,11 @@ func TestGuardStallWatchdog(t *testing.T) {
 	waitFor(t, 20*time.Second, "all publications at n2 despite the frozen subscriber", func() bool {
 		return n2.rec.count("bulk") == N
 	})
-	if n1.Status().StalledConnections == 0 {
-		t.Fatal("the watchdog did not close the frozen subscriber")
-	}
+	// The frozen subscriber no longer delays n2 (its own send queue absorbs the backlog), and
+	// the watchdog still frees it.
+	waitFor(t, 5*time.Second, "the watchdog closes the frozen subscriber", func() bool {
+		return n1.Status().StalledConnections > 0
+	})
 	if ps := peerStatus(n2.Mesh, "n1"); ps.Gaps != 0 {
 		t.Fatalf("n2 counted %d gaps", ps.Gaps)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +33,9 @@ const (
 )
 
 var (
-	errSilence   = errors.New("mesh: peer heartbeat silence")
-	errWrongPeer = errors.New("mesh: a different incarnation answers at the peer's endpoint")
+	errSilence      = errors.New("mesh: peer heartbeat silence")
+	errWrongPeer    = errors.New("mesh: a different incarnation answers at the peer's endpoint")
+	errPeerRejected = errors.New("mesh: the transport refused what the peer sent")
 )
 
 type peer struct {
@@ -207,7 +209,13 @@ func (p *peer) supervise() {
 type dialHook struct {
 	mu   sync.Mutex
 	conn *smConn
+	// rejected is closed when the transport refuses what the peer sent, so the link is
+	// recycled at once rather than at heartbeat silence (zmq4's Recv may not report it).
+	rejected     chan struct{}
+	rejectedOnce sync.Once
 }
+
+func (h *dialHook) reject() { h.rejectedOnce.Do(func() { close(h.rejected) }) }
 
 func (h *dialHook) set(c *smConn) {
 	h.mu.Lock()
@@ -228,14 +236,22 @@ func (h *dialHook) close() {
 func (p *peer) runLink() error {
 	m := p.m
 	p.setLink(LinkConnecting)
-	hook := &dialHook{}
+	hook := &dialHook{rejected: make(chan struct{})}
 	opts := &connOpts{
 		handshake:  m.cfg.HandshakeTimeout,
+		maxMessage: uint64(m.cfg.MaxFrame),
+		authKey:    m.authKey,
 		rx:         &p.rxWire,
 		onDial:     hook.set,
 		hsTimeouts: &m.hsTimeouts,
+		onReject: func(remote net.Addr, err error) {
+			m.connRejected(remote, err)
+			hook.reject()
+		},
 	}
 	sub := zmq4.NewSub(withConnOpts(m.ctx, opts),
+		// Our Serf name, in READY: the peer's transport names us if it has to cut us as slow.
+		zmq4.WithID(zmq4.SocketIdentity(m.self)),
 		zmq4.WithDialerMaxRetries(0),
 		zmq4.WithDialerTimeout(m.cfg.HandshakeTimeout),
 		zmq4.WithTimeout(m.cfg.HandshakeTimeout),
@@ -290,6 +306,9 @@ func (p *peer) runLink() error {
 			hook.close()
 			closeSocket(sub)
 			return err
+		case <-hook.rejected:
+			stopLink()
+			return errPeerRejected
 		case now := <-tick.C:
 			if now.Sub(time.Unix(0, p.lastMsg.Load())) > m.cfg.HeartbeatTimeout {
 				stopLink()

@@ -78,6 +78,11 @@ type Mesh struct {
 	fatal      chan error
 	stalled    atomic.Uint64
 	hsTimeouts atomic.Uint64
+	// authKey authenticates mesh connections (closed mesh; nil when open).
+	authKey []byte
+	// rejectLog and slowLog log a rejected connection or a slow peer once per address.
+	rejectLog, slowLog *addrLog
+	tooLargeOnce       sync.Once
 	// guarded by mu: what the metrics already show of the counters above
 	stalledReported, hsReported uint64
 }
@@ -122,7 +127,12 @@ func New(cfg Config) (*Mesh, error) {
 		if m.sealer, err = envelopeAEAD(c.ClusterKey, self); err != nil {
 			return nil, fmt.Errorf("mesh: envelope key: %w", err)
 		}
+		if m.authKey, err = deriveAuthKey(c.ClusterKey); err != nil {
+			return nil, fmt.Errorf("mesh: link auth key: %w", err)
+		}
 	}
+	m.rejectLog = newAddrLog(m.log, "mesh: connection rejected")
+	m.slowLog = newAddrLog(m.log, "mesh: slow peer cut")
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
 }
@@ -183,8 +193,13 @@ func (m *Mesh) Start(ctx context.Context) (err error) {
 	pubOpts := &connOpts{
 		handshake:  m.cfg.HandshakeTimeout,
 		stall:      m.cfg.StallTimeout,
+		peerBuffer: m.cfg.PeerBuffer,
+		maxPending: m.cfg.MaxPendingHandshakes,
+		authKey:    m.authKey,
 		stalled:    &m.stalled,
 		hsTimeouts: &m.hsTimeouts,
+		onReject:   m.connRejected,
+		onSlow:     m.peerSlow,
 	}
 	pub := zmq4.NewPub(withConnOpts(m.ctx, pubOpts),
 		zmq4.WithTimeout(m.cfg.HandshakeTimeout),
@@ -423,6 +438,38 @@ func (m *Mesh) sendDelta(d Delta) {
 		Version: d.Version, Channel: d.Channel, Add: d.Add}}})
 }
 
+// connRejected counts and logs (once per address) a mesh connection closed for what the other
+// end sent or failed to prove.
+func (m *Mesh) connRejected(remote net.Addr, err error) {
+	reason := rejectReason(err)
+	m.met.rejConns.WithLabelValues(reason).Inc()
+	m.rejectLog.note(remote, "reason", reason, "err", err)
+}
+
+// peerSlow counts and logs a peer cut because its send queue passed PeerBuffer. identity is
+// what the peer's READY called itself; only a current member's name becomes a label, so a
+// stranger cannot grow the label set.
+func (m *Mesh) peerSlow(identity string, remote net.Addr) {
+	label := "unknown"
+	m.mu.RLock()
+	if p, ok := m.peers[identity]; ok {
+		label = p.logical
+	}
+	m.mu.RUnlock()
+	m.met.slowPeers.WithLabelValues(label).Inc()
+	m.slowLog.note(remote, "peer", label, "buffer", m.cfg.PeerBuffer)
+}
+
+// frameBudget is what one envelope may hold so that, with names, protobuf framing and
+// sealing, its frame stays within MaxFrame.
+func (m *Mesh) frameBudget() int { return m.cfg.MaxFrame - frameOverhead }
+
+// frameOverhead is room for an envelope's origin and target names, its batch header and seal.
+const frameOverhead = 4 << 10
+
+// pubCost is what one publication adds to a batch envelope (tags and lengths included).
+func pubCost(channel string, data []byte) int { return len(channel) + len(data) + 16 }
+
 // validChannel: channels travel inside protobuf strings, never in topic frames, so any non-empty
 // valid UTF-8 name is safe.
 func validChannel(ch string) bool { return ch != "" && utf8.ValidString(ch) }
@@ -444,6 +491,18 @@ func (m *Mesh) Publish(channel string, data []byte) {
 	}
 	if data == nil {
 		data = []byte{}
+	}
+	if pubCost(channel, data) > m.frameBudget() {
+		// A receiver would refuse the frame and drop the link: never send it.
+		m.met.tooLarge.Inc()
+		for _, p := range ps {
+			p.drop(1)
+		}
+		m.tooLargeOnce.Do(func() {
+			m.log.Warn("mesh: publication too large for the mesh frame limit, not sent to peers (logged once; counted in sockmesh_mesh_oversize_publications_total)",
+				"channel", channel, "bytes", len(data), "max_frame", m.cfg.MaxFrame)
+		})
+		return
 	}
 	for _, p := range ps {
 		p.enqueue(channel, data)

@@ -19,6 +19,9 @@ type metrics struct {
 	rejected  *prometheus.CounterVec   // envelopes dropped per peer and reason (labels peer, reason)
 	unwanted  prometheus.Counter       // received publications for channels not wanted here
 	stalled   prometheus.Counter       // PUB connections closed by the stall watchdog
+	rejConns  *prometheus.CounterVec   // mesh connections closed for what the peer sent (label reason)
+	slowPeers *prometheus.CounterVec   // peers cut because their send queue passed PeerBuffer
+	tooLarge  prometheus.Counter       // local publications too large for the mesh frame limit
 	hsTimeout prometheus.Counter       // connections closed by the handshake deadline
 	members   prometheus.Gauge         // alive members (logical names), self included
 	hop       *prometheus.HistogramVec // batch encoded at the origin → received here, per origin peer
@@ -67,6 +70,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sockmesh_mesh_stalled_connections_total",
 			Help: "Peer connections to the publish socket closed by the stall watchdog.",
 		}),
+		rejConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_rejected_connections_total",
+			Help: "Mesh connections (accepted or dialled) closed for what the other end sent or failed to prove: reason frame_too_large, bad_frame, bad_greeting, auth (closed mesh: no or wrong cluster key), too_many_handshakes.",
+		}, []string{"reason"}),
+		slowPeers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_slow_peers_total",
+			Help: "Times a peer subscribed to this node's publish socket was cut because its send queue passed --mesh-peer-buffer (peer = logical name, or unknown).",
+		}, peer),
+		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_oversize_publications_total",
+			Help: "Local publications not sent to any peer because they exceed the mesh frame limit (--mesh-max-frame).",
+		}),
 		hsTimeout: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_handshake_timeouts_total",
 			Help: "Mesh connections closed because the ZMTP handshake did not finish in time.",
@@ -92,6 +107,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected = register(reg, m.rejected)
 		m.unwanted = register(reg, m.unwanted)
 		m.stalled = register(reg, m.stalled)
+		m.rejConns = register(reg, m.rejConns)
+		m.slowPeers = register(reg, m.slowPeers)
+		m.tooLarge = register(reg, m.tooLarge)
 		m.hsTimeout = register(reg, m.hsTimeout)
 		m.members = register(reg, m.members)
 		m.hop = register(reg, m.hop)

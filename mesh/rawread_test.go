@@ -27,7 +27,7 @@ func TestRawReaderWaitsAndSeesTheEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sc := newSMConn(c, &connOpts{})
+	sc := newSMConn(c, &connOpts{}, false)
 	if sc.raw == nil {
 		t.Fatal("a link connection does not read raw")
 	}

@@ -67,8 +67,16 @@ func (p *peer) drop(n int) {
 func (p *peer) take(buf []publication) (batch []publication, first uint64, more bool) {
 	p.qmu.Lock()
 	defer p.qmu.Unlock()
-	n, size := 0, 0
+	// A batch ends at BatchMax publications, at BatchBytes of payload, or before it would
+	// outgrow the frame limit (a single publication always fits: Publish checked it).
+	n, size, cost := 0, 0, 0
+	budget := p.m.frameBudget()
 	for n < len(p.q) && n < p.m.cfg.BatchMax {
+		c := pubCost(p.q[n].channel, p.q[n].data)
+		if n > 0 && cost+c > budget {
+			break
+		}
+		cost += c
 		size += len(p.q[n].data)
 		n++
 		if size >= p.m.cfg.BatchBytes {

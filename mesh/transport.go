@@ -15,30 +15,33 @@ import (
 )
 
 // sockmesh's own zmq4 transport, registered once per process as "smtcp". It fixes, outside the
-// library, the zmq4 v0.17.0 behaviours that let one silent or frozen peer stall a node
-// (reference/zmq4-serf-measured.md 1.4, 1.5, 3.3):
+// library, the zmq4 v0.17.0 behaviours that let one stranger, one misbehaving member or one
+// slow peer hurt a node (reference/zmq4-serf-measured.md 1.4, 1.5, 1.7, 3.3):
 //
-//   - Handshake deadline, accept and dial side: a connection that has not delivered the peer's
-//     64-byte ZMTP greeting and its first command frame (READY under NULL security) within the
-//     deadline is closed. zmq4's accept loop runs the handshake inline, so without this one
-//     silent TCP client blocks every later peer; and Dial to a frozen peer hangs forever. Closing
-//     (rather than a read deadline) gives zmq4 a non-timeout error, which it acts on, and also
-//     frees the descriptor of a bad-greeting connection that zmq4 would otherwise hold until GC.
-//   - Stall watchdog, accept (PUB) side: one goroutine per listener checks every stall/4 whether
-//     an accepted connection has bytes queued (SIOCOUTQ) while the peer's acknowledged byte
-//     count (TCP_INFO) has not moved for the stall timeout, and closes it. zmq4's PUB writes to
-//     every peer from one goroutine with no deadline; a peer that stops reading would otherwise
-//     stop delivery to all peers.
+//   - Every byte a peer sends passes a ZMTP guard (zmtp.go) before zmq4 sees it: frame lengths
+//     are checked before zmq4 allocates them, READY metadata before zmq4 indexes it, and a
+//     subscriber may send nothing but a few mesh subscriptions. A violation closes the
+//     connection; it is counted and logged once per address.
+//   - Accepted connections are prepared in their own goroutine (at most maxPending at once)
+//     before zmq4's serial accept loop gets them: closed-mesh authentication (auth.go), our
+//     ZMTP greeting, and the peer's greeting and READY read and checked, all under the
+//     handshake deadline. zmq4's handshake then completes from memory, so a silent or hostile
+//     client never holds up the accept loop, and with a cluster key a stranger never reaches
+//     zmq4 at all.
+//   - Each accepted connection (one per peer that subscribes to our PUB) has its own bounded
+//     send queue and writer goroutine (outqueue.go). zmq4's PUB writes every message to every
+//     peer from one goroutine; with these queues its writes never block, so a slow peer delays
+//     only itself, and a peer whose queue passes its bound is cut (a slow peer) and redials.
+//   - Stall watchdog, accept side: a connection with bytes queued in the kernel whose peer has
+//     acknowledged nothing for the stall timeout is closed (SIOCOUTQ + TCP_INFO), which frees a
+//     frozen peer's resources without waiting for its queue to fill.
+//   - Dial side: closed-mesh authentication, then the same guard and a deadline on the whole
+//     handshake: zmq4's Dial to a frozen peer would otherwise hang for ever.
 //   - Byte counting on reads, per link, for the received-bytes metrics.
 //
-// The connection type embeds *net.TCPConn and overrides only Read (made as raw system calls,
-// see rawread.go) and Close, so that net.Buffers.WriteTo still finds writeBuffers and zmq4's
-// SendMulti stays one writev (an ordinary system call: a raw one would need zmq4's frames
-// gathered again behind Write).
-//
-// Settings travel in the context zmq4 passes to Listen and Dial (the socket's context, derived
-// from the one given to NewPub/NewSub), so one registered transport serves every Mesh in the
-// process with its own settings.
+// Reads are raw system calls (rawread.go). Settings travel in the context zmq4 passes to Listen
+// and Dial (the socket's context), so one registered transport serves every Mesh in the process
+// with its own settings.
 
 const transportName = "smtcp"
 
@@ -58,6 +61,14 @@ type transportKey struct{}
 type connOpts struct {
 	handshake time.Duration // 0 = no deadline
 	stall     time.Duration // accept side only; 0 = no watchdog
+	// maxMessage bounds the bytes of one message a peer's PUB sends us (dial side); 0 = 1 GiB.
+	maxMessage uint64
+	// peerBuffer bounds the bytes queued for one accepted connection; 0 = 32 MiB.
+	peerBuffer int
+	// maxPending bounds accepted connections still in their handshake; 0 = 64.
+	maxPending int
+	// authKey, if set, is the closed mesh's link authentication key (both sides).
+	authKey []byte
 	// rx, if set, counts the bytes read from every connection of this socket.
 	rx *atomic.Uint64
 	// onDial, if set, is called with every dialled connection before the ZMTP handshake.
@@ -66,6 +77,13 @@ type connOpts struct {
 	stalled *atomic.Uint64
 	// hsTimeouts counts connections closed by the handshake deadline.
 	hsTimeouts *atomic.Uint64
+	// onReject, if set, is told of every connection closed for what its peer sent (err wraps
+	// one of the guard's or auth's errors). It must not block.
+	onReject func(remote net.Addr, err error)
+	// onSlow, if set, is told of every accepted connection cut because its send queue passed
+	// peerBuffer; identity is the peer's ZMTP identity (its Serf name, for a mesh member). It
+	// must not block.
+	onSlow func(identity string, remote net.Addr)
 }
 
 func withConnOpts(ctx context.Context, o *connOpts) context.Context {
@@ -77,6 +95,27 @@ func optsFrom(ctx context.Context) *connOpts {
 		return o
 	}
 	return &connOpts{}
+}
+
+func (o *connOpts) messageLimit() uint64 {
+	if o.maxMessage == 0 {
+		return 1 << 30
+	}
+	return o.maxMessage
+}
+
+func (o *connOpts) bufferLimit() int {
+	if o.peerBuffer <= 0 {
+		return 32 << 20
+	}
+	return o.peerBuffer
+}
+
+func (o *connOpts) pendingLimit() int {
+	if o.maxPending <= 0 {
+		return 64
+	}
+	return o.maxPending
 }
 
 type smTransport struct{}
@@ -96,7 +135,7 @@ func (smTransport) Dial(ctx context.Context, d transport.Dialer, addr string) (n
 		return nil, fmt.Errorf("mesh transport: dial %s: not a TCP connection", addr)
 	}
 	o := optsFrom(ctx)
-	sc := newSMConn(tc, o)
+	sc := newSMConn(tc, o, false)
 	// The socket's context ends when the socket is closed: also abort a handshake in flight.
 	stop := context.AfterFunc(ctx, func() {
 		if !sc.hsDone.Load() {
@@ -104,6 +143,16 @@ func (smTransport) Dial(ctx context.Context, d transport.Dialer, addr string) (n
 		}
 	})
 	sc.onHandshake = func() { stop() }
+	if o.authKey != nil {
+		// Under the handshake timer, which closes the connection if the peer stalls.
+		if err := authDial(tc, o.authKey); err != nil {
+			sc.Close()
+			if errors.Is(err, errAuth) {
+				sc.reject(err)
+			}
+			return nil, fmt.Errorf("mesh transport: dial %s: %w", addr, err)
+		}
+	}
 	if o.onDial != nil {
 		o.onDial(sc)
 	}
@@ -116,11 +165,15 @@ func (smTransport) Listen(ctx context.Context, addr string) (net.Listener, error
 		return nil, err
 	}
 	sl := &smListener{
-		TCPListener: l.(*net.TCPListener),
-		opts:        optsFrom(ctx),
-		conns:       make(map[*smConn]*progress),
-		done:        make(chan struct{}),
+		tl:        l.(*net.TCPListener),
+		opts:      optsFrom(ctx),
+		conns:     make(map[*smConn]*progress),
+		ready:     make(chan *smConn),
+		preparing: make(map[*smConn]time.Time),
+		done:      make(chan struct{}),
 	}
+	sl.wg.Add(1)
+	go sl.acceptLoop()
 	if sl.opts.stall > 0 {
 		sl.wg.Add(1)
 		go sl.watchdog()
@@ -128,22 +181,40 @@ func (smTransport) Listen(ctx context.Context, addr string) (net.Listener, error
 	return sl, nil
 }
 
-// smConn is a TCP connection with a handshake deadline and byte counting.
+// smConn is one mesh TCP connection as zmq4 sees it. It does not embed *net.TCPConn: zmq4's
+// writes must go through Write (to the send queue on the accept side), not around it through
+// net.Buffers' writev.
 type smConn struct {
-	*net.TCPConn
-	opts   *connOpts
-	hsDone atomic.Bool
-	closed atomic.Bool
-	timer  *time.Timer
-	// hs parses the peer's greeting and first frame; touched only by the reading goroutine.
-	hs          hsParser
+	tc       *net.TCPConn
+	opts     *connOpts
+	accepted bool
+	hsDone   atomic.Bool
+	closed   atomic.Bool
+	timer    *time.Timer
+	// guard checks what the peer sends; touched only by the reading goroutine (the preparing
+	// goroutine until the connection is handed to zmq4).
+	guard       *zmtpGuard
 	onHandshake func()
-	raw         *rawReader // nil: read through TCPConn
+	raw         *rawReader // nil: read through tc
+	// replay holds what the accept side's preparation read from the peer (its greeting and
+	// READY, already checked), for zmq4 to read first.
+	replay []byte
+	// swallow counts bytes of zmq4's own greeting still to drop: the preparation sent ours.
+	swallow int
+	// out is the accept side's send queue (nil on the dial side: a SUB writes only its
+	// subscriptions, directly).
+	out *outQueue
 }
 
-func newSMConn(tc *net.TCPConn, o *connOpts) *smConn {
+var _ net.Conn = (*smConn)(nil)
+
+func newSMConn(tc *net.TCPConn, o *connOpts, accepted bool) *smConn {
 	_ = tc.SetNoDelay(true)
-	c := &smConn{TCPConn: tc, opts: o, raw: newRawReader(tc)}
+	c := &smConn{tc: tc, opts: o, accepted: accepted, raw: newRawReader(tc),
+		guard: newZMTPGuard(accepted, o.messageLimit())}
+	if accepted {
+		return c // the preparation runs under a socket deadline instead
+	}
 	if o.handshake > 0 {
 		c.timer = time.AfterFunc(o.handshake, func() {
 			if !c.hsDone.Load() {
@@ -159,22 +230,36 @@ func newSMConn(tc *net.TCPConn, o *connOpts) *smConn {
 	return c
 }
 
-// Read counts bytes and, until the handshake is complete, parses what the peer sent.
+// Read hands zmq4 what the peer sent, once the guard has passed it.
 func (c *smConn) Read(p []byte) (int, error) {
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		if len(c.replay) == 0 {
+			c.replay = nil
+		}
+		return n, nil
+	}
 	var n int
 	var err error
 	if c.raw != nil {
 		n, err = c.raw.Read(p)
 	} else {
-		n, err = c.TCPConn.Read(p)
+		n, err = c.tc.Read(p)
 	}
 	if n > 0 {
 		if c.opts.rx != nil {
 			c.opts.rx.Add(uint64(n))
 		}
-		if !c.hsDone.Load() && c.hs.feed(p[:n]) {
+		if gerr := c.guard.feed(p[:n]); gerr != nil {
+			c.reject(gerr)
+			return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.tc.RemoteAddr(), Err: gerr}
+		}
+		if !c.hsDone.Load() && c.guard.handshakeDone() {
 			c.hsDone.Store(true)
-			c.timer.Stop()
+			if c.timer != nil {
+				c.timer.Stop()
+			}
 			if c.onHandshake != nil {
 				c.onHandshake()
 			}
@@ -183,80 +268,128 @@ func (c *smConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write queues p for the peer (accept side) or writes it (dial side).
+func (c *smConn) Write(p []byte) (int, error) {
+	total := len(p)
+	if c.swallow > 0 { // only during zmq4's handshake, in its accept goroutine
+		k := min(c.swallow, len(p))
+		c.swallow -= k
+		p = p[k:]
+		if len(p) == 0 {
+			return total, nil
+		}
+	}
+	var n int
+	var err error
+	if c.out != nil {
+		n, err = c.out.write(p)
+	} else {
+		n, err = c.tc.Write(p)
+	}
+	if err != nil {
+		return total - len(p) + n, err
+	}
+	return total, nil
+}
+
+// slow cuts a peer whose send queue passed its bound.
+func (c *smConn) slow() {
+	c.Close()
+	if c.opts.onSlow != nil {
+		c.opts.onSlow(c.guard.identity, c.tc.RemoteAddr())
+	}
+}
+
+// reject closes the connection for what the peer sent and reports it.
+func (c *smConn) reject(err error) {
+	c.Close()
+	if c.opts.onReject != nil {
+		c.opts.onReject(c.tc.RemoteAddr(), err)
+	}
+}
+
 // Close closes the connection once.
 func (c *smConn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	if c.out != nil {
+		c.out.close()
+	}
 	// The handshake timer is left to fire (a no-op on a closed conn): Close may run in the
 	// timer's own callback, before newSMConn has even stored it.
-	return c.TCPConn.Close()
+	return c.tc.Close()
 }
 
-// hsParser recognises the end of the peer's part of a ZMTP 3 handshake under NULL security: a
-// 64-byte greeting, then one frame (the READY command).
-type hsParser struct {
-	greet  int // greeting bytes seen
-	hdr    [9]byte
-	nhdr   int    // frame header bytes seen
-	need   int    // header length once known (2 or 9)
-	body   uint64 // body bytes still to see, once the header is complete
-	inBody bool
-}
+func (c *smConn) LocalAddr() net.Addr                { return c.tc.LocalAddr() }
+func (c *smConn) RemoteAddr() net.Addr               { return c.tc.RemoteAddr() }
+func (c *smConn) SetDeadline(t time.Time) error      { return c.tc.SetDeadline(t) }
+func (c *smConn) SetReadDeadline(t time.Time) error  { return c.tc.SetReadDeadline(t) }
+func (c *smConn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
+
+// zmtpGreeting is the greeting zmq4 v0.17.0 sends under NULL security (ZMTP 3.0); the accept
+// side sends it itself, before zmq4 has the connection.
+var zmtpGreeting = func() []byte {
+	g := make([]byte, zmtpGreetingLen)
+	g[0], g[9], g[10], g[11] = 0xFF, 0x7F, 3, 0
+	copy(g[12:32], "NULL")
+	return g
+}()
 
 const zmtpGreetingLen = 64
 
-func (h *hsParser) feed(p []byte) bool {
-	for len(p) > 0 {
-		if h.greet < zmtpGreetingLen {
-			k := min(zmtpGreetingLen-h.greet, len(p))
-			h.greet += k
-			p = p[k:]
-			continue
-		}
-		if !h.inBody {
-			h.hdr[h.nhdr] = p[0]
-			h.nhdr++
-			p = p[1:]
-			if h.nhdr == 1 {
-				h.need = 2
-				if h.hdr[0]&0x02 != 0 { // long frame
-					h.need = 9
-				}
-			}
-			if h.nhdr < h.need {
-				continue
-			}
-			if h.need == 2 {
-				h.body = uint64(h.hdr[1])
-			} else {
-				var v uint64
-				for _, b := range h.hdr[1:9] {
-					v = v<<8 | uint64(b)
-				}
-				h.body = v
-			}
-			h.inBody = true
-			if h.body == 0 {
-				return true
-			}
-			continue
-		}
-		k := uint64(len(p))
-		if k >= h.body {
-			return true
-		}
-		h.body -= k
-		p = nil
+// prepare runs an accepted connection's handshake up to what zmq4 would otherwise wait for:
+// authentication (closed mesh), our greeting out, the peer's greeting and READY in and checked.
+// It runs under a socket deadline, in its own goroutine.
+func (l *smListener) prepare(sc *smConn) error {
+	o := l.opts
+	if o.handshake > 0 {
+		_ = sc.tc.SetDeadline(time.Now().Add(o.handshake))
 	}
-	return false
+	if o.authKey != nil {
+		if err := authAccept(sc.tc, o.authKey); err != nil {
+			return err
+		}
+	}
+	if _, err := sc.tc.Write(zmtpGreeting); err != nil {
+		return err
+	}
+	sc.swallow = zmtpGreetingLen
+	// The greeting and a READY of at most cmdMax; anything the peer sends after them in the
+	// same reads is checked too and kept for zmq4.
+	buf := make([]byte, 0, zmtpGreetingLen+9+cmdMax+64)
+	for !sc.guard.handshakeDone() {
+		if len(buf) == cap(buf) {
+			return fmt.Errorf("%w: handshake longer than %d bytes", errBadFrame, cap(buf))
+		}
+		n, err := sc.tc.Read(buf[len(buf):cap(buf)])
+		if n > 0 {
+			if gerr := sc.guard.feed(buf[len(buf) : len(buf)+n]); gerr != nil {
+				return gerr
+			}
+			buf = buf[:len(buf)+n]
+		}
+		if err != nil {
+			return err
+		}
+	}
+	sc.replay = buf
+	sc.hsDone.Store(true)
+	_ = sc.tc.SetDeadline(time.Time{})
+	sc.out = newOutQueue(sc, o.bufferLimit())
+	return nil
 }
 
-// smListener wraps a TCP listener: handshake deadlines on accepted connections and the stall
-// watchdog over them.
+// smListener accepts in its own goroutine, prepares each connection in another, and hands
+// zmq4's accept loop only connections that are ready.
 type smListener struct {
-	*net.TCPListener
+	tl   *net.TCPListener
 	opts *connOpts
+
+	ready chan *smConn
+	// preparing: connections in their preparation and since when (guarded by mu); closed by
+	// Close, so it never waits for a handshake deadline.
+	preparing map[*smConn]time.Time
 
 	mu    sync.Mutex
 	conns map[*smConn]*progress
@@ -272,31 +405,117 @@ type progress struct {
 	since time.Time
 }
 
-func (l *smListener) Accept() (net.Conn, error) {
-	c, err := l.TCPListener.AcceptTCP()
-	if err != nil {
-		// zmq4's accept loop retries at once on any error: pace it (EMFILE, or a listener
-		// closed before the socket's context ends), as net/http does.
-		l.failDelay = min(max(2*l.failDelay, 5*time.Millisecond), time.Second)
+func (l *smListener) Addr() net.Addr { return l.tl.Addr() }
+
+func (l *smListener) acceptLoop() {
+	defer l.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := l.tl.AcceptTCP()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			// EMFILE and the like: pace the retries, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-l.done:
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		delay = 0
+		sc := newSMConn(c, l.opts, true)
+		l.mu.Lock()
 		select {
 		case <-l.done:
-		case <-time.After(l.failDelay):
+			l.mu.Unlock()
+			sc.Close()
+			return
+		default:
 		}
-		return nil, err
-	}
-	l.failDelay = 0
-	sc := newSMConn(c, l.opts)
-	if l.opts.stall > 0 {
-		l.mu.Lock()
-		l.conns[sc] = &progress{since: time.Now()}
+		// At the bound, the oldest connection still in its handshake makes room: a flood of
+		// stalled connections then costs each of them its slot within the flood's own pace,
+		// while a real peer's handshake (well under a millisecond) completes between them.
+		var oldest *smConn
+		if len(l.preparing) >= l.opts.pendingLimit() {
+			for p, since := range l.preparing {
+				if oldest == nil || since.Before(l.preparing[oldest]) {
+					oldest = p
+				}
+			}
+			delete(l.preparing, oldest)
+		}
+		l.preparing[sc] = time.Now()
 		l.mu.Unlock()
+		if oldest != nil {
+			oldest.reject(errTooManyHandshakes)
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			err := l.prepare(sc)
+			l.mu.Lock()
+			delete(l.preparing, sc)
+			l.mu.Unlock()
+			if err != nil {
+				var ne net.Error
+				switch {
+				case errors.As(err, &ne) && ne.Timeout():
+					if l.opts.hsTimeouts != nil {
+						l.opts.hsTimeouts.Add(1)
+					}
+					sc.Close()
+				case errors.Is(err, errAuth), errors.Is(err, errBadFrame), errors.Is(err, errBadGreeting), errors.Is(err, errFrameTooLarge):
+					sc.reject(err)
+				default:
+					sc.Close() // the peer went away
+				}
+				return
+			}
+			select {
+			case l.ready <- sc:
+			case <-l.done:
+				sc.Close()
+			}
+		}()
 	}
-	return sc, nil
+}
+
+var errTooManyHandshakes = errors.New("mesh: too many connections in their handshake")
+
+// Accept returns the next prepared connection.
+func (l *smListener) Accept() (net.Conn, error) {
+	select {
+	case sc := <-l.ready:
+		l.failDelay = 0
+		if l.opts.stall > 0 {
+			l.mu.Lock()
+			l.conns[sc] = &progress{since: time.Now()}
+			l.mu.Unlock()
+		}
+		return sc, nil
+	case <-l.done:
+		// zmq4's accept loop retries at once on any error until its context ends: pace it.
+		l.failDelay = min(max(2*l.failDelay, 5*time.Millisecond), time.Second)
+		time.Sleep(l.failDelay)
+		return nil, net.ErrClosed
+	}
 }
 
 func (l *smListener) Close() error {
-	err := l.TCPListener.Close()
-	l.closeOnce.Do(func() { close(l.done) })
+	err := l.tl.Close()
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		close(l.done)
+		for sc := range l.preparing {
+			sc.Close()
+		}
+		l.mu.Unlock()
+	})
 	l.wg.Wait()
 	return err
 }
@@ -323,7 +542,7 @@ func (l *smListener) check(now time.Time) {
 			delete(l.conns, c)
 			continue
 		}
-		queued, acked, err := sendProgress(c.TCPConn)
+		queued, acked, err := sendProgress(c.tc)
 		if err != nil {
 			delete(l.conns, c)
 			continue

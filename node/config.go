@@ -34,6 +34,13 @@ type Config struct {
 	// envelope sealed; nodes without it can neither join, read nor inject. Empty: an open
 	// mesh, for trusted networks only.
 	ClusterKey []byte
+	// MeshMaxFrame bounds one node-to-node message in bytes, checked before anything is
+	// allocated; zero value: the largest client payload (Front.MaxPayload) + 128 KiB. Every node
+	// of a cluster should use the same value.
+	MeshMaxFrame int
+	// MeshPeerBuffer bounds the bytes queued for one peer before it is cut as a slow peer;
+	// zero value 32 MiB.
+	MeshPeerBuffer int
 	// Shards is the number of broker shards; zero value: the number of CPUs.
 	Shards int
 	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.

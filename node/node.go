@@ -158,8 +158,11 @@ func (n *Node) Start(ctx context.Context) error {
 		AdvertiseHost: n.cfg.AdvertiseHost, Join: n.cfg.Join, Profile: n.cfg.GossipProfile,
 		WSURL: n.WSURL(), AdminURL: n.AdminURL(),
 		Logger: n.cfg.Logger, Registerer: n.reg,
-		Deliver:    n.broker.DeliverRemote,
-		ClusterKey: n.cfg.ClusterKey,
+		Deliver:        n.broker.DeliverRemote,
+		ClusterKey:     n.cfg.ClusterKey,
+		MaxFrame:       n.cfg.MeshMaxFrame,
+		MaxPublication: int(n.front.Config().MaxPayload),
+		PeerBuffer:     n.cfg.MeshPeerBuffer,
 	})
 	if err == nil {
 		err = m.Start(ctx)

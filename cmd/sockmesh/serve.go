@@ -28,6 +28,10 @@ func runServe(args []string) error {
 	join := fs.String("join", "", "comma-separated gossip addresses of seed peers; empty = start a new cluster")
 	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "lan", "failure detection timing: lan (about 1 s) or wan")
 	clusterKey := fs.String("cluster-key", "", "base64 of 32 random bytes shared by every node (head -c 32 /dev/urandom | base64): encrypts gossip and seals node-to-node traffic; empty: open mesh, trusted networks only")
+	meshMaxFrame := byteSize(0)
+	fs.Var(&meshMaxFrame, "mesh-max-frame", "largest node-to-node message in bytes, checked before anything is allocated; the same on every node (0: --max-payload + 128 KiB)")
+	meshPeerBuffer := byteSize(32 << 20)
+	fs.Var(&meshPeerBuffer, "mesh-peer-buffer", "bytes queued for one peer before it is cut as a slow peer (it redials; its loss shows in its gap counters)")
 	fs.IntVar(&cfg.Shards, "shards", 0, "broker shards (0 = number of CPUs)")
 	configPath := fs.String("config", "", "optional YAML file with the same keys as these flags")
 	fs.DurationVar(&cfg.Front.PingInterval, "ping-interval", 8*time.Second, "interval between server pings")
@@ -87,6 +91,8 @@ func runServe(args []string) error {
 	}
 	cfg.Front.MaxPayload = int64(maxPayload)
 	cfg.Front.SendQueueBytes = int(sendQueue)
+	cfg.MeshMaxFrame = int(meshMaxFrame)
+	cfg.MeshPeerBuffer = int(meshPeerBuffer)
 	if *clusterKey != "" {
 		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*clusterKey))
 		if err != nil {
