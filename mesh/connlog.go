@@ -57,5 +57,5 @@ func (a *addrLog) note(remote net.Addr, attrs ...any) {
 	}
 	a.seen[ip] = struct{}{}
 	a.mu.Unlock()
-	a.log.Warn(a.msg+" (logged once per address; counted in the metrics)", append(attrs, "remote", remote.String())...)
+	a.log.Warn(a.msg+" (logged once per address; counted in the metrics)", append(attrs, "remote", ip)...)
 }

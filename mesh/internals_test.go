@@ -94,8 +94,10 @@ func TestLinkRecycledOnHeartbeatSilence(t *testing.T) {
 	})
 }
 
-// TestPeerQueueBounded: the per-peer queue never holds more than its bounds; the overflow is
-// dropped and counted, and take() hands out batches within BatchMax/BatchBytes.
+// TestPeerQueueBounded: the per-peer queue never holds more than its bounds. A queue that
+// overflows belongs to a peer too slow to keep up: what it held is numbered as sent (so the
+// receiver counts it as a gap rather than the sender as a drop) and the queue starts again
+// with the new publication; take() hands out batches within BatchMax/BatchBytes.
 func TestPeerQueueBounded(t *testing.T) {
 	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 		PeerQueue: 10, PeerQueueBytes: 1000, BatchMax: 4, BatchBytes: 250})
@@ -107,12 +109,12 @@ func TestPeerQueueBounded(t *testing.T) {
 	for range 15 {
 		p.enqueue("c", make([]byte, 10))
 	}
-	if len(p.q) != 10 || p.dropped.Load() != 5 {
-		t.Fatalf("queue %d dropped %d, want 10 and 5", len(p.q), p.dropped.Load())
+	if len(p.q) != 5 || p.sendSeq != 10 || p.dropped.Load() != 0 {
+		t.Fatalf("queue %d, numbered %d, dropped %d; want 5, 10, 0", len(p.q), p.sendSeq, p.dropped.Load())
 	}
-	batch, _, more := p.take(nil)
-	if len(batch) != 4 || !more {
-		t.Fatalf("batch %d more %v", len(batch), more)
+	batch, first, more := p.take(nil)
+	if len(batch) != 4 || !more || first != 11 {
+		t.Fatalf("batch %d from %d, more %v", len(batch), first, more)
 	}
 	for more {
 		batch, _, more = p.take(batch)
@@ -122,8 +124,8 @@ func TestPeerQueueBounded(t *testing.T) {
 	}
 	p.enqueue("c", make([]byte, 600))
 	p.enqueue("c", make([]byte, 600)) // over the byte bound
-	if p.dropped.Load() != 6 {
-		t.Fatalf("byte bound not applied: dropped %d", p.dropped.Load())
+	if len(p.q) != 1 || p.sendSeq != 16 || p.qbytes != 600 {
+		t.Fatalf("byte bound not applied: queue %d, numbered %d, bytes %d", len(p.q), p.sendSeq, p.qbytes)
 	}
 	batch, _, _ = p.take(nil)
 	if len(batch) != 1 {

@@ -55,6 +55,8 @@ type peer struct {
 	qready  bool
 	qclosed bool
 	sendSeq uint64
+	// parked: the flusher holds this peer back while its transport send queue drains.
+	parked atomic.Bool
 
 	// epoch identifies our send state for this peer (see meshpb.Batch.epoch); never 0. It and
 	// sendSeq continue across a removal and re-add of the same incarnation (see rememberLink).

@@ -80,6 +80,8 @@ type Mesh struct {
 	hsTimeouts atomic.Uint64
 	// authKey authenticates mesh connections (closed mesh; nil when open).
 	authKey []byte
+	// conns finds each peer's accepted connection (send queue) by its Serf name.
+	conns *peerConns
 	// rejectLog and slowLog log a rejected connection or a slow peer once per address.
 	rejectLog, slowLog *addrLog
 	tooLargeOnce       sync.Once
@@ -131,6 +133,7 @@ func New(cfg Config) (*Mesh, error) {
 			return nil, fmt.Errorf("mesh: link auth key: %w", err)
 		}
 	}
+	m.conns = newPeerConns()
 	m.rejectLog = newAddrLog(m.log, "mesh: connection rejected")
 	m.slowLog = newAddrLog(m.log, "mesh: slow peer cut")
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -200,6 +203,8 @@ func (m *Mesh) Start(ctx context.Context) (err error) {
 		hsTimeouts: &m.hsTimeouts,
 		onReject:   m.connRejected,
 		onSlow:     m.peerSlow,
+		conns:      m.conns,
+		onDrain:    m.peerDrained,
 	}
 	pub := zmq4.NewPub(withConnOpts(m.ctx, pubOpts),
 		zmq4.WithTimeout(m.cfg.HandshakeTimeout),
@@ -458,6 +463,26 @@ func (m *Mesh) peerSlow(identity string, remote net.Addr) {
 	m.mu.RUnlock()
 	m.met.slowPeers.WithLabelValues(label).Inc()
 	m.slowLog.note(remote, "peer", label, "buffer", m.cfg.PeerBuffer)
+}
+
+// peerDrained resumes a peer whose batches were held back while its send queue was full.
+func (m *Mesh) peerDrained(identity string) {
+	m.mu.RLock()
+	p := m.peers[identity]
+	m.mu.RUnlock()
+	if p != nil && p.parked.CompareAndSwap(true, false) {
+		m.markReady(p)
+	}
+}
+
+// cutSlow disconnects a peer that fell so far behind that its queue in the mesh overflowed.
+func (m *Mesh) cutSlow(p *peer) {
+	remote, ok := m.conns.cut(p.serfName)
+	if !ok {
+		return
+	}
+	m.met.slowPeers.WithLabelValues(p.logical).Inc()
+	m.slowLog.note(remote, "peer", p.logical, "queue", m.cfg.PeerQueueBytes, "buffer", m.cfg.PeerBuffer)
 }
 
 // frameBudget is what one envelope may hold so that, with names, protobuf framing and

@@ -1,9 +1,11 @@
 package mesh
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
+	"time"
 )
 
 // outQueue is the send queue and writer of one accepted mesh connection, that is of one peer
@@ -28,7 +30,24 @@ type outQueue struct {
 	wake     chan struct{}
 	done     chan struct{}
 	stop     sync.Once
+	// paused: the backlog reached high, so the mesh holds this peer's batches back; the writer
+	// calls onDrain once it is down to low again.
+	high, low int
+	paused    bool
+	onDrain   func()
+	// pendCur and pendPrev count bytes of this peer's mailbox messages that the flusher handed
+	// to zmq4 and zmq4's writer has not copied here yet (zmq4 queues them first): without them
+	// the flusher would see a short queue while megabytes are on their way into it. A handed
+	// message zmq4 never writes here (dropped at its high-water mark, or handed before this
+	// connection's subscription took effect) must not hold the peer back for ever, so the
+	// count forgets what has not arrived within one to two pendingTTL.
+	pendCur, pendPrev int
+	rotateAt          time.Time
+	track             mailboxTracker
 }
+
+// pendingTTL is how long handed bytes are expected to take through zmq4's queue, at most.
+const pendingTTL = 500 * time.Millisecond
 
 // keepSpare is the largest buffer the writer keeps for the next turn.
 const keepSpare = 256 << 10
@@ -38,10 +57,27 @@ var (
 	errQueueClose = errors.New("mesh: connection closed")
 )
 
-func newOutQueue(c *smConn, limit int) *outQueue {
-	q := &outQueue{c: c, limit: limit, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newOutQueue(c *smConn, limit int, mailbox string, onDrain func()) *outQueue {
+	q := &outQueue{c: c, limit: limit, high: limit / 2, low: limit / 4, onDrain: onDrain,
+		track: mailboxTracker{mailbox: mailbox},
+		wake:  make(chan struct{}, 1), done: make(chan struct{})}
 	go q.run()
 	return q
+}
+
+// holdBack reports whether the backlog (queued or being written) has reached half the limit;
+// if so the queue is marked paused, and the caller (the flusher) holds this peer's batches back
+// until onDrain. Batches wait in the mesh's own bounded per-peer queue meanwhile, so a burst
+// to a healthy peer is paced rather than cut.
+func (q *outQueue) holdBack() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.rotate(time.Now())
+	if q.err != nil || len(q.buf)+q.inFlight+q.pendCur+q.pendPrev < q.high {
+		return false
+	}
+	q.paused = true
+	return true
 }
 
 // write queues p. It never blocks on the network.
@@ -51,6 +87,11 @@ func (q *outQueue) write(p []byte) (int, error) {
 		err := q.err
 		q.mu.Unlock()
 		return 0, &net.OpError{Op: "write", Net: "tcp", Err: err}
+	}
+	if n := q.track.feed(p); n > 0 {
+		d := min(n, q.pendPrev)
+		q.pendPrev -= d
+		q.pendCur = max(0, q.pendCur-(n-d))
 	}
 	if len(q.buf)+q.inFlight+len(p) > q.limit {
 		q.err = errSlowPeer
@@ -67,6 +108,26 @@ func (q *outQueue) write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// handed records n bytes of a mailbox message for this peer handed to zmq4.
+func (q *outQueue) handed(n int) {
+	q.mu.Lock()
+	q.rotate(time.Now())
+	q.pendCur += n
+	q.mu.Unlock()
+}
+
+// rotate forgets handed bytes older than one to two pendingTTL. q.mu held.
+func (q *outQueue) rotate(now time.Time) {
+	if now.Before(q.rotateAt) {
+		return
+	}
+	q.pendPrev, q.pendCur = q.pendCur, 0
+	if now.Sub(q.rotateAt) > pendingTTL {
+		q.pendPrev = 0 // idle for longer than a period: both are stale
+	}
+	q.rotateAt = now.Add(pendingTTL)
+}
+
 // close stops the writer; what is still queued is dropped with the connection.
 func (q *outQueue) close() {
 	q.mu.Lock()
@@ -74,8 +135,13 @@ func (q *outQueue) close() {
 		q.err = errQueueClose
 	}
 	q.buf = nil
+	paused := q.paused
+	q.paused = false
 	q.mu.Unlock()
 	q.stop.Do(func() { close(q.done) })
+	if paused && q.onDrain != nil {
+		q.onDrain() // whatever the mesh held back for this peer goes on (to its next connection)
+	}
 }
 
 func (q *outQueue) run() {
@@ -101,10 +167,17 @@ func (q *outQueue) run() {
 
 			q.mu.Lock()
 			q.inFlight = 0
+			drained := q.paused && len(q.buf) <= q.low
+			if drained {
+				q.paused = false
+			}
 			q.mu.Unlock()
 			if err != nil {
 				q.c.Close()
 				return
+			}
+			if drained && q.onDrain != nil {
+				q.onDrain()
 			}
 			if cap(out) <= keepSpare {
 				spare = out
@@ -112,5 +185,86 @@ func (q *outQueue) run() {
 				spare = nil
 			}
 		}
+	}
+}
+
+// mailboxTracker follows the ZMTP frames zmq4 writes to one peer (header and body in separate
+// writes, as net.Buffers hands them over; any split works) and counts the payload bytes of
+// messages on the peer's mailbox topic. zmq4 is trusted here: these are our own bytes.
+type mailboxTracker struct {
+	mailbox string // "\x02" + the peer's Serf name + "\x00"; "" tracks nothing
+
+	hdr     [9]byte
+	nhdr    int
+	left    uint64 // body bytes of the current frame still to come
+	inBody  bool
+	flags   byte
+	frame   int    // index of the current frame in its message
+	topic   []byte // the first frame, up to len(mailbox)+1 bytes
+	matched bool   // the current message is on the mailbox
+}
+
+func (t *mailboxTracker) feed(p []byte) (mailboxBytes int) {
+	if t.mailbox == "" {
+		return 0
+	}
+	for len(p) > 0 {
+		if !t.inBody {
+			t.hdr[t.nhdr] = p[0]
+			t.nhdr++
+			p = p[1:]
+			need := 2
+			if t.hdr[0]&zmtpLong != 0 {
+				need = 9
+			}
+			if t.nhdr < need {
+				continue
+			}
+			t.flags = t.hdr[0]
+			if need == 2 {
+				t.left = uint64(t.hdr[1])
+			} else {
+				t.left = binary.BigEndian.Uint64(t.hdr[1:9])
+			}
+			t.nhdr = 0
+			t.inBody = true
+			if t.frame == 0 {
+				t.topic = t.topic[:0]
+			}
+			if t.left == 0 {
+				t.endFrame()
+			}
+			continue
+		}
+		k := int(min(uint64(len(p)), t.left))
+		switch {
+		case t.flags&zmtpCommand != 0:
+		case t.frame == 0:
+			if room := len(t.mailbox) + 1 - len(t.topic); room > 0 {
+				t.topic = append(t.topic, p[:min(k, room)]...)
+			}
+		case t.frame == 1 && t.matched:
+			mailboxBytes += k
+		}
+		t.left -= uint64(k)
+		p = p[k:]
+		if t.left == 0 {
+			t.endFrame()
+		}
+	}
+	return mailboxBytes
+}
+
+func (t *mailboxTracker) endFrame() {
+	t.inBody = false
+	if t.flags&zmtpCommand != 0 {
+		return
+	}
+	if t.frame == 0 {
+		t.matched = string(t.topic) == t.mailbox
+	}
+	t.frame++
+	if t.flags&zmtpMore == 0 {
+		t.frame, t.matched = 0, false
 	}
 }

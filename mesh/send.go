@@ -34,21 +34,35 @@ type publication struct {
 	data    []byte
 }
 
-// enqueue adds a publication to p's queue; it never blocks. Over the bound it drops and counts.
+// enqueue adds a publication to p's queue; it never blocks. A queue over its bound means the
+// peer fell too far behind (its transport queue is full too, so the flusher holds it back): it
+// is cut as a slow peer, and what it was waiting for is numbered as sent, so that its receiver
+// counts it as a gap when it is back.
 func (p *peer) enqueue(channel string, data []byte) {
 	p.qmu.Lock()
 	// Closed: the peer was removed after Publish looked up its route (its queue was counted as
 	// dropped at removal, and so is this).
-	if p.qclosed || len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(data) > p.m.cfg.PeerQueueBytes {
+	if p.qclosed {
 		p.qmu.Unlock()
 		p.drop(1)
 		return
+	}
+	cut := false
+	if len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(data) > p.m.cfg.PeerQueueBytes {
+		p.sendSeq += uint64(len(p.q))
+		clear(p.q)
+		p.q = p.q[:0]
+		p.qbytes = 0
+		cut = true
 	}
 	p.q = append(p.q, publication{channel, data})
 	p.qbytes += len(data)
 	signal := !p.qready
 	p.qready = true
 	p.qmu.Unlock()
+	if cut {
+		p.m.cutSlow(p)
+	}
 	if signal {
 		p.m.markReady(p)
 	}
@@ -131,6 +145,19 @@ func (m *Mesh) flusher() {
 				break
 			}
 			for i, p := range work {
+				if m.conns.holdBack(p.serfName) {
+					// Its send queue is full: its publications wait in its own queue until
+					// the transport drains it (peerDrained). It may have drained between
+					// the check and the mark.
+					p.parked.Store(true)
+					if !m.conns.holdBack(p.serfName) && p.parked.CompareAndSwap(true, false) {
+						m.readyMu.Lock()
+						m.readyQ = append(m.readyQ, p)
+						m.readyMu.Unlock()
+					}
+					work[i] = nil
+					continue
+				}
 				var (
 					first uint64
 					more  bool
@@ -138,6 +165,13 @@ func (m *Mesh) flusher() {
 				batch, first, more = p.take(batch)
 				if len(batch) > 0 {
 					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.epoch, first, batch, time.Now().UnixNano())
+					// Told before zmq4 can copy it: its arrival at the peer's send queue is
+					// what takes it off again.
+					n := len(enc)
+					if m.sealer != nil {
+						n += sealOverhead
+					}
+					m.conns.handed(p.serfName, n)
 					// enc is reused: sendEnvelope hands the PUB its own (sealed or copied) frame.
 					if m.sendEnvelope(p.mailboxB, enc, false) {
 						p.sent.Add(uint64(len(batch)))

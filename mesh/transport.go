@@ -84,6 +84,11 @@ type connOpts struct {
 	// peerBuffer; identity is the peer's ZMTP identity (its Serf name, for a mesh member). It
 	// must not block.
 	onSlow func(identity string, remote net.Addr)
+	// conns, if set, registers accepted connections by identity (accept side).
+	conns *peerConns
+	// onDrain, if set, is told when a peer's send queue that was held back has drained (accept
+	// side). It must not block.
+	onDrain func(identity string)
 }
 
 func withConnOpts(ctx context.Context, o *connOpts) context.Context {
@@ -316,6 +321,9 @@ func (c *smConn) Close() error {
 	if c.out != nil {
 		c.out.close()
 	}
+	if c.opts.conns != nil && c.accepted {
+		c.opts.conns.remove(c)
+	}
 	// The handshake timer is left to fire (a no-op on a closed conn): Close may run in the
 	// timer's own callback, before newSMConn has even stored it.
 	return c.tc.Close()
@@ -376,7 +384,15 @@ func (l *smListener) prepare(sc *smConn) error {
 	sc.replay = buf
 	sc.hsDone.Store(true)
 	_ = sc.tc.SetDeadline(time.Time{})
-	sc.out = newOutQueue(sc, o.bufferLimit())
+	var onDrain func()
+	var mailbox string
+	if id := sc.guard.identity; id != "" {
+		mailbox = mailboxTopic(id)
+		if o.onDrain != nil {
+			onDrain = func() { o.onDrain(id) }
+		}
+	}
+	sc.out = newOutQueue(sc, o.bufferLimit(), mailbox, onDrain)
 	return nil
 }
 
@@ -492,6 +508,9 @@ func (l *smListener) Accept() (net.Conn, error) {
 	select {
 	case sc := <-l.ready:
 		l.failDelay = 0
+		if l.opts.conns != nil {
+			l.opts.conns.add(sc)
+		}
 		if l.opts.stall > 0 {
 			l.mu.Lock()
 			l.conns[sc] = &progress{since: time.Now()}
