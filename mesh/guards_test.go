@@ -5,12 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
-	"github.com/go-zeromq/zmq4/security/null"
 )
 
 // One test per zmq4 v0.17.0 behaviour the mesh guards against (reference 1.4, 1.5, 1.7). Each
@@ -131,25 +129,8 @@ func TestGuardStallWatchdog(t *testing.T) {
 	n2.AddInterest("bulk")
 	waitInterest(t, []*testNode{n1}, "n2", "bulk", true)
 
-	// A raw ZMTP subscriber with a tiny receive window, subscribed to n2's mailbox on n1's PUB,
-	// that completes the handshake and then never reads.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return serr
-	}}
-	raw, err := d.Dial("tcp", n1.MeshEndpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := stuckSubscriber(t, n1.MeshEndpoint(), "frozen", n2.mailbox)
 	defer raw.Close()
-	zc, err := zmq4.Open(raw, null.Security(), zmq4.Sub, zmq4.SocketIdentity("frozen"), false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := zc.SendMsg(zmq4.NewMsg(append([]byte{1}, n2.mailbox...))); err != nil {
-		t.Fatal(err)
-	}
 
 	const N, size = 1000, 16 << 10 // 16 MB: far beyond the socket buffers
 	payload := make([]byte, size)

@@ -28,27 +28,10 @@ func TestSlowPeerCostsOnlyItself(t *testing.T) {
 	n2.AddInterest("bulk")
 	waitInterest(t, []*testNode{n1}, "n2", "bulk", true)
 
-	// A subscriber to n2's mailbox with a tiny receive window that never reads.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return serr
-	}}
-	raw, err := d.Dial("tcp", n1.MeshEndpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A subscriber to n2's mailbox, then to a topic of its own: once n1's PUB lists the
+	// second, it holds both.
+	raw := stuckSubscriber(t, n1.MeshEndpoint(), "stuck", n2.mailbox, "\x02stuck\x00")
 	defer raw.Close()
-	zc, err := zmq4.Open(raw, null.Security(), zmq4.Sub, zmq4.SocketIdentity("stuck"), false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// n2's mailbox, then a topic of its own: once n1's PUB lists the second, it holds both.
-	for _, tp := range []string{n2.mailbox, "\x02stuck\x00"} {
-		if err := zc.SendMsg(zmq4.NewMsg(append([]byte{1}, tp...))); err != nil {
-			t.Fatal(err)
-		}
-	}
 	waitFor(t, 2*time.Second, "stuck subscriber registered", func() bool {
 		return slices.Contains(n1.pub.(zmq4.Topics).Topics(), "\x02stuck\x00")
 	})
@@ -77,4 +60,31 @@ func TestSlowPeerCostsOnlyItself(t *testing.T) {
 	if v := counterValue(t, n1.met.slowPeers, "n2"); v != 0 {
 		t.Fatalf("the healthy peer was cut %v times", v)
 	}
+}
+
+// stuckSubscriber completes a ZMTP handshake with the PUB at addr as a SUB with a tiny receive
+// window, subscribes to topics, and never reads again.
+func stuckSubscriber(t *testing.T, addr, identity string, topics ...string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return serr
+	}}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zc, err := zmq4.Open(raw, null.Security(), zmq4.Sub, zmq4.SocketIdentity(identity), false, nil)
+	if err != nil {
+		raw.Close()
+		t.Fatal(err)
+	}
+	for _, tp := range topics {
+		if err := zc.SendMsg(zmq4.NewMsg(append([]byte{1}, tp...))); err != nil {
+			raw.Close()
+			t.Fatal(err)
+		}
+	}
+	return raw
 }
