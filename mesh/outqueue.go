@@ -5,15 +5,21 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // outQueue is the send queue and writer of one accepted mesh connection, that is of one peer
 // subscribed to our PUB socket. zmq4's PUB hands every message to every peer from a single
 // goroutine with blocking writes, so one peer that reads slowly would pace all the others
 // (measured: a probe's p99 went from 31 ms to 2.8 s while one peer was duty-cycle frozen).
-// Here zmq4's write only copies into this queue; the peer's own goroutine does the system call,
-// gathering whatever accumulated meanwhile into one write. A peer that falls more than limit
+// Here zmq4's write only copies into this queue. When a whole message is queued and no write is
+// under way, one non-blocking writev is tried at once from zmq4's goroutine (the common case
+// on a healthy link: no handoff, one system call per message, as zmq4 did itself); whatever
+// the socket does not take is left to the peer's own writer goroutine, which gathers whatever
+// accumulates meanwhile into one blocking writev. A peer that falls more than limit
 // bytes behind is cut: its connection is closed, it is counted as a slow peer, its loss shows
 // in the receiver's gap counters, and its supervisor redials and resubscribes when it can.
 //
@@ -34,7 +40,11 @@ type outQueue struct {
 	queued   int      // bytes in chunks
 	free     [][]byte // spare chunks (len 0)
 	inFlight int      // bytes the writer took and has not finished writing
+	writing  bool     // a write is under way (inline or by run); one at a time
 	err      error    // sticky: the queue is closed
+	rc       syscall.RawConn
+	inline   []chunk // scratch of the inline write (zmq4's writer goroutine only)
+	ibufs    [][]byte
 	wake     chan struct{}
 	done     chan struct{}
 	stop     sync.Once
@@ -79,6 +89,7 @@ func newOutQueue(c *smConn, limit int, mailbox string, onDrain func()) *outQueue
 	q := &outQueue{c: c, limit: limit, high: limit / 2, low: limit / 4, onDrain: onDrain,
 		track: mailboxTracker{mailbox: mailbox},
 		wake:  make(chan struct{}, 1), done: make(chan struct{})}
+	q.rc, _ = c.tc.SyscallConn()
 	go q.run()
 	return q
 }
@@ -106,7 +117,8 @@ func (q *outQueue) write(p []byte) (int, error) {
 		q.mu.Unlock()
 		return 0, &net.OpError{Op: "write", Net: "tcp", Err: err}
 	}
-	if n := q.track.feed(p); n > 0 {
+	n, msgEnd := q.track.feed(p)
+	if n > 0 {
 		d := min(n, q.pendPrev)
 		q.pendPrev -= d
 		q.pendCur = max(0, q.pendCur-(n-d))
@@ -138,12 +150,118 @@ func (q *outQueue) write(p []byte) (int, error) {
 		q.chunks[last].b = append(c, rest[:k]...)
 		rest = rest[k:]
 	}
+	if !msgEnd || q.writing {
+		// Mid-message: the rest follows in this same call of zmq4's. A write under way:
+		// the writer loops until the queue is empty.
+		q.mu.Unlock()
+		return len(p), nil
+	}
+	if q.rc == nil {
+		q.mu.Unlock()
+		q.kick()
+		return len(p), nil
+	}
+	q.inline = q.take(q.inline[:0])
 	q.mu.Unlock()
+
+	q.ibufs = q.ibufs[:0]
+	for _, c := range q.inline {
+		q.ibufs = append(q.ibufs, c.b)
+	}
+	var wrote int
+	var werr error
+	if err := q.rc.Write(func(fd uintptr) bool {
+		for {
+			wrote, werr = unix.SendmsgBuffers(int(fd), q.ibufs, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			if werr != unix.EINTR {
+				return true
+			}
+		}
+	}); err != nil {
+		werr = err
+	}
+	if werr == unix.EAGAIN {
+		wrote, werr = 0, nil
+	}
+	left := q.written(q.inline, wrote, werr)
+	clear(q.inline)
+	if left {
+		q.kick()
+	}
+	return len(p), nil
+}
+
+// kick wakes the writer goroutine.
+func (q *outQueue) kick() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
-	return len(p), nil
+}
+
+// take moves at most writeMax bytes of chunks (at least one) from the queue into dst and marks
+// a write under way. q.mu held, something queued, no write under way.
+//
+// At most writeMax per turn: a giant writev would hold everything as in flight until the peer
+// had read nearly all of it, and only then resume the flusher, leaving the pipe empty.
+func (q *outQueue) take(dst []chunk) []chunk {
+	n, size := 0, 0
+	for n < len(q.chunks) && (n == 0 || size+len(q.chunks[n].b) <= writeMax) {
+		size += len(q.chunks[n].b)
+		n++
+	}
+	dst = append(dst, q.chunks[:n]...)
+	rest := copy(q.chunks, q.chunks[n:])
+	clear(q.chunks[rest:])
+	q.chunks = q.chunks[:rest]
+	q.inFlight, q.queued = size, q.queued-size
+	q.writing = true
+	return dst
+}
+
+// written ends a write of taken, of which wrote bytes went out: what did not is put back at the
+// front of the queue, spare chunks are kept, the flusher is resumed if the backlog drained, and
+// a failed connection is closed. It reports whether anything is left for the writer goroutine.
+func (q *outQueue) written(taken []chunk, wrote int, err error) (left bool) {
+	q.mu.Lock()
+	q.writing = false
+	q.inFlight = 0
+	var back []chunk
+	for i, c := range taken {
+		switch {
+		case wrote >= len(c.b):
+			wrote -= len(c.b)
+			if c.owned && len(q.free) < keepChunks && q.err == nil {
+				q.free = append(q.free, c.b[:0])
+			}
+		case back == nil:
+			// The first chunk not written whole: the rest of it, and every later one, go
+			// back (a part of an owned chunk is not reused: its capacity is cut).
+			back = append(back, chunk{b: c.b[wrote:]})
+			back = append(back, taken[i+1:]...)
+			wrote = 0
+		}
+	}
+	if len(back) > 0 && q.err == nil {
+		for _, c := range back {
+			q.queued += len(c.b)
+		}
+		q.chunks = append(back, q.chunks...)
+	}
+	drained := q.paused && q.queued <= q.low
+	if drained {
+		q.paused = false
+	}
+	left = q.queued > 0 && q.err == nil
+	q.mu.Unlock()
+	if err != nil {
+		q.c.Close()
+		return false
+	}
+	if drained && q.onDrain != nil {
+		q.onDrain()
+	}
+	return left
 }
 
 // handed records n bytes of a mailbox message for this peer handed to zmq4.
@@ -193,50 +311,25 @@ func (q *outQueue) run() {
 		}
 		for {
 			q.mu.Lock()
-			if q.err != nil || q.queued == 0 {
-				q.mu.Unlock()
+			if q.err != nil || q.queued == 0 || q.writing {
+				q.mu.Unlock() // (an inline write under way kicks again if it leaves anything)
 				break
 			}
-			// At most writeMax per turn: a giant writev would hold everything as in flight
-			// until the peer had read nearly all of it, and only then resume the flusher,
-			// leaving the pipe empty; short turns keep it flowing.
-			n, size := 0, 0
-			for n < len(q.chunks) && (n == 0 || size+len(q.chunks[n].b) <= writeMax) {
-				size += len(q.chunks[n].b)
-				n++
-			}
-			taken = append(taken[:0], q.chunks[:n]...)
-			rest := copy(q.chunks, q.chunks[n:])
-			clear(q.chunks[rest:])
-			q.chunks = q.chunks[:rest]
-			q.inFlight, q.queued = size, q.queued-size
+			taken = q.take(taken[:0])
 			q.mu.Unlock()
 
 			bufs = bufs[:0]
 			for _, c := range taken {
 				bufs = append(bufs, c.b)
 			}
-			_, err := bufs.WriteTo(q.c.tc) // consumes bufs, not taken
-
-			q.mu.Lock()
-			q.inFlight = 0
-			for _, c := range taken {
-				if c.owned && len(q.free) < keepChunks && q.err == nil {
-					q.free = append(q.free, c.b[:0])
-				}
-			}
+			wrote, err := bufs.WriteTo(q.c.tc) // consumes bufs, not taken
+			left := q.written(taken, int(wrote), err)
 			clear(taken)
-			drained := q.paused && q.queued <= q.low
-			if drained {
-				q.paused = false
-			}
-			q.mu.Unlock()
 			if err != nil {
-				q.c.Close()
 				return
 			}
-			if drained && q.onDrain != nil {
-				q.onDrain()
+			if !left {
+				break
 			}
 		}
 	}
@@ -258,10 +351,8 @@ type mailboxTracker struct {
 	matched bool   // the current message is on the mailbox
 }
 
-func (t *mailboxTracker) feed(p []byte) (mailboxBytes int) {
-	if t.mailbox == "" {
-		return 0
-	}
+// feed follows p; msgEnd reports that p ended a message (or a command).
+func (t *mailboxTracker) feed(p []byte) (mailboxBytes int, msgEnd bool) {
 	for len(p) > 0 {
 		if !t.inBody {
 			t.hdr[t.nhdr] = p[0]
@@ -286,7 +377,7 @@ func (t *mailboxTracker) feed(p []byte) (mailboxBytes int) {
 				t.topic = t.topic[:0]
 			}
 			if t.left == 0 {
-				t.endFrame()
+				msgEnd = t.endFrame()
 			}
 			continue
 		}
@@ -303,22 +394,26 @@ func (t *mailboxTracker) feed(p []byte) (mailboxBytes int) {
 		t.left -= uint64(k)
 		p = p[k:]
 		if t.left == 0 {
-			t.endFrame()
+			msgEnd = t.endFrame()
 		}
 	}
-	return mailboxBytes
+	return mailboxBytes, msgEnd
 }
 
-func (t *mailboxTracker) endFrame() {
+// endFrame closes the current frame and reports whether it ended a message.
+func (t *mailboxTracker) endFrame() bool {
 	t.inBody = false
+	msgEnd := false
 	if t.flags&zmtpCommand != 0 {
-		return
+		msgEnd = true
+	} else {
+		if t.frame == 0 {
+			t.matched = t.mailbox != "" && string(t.topic) == t.mailbox
+		}
+		t.frame++
+		if t.flags&zmtpMore == 0 {
+			t.frame, t.matched, msgEnd = 0, false, true
+		}
 	}
-	if t.frame == 0 {
-		t.matched = string(t.topic) == t.mailbox
-	}
-	t.frame++
-	if t.flags&zmtpMore == 0 {
-		t.frame, t.matched = 0, false
-	}
+	return msgEnd
 }
