@@ -359,8 +359,11 @@ func FuzzOpenEnvelope(f *testing.F) {
 	envs := [][]byte{appendBatchEnvelope(nil, "peer-1", keyed.self, 3, 1, []publication{{"ch", []byte("x")}, {"other", nil}}, 0)}
 	for _, e := range []*meshpb.Envelope{
 		{Origin: "peer-1", Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{InterestVersion: 2, InterestCount: 1}}},
-		{Origin: "peer-1", Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{Version: 1, Channel: "ch", Add: true}}},
+		{Origin: "peer-1", Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{Version: 1, Added: []string{"ch"}}}},
 		{Origin: "peer-1", Target: keyed.self, Body: &meshpb.Envelope_Snapshot{Snapshot: &meshpb.InterestSnapshot{Version: 1, Channels: []string{"ch"}}}},
+		{Origin: "peer-1", Target: keyed.self, Body: &meshpb.Envelope_Snapshot{Snapshot: &meshpb.InterestSnapshot{Version: 2, Channels: []string{"a"}, Part: 0, Parts: 2}}},
+		{Origin: "peer-1", Target: keyed.self, Body: &meshpb.Envelope_Snapshot{Snapshot: &meshpb.InterestSnapshot{Version: 2, Channels: []string{"b"}, Part: 1, Parts: 2}}},
+		{Origin: "peer-1", Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{Version: 2, Added: []string{"x", "y"}, Removed: []string{"ch"}}}},
 		{Origin: "peer-1", Target: keyed.self, Body: &meshpb.Envelope_SnapshotRequest{SnapshotRequest: &meshpb.SnapshotRequest{}}},
 	} {
 		b, _ := proto.Marshal(e)

@@ -76,6 +76,17 @@ type Config struct {
 	// HeartbeatTimeout is the silence after which a peer's subscribe socket is recreated. Zero
 	// means 6 × Heartbeat.
 	HeartbeatTimeout time.Duration
+	// InterestFlushInterval is the least time between two interest deltas: a change after a
+	// quiet period is announced at once, changes within the interval are gathered into the
+	// next delta. Zero means 20 ms.
+	InterestFlushInterval time.Duration
+	// InterestMessageBytes bounds the channel names in one interest delta or snapshot part
+	// (one delta per InterestFlushInterval, so it also bounds control traffic per second).
+	// Zero means 256 KiB; it never exceeds half the frame limit.
+	InterestMessageBytes int
+	// MaxPeerChannels bounds the channels a peer's snapshot may hold; a larger one is refused
+	// (rejected envelopes, reason snapshot). Zero means 4,000,000.
+	MaxPeerChannels int
 	// UnsubscribeDelay is how long a 1→0 interest transition waits before it is announced; a
 	// re-add within it cancels the removal. Zero means 2 s.
 	UnsubscribeDelay time.Duration
@@ -181,6 +192,8 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&cfg.MaxFrame, cfg.MaxPublication+cfg.BatchBytes+64<<10)
 	def(&cfg.PeerBuffer, 32<<20)
 	def(&cfg.MaxPendingHandshakes, 64)
+	def(&cfg.InterestMessageBytes, 256<<10)
+	def(&cfg.MaxPeerChannels, 4_000_000)
 	if cfg.MaxFrame < 16<<10 {
 		return cfg, fmt.Errorf("mesh: MaxFrame %d is below 16 KiB", cfg.MaxFrame)
 	}
@@ -194,6 +207,7 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	defd(&cfg.HeartbeatTimeout, 6*cfg.Heartbeat)
 	defd(&cfg.UnsubscribeDelay, 2*time.Second)
+	defd(&cfg.InterestFlushInterval, 20*time.Millisecond)
 	defd(&cfg.HandshakeTimeout, 2*time.Second)
 	defd(&cfg.StallTimeout, 2*time.Second)
 	if cfg.StallTimeout < 0 {

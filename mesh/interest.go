@@ -10,19 +10,24 @@ import (
 // and what peers say, and does what it returns (send a delta, ask a peer for a snapshot). It is
 // not safe for concurrent use; the mesh holds a lock around it.
 //
-// Local side: a refcount per channel. A 0→1 transition announces the channel at once (a delta
-// with version+1); a 1→0 transition is acted on only after RemoveDelay, and a re-add within the
-// delay cancels it, so a quick unsubscribe/subscribe does not churn the cluster.
+// Local side: a refcount per channel. A 0→1 transition marks the channel pending; Flush turns
+// everything pending into one delta (version+1, several when they would outgrow the message
+// bound), so the mesh decides how often to announce: at once after a quiet period, gathered
+// during a burst. A 1→0 transition is acted on only after RemoveDelay, and a re-add within the
+// delay cancels it, so a quick unsubscribe/subscribe does not churn the cluster; a channel
+// added and removed before a flush is never announced at all. Heartbeats and snapshots carry
+// the announced set, never the pending changes.
 //
 // Peer side: for every peer, the exact set of channels it wants, the interest version it is at,
 // and whether that set is known to be in sync. The route index (channel → peers) is what
 // Publish reads, so routing is one map lookup whatever the number of channels.
 
-// Delta is one change of the local interest set, to announce on the control topic.
+// Delta is one announced change of an interest set: the channels added and removed in one
+// step from Version-1 to Version.
 type Delta struct {
 	Version uint64
-	Channel string
-	Add     bool
+	Added   []string
+	Removed []string
 }
 
 // Snapshot is a whole interest set at a version.
@@ -61,8 +66,10 @@ func Digest(channels []string) uint64 {
 }
 
 type localChannel struct {
-	refs     int
-	removeAt time.Time // non-zero while a 1→0 transition waits for RemoveDelay
+	refs      int
+	removeAt  time.Time // non-zero while a 1→0 transition waits for RemoveDelay
+	announced bool      // peers have been told we want it
+	due       bool      // the removal is due: to be announced at the next flush
 }
 
 type peerInterest struct {
@@ -81,9 +88,11 @@ type Table[P comparable] struct {
 	// RequestRetry is how long to wait for a snapshot before asking again.
 	RequestRetry time.Duration
 
-	local   map[string]*localChannel // announced channels (including those waiting for removal)
-	version uint64
-	digest  uint64
+	local     map[string]*localChannel // wanted or announced channels (including those waiting for removal)
+	pending   map[string]struct{}      // channels whose announcement is due at the next flush
+	version   uint64                   // of the announced set
+	digest    uint64                   // of the announced set
+	announced int                      // channels in the announced set
 
 	peers map[P]*peerInterest
 	route map[string][]P
@@ -95,6 +104,7 @@ func NewTable[P comparable](removeDelay, requestRetry time.Duration) *Table[P] {
 		RemoveDelay:  removeDelay,
 		RequestRetry: requestRetry,
 		local:        make(map[string]*localChannel),
+		pending:      make(map[string]struct{}),
 		peers:        make(map[P]*peerInterest),
 		route:        make(map[string][]P),
 	}
@@ -102,23 +112,27 @@ func NewTable[P comparable](removeDelay, requestRetry time.Duration) *Table[P] {
 
 // ---- local side ----
 
-// AddLocal records one more local subscriber group for ch. It returns the delta to announce, if
-// the channel was not announced yet.
-func (t *Table[P]) AddLocal(ch string) (Delta, bool) {
+// AddLocal records one more local subscriber group for ch. A new channel becomes pending; it
+// reports whether there is something to flush.
+func (t *Table[P]) AddLocal(ch string) bool {
 	lc, ok := t.local[ch]
 	if ok {
 		lc.refs++
 		lc.removeAt = time.Time{} // a re-add within the delay cancels the removal
-		return Delta{}, false
+		if lc.due {
+			lc.due = false // announced and still wanted: nothing to say after all
+			delete(t.pending, ch)
+		}
+		return len(t.pending) > 0
 	}
 	t.local[ch] = &localChannel{refs: 1}
-	t.version++
-	t.digest ^= channelHash(ch)
-	return Delta{Version: t.version, Channel: ch, Add: true}, true
+	t.pending[ch] = struct{}{}
+	return true
 }
 
 // RemoveLocal records one less local subscriber group for ch. When the count reaches zero the
-// removal is scheduled for now+RemoveDelay; Expire announces it. Unknown channels are ignored.
+// removal is scheduled for now+RemoveDelay; Expire makes it pending. Unknown channels are
+// ignored.
 func (t *Table[P]) RemoveLocal(ch string, now time.Time) {
 	lc, ok := t.local[ch]
 	if !ok || lc.refs == 0 {
@@ -130,42 +144,91 @@ func (t *Table[P]) RemoveLocal(ch string, now time.Time) {
 	}
 }
 
-// Expire announces the removals whose delay has passed by now, in channel order.
-func (t *Table[P]) Expire(now time.Time) []Delta {
-	var due []string
+// Expire makes the removals whose delay has passed by now pending (a channel never announced
+// is simply forgotten). It reports whether there is something to flush.
+func (t *Table[P]) Expire(now time.Time) bool {
 	for ch, lc := range t.local {
-		if lc.refs == 0 && !lc.removeAt.IsZero() && !now.Before(lc.removeAt) {
-			due = append(due, ch)
+		if lc.refs != 0 || lc.removeAt.IsZero() || now.Before(lc.removeAt) || lc.due {
+			continue
 		}
+		if !lc.announced {
+			delete(t.local, ch)
+			delete(t.pending, ch)
+			continue
+		}
+		lc.due = true
+		t.pending[ch] = struct{}{}
 	}
-	slices.Sort(due)
-	out := make([]Delta, 0, len(due))
-	for _, ch := range due {
-		delete(t.local, ch)
-		t.version++
-		t.digest ^= channelHash(ch)
-		out = append(out, Delta{Version: t.version, Channel: ch, Add: false})
+	return len(t.pending) > 0
+}
+
+// HasPending reports whether a flush would announce anything.
+func (t *Table[P]) HasPending() bool { return len(t.pending) > 0 }
+
+// deltaOverhead is what each channel adds to an encoded delta besides its name (tag, length).
+const deltaOverhead = 4
+
+// Flush announces what is pending, in channel order: one delta of at most maxBytes of channel
+// names (a single longer name still goes alone), or several with consecutive versions when
+// maxMsgs allows; what does not fit stays pending. maxMsgs <= 0 means no limit.
+func (t *Table[P]) Flush(maxBytes, maxMsgs int) []Delta {
+	if len(t.pending) == 0 {
+		return nil
+	}
+	chs := make([]string, 0, len(t.pending))
+	for ch := range t.pending {
+		chs = append(chs, ch)
+	}
+	slices.Sort(chs)
+	var out []Delta
+	for len(chs) > 0 && (maxMsgs <= 0 || len(out) < maxMsgs) {
+		d := Delta{Version: t.version + 1}
+		size := 0
+		for len(chs) > 0 {
+			ch := chs[0]
+			if size > 0 && size+len(ch)+deltaOverhead > maxBytes {
+				break
+			}
+			size += len(ch) + deltaOverhead
+			chs = chs[1:]
+			delete(t.pending, ch)
+			lc := t.local[ch]
+			if lc.due {
+				delete(t.local, ch)
+				t.announced--
+				d.Removed = append(d.Removed, ch)
+			} else {
+				lc.announced = true
+				t.announced++
+				d.Added = append(d.Added, ch)
+			}
+			t.digest ^= channelHash(ch)
+		}
+		t.version = d.Version
+		out = append(out, d)
 	}
 	return out
 }
 
-// WantsLocal reports whether ch is in the announced local set (a channel waiting for its delayed
-// removal still counts: peers may still send it).
+// WantsLocal reports whether ch is wanted or still announced here (a channel waiting for its
+// delayed removal still counts: peers may still send it).
 func (t *Table[P]) WantsLocal(ch string) bool {
 	_, ok := t.local[ch]
 	return ok
 }
 
-// LocalBeat is what the next heartbeat should say.
+// LocalBeat is what the next heartbeat should say: the announced set.
 func (t *Table[P]) LocalBeat() Beat {
-	return Beat{Version: t.version, Digest: t.digest, Count: len(t.local)}
+	return Beat{Version: t.version, Digest: t.digest, Count: t.announced}
 }
 
 // LocalSnapshot is the whole announced local set, sorted.
 func (t *Table[P]) LocalSnapshot() Snapshot {
-	chs := make([]string, 0, len(t.local))
-	for ch := range t.local {
-		chs = append(chs, ch)
+	chs := make([]string, 0, t.announced)
+	for ch, lc := range t.local {
+		if lc.announced {
+			chs = append(chs, ch)
+		}
 	}
 	slices.Sort(chs)
 	return Snapshot{Version: t.version, Digest: t.digest, Channels: chs}
@@ -222,7 +285,12 @@ func (t *Table[P]) PeerDelta(p P, d Delta, now time.Time) bool {
 	case d.Version <= pi.version:
 		return false // duplicate or old
 	case d.Version == pi.version+1:
-		t.applyPeer(p, pi, d.Channel, d.Add)
+		for _, ch := range d.Added {
+			t.applyPeer(p, pi, ch, true)
+		}
+		for _, ch := range d.Removed {
+			t.applyPeer(p, pi, ch, false)
+		}
 		pi.version = d.Version
 		return false
 	default:

@@ -15,25 +15,31 @@ var t0 = time.Unix(1_000_000, 0)
 
 func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 
+// fmtDeltas writes deltas as "+a,-b@3": the channels added and removed, and the version.
 func fmtDeltas(ds []Delta) string {
 	var b []string
 	for _, d := range ds {
-		op := "-"
-		if d.Add {
-			op = "+"
+		var ops []string
+		for _, ch := range d.Added {
+			ops = append(ops, "+"+ch)
 		}
-		b = append(b, fmt.Sprintf("%s%s@%d", op, d.Channel, d.Version))
+		for _, ch := range d.Removed {
+			ops = append(ops, "-"+ch)
+		}
+		b = append(b, fmt.Sprintf("%s@%d", strings.Join(ops, ","), d.Version))
 	}
 	return strings.Join(b, " ")
 }
 
 func TestLocalInterest(t *testing.T) {
 	type step struct {
-		op   string // add, rm, expire
+		op   string // add, rm, expire (each followed by a flush); addq (no flush); flush
 		ch   string
 		ms   int
 		want string // deltas produced
 		beat Beat   // optional check (Count -1 = skip)
+		max  int    // flush: bytes per delta
+		msgs int    // flush: deltas at most (0: all)
 	}
 	h := func(chs ...string) uint64 { return Digest(chs) }
 	tests := []struct {
@@ -101,10 +107,55 @@ func TestLocalInterest(t *testing.T) {
 				{op: "add", ch: "a", want: "+a@2"},
 				{op: "add", ch: "b", want: "+b@3"},
 				{op: "rm", ch: "c"}, {op: "rm", ch: "a"}, {op: "rm", ch: "b", ms: 100},
-				{op: "expire", ms: 500, want: "-a@4 -c@5"},
-				{op: "expire", ms: 600, want: "-b@6", beat: Beat{6, 0, 0}},
+				{op: "expire", ms: 500, want: "-a,-c@4"},
+				{op: "expire", ms: 600, want: "-b@5", beat: Beat{5, 0, 0}},
 			},
 			final: []string{},
+		},
+		{
+			name: "changes between flushes go out as one delta; heartbeats say only what was announced",
+			steps: []step{
+				{op: "add", ch: "a", want: "+a@1"},
+				{op: "addq", ch: "b", beat: Beat{1, h("a"), 1}},
+				{op: "addq", ch: "c"},
+				{op: "rm", ch: "a"},
+				{op: "expireq", ms: 500, beat: Beat{1, h("a"), 1}},
+				{op: "flush", max: 1 << 20, want: "+b,+c,-a@2", beat: Beat{2, h("b", "c"), 2}},
+				{op: "flush", max: 1 << 20, want: ""},
+			},
+			final: []string{"b", "c"},
+		},
+		{
+			name: "added and removed before a flush: never announced",
+			steps: []step{
+				{op: "addq", ch: "x"},
+				{op: "rm", ch: "x"},
+				{op: "expireq", ms: 500},
+				{op: "flush", max: 1 << 20, want: "", beat: Beat{0, 0, 0}},
+			},
+			final: []string{},
+		},
+		{
+			name: "removed and re-added before a flush: nothing to say",
+			steps: []step{
+				{op: "add", ch: "x", want: "+x@1"},
+				{op: "rm", ch: "x"},
+				{op: "expireq", ms: 500},
+				{op: "addq", ch: "x", ms: 600},
+				{op: "flush", max: 1 << 20, want: "", beat: Beat{1, h("x"), 1}},
+			},
+			final: []string{"x"},
+		},
+		{
+			name: "a flush is cut at the byte bound, one delta per flush when asked",
+			steps: []step{
+				{op: "addq", ch: "aa"}, {op: "addq", ch: "bb"}, {op: "addq", ch: "cc"}, {op: "addq", ch: "dd"},
+				{op: "flush", max: 12, msgs: 1, want: "+aa,+bb@1"},
+				{op: "flush", max: 12, want: "+cc,+dd@2", beat: Beat{2, h("aa", "bb", "cc", "dd"), 4}},
+				{op: "addq", ch: "a-name-longer-than-the-bound"},
+				{op: "flush", max: 12, want: "+a-name-longer-than-the-bound@3"},
+			},
+			final: []string{"a-name-longer-than-the-bound", "aa", "bb", "cc", "dd"},
 		},
 		{
 			name: "chat and chatroom are different channels",
@@ -124,13 +175,19 @@ func TestLocalInterest(t *testing.T) {
 				var got []Delta
 				switch s.op {
 				case "add":
-					if d, ok := tb.AddLocal(s.ch); ok {
-						got = append(got, d)
-					}
+					tb.AddLocal(s.ch)
+					got = tb.Flush(1<<20, 0)
+				case "addq":
+					tb.AddLocal(s.ch)
 				case "rm":
 					tb.RemoveLocal(s.ch, at(s.ms))
 				case "expire":
-					got = tb.Expire(at(s.ms))
+					tb.Expire(at(s.ms))
+					got = tb.Flush(1<<20, 0)
+				case "expireq":
+					tb.Expire(at(s.ms))
+				case "flush":
+					got = tb.Flush(s.max, s.msgs)
 				}
 				if g := fmtDeltas(got); g != s.want {
 					t.Fatalf("step %d (%s %s @%d): deltas %q, want %q", i, s.op, s.ch, s.ms, g, s.want)
@@ -184,8 +241,8 @@ func TestPeerInterest(t *testing.T) {
 				{op: "addpeer", peer: "p"},
 				{op: "linkup", peer: "p", want: true},
 				{op: "snap", peer: "p", snap: snapOf(3, "a", "b"), route: map[string]string{"a": "p", "b": "p", "c": ""}},
-				{op: "delta", peer: "p", d: Delta{4, "c", true}, route: map[string]string{"c": "p"}},
-				{op: "delta", peer: "p", d: Delta{5, "a", false}, route: map[string]string{"a": "", "b": "p", "c": "p"}},
+				{op: "delta", peer: "p", d: Delta{4, []string{"c"}, nil}, route: map[string]string{"c": "p"}},
+				{op: "delta", peer: "p", d: Delta{5, nil, []string{"a"}}, route: map[string]string{"a": "", "b": "p", "c": "p"}},
 				{op: "beat", peer: "p", beat: beatOf(5, "b", "c"), want: false},
 			},
 		},
@@ -195,8 +252,8 @@ func TestPeerInterest(t *testing.T) {
 				{op: "addpeer", peer: "p"},
 				{op: "linkup", peer: "p", want: true},
 				{op: "snap", peer: "p", snap: snapOf(1, "a")},
-				{op: "delta", peer: "p", ms: 10, d: Delta{3, "c", true}, want: true, route: map[string]string{"c": ""}},
-				{op: "delta", peer: "p", ms: 20, d: Delta{4, "d", true}, want: false, route: map[string]string{"d": ""}},
+				{op: "delta", peer: "p", ms: 10, d: Delta{3, []string{"c"}, nil}, want: true, route: map[string]string{"c": ""}},
+				{op: "delta", peer: "p", ms: 20, d: Delta{4, []string{"d"}, nil}, want: false, route: map[string]string{"d": ""}},
 				{op: "snap", peer: "p", snap: snapOf(4, "a", "b", "c", "d"), route: map[string]string{"a": "p", "b": "p", "c": "p", "d": "p"}},
 			},
 		},
@@ -205,7 +262,7 @@ func TestPeerInterest(t *testing.T) {
 			steps: []peerStep{
 				{op: "addpeer", peer: "p"},
 				{op: "snap", peer: "p", snap: snapOf(1, "a")},
-				{op: "delta", peer: "p", d: Delta{1, "a", false}, want: false, route: map[string]string{"a": "p"}},
+				{op: "delta", peer: "p", d: Delta{1, nil, []string{"a"}}, want: false, route: map[string]string{"a": "p"}},
 			},
 		},
 		{
@@ -243,7 +300,7 @@ func TestPeerInterest(t *testing.T) {
 				{op: "addpeer", peer: "q"},
 				{op: "snap", peer: "p", snap: snapOf(1, "x", "y")},
 				{op: "snap", peer: "q", snap: snapOf(1, "x")},
-				{op: "delta", peer: "q", d: Delta{2, "chatroom", true}, route: map[string]string{"x": "p,q", "y": "p", "chat": "", "chatroom": "q"}},
+				{op: "delta", peer: "q", d: Delta{2, []string{"chatroom"}, nil}, route: map[string]string{"x": "p,q", "y": "p", "chat": "", "chatroom": "q"}},
 				{op: "rmpeer", peer: "p", route: map[string]string{"x": "q", "y": ""}},
 				{op: "rmpeer", peer: "q", route: map[string]string{"x": "", "chatroom": ""}},
 			},
@@ -271,7 +328,7 @@ func TestPeerInterest(t *testing.T) {
 		{
 			name: "events for unknown peers are ignored",
 			steps: []peerStep{
-				{op: "delta", peer: "ghost", d: Delta{1, "a", true}, want: false, route: map[string]string{"a": ""}},
+				{op: "delta", peer: "ghost", d: Delta{1, []string{"a"}, nil}, want: false, route: map[string]string{"a": ""}},
 				{op: "beat", peer: "ghost", beat: beatOf(1, "a"), want: false},
 				{op: "linkup", peer: "ghost", want: false},
 			},

@@ -66,6 +66,8 @@ type peer struct {
 	// Receive side: the sender's epoch and the next sequence we expect from it; only touched
 	// by the reader goroutine, and saved in the mesh's memo when the peer is removed.
 	recv recvState
+	// snap gathers a snapshot's parts (reader goroutine only).
+	snap snapshotAssembly
 
 	link    atomic.Value // string
 	lastMsg atomic.Int64 // unix nanos of the last message on the link
@@ -399,18 +401,26 @@ func (p *peer) handle(msg zmq4.Msg) error {
 	case *meshpb.Envelope_Delta:
 		d := body.Delta
 		m.mu.Lock()
-		if m.table.PeerDelta(p, Delta{d.Version, d.Channel, d.Add}, now) {
+		if m.table.PeerDelta(p, Delta{d.Version, d.Added, d.Removed}, now) {
 			m.requestSnapshot(p)
 		}
 		m.mu.Unlock()
 	case *meshpb.Envelope_Snapshot:
 		if toMe {
-			s := body.Snapshot
-			if Digest(s.Channels) != s.Digest {
+			done, err := p.snap.addPart(body.Snapshot, m.cfg.MaxPeerChannels)
+			if err != nil {
+				p.reject(rejectSnapshot, err)
+			}
+			if !done {
+				break
+			}
+			s := p.snap
+			p.snap = snapshotAssembly{}
+			if Digest(s.channels) != s.digest {
 				m.log.Warn("mesh: snapshot digest mismatch", "peer", p.logical)
 			}
 			m.mu.Lock()
-			m.table.PeerSnapshot(p, Snapshot{s.Version, s.Digest, s.Channels})
+			m.table.PeerSnapshot(p, Snapshot{s.version, s.digest, s.channels})
 			if m.table.PeerSynced(p) && m.failed.Remove(p.logical) {
 				// Back (or succeeded) and routed again: its publications are no longer lost.
 				m.log.Info("mesh: failed peer back in sync; no longer counting publications for it as dropped", "peer", p.logical, "incarnation", p.inc)
@@ -420,9 +430,7 @@ func (p *peer) handle(msg zmq4.Msg) error {
 	case *meshpb.Envelope_SnapshotRequest:
 		if toMe {
 			m.mu.Lock()
-			s := m.table.LocalSnapshot()
-			m.sendControl(p.mailboxB, &meshpb.Envelope{Target: p.serfName, Body: &meshpb.Envelope_Snapshot{
-				Snapshot: &meshpb.InterestSnapshot{Version: s.Version, Digest: s.Digest, Channels: s.Channels}}})
+			m.sendSnapshot(p)
 			if m.table.PeerListening(p, now) {
 				m.requestSnapshot(p)
 			}

@@ -27,7 +27,7 @@ const (
 	tagWS     = "ws"
 	tagAdmin  = "admin"
 	tagProto  = "mp"
-	protoVers = "1"
+	protoVers = "2" // 2: interest deltas carry many channels, snapshots come in parts
 )
 
 // Member is one logical node as Status reports it.

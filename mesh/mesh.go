@@ -62,6 +62,11 @@ type Mesh struct {
 	failed  *FailedRoutes[*peer]
 	closing bool
 
+	// Interest announcement (announce.go): guarded by mu, but flushKick.
+	lastFlush time.Time
+	flushDue  bool
+	flushKick chan struct{}
+
 	readyMu sync.Mutex
 	readyQ  []*peer
 	readyCh chan struct{}
@@ -109,21 +114,22 @@ func New(cfg Config) (*Mesh, error) {
 	inc := hex.EncodeToString(rb[:])
 	self := c.Name + "-" + inc
 	m := &Mesh{
-		cfg:      c,
-		log:      c.Logger.With("component", "mesh"),
-		met:      newMetrics(c.Registerer),
-		self:     self,
-		inc:      inc,
-		start:    time.Now().UnixNano(),
-		mailbox:  mailboxTopic(self),
-		mailboxB: []byte(mailboxTopic(self)),
-		table:    NewTable[*peer](c.UnsubscribeDelay, c.SnapshotRetry),
-		peers:    make(map[string]*peer),
-		readyCh:  make(chan struct{}, 1),
-		memberCh: make(chan struct{}, 1),
-		linkMemo: make(map[string]linkMemo),
-		failed:   NewFailedRoutes[*peer](c.FailedPeerTTL, failedPeersMax),
-		fatal:    make(chan error, 1),
+		cfg:       c,
+		log:       c.Logger.With("component", "mesh"),
+		met:       newMetrics(c.Registerer),
+		self:      self,
+		inc:       inc,
+		start:     time.Now().UnixNano(),
+		mailbox:   mailboxTopic(self),
+		mailboxB:  []byte(mailboxTopic(self)),
+		table:     NewTable[*peer](c.UnsubscribeDelay, c.SnapshotRetry),
+		peers:     make(map[string]*peer),
+		readyCh:   make(chan struct{}, 1),
+		memberCh:  make(chan struct{}, 1),
+		flushKick: make(chan struct{}, 1),
+		linkMemo:  make(map[string]linkMemo),
+		failed:    NewFailedRoutes[*peer](c.FailedPeerTTL, failedPeersMax),
+		fatal:     make(chan error, 1),
 	}
 	if c.ClusterKey != nil {
 		if m.sealer, err = envelopeAEAD(c.ClusterKey, self); err != nil {
@@ -227,10 +233,11 @@ func (m *Mesh) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	m.wg.Add(3)
+	m.wg.Add(4)
 	go m.reconcileLoop()
 	go m.flusher()
 	go m.controlLoop()
+	go m.interestLoop()
 
 	if len(m.cfg.Join) == 0 {
 		m.joined.Store(true)
@@ -374,8 +381,8 @@ func (m *Mesh) controlLoop() {
 			return
 		case now := <-tick.C:
 			m.mu.Lock()
-			for _, d := range m.table.Expire(now) {
-				m.sendDelta(d)
+			if m.table.Expire(now) {
+				m.announce(now)
 			}
 			for _, name := range m.failed.Expire(now) {
 				m.log.Info("mesh: failed peer not back; no longer counting publications for it", "peer", name)
@@ -435,12 +442,6 @@ func (m *Mesh) checkSuperseded() {
 		}
 	}
 	m.newerSeen = seen
-}
-
-// sendDelta announces a local interest change on the control topic. m.mu held.
-func (m *Mesh) sendDelta(d Delta) {
-	m.sendControl([]byte(controlTopic), &meshpb.Envelope{Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{
-		Version: d.Version, Channel: d.Channel, Add: d.Add}}})
 }
 
 // connRejected counts and logs (once per address) a mesh connection closed for what the other
@@ -542,8 +543,8 @@ func (m *Mesh) AddInterest(channel string) {
 		return
 	}
 	m.mu.Lock()
-	if d, ok := m.table.AddLocal(channel); ok {
-		m.sendDelta(d)
+	if m.table.AddLocal(channel) {
+		m.announce(time.Now())
 	}
 	m.mu.Unlock()
 }

@@ -9,22 +9,24 @@ import (
 // metrics are the mesh's Prometheus collectors. The peer label is the peer's logical name, so a
 // restarted peer continues its series.
 type metrics struct {
-	sent      *prometheus.CounterVec   // publications handed to the PUB socket for a peer
-	received  *prometheus.CounterVec   // publications received from a peer
-	gaps      *prometheus.CounterVec   // publications missing in a peer's per-link sequence
-	dropped   *prometheus.CounterVec   // publications for a peer never sent: queue full, peer failed or removed
-	rxBytes   *prometheus.CounterVec   // bytes read from a peer's PUB socket (wire, all topics)
-	linkUp    *prometheus.GaugeVec     // 1 while the link from a peer is up
-	reconnect *prometheus.CounterVec   // subscribe-socket recreations per peer
-	rejected  *prometheus.CounterVec   // envelopes dropped per peer and reason (labels peer, reason)
-	unwanted  prometheus.Counter       // received publications for channels not wanted here
-	stalled   prometheus.Counter       // PUB connections closed by the stall watchdog
-	rejConns  *prometheus.CounterVec   // mesh connections closed for what the peer sent (label reason)
-	slowPeers *prometheus.CounterVec   // peers cut because their send queue passed PeerBuffer
-	tooLarge  prometheus.Counter       // local publications too large for the mesh frame limit
-	hsTimeout prometheus.Counter       // connections closed by the handshake deadline
-	members   prometheus.Gauge         // alive members (logical names), self included
-	hop       *prometheus.HistogramVec // batch encoded at the origin → received here, per origin peer
+	sent      *prometheus.CounterVec // publications handed to the PUB socket for a peer
+	received  *prometheus.CounterVec // publications received from a peer
+	gaps      *prometheus.CounterVec // publications missing in a peer's per-link sequence
+	dropped   *prometheus.CounterVec // publications for a peer never sent: queue full, peer failed or removed
+	rxBytes   *prometheus.CounterVec // bytes read from a peer's PUB socket (wire, all topics)
+	linkUp    *prometheus.GaugeVec   // 1 while the link from a peer is up
+	reconnect *prometheus.CounterVec // subscribe-socket recreations per peer
+	rejected  *prometheus.CounterVec // envelopes dropped per peer and reason (labels peer, reason)
+	unwanted  prometheus.Counter     // received publications for channels not wanted here
+	stalled   prometheus.Counter     // PUB connections closed by the stall watchdog
+	rejConns  *prometheus.CounterVec // mesh connections closed for what the peer sent (label reason)
+	slowPeers *prometheus.CounterVec // peers cut because their send queue passed PeerBuffer
+	tooLarge  prometheus.Counter     // local publications too large for the mesh frame limit
+
+	interestMsgs, interestChanges prometheus.Counter       // interest deltas sent, channels in them
+	hsTimeout                     prometheus.Counter       // connections closed by the handshake deadline
+	members                       prometheus.Gauge         // alive members (logical names), self included
+	hop                           *prometheus.HistogramVec // batch encoded at the origin → received here, per origin peer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -78,6 +80,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sockmesh_mesh_slow_peers_total",
 			Help: "Times a peer subscribed to this node's publish socket was cut because its send queue passed --mesh-peer-buffer (peer = logical name, or unknown).",
 		}, peer),
+		interestMsgs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_interest_messages_sent_total",
+			Help: "Interest deltas this node announced (each gathers the subscribe/unsubscribe changes of up to --interest-flush-interval).",
+		}),
+		interestChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_interest_changes_sent_total",
+			Help: "Channels added or removed in the interest deltas this node announced.",
+		}),
 		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_oversize_publications_total",
 			Help: "Local publications not sent to any peer because they exceed the mesh frame limit (--mesh-max-frame).",
@@ -110,6 +120,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejConns = register(reg, m.rejConns)
 		m.slowPeers = register(reg, m.slowPeers)
 		m.tooLarge = register(reg, m.tooLarge)
+		m.interestMsgs = register(reg, m.interestMsgs)
+		m.interestChanges = register(reg, m.interestChanges)
 		m.hsTimeout = register(reg, m.hsTimeout)
 		m.members = register(reg, m.members)
 		m.hop = register(reg, m.hop)

@@ -56,6 +56,7 @@ const (
 	rejectSealed   = "sealed"   // open node: the sender seals (it has a cluster key, we have none)
 	rejectDecode   = "decode"   // not a valid protobuf envelope
 	rejectOrigin   = "origin"   // envelope from another incarnation than the linked peer
+	rejectSnapshot = "snapshot" // a snapshot part out of order, or a snapshot over MaxPeerChannels
 )
 
 var errOpen = errors.New("mesh: envelope failed to open")

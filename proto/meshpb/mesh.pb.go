@@ -376,13 +376,17 @@ func (x *Heartbeat) GetInterestCount() uint32 {
 	return 0
 }
 
-// InterestDelta changes the sender's interest set by one channel.
+// InterestDelta changes the sender's interest set. The sender gathers its local changes
+// for a short interval and sends them as one delta (a burst of 100,000 subscriptions is a few
+// messages, each within the mesh frame limit), so control traffic stays small next to data.
 type InterestDelta struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Version after applying this delta; always the previous version + 1.
-	Version       uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Channel       string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
-	Add           bool   `protobuf:"varint,3,opt,name=add,proto3" json:"add,omitempty"`
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Channels the sender now wants.
+	Added []string `protobuf:"bytes,4,rep,name=added,proto3" json:"added,omitempty"`
+	// Channels the sender no longer wants.
+	Removed       []string `protobuf:"bytes,5,rep,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -424,26 +428,30 @@ func (x *InterestDelta) GetVersion() uint64 {
 	return 0
 }
 
-func (x *InterestDelta) GetChannel() string {
+func (x *InterestDelta) GetAdded() []string {
 	if x != nil {
-		return x.Channel
+		return x.Added
 	}
-	return ""
+	return nil
 }
 
-func (x *InterestDelta) GetAdd() bool {
+func (x *InterestDelta) GetRemoved() []string {
 	if x != nil {
-		return x.Add
+		return x.Removed
 	}
-	return false
+	return nil
 }
 
-// InterestSnapshot is the sender's whole interest set at a version.
+// InterestSnapshot is the sender's whole interest set at a version, in parts that each fit
+// the mesh frame limit; the receiver applies the set once it has every part, in order.
 type InterestSnapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Digest        uint64                 `protobuf:"varint,2,opt,name=digest,proto3" json:"digest,omitempty"`
-	Channels      []string               `protobuf:"bytes,3,rep,name=channels,proto3" json:"channels,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Version  uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Digest   uint64                 `protobuf:"varint,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Channels []string               `protobuf:"bytes,3,rep,name=channels,proto3" json:"channels,omitempty"`
+	// This part's index (0-based) and the number of parts (0 means 1).
+	Part          uint32 `protobuf:"varint,4,opt,name=part,proto3" json:"part,omitempty"`
+	Parts         uint32 `protobuf:"varint,5,opt,name=parts,proto3" json:"parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -497,6 +505,20 @@ func (x *InterestSnapshot) GetChannels() []string {
 		return x.Channels
 	}
 	return nil
+}
+
+func (x *InterestSnapshot) GetPart() uint32 {
+	if x != nil {
+		return x.Part
+	}
+	return 0
+}
+
+func (x *InterestSnapshot) GetParts() uint32 {
+	if x != nil {
+		return x.Parts
+	}
+	return 0
 }
 
 // SnapshotRequest asks the target for an InterestSnapshot.
@@ -570,15 +592,17 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tHeartbeat\x12)\n" +
 	"\x10interest_version\x18\x01 \x01(\x04R\x0finterestVersion\x12'\n" +
 	"\x0finterest_digest\x18\x02 \x01(\x04R\x0einterestDigest\x12%\n" +
-	"\x0einterest_count\x18\x03 \x01(\rR\rinterestCount\"U\n" +
+	"\x0einterest_count\x18\x03 \x01(\rR\rinterestCount\"e\n" +
 	"\rInterestDelta\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x18\n" +
-	"\achannel\x18\x02 \x01(\tR\achannel\x12\x10\n" +
-	"\x03add\x18\x03 \x01(\bR\x03add\"`\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05added\x18\x04 \x03(\tR\x05added\x12\x18\n" +
+	"\aremoved\x18\x05 \x03(\tR\aremovedJ\x04\b\x02\x10\x03J\x04\b\x03\x10\x04\"\x8a\x01\n" +
 	"\x10InterestSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\x04R\x06digest\x12\x1a\n" +
-	"\bchannels\x18\x03 \x03(\tR\bchannels\"6\n" +
+	"\bchannels\x18\x03 \x03(\tR\bchannels\x12\x12\n" +
+	"\x04part\x18\x04 \x01(\rR\x04part\x12\x14\n" +
+	"\x05parts\x18\x05 \x01(\rR\x05parts\"6\n" +
 	"\x0fSnapshotRequest\x12#\n" +
 	"\rknown_version\x18\x01 \x01(\x04R\fknownVersionB+Z)github.com/sockmesh/sockmesh/proto/meshpbb\x06proto3"
 
