@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 )
 
 // logWriter routes the *log.Logger output of serf, memberlist and zmq4 into slog. Lines look
@@ -17,6 +18,9 @@ type logWriter struct {
 	logger       *slog.Logger
 	component    string
 	defaultLevel slog.Level
+
+	// noise, if set, takes gossip-port noise out of the log (gossiplog.go).
+	noise *gossipNoise
 
 	mu  sync.Mutex
 	buf []byte
@@ -72,6 +76,9 @@ func (w *logWriter) line(s string) {
 			s = strings.TrimSpace(s[len(c):])
 			break
 		}
+	}
+	if w.noise != nil && level > slog.LevelDebug && w.noise.take(s, time.Now()) {
+		return
 	}
 	if level > slog.LevelDebug && strings.Contains(s, "use of closed network connection") {
 		level = slog.LevelDebug // shutdown noise: sends racing with Close

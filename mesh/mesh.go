@@ -85,6 +85,8 @@ type Mesh struct {
 	hsTimeouts atomic.Uint64
 	// authKey authenticates mesh connections (closed mesh; nil when open).
 	authKey []byte
+	// noise counts and calms memberlist's lines about garbage on the gossip port.
+	noise *gossipNoise
 	// conns finds each peer's accepted connection (send queue) by its Serf name.
 	conns *peerConns
 	// rejectLog and slowLog log a rejected connection or a slow peer once per address.
@@ -290,8 +292,9 @@ func (m *Mesh) startSerf(adv string) error {
 		sc.MemberlistConfig.GossipVerifyIncoming = true
 		sc.MemberlistConfig.GossipVerifyOutgoing = true
 	}
-	sc.Logger = newStdLogger(m.cfg.Logger, "serf", slog.LevelInfo)
-	sc.MemberlistConfig.Logger = newStdLogger(m.cfg.Logger, "memberlist", slog.LevelInfo)
+	m.noise = newGossipNoise(m.cfg.Logger.With("component", "mesh"), func(kind string) { m.met.gossipErrs.WithLabelValues(kind).Inc() })
+	sc.Logger = newGossipLogger(m.cfg.Logger, "serf", m.noise)
+	sc.MemberlistConfig.Logger = newGossipLogger(m.cfg.Logger, "memberlist", m.noise)
 	events := make(chan serf.Event, 1024)
 	sc.EventCh = events
 	s, err := serf.Create(sc)
@@ -395,6 +398,9 @@ func (m *Mesh) controlLoop() {
 			}
 			m.syncCounter(&m.stalled, &m.stalledReported, m.met.stalled.Add)
 			m.syncCounter(&m.hsTimeouts, &m.hsReported, m.met.hsTimeout.Add)
+			if m.noise != nil {
+				m.noise.flush(now)
+			}
 			m.mu.Unlock()
 			m.checkSuperseded()
 		}

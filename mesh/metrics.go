@@ -24,6 +24,7 @@ type metrics struct {
 	tooLarge  prometheus.Counter     // local publications too large for the mesh frame limit
 
 	interestMsgs, interestChanges prometheus.Counter       // interest deltas sent, channels in them
+	gossipErrs                    *prometheus.CounterVec   // bad datagrams and streams on the gossip port (label kind)
 	hsTimeout                     prometheus.Counter       // connections closed by the handshake deadline
 	members                       prometheus.Gauge         // alive members (logical names), self included
 	hop                           *prometheus.HistogramVec // batch encoded at the origin → received here, per origin peer
@@ -80,6 +81,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sockmesh_mesh_slow_peers_total",
 			Help: "Times a peer subscribed to this node's publish socket was cut because its send queue passed --mesh-peer-buffer (peer = logical name, or unknown).",
 		}, peer),
+		gossipErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_gossip_errors_total",
+			Help: "Bad datagrams and streams on the gossip port, as memberlist reports them: kind decrypt (no or wrong cluster key), decode, label, stream, flood (memberlist's handler queue full).",
+		}, []string{"kind"}),
 		interestMsgs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_interest_messages_sent_total",
 			Help: "Interest deltas this node announced (each gathers the subscribe/unsubscribe changes of up to --interest-flush-interval).",
@@ -121,6 +126,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.slowPeers = register(reg, m.slowPeers)
 		m.tooLarge = register(reg, m.tooLarge)
 		m.interestMsgs = register(reg, m.interestMsgs)
+		m.gossipErrs = register(reg, m.gossipErrs)
 		m.interestChanges = register(reg, m.interestChanges)
 		m.hsTimeout = register(reg, m.hsTimeout)
 		m.members = register(reg, m.members)
