@@ -41,6 +41,16 @@ type Config struct {
 	// MeshPeerBuffer bounds the bytes queued for one peer before it is cut as a slow peer;
 	// zero value 32 MiB.
 	MeshPeerBuffer int
+	// MeshPeerQueue bounds the publication bytes waiting for one peer before batching; zero
+	// value 16 MiB. MeshMaxHandshakes bounds mesh connections in their handshake (zero: 64),
+	// MeshHandshakeTimeout their handshake (zero: 2 s). MeshInterestInterval is the least time
+	// between two interest announcements (zero: 20 ms), MeshInterestBytes the channel names in
+	// one (zero: 256 KiB).
+	MeshPeerQueue        int
+	MeshMaxHandshakes    int
+	MeshHandshakeTimeout time.Duration
+	MeshInterestInterval time.Duration
+	MeshInterestBytes    int
 	// Shards is the number of broker shards; zero value: the number of CPUs.
 	Shards int
 	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.

@@ -163,6 +163,12 @@ func (n *Node) Start(ctx context.Context) error {
 		MaxFrame:       n.cfg.MeshMaxFrame,
 		MaxPublication: int(n.front.Config().MaxPayload),
 		PeerBuffer:     n.cfg.MeshPeerBuffer,
+		PeerQueueBytes: n.cfg.MeshPeerQueue,
+
+		MaxPendingHandshakes:  n.cfg.MeshMaxHandshakes,
+		HandshakeTimeout:      n.cfg.MeshHandshakeTimeout,
+		InterestFlushInterval: n.cfg.MeshInterestInterval,
+		InterestMessageBytes:  n.cfg.MeshInterestBytes,
 	})
 	if err == nil {
 		err = m.Start(ctx)

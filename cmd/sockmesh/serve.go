@@ -32,6 +32,13 @@ func runServe(args []string) error {
 	fs.Var(&meshMaxFrame, "mesh-max-frame", "largest node-to-node message in bytes, checked before anything is allocated; the same on every node (0: --max-payload + 128 KiB)")
 	meshPeerBuffer := byteSize(32 << 20)
 	fs.Var(&meshPeerBuffer, "mesh-peer-buffer", "bytes queued for one peer before it is cut as a slow peer (it redials; its loss shows in its gap counters)")
+	meshPeerQueue := byteSize(16 << 20)
+	fs.Var(&meshPeerQueue, "mesh-peer-queue", "publication bytes waiting for one peer before batching; past it the peer is cut as a slow peer")
+	fs.IntVar(&cfg.MeshMaxHandshakes, "mesh-max-handshakes", 64, "mesh connections in their handshake at once (past it the oldest is closed)")
+	fs.DurationVar(&cfg.MeshHandshakeTimeout, "mesh-handshake-timeout", 2*time.Second, "longest mesh handshake (cluster-key proof and ZMTP greeting), dial and accept side")
+	fs.DurationVar(&cfg.MeshInterestInterval, "mesh-interest-interval", 20*time.Millisecond, "least time between two interest announcements: subscribe changes within it go out together")
+	meshInterestBytes := byteSize(256 << 10)
+	fs.Var(&meshInterestBytes, "mesh-interest-bytes", "channel names in one interest announcement or snapshot part (bounds control traffic per interval)")
 	fs.IntVar(&cfg.Shards, "shards", 0, "broker shards (0 = number of CPUs)")
 	configPath := fs.String("config", "", "optional YAML file with the same keys as these flags")
 	fs.DurationVar(&cfg.Front.PingInterval, "ping-interval", 8*time.Second, "interval between server pings")
@@ -93,6 +100,8 @@ func runServe(args []string) error {
 	cfg.Front.SendQueueBytes = int(sendQueue)
 	cfg.MeshMaxFrame = int(meshMaxFrame)
 	cfg.MeshPeerBuffer = int(meshPeerBuffer)
+	cfg.MeshPeerQueue = int(meshPeerQueue)
+	cfg.MeshInterestBytes = int(meshInterestBytes)
 	if *clusterKey != "" {
 		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*clusterKey))
 		if err != nil {
