@@ -149,6 +149,11 @@ func (p *peer) setLink(s string) {
 
 func (p *peer) linkState() string { return p.link.Load().(string) }
 
+// hearing reports whether the peer's link is up with a heartbeat within HeartbeatTimeout.
+func (p *peer) hearing(now time.Time) bool {
+	return p.linkState() == LinkUp && now.Sub(time.Unix(0, p.lastHB.Load())) < p.m.cfg.HeartbeatTimeout
+}
+
 // shutdown stops the supervisor and frees the send queue; what the queue still held is counted
 // as dropped (never numbered, so no receiver could count it). Not called with m.mu held.
 func (p *peer) shutdown() {
@@ -191,6 +196,7 @@ func (p *peer) supervise() {
 		default:
 		}
 		p.setLink(LinkDown)
+		p.m.membershipChanged() // a peer kept against gossip (reconcile) is dropped now
 		p.reconnects.Add(1)
 		p.reconnectC.Inc()
 		if time.Since(start) > 5*time.Second {

@@ -192,6 +192,14 @@ func (m *Mesh) reconcile() {
 			// Failed (not left, not replaced by a newer incarnation): it may come back.
 			b, known := best[p.logical]
 			failed := known && b.serfName == p.serfName && b.status == serf.StatusFailed
+			if failed && p.hearing(now) {
+				// Gossip says failed, but its heartbeats still arrive on our link: believe the
+				// link. In a one-way partition the far side declares a node dead and gossips
+				// it to this side before the node's refutation gets here; removing it would
+				// cut a healthy path on this side. Reconciled again once the link is silent.
+				m.log.Debug("mesh: peer failed by gossip but heard on its link; kept", "peer", p.logical)
+				continue
+			}
 			m.removePeer(p, failed, now)
 			removed = append(removed, p)
 		}
