@@ -59,10 +59,10 @@ for round in $(seq 1 "$ROUNDS"); do
       --scenario max --of cross --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" \
       --refine "$REFINE" --warmup "$WARM" --drain 3s >>"$RESULTS" 2>/dev/null || echo "   ($label: bench exited with $?)"
     cleanup
-    jq -r --arg l "$label" 'select(.label == $l and .summary == true) | "round '"$round"' \(.label): \(.max_delivered_per_s | round) delivered/s, p99 \(.lat_p99_ms) ms"' "$RESULTS" | tail -1
+    jq -r --arg l "$label" 'select(.label == $l and .summary == true) | "round '"$round"' \(.label): \(.max_delivered_per_s // 0 | round) delivered/s (\(.stop_reason // ""))"' "$RESULTS" | tail -1
   done
 done
 echo "== medians of $ROUNDS ramps (delivered/s)"
-jq -rs 'map(select(.summary == true)) | group_by(.label)[] | (map(.max_delivered_per_s) | sort) as $s
+jq -rs 'map(select(.summary == true)) | group_by(.label)[] | (map(.max_delivered_per_s // 0) | sort) as $s
   | "\(.[0].label): median \($s[($s | length - 1) / 2 | floor] | round), range \($s[0] | round)-\($s[-1] | round)"' "$RESULTS"
 echo "results: $RESULTS"
