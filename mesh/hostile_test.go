@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sockmesh/sockmesh/proto/meshpb"
 )
 
 // Hostile bytes on the mesh port, from a stranger and from a member. zmq4 v0.17.0 allocates
@@ -288,5 +290,68 @@ func TestRogueMemberFrames(t *testing.T) {
 				t.Fatal("node not ready")
 			}
 		})
+	}
+}
+
+// TestSnapshotAssemblyBounds: a member's snapshot parts out of order, of another version, with
+// an absurd part count, or past MaxPeerChannels are refused and the assembly starts over.
+func TestSnapshotAssemblyBounds(t *testing.T) {
+	part := func(v uint64, i, n uint32, chs ...string) *meshpb.InterestSnapshot {
+		return &meshpb.InterestSnapshot{Version: v, Part: i, Parts: n, Channels: chs}
+	}
+	var a snapshotAssembly
+	if done, err := a.addPart(part(1, 0, 2, "a"), 10); done || err != nil {
+		t.Fatalf("first part: %v %v", done, err)
+	}
+	if _, err := a.addPart(part(2, 1, 2, "b"), 10); err == nil {
+		t.Fatal("a part of another version was taken")
+	}
+	if _, err := a.addPart(part(1, 1, 2, "b"), 10); err == nil {
+		t.Fatal("a part after a dropped assembly was taken")
+	}
+	if _, err := a.addPart(part(1, 0, ^uint32(0), "a"), 10); err == nil {
+		t.Fatal("2^32-1 parts accepted")
+	}
+	if _, err := a.addPart(part(1, 5, 2), 10); err == nil {
+		t.Fatal("part 5 of 2 accepted")
+	}
+	a = snapshotAssembly{}
+	a.addPart(part(3, 0, 2, "a", "b", "c"), 4)
+	if _, err := a.addPart(part(3, 1, 2, "d", "e"), 4); err == nil || len(a.channels) != 0 {
+		t.Fatalf("5 channels past a bound of 4: %v, %d kept", err, len(a.channels))
+	}
+	a = snapshotAssembly{}
+	a.addPart(part(4, 0, 2, "a"), 4)
+	if done, err := a.addPart(part(4, 1, 2, "b"), 4); !done || err != nil || len(a.channels) != 2 {
+		t.Fatalf("a whole snapshot: done %v, %v, %v", done, err, a.channels)
+	}
+}
+
+// A member's real frame one byte over the limit, written in one piece (1 MiB+), is refused;
+// a publication of the largest allowed size crosses the mesh.
+func TestFrameLimitInOneWrite(t *testing.T) {
+	const maxFrame = 1<<20 + 64<<10
+	lim := func(c *Config) { c.MaxFrame = maxFrame }
+	n1 := startMesh(t, "n1", nil, lim)
+	over := append([]byte{zmtpMore}, 3, 't', 'x', 0)
+	over = append(over, longHeader(0, maxFrame)...) // 3 + maxFrame bytes in all
+	over = append(over, make([]byte, maxFrame)...)
+	addr := rogueServer(t, rogueMember(nil, over))
+	injectPeer(t, n1.Mesh, "rogue-1", "rogue", addr)
+	waitFor(t, 5*time.Second, "the oversize frame refused", func() bool {
+		return counterValue(t, n1.met.rejConns, "frame_too_large") >= 1
+	})
+
+	n2 := startMesh(t, "n2", []string{n1.GossipEndpoint()}, lim)
+	waitFor(t, 5*time.Second, "n2 linked", func() bool { return n2.Ready() })
+	n2.AddInterest("big")
+	waitInterest(t, []*testNode{n1}, "n2", "big", true)
+	big := make([]byte, n1.frameBudget()-pubCost("big", nil))
+	n1.Publish("big", big)
+	waitFor(t, 5*time.Second, "the largest publication crosses", func() bool { return n2.rec.count("big") == 1 })
+	n1.Publish("big", append(big, 'x'))
+	waitFor(t, 2*time.Second, "one byte more is counted, not sent", func() bool { return counter(t, n1.met.tooLarge) == 1 })
+	if ps := peerStatus(n2.Mesh, "n1"); ps.Reconnects != 0 || ps.Gaps != 0 {
+		t.Fatalf("the link suffered: %+v", ps)
 	}
 }
