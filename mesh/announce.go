@@ -26,12 +26,18 @@ func (m *Mesh) announce(now time.Time) {
 		m.flushInterest(now)
 		return
 	}
-	if !m.flushDue {
-		m.flushDue = true
-		select {
-		case m.flushKick <- struct{}{}:
-		default:
-		}
+	m.scheduleFlush()
+}
+
+// scheduleFlush has interestLoop flush once the interval has passed. m.mu held.
+func (m *Mesh) scheduleFlush() {
+	if m.flushDue {
+		return
+	}
+	m.flushDue = true
+	select {
+	case m.flushKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -44,12 +50,8 @@ func (m *Mesh) flushInterest(now time.Time) {
 		m.met.interestChanges.Add(float64(len(d.Added) + len(d.Removed)))
 	}
 	m.lastFlush = now
-	if m.table.HasPending() && !m.flushDue {
-		m.flushDue = true
-		select {
-		case m.flushKick <- struct{}{}:
-		default:
-		}
+	if m.table.HasPending() {
+		m.scheduleFlush()
 	}
 }
 

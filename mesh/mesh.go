@@ -468,8 +468,13 @@ func (m *Mesh) peerSlow(identity string, remote net.Addr) {
 		label = p.logical
 	}
 	m.mu.RUnlock()
+	m.slowCounted(label, remote)
+}
+
+// slowCounted counts and logs (once per address) a slow peer cut.
+func (m *Mesh) slowCounted(label string, remote net.Addr) {
 	m.met.slowPeers.WithLabelValues(label).Inc()
-	m.slowLog.note(remote, "peer", label, "buffer", m.cfg.PeerBuffer)
+	m.slowLog.note(remote, "peer", label, "queue", m.cfg.PeerQueueBytes, "buffer", m.cfg.PeerBuffer)
 }
 
 // peerDrained resumes a peer whose batches were held back while its send queue was full.
@@ -488,8 +493,7 @@ func (m *Mesh) cutSlow(p *peer) {
 	if !ok {
 		return
 	}
-	m.met.slowPeers.WithLabelValues(p.logical).Inc()
-	m.slowLog.note(remote, "peer", p.logical, "queue", m.cfg.PeerQueueBytes, "buffer", m.cfg.PeerBuffer)
+	m.slowCounted(p.logical, remote)
 }
 
 // frameBudget is what one envelope may hold so that, with names, protobuf framing and
