@@ -42,6 +42,8 @@ type Envelope struct {
 	//	*Envelope_Delta
 	//	*Envelope_Snapshot
 	//	*Envelope_SnapshotRequest
+	//	*Envelope_RepairRequest
+	//	*Envelope_RepairReply
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -143,6 +145,24 @@ func (x *Envelope) GetSnapshotRequest() *SnapshotRequest {
 	return nil
 }
 
+func (x *Envelope) GetRepairRequest() *RepairRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RepairRequest); ok {
+			return x.RepairRequest
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRepairReply() *RepairReply {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RepairReply); ok {
+			return x.RepairReply
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -167,6 +187,14 @@ type Envelope_SnapshotRequest struct {
 	SnapshotRequest *SnapshotRequest `protobuf:"bytes,7,opt,name=snapshot_request,json=snapshotRequest,proto3,oneof"`
 }
 
+type Envelope_RepairRequest struct {
+	RepairRequest *RepairRequest `protobuf:"bytes,8,opt,name=repair_request,json=repairRequest,proto3,oneof"`
+}
+
+type Envelope_RepairReply struct {
+	RepairReply *RepairReply `protobuf:"bytes,9,opt,name=repair_reply,json=repairReply,proto3,oneof"`
+}
+
 func (*Envelope_Batch) isEnvelope_Body() {}
 
 func (*Envelope_Heartbeat) isEnvelope_Body() {}
@@ -176,6 +204,10 @@ func (*Envelope_Delta) isEnvelope_Body() {}
 func (*Envelope_Snapshot) isEnvelope_Body() {}
 
 func (*Envelope_SnapshotRequest) isEnvelope_Body() {}
+
+func (*Envelope_RepairRequest) isEnvelope_Body() {}
+
+func (*Envelope_RepairReply) isEnvelope_Body() {}
 
 // Batch carries publications from origin to target, in publish order.
 type Batch struct {
@@ -196,7 +228,10 @@ type Batch struct {
 	// When the sender encoded the batch (Unix nanoseconds). The receiver observes now minus
 	// this as the mesh hop latency; across hosts it is only as good as their clock sync (NTP),
 	// and negative values are discarded. 0 = not set (an older sender).
-	SentUnixNano  uint64 `protobuf:"fixed64,4,opt,name=sent_unix_nano,json=sentUnixNano,proto3" json:"sent_unix_nano,omitempty"`
+	SentUnixNano uint64 `protobuf:"fixed64,4,opt,name=sent_unix_nano,json=sentUnixNano,proto3" json:"sent_unix_nano,omitempty"`
+	// Set when the batch is a retransmission asked for by the target (RepairRequest): its
+	// publications fill gaps; any the target already has are skipped there.
+	Retransmit    bool `protobuf:"varint,5,opt,name=retransmit,proto3" json:"retransmit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -257,6 +292,13 @@ func (x *Batch) GetSentUnixNano() uint64 {
 		return x.SentUnixNano
 	}
 	return 0
+}
+
+func (x *Batch) GetRetransmit() bool {
+	if x != nil {
+		return x.Retransmit
+	}
+	return false
 }
 
 // Publication is one channel message; data is the opaque payload.
@@ -321,6 +363,10 @@ type Heartbeat struct {
 	InterestDigest uint64 `protobuf:"varint,2,opt,name=interest_digest,json=interestDigest,proto3" json:"interest_digest,omitempty"`
 	// Number of channels in the sender's interest set.
 	InterestCount uint32 `protobuf:"varint,3,opt,name=interest_count,json=interestCount,proto3" json:"interest_count,omitempty"`
+	// The last sequence the sender handed out on some of its links (those that sent within
+	// the last second, and those that numbered publications they could not send: the peer
+	// was away), so that a receiver that missed the end of a stream learns it and asks.
+	Tails         []*LinkTail `protobuf:"bytes,4,rep,name=tails,proto3" json:"tails,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -376,6 +422,226 @@ func (x *Heartbeat) GetInterestCount() uint32 {
 	return 0
 }
 
+func (x *Heartbeat) GetTails() []*LinkTail {
+	if x != nil {
+		return x.Tails
+	}
+	return nil
+}
+
+// LinkTail is the sender's last sequence on its link to target.
+type LinkTail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Serf name of the receiver.
+	Target        string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Epoch         uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Last          uint64 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkTail) Reset() {
+	*x = LinkTail{}
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkTail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkTail) ProtoMessage() {}
+
+func (x *LinkTail) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkTail.ProtoReflect.Descriptor instead.
+func (*LinkTail) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LinkTail) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *LinkTail) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *LinkTail) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+// RepairRequest (receiver → origin, on the origin's mailbox) asks for a range of the origin's
+// sequence to the requester that it missed: a gap, or everything after what it has (to = 0)
+// when its link comes back after a stall, a freeze or a partition.
+type RepairRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The origin's epoch for this link, as the requester last saw it.
+	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// First and last sequence wanted; to = 0 means up to the origin's latest.
+	From          uint64 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            uint64 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairRequest) Reset() {
+	*x = RepairRequest{}
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairRequest) ProtoMessage() {}
+
+func (x *RepairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
+func (*RepairRequest) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RepairRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RepairRequest) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *RepairRequest) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+// RepairReply answers every RepairRequest before any retransmitted batch. The origin then
+// retransmits what is still in its window, up to last.
+type RepairReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The epoch asked about; when it is not the origin's epoch for the link, everything asked
+	// is lost (the origin no longer knows that stream).
+	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Publications that left the origin's window (older than its age bound, or pushed out by
+	// its byte bound): lost_to = 0 means none; else [lost_from, lost_to] are lost.
+	LostFrom uint64 `protobuf:"varint,2,opt,name=lost_from,json=lostFrom,proto3" json:"lost_from,omitempty"`
+	LostTo   uint64 `protobuf:"varint,3,opt,name=lost_to,json=lostTo,proto3" json:"lost_to,omitempty"`
+	// The origin's last sequence on the link when it answered (in current_epoch).
+	Last uint64 `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	// The origin's epoch for the link now. When it differs from epoch, the origin started a new
+	// stream for the requester (it no longer knew the old one): the requester counts what it
+	// missed of the old stream as lost and asks for the new one from its start.
+	CurrentEpoch  uint64 `protobuf:"varint,5,opt,name=current_epoch,json=currentEpoch,proto3" json:"current_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairReply) Reset() {
+	*x = RepairReply{}
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairReply) ProtoMessage() {}
+
+func (x *RepairReply) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairReply.ProtoReflect.Descriptor instead.
+func (*RepairReply) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RepairReply) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RepairReply) GetLostFrom() uint64 {
+	if x != nil {
+		return x.LostFrom
+	}
+	return 0
+}
+
+func (x *RepairReply) GetLostTo() uint64 {
+	if x != nil {
+		return x.LostTo
+	}
+	return 0
+}
+
+func (x *RepairReply) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *RepairReply) GetCurrentEpoch() uint64 {
+	if x != nil {
+		return x.CurrentEpoch
+	}
+	return 0
+}
+
 // InterestDelta changes the sender's interest set. The sender gathers its local changes
 // for a short interval and sends them as one delta (a burst of 100,000 subscriptions is a few
 // messages, each within the mesh frame limit), so control traffic stays small next to data.
@@ -393,7 +659,7 @@ type InterestDelta struct {
 
 func (x *InterestDelta) Reset() {
 	*x = InterestDelta{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +671,7 @@ func (x *InterestDelta) String() string {
 func (*InterestDelta) ProtoMessage() {}
 
 func (x *InterestDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +684,7 @@ func (x *InterestDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterestDelta.ProtoReflect.Descriptor instead.
 func (*InterestDelta) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InterestDelta) GetVersion() uint64 {
@@ -458,7 +724,7 @@ type InterestSnapshot struct {
 
 func (x *InterestSnapshot) Reset() {
 	*x = InterestSnapshot{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +736,7 @@ func (x *InterestSnapshot) String() string {
 func (*InterestSnapshot) ProtoMessage() {}
 
 func (x *InterestSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +749,7 @@ func (x *InterestSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterestSnapshot.ProtoReflect.Descriptor instead.
 func (*InterestSnapshot) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InterestSnapshot) GetVersion() uint64 {
@@ -532,7 +798,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +810,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +823,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SnapshotRequest) GetKnownVersion() uint64 {
@@ -571,7 +837,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x10sockmesh.mesh.v1\"\xfb\x02\n" +
+	"\x11meshpb/mesh.proto\x12\x10sockmesh.mesh.v1\"\x89\x04\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12/\n" +
@@ -579,20 +845,40 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\theartbeat\x18\x04 \x01(\v2\x1b.sockmesh.mesh.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\x05delta\x18\x05 \x01(\v2\x1f.sockmesh.mesh.v1.InterestDeltaH\x00R\x05delta\x12@\n" +
 	"\bsnapshot\x18\x06 \x01(\v2\".sockmesh.mesh.v1.InterestSnapshotH\x00R\bsnapshot\x12N\n" +
-	"\x10snapshot_request\x18\a \x01(\v2!.sockmesh.mesh.v1.SnapshotRequestH\x00R\x0fsnapshotRequestB\x06\n" +
-	"\x04body\"\xa3\x01\n" +
+	"\x10snapshot_request\x18\a \x01(\v2!.sockmesh.mesh.v1.SnapshotRequestH\x00R\x0fsnapshotRequest\x12H\n" +
+	"\x0erepair_request\x18\b \x01(\v2\x1f.sockmesh.mesh.v1.RepairRequestH\x00R\rrepairRequest\x12B\n" +
+	"\frepair_reply\x18\t \x01(\v2\x1d.sockmesh.mesh.v1.RepairReplyH\x00R\vrepairReplyB\x06\n" +
+	"\x04body\"\xc3\x01\n" +
 	"\x05Batch\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12A\n" +
 	"\fpublications\x18\x02 \x03(\v2\x1d.sockmesh.mesh.v1.PublicationR\fpublications\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12$\n" +
-	"\x0esent_unix_nano\x18\x04 \x01(\x06R\fsentUnixNano\";\n" +
+	"\x0esent_unix_nano\x18\x04 \x01(\x06R\fsentUnixNano\x12\x1e\n" +
+	"\n" +
+	"retransmit\x18\x05 \x01(\bR\n" +
+	"retransmit\";\n" +
 	"\vPublication\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x86\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xb8\x01\n" +
 	"\tHeartbeat\x12)\n" +
 	"\x10interest_version\x18\x01 \x01(\x04R\x0finterestVersion\x12'\n" +
 	"\x0finterest_digest\x18\x02 \x01(\x04R\x0einterestDigest\x12%\n" +
-	"\x0einterest_count\x18\x03 \x01(\rR\rinterestCount\"e\n" +
+	"\x0einterest_count\x18\x03 \x01(\rR\rinterestCount\x120\n" +
+	"\x05tails\x18\x04 \x03(\v2\x1a.sockmesh.mesh.v1.LinkTailR\x05tails\"L\n" +
+	"\bLinkTail\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\x04R\x04last\"I\n" +
+	"\rRepairRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\x04R\x02to\"\x92\x01\n" +
+	"\vRepairReply\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tlost_from\x18\x02 \x01(\x04R\blostFrom\x12\x17\n" +
+	"\alost_to\x18\x03 \x01(\x04R\x06lostTo\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\x04R\x04last\x12#\n" +
+	"\rcurrent_epoch\x18\x05 \x01(\x04R\fcurrentEpoch\"e\n" +
 	"\rInterestDelta\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05added\x18\x04 \x03(\tR\x05added\x12\x18\n" +
@@ -618,28 +904,34 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 	return file_meshpb_mesh_proto_rawDescData
 }
 
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(*Envelope)(nil),         // 0: sockmesh.mesh.v1.Envelope
 	(*Batch)(nil),            // 1: sockmesh.mesh.v1.Batch
 	(*Publication)(nil),      // 2: sockmesh.mesh.v1.Publication
 	(*Heartbeat)(nil),        // 3: sockmesh.mesh.v1.Heartbeat
-	(*InterestDelta)(nil),    // 4: sockmesh.mesh.v1.InterestDelta
-	(*InterestSnapshot)(nil), // 5: sockmesh.mesh.v1.InterestSnapshot
-	(*SnapshotRequest)(nil),  // 6: sockmesh.mesh.v1.SnapshotRequest
+	(*LinkTail)(nil),         // 4: sockmesh.mesh.v1.LinkTail
+	(*RepairRequest)(nil),    // 5: sockmesh.mesh.v1.RepairRequest
+	(*RepairReply)(nil),      // 6: sockmesh.mesh.v1.RepairReply
+	(*InterestDelta)(nil),    // 7: sockmesh.mesh.v1.InterestDelta
+	(*InterestSnapshot)(nil), // 8: sockmesh.mesh.v1.InterestSnapshot
+	(*SnapshotRequest)(nil),  // 9: sockmesh.mesh.v1.SnapshotRequest
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	1, // 0: sockmesh.mesh.v1.Envelope.batch:type_name -> sockmesh.mesh.v1.Batch
 	3, // 1: sockmesh.mesh.v1.Envelope.heartbeat:type_name -> sockmesh.mesh.v1.Heartbeat
-	4, // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
-	5, // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
-	6, // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
-	2, // 5: sockmesh.mesh.v1.Batch.publications:type_name -> sockmesh.mesh.v1.Publication
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	7, // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
+	8, // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
+	9, // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
+	5, // 5: sockmesh.mesh.v1.Envelope.repair_request:type_name -> sockmesh.mesh.v1.RepairRequest
+	6, // 6: sockmesh.mesh.v1.Envelope.repair_reply:type_name -> sockmesh.mesh.v1.RepairReply
+	2, // 7: sockmesh.mesh.v1.Batch.publications:type_name -> sockmesh.mesh.v1.Publication
+	4, // 8: sockmesh.mesh.v1.Heartbeat.tails:type_name -> sockmesh.mesh.v1.LinkTail
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -653,6 +945,8 @@ func file_meshpb_mesh_proto_init() {
 		(*Envelope_Delta)(nil),
 		(*Envelope_Snapshot)(nil),
 		(*Envelope_SnapshotRequest)(nil),
+		(*Envelope_RepairRequest)(nil),
+		(*Envelope_RepairReply)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -660,7 +954,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
