@@ -137,7 +137,7 @@ func BenchmarkPublishCall(b *testing.B) {
 				m.Publish(chans[i%k], payload)
 				if i%256 == 255 {
 					for more := true; more; {
-						buf, _, more = p.take(buf)
+						buf, _, more = p.take(buf, 0)
 					}
 					m.readyMu.Lock()
 					m.readyQ = m.readyQ[:0]

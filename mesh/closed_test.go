@@ -261,7 +261,7 @@ func TestClosedMeshRejectsInjection(t *testing.T) {
 
 	mailbox, ctl := []byte(m.mailbox), []byte(controlTopic)
 	batch := func(data string) []byte {
-		return appendBatchEnvelope(nil, from, m.self, 7, 1, []publication{{ch, []byte(data)}}, 0)
+		return appendBatchEnvelope(nil, from, m.self, 7, 1, []publication{{ch, []byte(data)}}, 0, false)
 	}
 	hb, _ := proto.Marshal(&meshpb.Envelope{Origin: from, Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{}}})
 	mustAEAD := func(key []byte, sender string) cipher.AEAD {
@@ -356,7 +356,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 	open, po := newM(nil)
 	sender, _ := envelopeAEAD(testKeyA, "peer-1")
 	mailbox := []byte(keyed.mailbox)
-	envs := [][]byte{appendBatchEnvelope(nil, "peer-1", keyed.self, 3, 1, []publication{{"ch", []byte("x")}, {"other", nil}}, 0)}
+	envs := [][]byte{appendBatchEnvelope(nil, "peer-1", keyed.self, 3, 1, []publication{{"ch", []byte("x")}, {"other", nil}}, 0, false)}
 	for _, e := range []*meshpb.Envelope{
 		{Origin: "peer-1", Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{InterestVersion: 2, InterestCount: 1}}},
 		{Origin: "peer-1", Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{Version: 1, Added: []string{"ch"}}}},
@@ -385,7 +385,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 			}
 		}
 		for _, p := range []*peer{pk, po} {
-			p.recv.counter = 0 // so that valid seeds reach the decoder every time
+			p.rx.counter = 0 // so that valid seeds reach the decoder every time
 			_ = p.handle(zmq4.Msg{Frames: [][]byte{bytes.Clone(topic), bytes.Clone(frame)}})
 		}
 	})

@@ -112,6 +112,29 @@ type Config struct {
 	// which Serf forgets the member.
 	FailedPeerTTL time.Duration
 
+	// RetainBytes bounds, per link (this node → one peer), the publications kept after they
+	// were numbered, to retransmit what the peer reports missing (a gap, or a link that comes
+	// back after a freeze, a partition or a cut). Counted as channel + payload + 48 bytes per
+	// publication; payloads are shared with the queue and with other links, so the memory
+	// really held is at most this per peer and usually less. Zero means 64 MiB; negative keeps
+	// nothing (every loss is then counted, none repaired).
+	RetainBytes int
+	// RetainAge drops retained publications older than this. Zero means 30 s.
+	RetainAge time.Duration
+	// RepairWait is how long publications from a peer wait, in order, behind a missing range
+	// that is being repaired and makes no progress; then the range is counted as lost
+	// (sockmesh_mesh_unrepaired_messages_total{reason="timeout"}) and delivery moves on. Zero
+	// means 3 s.
+	RepairWait time.Duration
+	// ReorderBytes bounds, per peer, the publications waiting behind a repair (channel +
+	// payload bytes); past it the oldest missing range is given up (reason "overflow"). Zero
+	// means 16 MiB.
+	ReorderBytes int
+	// RepairRate paces retransmissions to one peer, in bytes per second (and they wait while
+	// the peer's send queue is half full), so that a node catching up does not crowd out live
+	// traffic. Zero means 32 MiB/s.
+	RepairRate int
+
 	// ClusterKey closes the mesh. It must be exactly 32 random bytes (ClusterKeyLen), the same
 	// on every node; generate one with `head -c 32 /dev/urandom | base64`. From it two keys are
 	// derived with HKDF-SHA256 under distinct labels:
@@ -194,6 +217,11 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&cfg.MaxPendingHandshakes, 64)
 	def(&cfg.InterestMessageBytes, 256<<10)
 	def(&cfg.MaxPeerChannels, 4_000_000)
+	if cfg.RetainBytes == 0 {
+		cfg.RetainBytes = 64 << 20
+	}
+	def(&cfg.ReorderBytes, 16<<20)
+	def(&cfg.RepairRate, 32<<20)
 	if cfg.MaxFrame < 16<<10 {
 		return cfg, fmt.Errorf("mesh: MaxFrame %d is below 16 KiB", cfg.MaxFrame)
 	}
@@ -217,6 +245,11 @@ func (c *Config) withDefaults() (Config, error) {
 	defd(&cfg.JoinBackoffMax, 5*time.Second)
 	defd(&cfg.MembershipCoalesce, 50*time.Millisecond)
 	defd(&cfg.FailedPeerTTL, serfConfig(cfg.Profile).ReconnectTimeout)
+	defd(&cfg.RetainAge, 30*time.Second)
+	defd(&cfg.RepairWait, 3*time.Second)
+	if cfg.RetainAge < 0 || cfg.RepairWait < 0 {
+		return cfg, errors.New("mesh: RetainAge and RepairWait must not be negative")
+	}
 	return cfg, nil
 }
 

@@ -122,8 +122,9 @@ func TestFailedRouteSliceStableAfterChange(t *testing.T) {
 }
 
 // TestLinkMemoContinuesSequence: a peer removed and added again (same Serf name) continues the
-// sender's epoch and sequence and the receiver's expectations; another name starts afresh.
-// What its queue held when it was removed is counted as dropped, never numbered.
+// sender's link (epoch, sequence, retransmission window) and the receiver's expectations;
+// another name starts afresh. What its queue held when it was removed, and what is routed to it
+// while it is away, is numbered into the window (kept for its return), never dropped.
 func TestLinkMemoContinuesSequence(t *testing.T) {
 	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Logger: testLogger()})
 	if err != nil {
@@ -136,41 +137,47 @@ func TestLinkMemoContinuesSequence(t *testing.T) {
 	for range 10 {
 		p.enqueue("c", []byte("d"))
 	}
-	if _, first, _ := p.take(make([]publication, 0, 4)); first != 1 {
+	if _, first, _ := p.take(make([]publication, 0, 4), time.Now().UnixNano()); first != 1 {
 		t.Fatalf("first batch starts at %d", first)
 	}
-	// BatchMax defaults to 256: the whole queue went; queue 3 more that will never be sent.
+	// BatchMax defaults to 256: the whole queue went; queue 3 more that will never be sent live.
 	for range 3 {
 		p.enqueue("c", []byte("d"))
 	}
-	p.recv = recvState{epoch: 77, expect: 5}
-	m.retirePeer(p)
-	if p.dropped.Load() != 3 {
-		t.Fatalf("dropped %d at removal, want the 3 queued", p.dropped.Load())
-	}
+	p.rx = rxLink{epoch: 77, expect: 5, known: 4}
+	p.closeQueue() // removePeer
+	m.retirePeer(p, false)
 	p.enqueue("c", []byte("d")) // routed just before the removal, enqueued just after
-	if p.dropped.Load() != 4 {
-		t.Fatalf("enqueue on a removed peer: dropped %d, want 4", p.dropped.Load())
+	p.retain("c", []byte("d"))  // through the failed routes while it is away
+	if p.dropped.Load() != 0 || p.tx.state().seq != 15 {
+		t.Fatalf("removed peer: dropped %d, numbered %d; want 0 and 15", p.dropped.Load(), p.tx.state().seq)
+	}
+	if e, ok := p.tx.win.get(11); !ok || string(e.data) != "d" {
+		t.Fatal("what the queue held at removal is not in the window")
+	}
+	if ep, last, ok := p.tx.tail(time.Now().UnixNano()); !ok || ep != p.tx.epoch || last != 15 {
+		t.Fatalf("a link with unsent publications announces tail %d/%v, want 15", last, ok)
 	}
 
 	q := m.newPeer(mi)
-	if q.epoch != p.epoch || q.sendSeq != 10 || q.recv != (recvState{epoch: 77, expect: 5}) {
-		t.Fatalf("re-added peer: epoch %x (was %x), sendSeq %d, recv %+v", q.epoch, p.epoch, q.sendSeq, q.recv)
+	if q.tx != p.tx || q.rx.epoch != 77 || q.rx.expect != 5 {
+		t.Fatalf("re-added peer: new send link %v, receive state %+v", q.tx != p.tx, q.rx)
 	}
 	q.enqueue("c", []byte("d"))
-	if _, first, _ := q.take(nil); first != 11 {
-		t.Fatalf("re-added peer's first batch starts at %d, want 11", first)
+	if _, first, _ := q.take(nil, time.Now().UnixNano()); first != 16 {
+		t.Fatalf("re-added peer's first batch starts at %d, want 16", first)
 	}
-	if r := m.newPeer(mi); r.sendSeq != 0 || r.recv.epoch != 0 {
+	if r := m.newPeer(mi); r.tx == p.tx || r.rx.epoch != 0 {
 		t.Fatal("a memo is used once")
 	}
-	if o := m.newPeer(memberInfo{serfName: "x-2", logical: "x", inc: "2"}); o.sendSeq != 0 || o.epoch == p.epoch {
+	if o := m.newPeer(memberInfo{serfName: "x-2", logical: "x", inc: "2"}); o.tx.state().seq != 0 || o.tx.epoch == p.tx.epoch {
 		t.Fatal("another incarnation must start a fresh sequence")
 	}
 }
 
 // TestReceiveGapsAcrossEpochs: the receiver's accounting for batches of one sender, step by step
-// (epoch, first_seq, count) → total gaps and publications delivered.
+// (epoch, first_seq, count) → publications delivered and, once the link is removed with its
+// repairs unanswered (no origin here), gaps.
 func TestReceiveGapsAcrossEpochs(t *testing.T) {
 	type batch struct {
 		epoch, first uint64
@@ -207,6 +214,7 @@ func TestReceiveGapsAcrossEpochs(t *testing.T) {
 				}
 				p.receiveBatch(mb)
 			}
+			p.rx.flush(rxOut{p})
 			if p.gaps.Load() != tc.gaps || p.received.Load() != tc.received {
 				t.Fatalf("gaps %d received %d, want %d and %d", p.gaps.Load(), p.received.Load(), tc.gaps, tc.received)
 			}

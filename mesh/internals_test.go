@@ -16,13 +16,20 @@ import (
 
 func TestBatchEncodingMatchesProto(t *testing.T) {
 	pubs := []publication{{"chat", []byte(`{"a":1}`)}, {"chatroom", []byte{}}, {"ü", bytes.Repeat([]byte("x"), 300)}}
-	enc := appendBatchEnvelope(nil, "n1-abc", "n2-def", 7, 42, pubs, 1795630000123456789)
+	for _, retransmit := range []bool{false, true} {
+		checkBatchEncoding(t, pubs, retransmit)
+	}
+}
+
+func checkBatchEncoding(t *testing.T, pubs []publication, retransmit bool) {
+	t.Helper()
+	enc := appendBatchEnvelope(nil, "n1-abc", "n2-def", 7, 42, pubs, 1795630000123456789, retransmit)
 	var env meshpb.Envelope
 	if err := proto.Unmarshal(enc, &env); err != nil {
 		t.Fatal(err)
 	}
 	b := env.GetBatch()
-	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || b.GetEpoch() != 7 || b.GetSentUnixNano() != 1795630000123456789 || len(b.GetPublications()) != 3 {
+	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || b.GetEpoch() != 7 || b.GetSentUnixNano() != 1795630000123456789 || len(b.GetPublications()) != 3 || b.GetRetransmit() != retransmit {
 		t.Fatalf("decoded %v", &env)
 	}
 	for i, p := range b.GetPublications() {
@@ -96,7 +103,7 @@ func TestLinkRecycledOnHeartbeatSilence(t *testing.T) {
 
 // TestPeerQueueBounded: the per-peer queue never holds more than its bounds. A queue that
 // overflows belongs to a peer too slow to keep up: what it held is numbered as sent (so the
-// receiver counts it as a gap rather than the sender as a drop) and the queue starts again
+// receiver asks for it when it is back, and gets it from the retransmission window) and the queue starts again
 // with the new publication; take() hands out batches within BatchMax/BatchBytes.
 func TestPeerQueueBounded(t *testing.T) {
 	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
@@ -109,25 +116,25 @@ func TestPeerQueueBounded(t *testing.T) {
 	for range 15 {
 		p.enqueue("c", make([]byte, 10))
 	}
-	if len(p.q) != 5 || p.sendSeq != 10 || p.dropped.Load() != 0 {
-		t.Fatalf("queue %d, numbered %d, dropped %d; want 5, 10, 0", len(p.q), p.sendSeq, p.dropped.Load())
+	if len(p.q) != 5 || p.tx.state().seq != 10 || p.dropped.Load() != 0 || p.tx.win.n != 10 {
+		t.Fatalf("queue %d, numbered %d, dropped %d, retained %d; want 5, 10, 0, 10", len(p.q), p.tx.state().seq, p.dropped.Load(), p.tx.win.n)
 	}
-	batch, first, more := p.take(nil)
+	batch, first, more := p.take(nil, 0)
 	if len(batch) != 4 || !more || first != 11 {
 		t.Fatalf("batch %d from %d, more %v", len(batch), first, more)
 	}
 	for more {
-		batch, _, more = p.take(batch)
+		batch, _, more = p.take(batch, 0)
 	}
 	if len(p.q) != 0 || p.qbytes != 0 || p.qready {
 		t.Fatalf("queue not empty after draining: %d %d %v", len(p.q), p.qbytes, p.qready)
 	}
 	p.enqueue("c", make([]byte, 600))
 	p.enqueue("c", make([]byte, 600)) // over the byte bound
-	if len(p.q) != 1 || p.sendSeq != 16 || p.qbytes != 600 {
-		t.Fatalf("byte bound not applied: queue %d, numbered %d, bytes %d", len(p.q), p.sendSeq, p.qbytes)
+	if len(p.q) != 1 || p.tx.state().seq != 16 || p.qbytes != 600 {
+		t.Fatalf("byte bound not applied: queue %d, numbered %d, bytes %d", len(p.q), p.tx.state().seq, p.qbytes)
 	}
-	batch, _, _ = p.take(nil)
+	batch, _, _ = p.take(nil, 0)
 	if len(batch) != 1 {
 		t.Fatalf("an oversized publication goes alone: batch of %d", len(batch))
 	}

@@ -47,25 +47,30 @@ type peer struct {
 	mailboxB []byte // mailbox topic of this peer (where we send to it)
 	member   Member
 
-	// Send side: guarded by qmu. sendSeq is the sequence of the last publication taken from
-	// the queue (numbered in take).
+	// Send side: guarded by qmu. Publications are numbered (tx) as they leave the queue.
 	qmu     sync.Mutex
 	q       []publication
 	qbytes  int
 	qready  bool
 	qclosed bool
-	sendSeq uint64
 	// parked: the flusher holds this peer back while its transport send queue drains.
 	parked atomic.Bool
 
-	// epoch identifies our send state for this peer (see meshpb.Batch.epoch); never 0. It and
-	// sendSeq continue across a removal and re-add of the same incarnation (see rememberLink).
-	epoch uint64
+	// tx is our send link to this incarnation: epoch, sequence and retransmission window. It
+	// outlives the peer object (failed routes number into it while the peer is away; the link
+	// memo hands it to the next peer object of the same incarnation).
+	tx *txLink
 	// opener opens the envelopes this peer seals (closed mesh only; nil when open).
 	opener cipher.AEAD
-	// Receive side: the sender's epoch and the next sequence we expect from it; only touched
-	// by the reader goroutine, and saved in the mesh's memo when the peer is removed.
-	recv recvState
+	// Receive side, guarded by rmu (the reader goroutine, and the control loop's ticks): the
+	// sender's stream as we deliver it, in order, with its repairs (repair.go). Saved in the
+	// mesh's memo when the peer is removed.
+	rmu sync.Mutex
+	rx  rxLink
+	// rxBuf is the reader's reusable slice of a batch's publications.
+	rxBuf []pubIn
+	// lostLogged: a loss on this link was logged (once per link).
+	lostLogged atomic.Bool
 	// snap gathers a snapshot's parts (reader goroutine only).
 	snap snapshotAssembly
 
@@ -80,6 +85,7 @@ type peer struct {
 	rxReported                    uint64 // guarded by m.mu
 
 	sentC, receivedC, gapsC, droppedC, rxBytesC, reconnectC prometheus.Counter
+	repairedC, dupC, reqC, retxC                            prometheus.Counter
 	hopC                                                    prometheus.Observer
 	linkG                                                   prometheus.Gauge
 
@@ -91,8 +97,8 @@ type peer struct {
 func (m *Mesh) newPeer(mi memberInfo) *peer {
 	l := prometheus.Labels{"peer": mi.logical}
 	memo := m.recallLink(mi.serfName)
-	if memo.send.epoch == 0 {
-		memo.send = sendState{epoch: mrand.Uint64() | 1}
+	if memo.tx == nil {
+		memo.tx = newTxLink(mi.serfName, mrand.Uint64()|1, m.cfg.RetainBytes, m.cfg.RetainAge)
 	}
 	p := &peer{
 		m:          m,
@@ -102,9 +108,8 @@ func (m *Mesh) newPeer(mi memberInfo) *peer {
 		meshEP:     mi.member.Mesh,
 		mailboxB:   []byte(mailboxTopic(mi.serfName)),
 		member:     mi.member,
-		epoch:      memo.send.epoch,
-		sendSeq:    memo.send.seq,
-		recv:       memo.recv,
+		tx:         memo.tx,
+		rx:         memo.rx,
 		sentC:      m.met.sent.With(l),
 		receivedC:  m.met.received.With(l),
 		gapsC:      m.met.gaps.With(l),
@@ -113,6 +118,10 @@ func (m *Mesh) newPeer(mi memberInfo) *peer {
 		rxBytesC:   m.met.rxBytes.With(l),
 		reconnectC: m.met.reconnect.With(l),
 		linkG:      m.met.linkUp.With(l),
+		repairedC:  m.met.repaired.With(l),
+		dupC:       m.met.duplicates.With(l),
+		reqC:       m.met.repairReqs.With(l),
+		retxC:      m.met.retransmitted.With(l),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -154,8 +163,9 @@ func (p *peer) hearing(now time.Time) bool {
 	return p.linkState() == LinkUp && now.Sub(time.Unix(0, p.lastHB.Load())) < p.m.cfg.HeartbeatTimeout
 }
 
-// shutdown stops the supervisor and frees the send queue; what the queue still held is counted
-// as dropped (never numbered, so no receiver could count it). Not called with m.mu held.
+// shutdown stops the supervisor and frees the send queue; what the queue still held (only when
+// the whole mesh closes: removePeer numbers it for repair first) is counted as dropped. Not
+// called with m.mu held.
 func (p *peer) shutdown() {
 	p.stopOnce.Do(func() { close(p.stop) })
 	<-p.done
@@ -173,13 +183,7 @@ func (p *peer) shutdown() {
 // sendState is what a sender knows of its sequence to one receiver incarnation.
 type sendState struct {
 	epoch uint64
-	seq   uint64 // last sequence taken from the queue
-}
-
-func (p *peer) sendState() sendState {
-	p.qmu.Lock()
-	defer p.qmu.Unlock()
-	return sendState{p.epoch, p.sendSeq}
+	seq   uint64 // last sequence numbered
 }
 
 // supervise owns the peer's SUB socket for the peer's whole life.
@@ -281,6 +285,11 @@ func (p *peer) runLink() error {
 		return err
 	}
 	p.lastMsg.Store(time.Now().UnixNano())
+	// The link is back (or new): ask for whatever the origin numbered for us that we do not
+	// have (a freeze, a partition, a cut connection), until it answers.
+	p.rmu.Lock()
+	p.rx.linkUp(time.Now().UnixNano(), rxOut{p})
+	p.rmu.Unlock()
 	// A new connection may have missed interest changes: ask for a snapshot now rather than at
 	// the first heartbeat (retried at heartbeats until answered).
 	m.mu.Lock()
@@ -364,11 +373,12 @@ func (p *peer) handle(msg zmq4.Msg) error {
 			p.reject(reason, errOpen)
 			return nil
 		}
-		if counter <= p.recv.counter {
-			p.reject(rejectReplay, fmt.Errorf("mesh: counter %d not above %d", counter, p.recv.counter))
+		// Only the reader goroutine touches the counter (outside rmu).
+		if counter <= p.rx.counter {
+			p.reject(rejectReplay, fmt.Errorf("mesh: counter %d not above %d", counter, p.rx.counter))
 			return nil
 		}
-		p.recv.counter = counter
+		p.rx.counter = counter
 		payload = plain
 	} else if len(payload) > 0 && payload[0] == sealVersion {
 		p.reject(rejectSealed, errors.New("mesh: the peer seals envelopes (it has a cluster key, this node has none)"))
@@ -404,6 +414,25 @@ func (p *peer) handle(msg zmq4.Msg) error {
 			m.requestSnapshot(p)
 		}
 		m.mu.Unlock()
+		for _, t := range hb.Tails {
+			if t.Target == m.self {
+				p.rmu.Lock()
+				p.rx.tail(t.Epoch, t.Last, now.UnixNano(), m.rxCfg, rxOut{p})
+				p.rmu.Unlock()
+				break
+			}
+		}
+	case *meshpb.Envelope_RepairRequest:
+		if toMe {
+			m.repairRequested(p, body.RepairRequest, now)
+		}
+	case *meshpb.Envelope_RepairReply:
+		if toMe {
+			r := body.RepairReply
+			p.rmu.Lock()
+			p.rx.reply(repairReply{r.Epoch, r.LostFrom, r.LostTo, r.Last, r.CurrentEpoch}, now.UnixNano(), m.rxCfg, rxOut{p})
+			p.rmu.Unlock()
+		}
 	case *meshpb.Envelope_Delta:
 		d := body.Delta
 		m.mu.Lock()
@@ -453,52 +482,63 @@ func (m *Mesh) requestSnapshot(p *peer) {
 		SnapshotRequest: &meshpb.SnapshotRequest{KnownVersion: v}}})
 }
 
-// recvState is what a receiver knows of one sender's sequence.
-type recvState struct {
-	epoch  uint64
-	expect uint64
-	// counter is the last seal counter accepted from the sender (closed mesh): anything not
-	// above it is a replay.
-	counter uint64
-}
-
 func (p *peer) receiveBatch(b *meshpb.Batch) {
-	m := p.m
-	if b.SentUnixNano != 0 {
-		if d := time.Now().UnixNano() - int64(b.SentUnixNano); d >= 0 {
+	now := time.Now().UnixNano()
+	if b.SentUnixNano != 0 && !b.Retransmit {
+		if d := now - int64(b.SentUnixNano); d >= 0 {
 			p.hopC.Observe(float64(d) / 1e9)
 		}
 	}
-	if b.Epoch != p.recv.epoch {
-		// The sender started a new send state for us: its sequence restarts at 1.
-		p.recv.epoch, p.recv.expect = b.Epoch, 1
-	}
-	seq := b.FirstSeq
+	in := p.rxBuf[:0]
 	for _, pub := range b.Publications {
-		switch {
-		case seq < p.recv.expect:
-			seq++
-			continue // already delivered: never a duplicate
-		case seq > p.recv.expect:
-			g := seq - p.recv.expect
-			p.gaps.Add(g)
-			p.gapsC.Add(float64(g))
-		}
-		p.recv.expect = seq + 1
-		seq++
-		p.received.Add(1)
-		p.receivedC.Inc()
-		p.rxPayload.Add(uint64(len(pub.Data)))
-		m.mu.RLock()
-		want := m.table.WantsLocal(pub.Channel)
-		m.mu.RUnlock()
-		if !want {
-			m.met.unwanted.Inc()
-			continue
-		}
-		p.deliver(pub.Channel, pub.Data)
+		in = append(in, pubIn{pub.Channel, pub.Data})
+	}
+	p.rmu.Lock()
+	p.rx.batch(b.Epoch, b.FirstSeq, in, b.Retransmit, now, p.m.rxCfg, rxOut{p})
+	p.rmu.Unlock()
+	clear(in)
+	p.rxBuf = in[:0]
+}
+
+// rxOut is what a peer's rxLink does: deliver in order, ask the origin, count.
+type rxOut struct{ p *peer }
+
+func (o rxOut) deliver(channel string, data []byte) {
+	p := o.p
+	m := p.m
+	p.received.Add(1)
+	p.receivedC.Inc()
+	p.rxPayload.Add(uint64(len(data)))
+	m.mu.RLock()
+	want := m.table.WantsLocal(channel)
+	m.mu.RUnlock()
+	if !want {
+		m.met.unwanted.Inc()
+		return
+	}
+	p.deliver(channel, data)
+}
+
+func (o rxOut) ask(epoch, from, to uint64) {
+	p := o.p
+	p.reqC.Inc()
+	p.m.sendControl(p.mailboxB, &meshpb.Envelope{Target: p.serfName, Body: &meshpb.Envelope_RepairRequest{
+		RepairRequest: &meshpb.RepairRequest{Epoch: epoch, From: from, To: to}}})
+}
+
+func (o rxOut) lost(n uint64, reason string) {
+	p := o.p
+	p.gaps.Add(n)
+	p.gapsC.Add(float64(n))
+	p.m.met.unrepaired.WithLabelValues(p.logical, reason).Add(float64(n))
+	if p.lostLogged.CompareAndSwap(false, true) {
+		p.m.log.Warn("mesh: publications from a peer lost (logged once per link; counted in sockmesh_mesh_gaps_total and sockmesh_mesh_unrepaired_messages_total)",
+			"peer", p.logical, "incarnation", p.inc, "lost", n, "reason", reason)
 	}
 }
+
+func (o rxOut) repaired(n uint64)  { o.p.repairedC.Add(float64(n)) }
+func (o rxOut) duplicate(n uint64) { o.p.dupC.Add(float64(n)) }
 
 // deliver hands one publication to the node; a panic in the node's handler is logged, not
 // allowed to kill the link.

@@ -229,7 +229,7 @@ func (m *Mesh) reconcile() {
 	}
 	for _, p := range removed {
 		m.log.Info("mesh: peer gone", "peer", p.logical, "incarnation", p.inc)
-		m.retirePeer(p)
+		m.retirePeer(p, replaced[p.logical])
 		if !replaced[p.logical] {
 			// A replacement incarnation under the same logical name keeps the series.
 			m.met.linkUp.DeleteLabelValues(p.logical)
@@ -249,34 +249,44 @@ func (m *Mesh) removePeer(p *peer, failed bool, now time.Time) {
 	}
 	m.table.RemovePeer(p)
 	delete(m.peers, p.serfName)
+	p.closeQueue()
 }
 
-// retirePeer stops a removed peer (what its queue held counts as dropped) and remembers its
-// sequences in both directions. Not called with m.mu held.
-func (m *Mesh) retirePeer(p *peer) {
+// retirePeer stops a removed peer and remembers both directions of its link: our send link
+// (sequence and retransmission window) and what we received from it. Publications that waited
+// behind a repair go out now (the missing ones are lost); if a newer incarnation replaced it,
+// whatever it had announced and we never got is lost too. Not called with m.mu held.
+func (m *Mesh) retirePeer(p *peer, replaced bool) {
 	p.shutdown()
-	m.rememberLink(p.serfName, linkMemo{recv: p.recv, send: p.sendState()})
+	p.rmu.Lock()
+	p.rx.flush(rxOut{p})
+	if replaced && p.rx.epoch != 0 && p.rx.known >= p.rx.expect {
+		rxOut{p}.lost(p.rx.known-p.rx.expect+1, lostRestarted)
+		p.rx.expect = p.rx.known + 1
+	}
+	rx := p.rx
+	p.rmu.Unlock()
+	m.rememberLink(p.serfName, linkMemo{rx: rx, tx: p.tx})
 }
 
 // A peer that is removed and comes back in the same incarnation (it was frozen, or partitioned,
-// long enough to be declared failed) kept its own state for us, and we keep ours for it: the
-// sequences of both directions are remembered, bounded, per Serf name, and continue when the peer
-// is added again. Continuing our send sequence (same epoch, next number) is what makes what was
-// lost in flight visible: the receiver counts the numbers it never got as gaps, exactly as on a
-// live link. Continuing our receive state means its continuing sequence is neither false gaps
-// nor duplicates.
+// long enough to be declared failed) kept its own state for us, and we keep ours for it: both
+// directions are remembered, bounded, per Serf name, and continue when the peer is added again.
+// Our send link keeps numbering while the peer is away (failed routes) and keeps its window, so
+// the peer, when back, sees one continuous sequence and asks for what it missed; our receive
+// state continues too, so its continuing sequence is neither false gaps nor duplicates.
 const linkMemoMax = 1024
 
 // failedPeersMax bounds the failed routes (peers removed as failed and not back yet).
 const failedPeersMax = 64
 
 type linkMemo struct {
-	recv recvState
-	send sendState
+	rx rxLink
+	tx *txLink
 }
 
 func (m *Mesh) rememberLink(serfName string, st linkMemo) {
-	if st.recv.epoch == 0 && st.send.seq == 0 {
+	if st.rx.epoch == 0 && st.tx.state().seq == 0 {
 		return // nothing was exchanged: a fresh start is the same
 	}
 	m.memoMu.Lock()

@@ -87,6 +87,8 @@ type Mesh struct {
 	authKey []byte
 	// noise counts and calms memberlist's lines about garbage on the gossip port.
 	noise *gossipNoise
+	// rxCfg: the repair settings every link's receive side uses.
+	rxCfg rxConfig
 	// conns finds each peer's accepted connection (send queue) by its Serf name.
 	conns *peerConns
 	// rejectLog and slowLog log a rejected connection or a slow peer once per address.
@@ -140,6 +142,12 @@ func New(cfg Config) (*Mesh, error) {
 		if m.authKey, err = deriveAuthKey(c.ClusterKey); err != nil {
 			return nil, fmt.Errorf("mesh: link auth key: %w", err)
 		}
+	}
+	m.rxCfg = rxConfig{
+		wait:     c.RepairWait,
+		idle:     max(c.RepairWait, c.RetainAge),
+		retry:    c.Heartbeat,
+		maxBytes: c.ReorderBytes,
 	}
 	m.conns = newPeerConns()
 	m.rejectLog = newAddrLog(m.log, "mesh: connection rejected")
@@ -378,6 +386,7 @@ func (m *Mesh) controlLoop() {
 	defer m.wg.Done()
 	tick := time.NewTicker(m.cfg.Heartbeat)
 	defer tick.Stop()
+	var peers []*peer
 	for {
 		select {
 		case <-m.ctx.Done():
@@ -391,10 +400,14 @@ func (m *Mesh) controlLoop() {
 				m.log.Info("mesh: failed peer not back; no longer counting publications for it", "peer", name)
 			}
 			b := m.table.LocalBeat()
+			tails := m.linkTails(now)
 			m.sendControl([]byte(controlTopic), &meshpb.Envelope{Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{
-				InterestVersion: b.Version, InterestDigest: b.Digest, InterestCount: uint32(min(b.Count, math.MaxUint32))}}})
+				InterestVersion: b.Version, InterestDigest: b.Digest, InterestCount: uint32(min(b.Count, math.MaxUint32)),
+				Tails: tails}}})
+			peers = peers[:0]
 			for _, p := range m.peers {
 				p.syncByteMetric()
+				peers = append(peers, p)
 			}
 			m.syncCounter(&m.stalled, &m.stalledReported, m.met.stalled.Add)
 			m.syncCounter(&m.hsTimeouts, &m.hsReported, m.met.hsTimeout.Add)
@@ -402,6 +415,13 @@ func (m *Mesh) controlLoop() {
 				m.noise.flush(now)
 			}
 			m.mu.Unlock()
+			// Repair retries and give-ups deliver publications (which takes m.mu): outside it.
+			for _, p := range peers {
+				p.rmu.Lock()
+				p.rx.tick(now.UnixNano(), m.rxCfg, rxOut{p})
+				p.rmu.Unlock()
+			}
+			clear(peers)
 			m.checkSuperseded()
 		}
 	}
@@ -414,6 +434,36 @@ func (p *peer) syncByteMetric() {
 		p.rxBytesC.Add(float64(d))
 		p.rxReported = cur
 	}
+}
+
+// linkTails lists our send links' tails for the heartbeat (retain.go: active links, and links
+// that numbered what they could not send, including those of peers away), and expires old
+// window entries of every link. m.mu held.
+func (m *Mesh) linkTails(now time.Time) []*meshpb.LinkTail {
+	var tails []*meshpb.LinkTail
+	n := now.UnixNano()
+	entries, bytes := 0, 0
+	add := func(tx *txLink) {
+		e, b := tx.expire(n)
+		entries += e
+		bytes += b
+		if epoch, last, ok := tx.tail(n); ok {
+			tails = append(tails, &meshpb.LinkTail{Target: tx.target, Epoch: epoch, Last: last})
+		}
+	}
+	for _, p := range m.peers {
+		add(p.tx)
+	}
+	m.memoMu.Lock()
+	for _, lm := range m.linkMemo {
+		if lm.tx != nil {
+			add(lm.tx)
+		}
+	}
+	m.memoMu.Unlock()
+	m.met.retainedBytes.Set(float64(bytes))
+	m.met.retainedMsgs.Set(float64(entries))
+	return tails
 }
 
 // supersedeGrace is how long a newer incarnation of our own name must stay alive before this
@@ -520,7 +570,7 @@ func (m *Mesh) Publish(channel string, data []byte) {
 	lost := m.failed.Route(channel)
 	m.mu.RUnlock()
 	for _, p := range lost {
-		p.drop(1) // a failed peer wanted it: lost, and counted
+		p.retain(channel, data) // a failed peer wanted it: kept for its return
 	}
 	if len(ps) == 0 {
 		return

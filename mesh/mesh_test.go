@@ -288,7 +288,7 @@ func TestPeerForgottenAndBack(t *testing.T) {
 	p := n1.peers[n2.self]
 	n1.removePeer(p, false, time.Now())
 	n1.mu.Unlock()
-	n1.retirePeer(p)
+	n1.retirePeer(p, false)
 	n1.reconcile() // n2 is still alive: a new link to the same incarnation
 	waitFor(t, 5*time.Second, "n2 back on n1", func() bool {
 		return peerWants(n1.Mesh, "n2", "to2") && n1.Ready() && peerStatus(n1.Mesh, "n2").Link == LinkUp

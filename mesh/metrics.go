@@ -11,7 +11,7 @@ import (
 type metrics struct {
 	sent      *prometheus.CounterVec // publications handed to the PUB socket for a peer
 	received  *prometheus.CounterVec // publications received from a peer
-	gaps      *prometheus.CounterVec // publications missing in a peer's per-link sequence
+	gaps      *prometheus.CounterVec // publications missing in a peer's per-link sequence and not repaired
 	dropped   *prometheus.CounterVec // publications for a peer never sent: queue full, peer failed or removed
 	rxBytes   *prometheus.CounterVec // bytes read from a peer's PUB socket (wire, all topics)
 	linkUp    *prometheus.GaugeVec   // 1 while the link from a peer is up
@@ -28,6 +28,15 @@ type metrics struct {
 	hsTimeout                     prometheus.Counter       // connections closed by the handshake deadline
 	members                       prometheus.Gauge         // alive members (logical names), self included
 	hop                           *prometheus.HistogramVec // batch encoded at the origin → received here, per origin peer
+
+	// Repair (retain.go, repair.go).
+	repaired      *prometheus.CounterVec // publications from a peer that filled a gap by retransmission
+	unrepaired    *prometheus.CounterVec // publications from a peer given up (labels peer, reason); also in gaps
+	duplicates    *prometheus.CounterVec // publications from a peer received again and skipped
+	repairReqs    *prometheus.CounterVec // repair requests sent to a peer
+	retransmitted *prometheus.CounterVec // publications sent again to a peer that asked
+	retainedBytes prometheus.Gauge       // retransmission windows, all links (accounted bytes)
+	retainedMsgs  prometheus.Gauge       // publications in retransmission windows, all links
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,11 +52,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, peer),
 		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_gaps_total",
-			Help: "Publications from a peer missing in its per-link sequence (lost on the path).",
+			Help: "Publications from a peer missing in its per-link sequence and not repaired: lost on the path (the reason is in sockmesh_mesh_unrepaired_messages_total).",
 		}, peer),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_dropped_messages_total",
-			Help: "Publications for a peer that were never sent: its send queue was full, it had been declared failed (counted while it is away), or it was removed with publications queued.",
+			Help: "Publications for a peer that were never numbered, so that no repair can bring them back: too large for the mesh frame limit, or queued when the node shut down. (Publications for a peer that is away or cut are kept for repair; what it cannot get back, it counts as gaps.)",
 		}, peer),
 		rxBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_received_bytes_total",
@@ -110,6 +119,34 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sockmesh_mesh_members",
 			Help: "Alive cluster members (logical names), this node included.",
 		}),
+		repaired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_repaired_messages_total",
+			Help: "Publications from a peer that were missing (gap, freeze, partition, cut) and arrived by retransmission, delivered in order.",
+		}, peer),
+		unrepaired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_unrepaired_messages_total",
+			Help: "Publications from a peer that were missing and could not be repaired, so are lost (also counted in sockmesh_mesh_gaps_total): reason beyond_window (left the origin's --mesh-retain-bytes/--mesh-retain-age window), restarted (the origin restarted or forgot the link), timeout (--mesh-repair-wait without progress), overflow (--mesh-reorder-bytes), peer_gone.",
+		}, []string{"peer", "reason"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_duplicate_messages_total",
+			Help: "Publications from a peer received more than once (a retransmission racing live traffic) and skipped: never delivered twice.",
+		}, peer),
+		repairReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_repair_requests_total",
+			Help: "Repair requests this node sent to a peer (a gap, a tail it missed, a link back after a stall).",
+		}, peer),
+		retransmitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_retransmitted_messages_total",
+			Help: "Publications this node sent again to a peer that reported them missing.",
+		}, peer),
+		retainedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sockmesh_mesh_retained_bytes",
+			Help: "Bytes held in the retransmission windows of all links (channel + payload + 48 per publication; payloads shared between links are counted per link).",
+		}),
+		retainedMsgs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sockmesh_mesh_retained_messages",
+			Help: "Publications held in the retransmission windows of all links.",
+		}),
 	}
 	if reg != nil {
 		m.sent = register(reg, m.sent)
@@ -131,6 +168,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.hsTimeout = register(reg, m.hsTimeout)
 		m.members = register(reg, m.members)
 		m.hop = register(reg, m.hop)
+		m.repaired = register(reg, m.repaired)
+		m.unrepaired = register(reg, m.unrepaired)
+		m.duplicates = register(reg, m.duplicates)
+		m.repairReqs = register(reg, m.repairReqs)
+		m.retransmitted = register(reg, m.retransmitted)
+		m.retainedBytes = register(reg, m.retainedBytes)
+		m.retainedMsgs = register(reg, m.retainedMsgs)
 	}
 	return m
 }

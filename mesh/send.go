@@ -36,20 +36,20 @@ type publication struct {
 
 // enqueue adds a publication to p's queue; it never blocks. A queue over its bound means the
 // peer fell too far behind (its transport queue is full too, so the flusher holds it back): it
-// is cut as a slow peer, and what it was waiting for is numbered as sent, so that its receiver
-// counts it as a gap when it is back.
+// is cut as a slow peer, and what it was waiting for is numbered into its retransmission window,
+// so that it gets it again when it redials and asks.
 func (p *peer) enqueue(channel string, data []byte) {
 	p.qmu.Lock()
-	// Closed: the peer was removed after Publish looked up its route (its queue was counted as
-	// dropped at removal, and so is this).
+	// Closed: the peer was removed after Publish looked up its route; number it for the peer's
+	// return, after what its queue held (closeQueue).
 	if p.qclosed {
 		p.qmu.Unlock()
-		p.drop(1)
+		p.retain(channel, data)
 		return
 	}
 	cut := false
 	if len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(data) > p.m.cfg.PeerQueueBytes {
-		p.sendSeq += uint64(len(p.q))
+		p.tx.number(p.q, time.Now().UnixNano(), false)
 		clear(p.q)
 		p.q = p.q[:0]
 		p.qbytes = 0
@@ -68,17 +68,39 @@ func (p *peer) enqueue(channel string, data []byte) {
 	}
 }
 
+// retain numbers a publication for p without sending it (p is away: declared failed, or
+// removed): it waits in p's retransmission window until p, back, asks for it.
+func (p *peer) retain(channel string, data []byte) {
+	p.tx.number([]publication{{channel, data}}, time.Now().UnixNano(), false)
+}
+
+// closeQueue stops p's queue and numbers what it held into the retransmission window, before any
+// publication for p is numbered through the failed routes (removePeer holds m.mu), so that the
+// order per publisher holds across the removal.
+func (p *peer) closeQueue() {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	if p.qclosed {
+		return
+	}
+	p.qclosed = true
+	p.tx.number(p.q, time.Now().UnixNano(), false)
+	clear(p.q)
+	p.q = nil
+	p.qbytes = 0
+}
+
 // drop counts n publications for p that will never be sent.
 func (p *peer) drop(n int) {
 	p.dropped.Add(uint64(n))
 	p.droppedC.Add(float64(n))
 }
 
-// take removes up to one batch from p's queue and numbers it: first is the sequence of its first
-// publication. Numbering under qmu, with the queue, lets shutdown read a final sendSeq that
-// covers every publication ever taken. more reports whether publications remain (the peer then
-// stays ready).
-func (p *peer) take(buf []publication) (batch []publication, first uint64, more bool) {
+// take removes up to one batch from p's queue and numbers it into p's send link (sequence and
+// retransmission window): first is the sequence of its first publication. Numbering under qmu,
+// with the queue, keeps the order of the queue. more reports whether publications remain (the
+// peer then stays ready).
+func (p *peer) take(buf []publication, now int64) (batch []publication, first uint64, more bool) {
 	p.qmu.Lock()
 	defer p.qmu.Unlock()
 	// A batch ends at BatchMax publications, at BatchBytes of payload, or before it would
@@ -98,8 +120,7 @@ func (p *peer) take(buf []publication) (batch []publication, first uint64, more 
 		}
 	}
 	batch = append(buf[:0], p.q[:n]...)
-	first = p.sendSeq + 1
-	p.sendSeq += uint64(n)
+	first = p.tx.number(batch, now, true)
 	rest := copy(p.q, p.q[n:])
 	clear(p.q[rest:]) // drop references to sent payloads
 	p.q = p.q[:rest]
@@ -162,21 +183,16 @@ func (m *Mesh) flusher() {
 					first uint64
 					more  bool
 				)
-				batch, first, more = p.take(batch)
+				now := time.Now().UnixNano()
+				batch, first, more = p.take(batch, now)
 				if len(batch) > 0 {
-					enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.epoch, first, batch, time.Now().UnixNano())
-					// Told before zmq4 can copy it: its arrival at the peer's send queue is
-					// what takes it off again.
-					n := len(enc)
-					if m.sealer != nil {
-						n += sealOverhead
-					}
-					m.conns.handed(p.serfName, n)
-					// enc is reused: sendEnvelope hands the PUB its own (sealed or copied) frame.
-					if m.sendEnvelope(p.mailboxB, enc, false) {
+					var ok bool
+					enc, _, ok = m.sendBatch(enc, p, first, batch, now, false)
+					if ok {
 						p.sent.Add(uint64(len(batch)))
 						p.sentC.Add(float64(len(batch)))
 					}
+					p.tx.handed(first + uint64(len(batch)) - 1)
 					clear(batch)
 				}
 				if more {
@@ -190,13 +206,31 @@ func (m *Mesh) flusher() {
 	}
 }
 
+// sendBatch encodes pubs (numbered from first on p's link) into enc, which it returns for reuse,
+// and hands the batch to the PUB socket; n is its size on the wire.
+func (m *Mesh) sendBatch(enc []byte, p *peer, first uint64, pubs []publication, now int64, retransmit bool) (_ []byte, n int, ok bool) {
+	enc = appendBatchEnvelope(enc[:0], m.self, p.serfName, p.tx.epoch, first, pubs, now, retransmit)
+	// Told before zmq4 can copy it: its arrival at the peer's send queue is what takes it off
+	// again.
+	n = len(enc)
+	if m.sealer != nil {
+		n += sealOverhead
+	}
+	m.conns.handed(p.serfName, n)
+	// enc is reused: sendEnvelope hands the PUB its own (sealed or copied) frame.
+	return enc, n, m.sendEnvelope(p.mailboxB, enc, false)
+}
+
 // appendBatchEnvelope encodes Envelope{origin, target, batch{first_seq, publications}} by hand:
 // the hot path, without a message tree per publication. Wire-compatible with meshpb.Envelope
 // (checked by TestBatchEncodingMatchesProto). epoch is never 0, so it is always present.
-func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64, pubs []publication, sentUnixNano int64) []byte {
+func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64, pubs []publication, sentUnixNano int64, retransmit bool) []byte {
 	batchLen := protowire.SizeTag(1) + protowire.SizeVarint(firstSeq) +
 		protowire.SizeTag(3) + protowire.SizeVarint(epoch) +
 		protowire.SizeTag(4) + protowire.SizeFixed64()
+	if retransmit {
+		batchLen += protowire.SizeTag(5) + protowire.SizeVarint(1)
+	}
 	for _, pb := range pubs {
 		batchLen += protowire.SizeTag(2) + protowire.SizeBytes(pubLen(pb))
 	}
@@ -225,6 +259,10 @@ func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64
 	b = protowire.AppendVarint(b, epoch)
 	b = protowire.AppendTag(b, 4, protowire.Fixed64Type)
 	b = protowire.AppendFixed64(b, uint64(sentUnixNano))
+	if retransmit {
+		b = protowire.AppendTag(b, 5, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
 	return b
 }
 

@@ -51,6 +51,17 @@ type Config struct {
 	MeshHandshakeTimeout time.Duration
 	MeshInterestInterval time.Duration
 	MeshInterestBytes    int
+	// Repair of node-to-node loss (mesh.Config has the details). MeshRetainBytes bounds each
+	// link's retransmission window (zero value: 64 MiB; negative: keep nothing, repair nothing),
+	// MeshRetainAge its age (zero: 30 s); MeshRepairWait is how long publications wait behind a
+	// repair that makes no progress (zero: 3 s), MeshReorderBytes how many bytes of them per
+	// peer (zero: 16 MiB); MeshRepairRate paces retransmissions to one peer in bytes per second
+	// (zero: 32 MiB/s).
+	MeshRetainBytes  int
+	MeshRetainAge    time.Duration
+	MeshRepairWait   time.Duration
+	MeshReorderBytes int
+	MeshRepairRate   int
 	// Shards is the number of broker shards; zero value: the number of CPUs.
 	Shards int
 	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.

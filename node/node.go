@@ -169,6 +169,11 @@ func (n *Node) Start(ctx context.Context) error {
 		HandshakeTimeout:      n.cfg.MeshHandshakeTimeout,
 		InterestFlushInterval: n.cfg.MeshInterestInterval,
 		InterestMessageBytes:  n.cfg.MeshInterestBytes,
+		RetainBytes:           n.cfg.MeshRetainBytes,
+		RetainAge:             n.cfg.MeshRetainAge,
+		RepairWait:            n.cfg.MeshRepairWait,
+		ReorderBytes:          n.cfg.MeshReorderBytes,
+		RepairRate:            n.cfg.MeshRepairRate,
 	})
 	if err == nil {
 		err = m.Start(ctx)

@@ -39,6 +39,14 @@ func runServe(args []string) error {
 	fs.DurationVar(&cfg.MeshInterestInterval, "mesh-interest-interval", 20*time.Millisecond, "least time between two interest announcements: subscribe changes within it go out together")
 	meshInterestBytes := byteSize(256 << 10)
 	fs.Var(&meshInterestBytes, "mesh-interest-bytes", "channel names in one interest announcement or snapshot part (bounds control traffic per interval)")
+	meshRetainBytes := byteSize(64 << 20)
+	fs.Var(&meshRetainBytes, "mesh-retain-bytes", "publications kept per peer link to retransmit what the peer missed (freeze, partition, cut); 0: none kept, no repair")
+	fs.DurationVar(&cfg.MeshRetainAge, "mesh-retain-age", 30*time.Second, "oldest publication kept for retransmission: loss from a fault longer than this is counted, not repaired")
+	fs.DurationVar(&cfg.MeshRepairWait, "mesh-repair-wait", 3*time.Second, "longest a peer's later publications wait, in order, behind a repair that makes no progress (then the gap is counted as lost)")
+	meshReorderBytes := byteSize(16 << 20)
+	fs.Var(&meshReorderBytes, "mesh-reorder-bytes", "bytes of a peer's publications that may wait behind a repair; past it the gap is counted as lost")
+	meshRepairRate := byteSize(32 << 20)
+	fs.Var(&meshRepairRate, "mesh-repair-rate", "retransmission bytes per second to one peer (it also waits while the peer's send queue is half full)")
 	fs.IntVar(&cfg.Shards, "shards", 0, "broker shards (0 = number of CPUs)")
 	configPath := fs.String("config", "", "optional YAML file with the same keys as these flags")
 	fs.DurationVar(&cfg.Front.PingInterval, "ping-interval", 8*time.Second, "interval between server pings")
@@ -102,6 +110,12 @@ func runServe(args []string) error {
 	cfg.MeshPeerBuffer = int(meshPeerBuffer)
 	cfg.MeshPeerQueue = int(meshPeerQueue)
 	cfg.MeshInterestBytes = int(meshInterestBytes)
+	cfg.MeshRetainBytes = int(meshRetainBytes)
+	if cfg.MeshRetainBytes == 0 {
+		cfg.MeshRetainBytes = -1 // the flag's 0 means none; the config's zero value means the default
+	}
+	cfg.MeshReorderBytes = int(meshReorderBytes)
+	cfg.MeshRepairRate = int(meshRepairRate)
 	if *clusterKey != "" {
 		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*clusterKey))
 		if err != nil {
