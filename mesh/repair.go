@@ -160,6 +160,7 @@ func (r *rxLink) reply(rep repairReply, now int64, cfg rxConfig, o rxOutput) {
 	if rep.epoch != r.epoch {
 		return // about a stream we left
 	}
+	resumed := r.resume
 	r.resume = false
 	if rep.current != 0 && rep.current != r.epoch {
 		// The origin no longer knows this stream: the rest of it is lost; follow the new one
@@ -175,6 +176,11 @@ func (r *rxLink) reply(rep repairReply, now int64, cfg rxConfig, o rxOutput) {
 	if rep.lostTo != 0 && rep.lostFrom <= r.expect && rep.lostTo >= r.expect {
 		r.giveUp(rep.lostTo+1, lostBeyondWindow, o)
 		r.progress = now
+	}
+	if resumed && r.expect <= rep.last {
+		// The answer to "everything after expect": the origin is retransmitting up to last,
+		// so asking again for part of it would only make it send some twice.
+		r.repairing, r.progress, r.asked, r.askedTo = true, now, now, rep.last
 	}
 	r.check(now, cfg, o)
 }
@@ -209,8 +215,8 @@ func (r *rxLink) tick(now int64, cfg rxConfig, o rxOutput) {
 		r.check(now, cfg, o)
 		return
 	}
-	if now-r.asked >= int64(cfg.retry) {
-		r.askGap(now, o)
+	if now-max(r.asked, r.progress) >= int64(cfg.retry) {
+		r.askGap(now, o) // nothing arrived since we asked: ask again
 	}
 }
 

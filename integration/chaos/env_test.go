@@ -170,7 +170,8 @@ type metricsTracker struct {
 	done  chan struct{}
 }
 
-var trackedMetrics = []string{"sockmesh_mesh_gaps_total", "sockmesh_mesh_dropped_messages_total"}
+var trackedMetrics = []string{"sockmesh_mesh_gaps_total", "sockmesh_mesh_dropped_messages_total",
+	"sockmesh_mesh_repaired_messages_total", "sockmesh_mesh_unrepaired_messages_total", "sockmesh_mesh_duplicate_messages_total"}
 
 func newMetricsTracker(nodes func() []*harness.Node) *metricsTracker {
 	m := &metricsTracker{last: map[string]float64{}, total: map[string]float64{}, stop: make(chan struct{}), done: make(chan struct{})}
@@ -230,6 +231,10 @@ func (m *metricsTracker) sample(nodes []*harness.Node) {
 					peer = peer[:strings.IndexByte(peer, '"')]
 					v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 					k := n.Name + "|" + name + "|" + peer
+					if j := strings.Index(line, `reason="`); j >= 0 {
+						r := line[j+8:]
+						k += "|" + r[:strings.IndexByte(r, '"')]
+					}
 					prev := m.last[k]
 					if v >= prev {
 						m.total[k] += v - prev
@@ -259,16 +264,24 @@ func (m *metricsTracker) pool(origin, receiver string) int {
 }
 
 func (m *metricsTracker) totals() (gaps, dropped int) {
+	return m.sum("sockmesh_mesh_gaps_total", ""), m.sum("sockmesh_mesh_dropped_messages_total", "")
+}
+
+// sum adds up metric over every node and peer (and, with reason, only that reason).
+func (m *metricsTracker) sum(metric, reason string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	n := 0
 	for k, v := range m.total {
-		if strings.Contains(k, "|sockmesh_mesh_gaps_total|") {
-			gaps += int(v)
-		} else {
-			dropped += int(v)
+		if !strings.Contains(k, "|"+metric+"|") {
+			continue
 		}
+		if reason != "" && !strings.HasSuffix(k, "|"+reason) {
+			continue
+		}
+		n += int(v)
 	}
-	return
+	return n
 }
 
 // load drives publishers and subscribers of one scenario through the checker.

@@ -205,7 +205,7 @@ func partitionPhase(t *testing.T, c *cluster, nw *netns.Net, a, b []int, oneWay 
 		end := l.stopPublishing()
 		l.waitDelivered(end, DeliverTailBound)
 		tr.finish(c.nodes)
-		sc.accountKnown(l, end, tr, BugLossToFailedPeerUncounted)
+		sc.repairedAll(sc.account(l, end, tr))
 	})
 }
 
