@@ -101,11 +101,11 @@ type result struct {
 	Counts   checker.Counts `json:"counts"`
 	// What the nodes repaired (publications that arrived by retransmission) and what they
 	// counted as lost beyond the origin's retransmission window, per their metrics.
-	Repaired         int `json:"repaired"`
-	LostBeyondWindow int `json:"lost_beyond_window"`
-	Notes    []string       `json:"notes,omitempty"`
-	Pass     bool           `json:"pass"`
-	Seconds  float64        `json:"seconds"`
+	Repaired         int      `json:"repaired"`
+	LostBeyondWindow int      `json:"lost_beyond_window"`
+	Notes            []string `json:"notes,omitempty"`
+	Pass             bool     `json:"pass"`
+	Seconds          float64  `json:"seconds"`
 }
 
 var (
