@@ -52,7 +52,15 @@ func (s *Socket) readLoop() {
 			s.cleanup()
 			return
 		}
-		s.lastSeen.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		if s.stale(now) {
+			// The frame waited in the kernel while this process was stopped for longer than
+			// the client's ping timeout: its client has given up on this connection.
+			s.abort()
+			s.cleanup()
+			return
+		}
+		s.lastSeen.Store(now)
 		m.FramesIn.Inc()
 		if mt != websocket.TextMessage && mt != websocket.BinaryMessage {
 			continue
@@ -73,6 +81,17 @@ func (s *Socket) readLoop() {
 		}
 		s.handle(ctx, &p)
 	}
+}
+
+// stale reports whether the connection outlived a stall of this process past the ping timeout
+// (the sweeper has not run for that long, or found so and expired it).
+func (s *Socket) stale(now int64) bool {
+	if s.expired.Load() {
+		return true
+	}
+	last := s.srv.lastTick.Load()
+	// A connection opened after the stall (before the sweeper's next tick) is not stale.
+	return last != 0 && now-max(last, s.born.UnixNano()) > int64(s.srv.cfg.PingTimeout)
 }
 
 // mayPark: the connection is plain TCP and gorilla reads through our buffered reader, so

@@ -191,6 +191,11 @@ type Server struct {
 	admit    *admission
 	// stopSweep ends the sweeper (closed by Shutdown or Close).
 	stopSweep chan struct{}
+	// lastTick is the unix-nano time of the sweeper's last tick. A gap longer than the ping
+	// timeout means this process did not run (SIGSTOP, a VM pause): every client connected
+	// before it has stopped hearing pings for longer than it tolerates and has given up on us,
+	// so nothing it sent before it left may be acted on (see stale).
+	lastTick atomic.Int64
 	// poller parks idle connections (nil where it is not available).
 	poller *poller
 	// workers run readers, writers and upgrades on goroutines with grown stacks.
@@ -231,6 +236,7 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 	} else {
 		cfg.Logger.Warn("idle connections keep a goroutine each", "why", err)
 	}
+	s.lastTick.Store(time.Now().UnixNano())
 	s.wg.Add(1)
 	go s.sweeper()
 	s.up = websocket.Upgrader{
@@ -418,11 +424,36 @@ func (s *Server) sweeper() {
 				socks = append(socks, k)
 			}
 			s.mu.Unlock()
+			if prev := s.lastTick.Load(); now.UnixNano()-prev > int64(s.cfg.PingTimeout) {
+				s.expireAll(socks, prev, time.Duration(now.UnixNano()-prev))
+			}
+			s.lastTick.Store(now.UnixNano())
 			for _, sk := range socks {
 				sk.sweep(now)
 			}
 			clear(socks)
 		}
+	}
+}
+
+// expireAll drops every connection opened before the process stalled at prev: their clients
+// stopped hearing pings for longer than the ping timeout, gave up and (socketcluster-client)
+// reconnected elsewhere, so what they sent before is stale — publishing it now would deliver
+// it after what they published since, out of order. The connection is cut without a close
+// handshake (its client is gone) and without reading further.
+func (s *Server) expireAll(socks []*Socket, prev int64, stalled time.Duration) {
+	n := 0
+	for _, sk := range socks {
+		if sk.born.UnixNano() <= prev {
+			sk.expired.Store(true)
+			sk.abort()
+			n++
+		}
+	}
+	if n > 0 {
+		s.cfg.Metrics.PongTimeouts.Add(float64(n))
+		s.cfg.Logger.Warn("this process did not run for longer than the ping timeout: its clients have given up; connections dropped, what they sent since is ignored",
+			"stalled", stalled.Round(time.Millisecond), "ping_timeout", s.cfg.PingTimeout, "connections", n)
 	}
 }
 

@@ -27,6 +27,9 @@ type Socket struct {
 	id   string
 	ip   string
 	born time.Time
+	// expired: the process stalled past the ping timeout while this connection was open
+	// (Server.expireAll); nothing more it sent is handled.
+	expired atomic.Bool
 	// pubRate limits this connection's publications (nil: unlimited); reader goroutine only.
 	pubRate *rate.Limiter
 	// log is the connection's logger (conn=<id> remote=<addr>), made on first use.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -704,5 +705,46 @@ func TestWriterWithNothingQueuedIdlesAtOnce(t *testing.T) {
 			t.Fatalf("the writer is still waiting out the %v window with nothing queued", delay)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestFramesWaitingThroughAStallAreDropped: when this process did not run for longer than the
+// ping timeout (SIGSTOP, a VM pause), its clients stopped hearing pings, gave up and reconnected
+// elsewhere. A publication one of them sent into the frozen connection must not be handled when
+// the process runs again: published after what the client published since (elsewhere), it would
+// arrive out of order. Connections opened after the stall are not affected.
+func TestFramesWaitingThroughAStallAreDropped(t *testing.T) {
+	const pingTimeout = 1500 * time.Millisecond
+	srv, url := startFront(t, Config{PingInterval: time.Minute, PingTimeout: pingTimeout})
+	old := dialRaw(t, url)
+	old.handshake()
+	// Keep the connection alive (any inbound frame counts; no pings at this interval) until it
+	// is older than the stall to come.
+	for i := range 6 {
+		old.send(fmt.Sprintf(`{"event":"#subscribe","data":{"channel":"k"},"cid":%d}`, 10+i))
+		time.Sleep(300 * time.Millisecond)
+	}
+	witness := dialRaw(t, url)
+	witness.handshake()
+	witness.send(`{"event":"#subscribe","data":{"channel":"feed"},"cid":2}`)
+	witness.expect(`{"rid":2}`)
+	// The stall: as if the process had not run for longer than the ping timeout, with the old
+	// connection's publication waiting in the kernel.
+	srv.lastTick.Store(time.Now().Add(-pingTimeout - 100*time.Millisecond).UnixNano())
+	old.send(`{"event":"#publish","data":{"channel":"feed","data":"stale"}}`)
+	for {
+		if _, err := old.next(); err != nil {
+			break // dropped, without a close handshake (its client is gone)
+		}
+	}
+	fresh := dialRaw(t, url)
+	fresh.handshake()
+	fresh.send(`{"event":"#publish","data":{"channel":"feed","data":"fresh"}}`)
+	got, err := witness.next()
+	if err != nil {
+		t.Fatalf("witness (opened after the stall): %v", err)
+	}
+	if !strings.Contains(got, `"fresh"`) {
+		t.Fatalf("witness got %s first, want the fresh publication (the stale one must not be handled)", got)
 	}
 }

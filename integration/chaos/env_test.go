@@ -331,7 +331,11 @@ func (l *load) dial(urls []string, log *checker.ConnLog, raw func(ch, data []byt
 			log.Up(l.c.nodeOfURL(st.URL), time.Now())
 		},
 		OnDisconnect: func(code int, _ string) {
-			log.Down(time.Now())
+			if code == 4000 { // the client's ping timeout: the server went silent
+				log.DownSilent(time.Now())
+			} else {
+				log.Down(time.Now())
+			}
 			if onClose != nil {
 				onClose(code)
 			}

@@ -17,6 +17,13 @@ const (
 	// TellSlack: a loss counts as told to a client when that client's connection dropped (or
 	// was not up) within this long of the publication's send time.
 	TellSlack = 1 * time.Second
+	// SilentTell: a client whose server stops answering (frozen for longer than the ping
+	// timeout) notices only at its ping timeout (30 s by default), and closes the connection
+	// then; a loss counts as told to a subscriber or publisher whose connection at the
+	// publication's send time ended that way within this long (the ping timeout and a margin).
+	// Publications without acknowledgement sent into a silent connection, and those a silent
+	// server could not pass on, are what the disconnect tells the app it may have missed.
+	SilentTell = 32 * time.Second
 	// ResubscribeSettle: after a client (re)connects, its re-subscriptions take this long to be
 	// live cluster-wide; a loss in that time is told (the client saw the disconnect).
 	ResubscribeSettle = 2 * time.Second
@@ -52,6 +59,8 @@ type ConnLog struct {
 type span struct {
 	node     string
 	up, down time.Time // down zero: still up
+	// silent: the client ended it because the server went silent (ping timeout).
+	silent bool
 }
 
 // Up records a connection to node at t.
@@ -71,6 +80,31 @@ func (l *ConnLog) Down(t time.Time) {
 	if n := len(l.spans); n > 0 && l.spans[n-1].down.IsZero() {
 		l.spans[n-1].down = t
 	}
+}
+
+// DownSilent records the end of the current connection at t by the client's ping timeout:
+// the server had been silent for that long, so the client was told (the disconnect) about
+// everything it sent or was sent on this connection since (see SilentTell).
+func (l *ConnLog) DownSilent(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.spans); n > 0 && l.spans[n-1].down.IsZero() {
+		l.spans[n-1].down = t
+		l.spans[n-1].silent = true
+	}
+}
+
+// SilentEndWithin reports whether the connection up at t ended by the client's ping timeout
+// within w after t.
+func (l *ConnLog) SilentEndWithin(t time.Time, w time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.spans {
+		if !t.Before(s.up) && (s.down.IsZero() || t.Before(s.down)) {
+			return s.silent && !s.down.After(t.Add(w))
+		}
+	}
+	return false
 }
 
 // Node returns the node of the current connection ("" when down).
@@ -458,9 +492,9 @@ func (r *Recorder) Analyze(end time.Time, pool Pool) (Counts, []Loss) {
 						c.LostOutside++
 						losses = append(losses, Loss{s.ID, m.O, recv, m.Msg, "outside any fault window/path"})
 					}
-					told := s.Conns.Disturbed(m.At.Add(-ResubscribeSettle), m.At.Add(TellSlack))
+					told := s.Conns.Disturbed(m.At.Add(-ResubscribeSettle), m.At.Add(TellSlack)) || s.Conns.SilentEndWithin(m.At, SilentTell)
 					if p := pubs[m.P]; p != nil && !told {
-						told = p.Conns.Disturbed(m.At, m.At.Add(TellSlack))
+						told = p.Conns.Disturbed(m.At, m.At.Add(TellSlack)) || p.Conns.SilentEndWithin(m.At, SilentTell)
 					}
 					if told {
 						c.LostDetected++

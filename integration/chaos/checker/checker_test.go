@@ -104,3 +104,31 @@ func TestUnsubscribeInFlightNotExpected(t *testing.T) {
 		})
 	}
 }
+
+// TestSilentEndTells: a connection the client closed at its ping timeout (the server went
+// silent) tells of what happened on it within SilentTell before; an ordinary close, or one
+// much later, does not.
+func TestSilentEndTells(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var l ConnLog
+	l.Up("n3", t0)
+	l.DownSilent(t0.Add(31 * time.Second))
+	if !l.SilentEndWithin(t0.Add(time.Second), SilentTell) {
+		t.Fatal("a publication 30 s before the ping-timeout close is not told")
+	}
+	if l.SilentEndWithin(t0.Add(-time.Second), SilentTell) {
+		t.Fatal("a time before the connection is told by it")
+	}
+	var m ConnLog
+	m.Up("n3", t0)
+	m.Down(t0.Add(5 * time.Second))
+	if m.SilentEndWithin(t0.Add(time.Second), SilentTell) {
+		t.Fatal("an ordinary close counts as silent")
+	}
+	var o ConnLog
+	o.Up("n3", t0)
+	o.DownSilent(t0.Add(time.Minute))
+	if o.SilentEndWithin(t0, SilentTell) {
+		t.Fatal("a silent close a minute later tells of this")
+	}
+}
