@@ -11,7 +11,8 @@ import (
 //   - a gap (a batch starts past what we expect, a heartbeat tail or a repair reply says the
 //     origin numbered more) sends a RepairRequest for the missing range to the origin's
 //     mailbox; publications after the gap wait in a reorder buffer (bounded in bytes) until the
-//     retransmission fills it, then go out in order;
+//     retransmission fills it, then go out in order; what does not fit is let go and asked
+//     for in its turn (it is still in the origin's window);
 //   - a link that comes back (new subscribe socket) asks for everything after what it has;
 //   - the origin answers every request with a RepairReply (what left its window, its last
 //     sequence) before it retransmits; what left the window is counted as lost, in order;
@@ -33,7 +34,6 @@ const (
 	lostBeyondWindow = "beyond_window" // the origin no longer had it (age or byte bound)
 	lostRestarted    = "restarted"     // the origin started a new stream (forgot us, or was replaced)
 	lostTimeout      = "timeout"       // no progress for the repair wait
-	lostOverflow     = "overflow"      // the reorder buffer filled up
 	lostGone         = "peer_gone"     // the link was removed while publications waited
 )
 
@@ -124,11 +124,18 @@ func (r *rxLink) batch(epoch, first uint64, pubs []pubIn, retransmit bool, now i
 				o.duplicate(1)
 				break
 			}
+			size := len(pb.channel) + len(pb.data)
+			if r.heldBytes+size > cfg.maxBytes {
+				// The reorder buffer is full: let it go. It is still in the origin's window
+				// and is asked for once the repair reaches it (known covers it), so a live
+				// stream faster than the buffer costs retransmission, not loss.
+				break
+			}
 			if r.held == nil {
 				r.held = make(map[uint64]heldPub)
 			}
 			r.held[seq] = heldPub{pb.channel, pb.data, retransmit}
-			r.heldBytes += len(pb.channel) + len(pb.data)
+			r.heldBytes += size
 		}
 		seq++
 	}
@@ -234,13 +241,8 @@ func (r *rxLink) flush(o rxOutput) {
 	r.resume = false
 }
 
-// check starts (or continues to the next hole) a repair when something is missing, and gives
-// up the oldest hole when the reorder buffer is full.
+// check starts (or continues to the next hole) a repair when something is missing.
 func (r *rxLink) check(now int64, cfg rxConfig, o rxOutput) {
-	for r.heldBytes > cfg.maxBytes && len(r.held) > 0 {
-		r.giveUp(r.nextHeld(), lostOverflow, o)
-		r.progress = now
-	}
 	if r.expect > r.known {
 		r.repairing = false
 		r.askedTo = 0

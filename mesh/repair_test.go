@@ -261,19 +261,20 @@ func TestRepairTailAfterSilence(t *testing.T) {
 	}
 }
 
-func TestRepairReorderBufferOverflow(t *testing.T) {
+func TestRepairReorderBufferFullCostsRetransmissionNotLoss(t *testing.T) {
 	s := newScriptNet(t, 64<<20, 30*time.Second)
-	s.cfg.maxBytes = 5 * len("chp10")
+	s.cfg.maxBytes = 5 * len("chp2")
 	s.arrive(s.publish(0, 1))
 	s.publish(1, 1) // lost
 	for i := 2; i < 9; i++ {
-		s.arrive(s.publish(i, 1))
+		s.arrive(s.publish(i, 1)) // p2..p6 wait; p7 and p8 do not fit
 	}
-	if s.lostN[lostOverflow] != 1 {
-		t.Fatalf("lost %v, want p1 given up when the buffer overflowed", s.lostN)
+	if len(s.rx.held) != 5 {
+		t.Fatalf("%d publications wait, want the 5 that fit", len(s.rx.held))
 	}
-	want := []string{"p0", "p2", "p3", "p4", "p5", "p6", "p7", "p8"}
-	if !slices.Equal(s.got, want) {
-		t.Fatalf("delivered %v, want %v", s.got, want)
+	s.serve()
+	s.want(0, 8)
+	if len(s.lostN) != 0 || s.fixed != 3 {
+		t.Fatalf("lost %v, repaired %d; want none lost, p1, p7 and p8 retransmitted", s.lostN, s.fixed)
 	}
 }
