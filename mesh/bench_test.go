@@ -3,6 +3,7 @@ package mesh
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -223,4 +224,58 @@ func BenchmarkHopLatency(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
 	}
+}
+
+// BenchmarkLinkThroughputRetain: publications per second through one link with the
+// retransmission window at its default (64 MiB, 30 s) and switched off (RetainBytes < 0): what
+// keeping every numbered publication for repair costs the healthy path.
+func BenchmarkLinkThroughputRetain(b *testing.B) {
+	for _, retain := range []int{0, -1} {
+		for _, size := range []int{100, 1024} {
+			name := fmt.Sprintf("%dB/retain=on", size)
+			if retain < 0 {
+				name = fmt.Sprintf("%dB/retain=off", size)
+			}
+			b.Run(name, func(b *testing.B) {
+				n1, n2, got := benchPair(b, func(c *Config) { c.RetainBytes = retain })
+				n2.AddInterest("bench")
+				waitInterest(b, []*testNode{n1}, "n2", "bench", true)
+				throughput(b, n1, got, []string{"bench"}, size)
+			})
+		}
+	}
+}
+
+// BenchmarkTxWindow: numbering one publication into a full window (append and trim at the byte
+// bound), and the heap one retained publication holds beyond its payload (measured over a window
+// of 100,000 entries whose payloads are shared, as they are with the queue and other links).
+func BenchmarkTxWindow(b *testing.B) {
+	payload := make([]byte, 100)
+	b.Run("add", func(b *testing.B) {
+		w := newTxWindow(64<<20, 30*time.Second)
+		now := time.Now().UnixNano()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			w.add(uint64(i)+1, "bench", payload, now)
+		}
+	})
+	b.Run("heap-per-entry", func(b *testing.B) {
+		const n = 100_000
+		var perEntry float64
+		for i := 0; i < b.N; i++ {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			w := newTxWindow(1<<40, time.Hour)
+			for s := uint64(1); s <= n; s++ {
+				w.add(s, "bench", payload, 1)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			perEntry = float64(after.HeapAlloc-before.HeapAlloc) / n
+			runtime.KeepAlive(&w)
+		}
+		b.ReportMetric(perEntry, "B/entry")
+	})
 }

@@ -105,9 +105,10 @@ type Config struct {
 	// MembershipCoalesce is how long membership changes are gathered before links change. Zero
 	// means 50 ms.
 	MembershipCoalesce time.Duration
-	// FailedPeerTTL is how long, at most, publications for a peer declared failed are counted
-	// as dropped (sockmesh_mesh_dropped_messages_total{peer}) while it is away; the count stops
-	// earlier when the peer, or a new incarnation of its name, is linked and in sync again.
+	// FailedPeerTTL is how long, at most, publications for a peer declared failed are numbered
+	// and kept for it (its retransmission window, within RetainBytes and RetainAge) while it is
+	// away; it stops earlier when the peer, or a new incarnation of its name, is linked and in
+	// sync again.
 	// Zero means the profile's Serf reconnect timeout (lan, local: 2 min; wan: 30 min), after
 	// which Serf forgets the member.
 	FailedPeerTTL time.Duration

@@ -4,11 +4,11 @@ import "time"
 
 // Failed peers. When gossip declares a peer failed (frozen, partitioned away, crashed: from here
 // the three look the same), its link and its entry in the interest table go away, so Publish no
-// longer routes anything to it. The publications it would have received are lost all the same,
-// and nothing would count them: the sender no longer queues for the peer, and the receiver, when
-// it comes back, cannot see what was never sent. FailedRoutes keeps what such a peer wanted (its
-// channel set when it was removed), per logical name, so that every publication routed to it
-// meanwhile is counted as a drop on its peer label.
+// longer routes anything to it. The publications it would have received would be lost, and the
+// receiver, when it comes back, could not even see what was never numbered for it. FailedRoutes
+// keeps what such a peer wanted (its channel set when it was removed), per logical name, so that
+// every publication routed to it meanwhile is numbered into its link's retransmission window
+// (retain.go): when it comes back it sees the numbers it missed and asks for them.
 //
 // A record ends when a peer with the same logical name is in sync again (the same incarnation
 // after a freeze or a partition, or its successor after a restart: from then on the interest
@@ -21,7 +21,7 @@ import "time"
 // channels or failed peers.
 
 // FailedRoutes maps channels to the failed peers that wanted them. V is what a route yields for
-// one failed peer (the mesh uses the removed *peer, whose drop counters it increments).
+// one failed peer (the mesh uses the removed *peer, whose send link keeps the publications).
 type FailedRoutes[V comparable] struct {
 	// TTL is how long a record is kept at most.
 	TTL time.Duration
