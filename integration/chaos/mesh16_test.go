@@ -71,7 +71,7 @@ func TestSlowPeer(t *testing.T) {
 	exp, got := l.rec.DeliveredBetween(start, end, healthy, healthy)
 	ratio := min(rate/warmRate, float64(got)/float64(max(exp, 1)))
 	sc.bound("healthy publishers' throughput to healthy peers while n3 is slow (FreezeThroughputMin)",
-		fmt.Sprintf("%.0f%%", FreezeThroughputMin*100),
+		fmt.Sprintf("≥ %.0f%%", FreezeThroughputMin*100),
 		fmt.Sprintf("%.1f%% (rate %.0f/s vs %.0f/s; delivered %d/%d)", ratio*100, rate, warmRate, got, exp), ratio >= FreezeThroughputMin)
 	err := harness.Poll(FreezeRecoverBound, func() error { return c.convergedErr(c.names()...) })
 	f.End = time.Now()

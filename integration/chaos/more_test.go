@@ -137,7 +137,7 @@ func freezeScenario(t *testing.T, name string, freeze time.Duration, pastWindow 
 	exp, got := l.rec.DeliveredBetween(stop, cont, healthy, healthy)
 	ratio := min(rate/warmRate, float64(got)/float64(max(exp, 1)))
 	sc.bound("healthy publishers' throughput to healthy peers while n3 frozen (FreezeThroughputMin)",
-		fmt.Sprintf("%.0f%%", FreezeThroughputMin*100),
+		fmt.Sprintf("≥ %.0f%%", FreezeThroughputMin*100),
 		fmt.Sprintf("%.1f%% (rate %.0f/s vs %.0f/s; delivered %d/%d)", ratio*100, rate, warmRate, got, exp), ratio >= FreezeThroughputMin)
 	sc.bound("healthy nodes' RSS growth during the freeze (FreezeRSSGrowthMaxKiB)", fmt.Sprintf("%d KiB", FreezeRSSGrowthMaxKiB), fmt.Sprintf("%d KiB", maxGrowth), maxGrowth <= FreezeRSSGrowthMaxKiB)
 	// The node delivers new publications again: a client that connects to n3 right after
@@ -185,9 +185,10 @@ func freezeScenario(t *testing.T, name string, freeze time.Duration, pastWindow 
 		sc.repairedAll(cn)
 		return
 	}
-	silent := cn.Lost - cn.LostTold
-	sc.bound("past the window: lost for connected clients is counted as lost beyond the window", "> 0 (counted)",
-		fmt.Sprintf("%d lost, %d beyond the window (nodes' count, per receiving node)", silent, sc.r.LostBeyondWindow), sc.r.LostBeyondWindow > 0 || silent == 0)
+	// n3 asked for more than the window held: the rest is counted as lost beyond it (by n3, per
+	// publication it missed), and nothing was lost silently, duplicated or reordered (account).
+	sc.bound("past the window: n3 counts what left the window as lost beyond it", "> 0",
+		fmt.Sprintf("%d (lost for clients that stayed connected: %d)", sc.r.LostBeyondWindow, cn.Lost-cn.LostTold), sc.r.LostBeyondWindow > 0)
 }
 
 // Scenario 5: rolling restart of every node with SIGTERM (drain) under load.
@@ -332,7 +333,7 @@ func TestSlowConsumers(t *testing.T) {
 	l.waitDelivered(end, DeliverTailBound)
 	tr.finish(c.nodes)
 	cn := sc.account(l, end, tr)
-	sc.bound("fast subscribers unaffected: delivered/expected", "100%", fmt.Sprintf("%d/%d", cn.Delivered, cn.Expected), cn.Lost == 0)
+	sc.bound("fast subscribers unaffected: delivered/expected", "= 100%", fmt.Sprintf("%d/%d", cn.Delivered, cn.Expected), cn.Lost == 0)
 }
 
 // stuckClient handshakes, subscribes to ch, reads the answers, and then never reads again.

@@ -173,7 +173,7 @@ func partitionPhase(t *testing.T, c *cluster, nw *netns.Net, a, b []int, oneWay 
 		// Each side kept working inside during the partition.
 		for _, side := range [][]string{sideA, sideB} {
 			exp, got := l.rec.DeliveredBetween(cut, heal, set(side), set(side))
-			sc.bound(fmt.Sprintf("delivery inside %v during the cut", side), "100%", fmt.Sprintf("%d/%d", got, exp), exp > 0 && got == exp)
+			sc.bound(fmt.Sprintf("delivery inside %v during the cut", side), "= 100%", fmt.Sprintf("%d/%d", got, exp), exp > 0 && got == exp)
 		}
 		// After the heal: one cluster, interest re-synced, cross-side delivery.
 		err := harness.Poll(HealBound, func() error {
