@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sockmesh/sockmesh/proto/meshpb"
 )
 
@@ -219,5 +221,36 @@ func TestReceiveGapsAcrossEpochs(t *testing.T) {
 				t.Fatalf("gaps %d received %d, want %d and %d", p.gaps.Load(), p.received.Load(), tc.gaps, tc.received)
 			}
 		})
+	}
+}
+
+// TestReplacedPeerCountsWhatItOwed: an origin replaced by a new incarnation (it restarted)
+// owed us what its heartbeat tail announced beyond what we had: that is lost, counted as
+// restarted, when the old incarnation's link is retired; publications that waited behind the
+// gap are delivered first, in order.
+func TestReplacedPeerCountsWhatItOwed(t *testing.T) {
+	var got []string
+	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Logger: testLogger(),
+		Deliver: func(_ string, data []byte) { got = append(got, string(data)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.table.AddLocal("c")
+	p := m.newPeer(memberInfo{serfName: "x-1", logical: "x", inc: "1"})
+	close(p.done)
+	// Received 1..4, then 7 (5 and 6 missing, asked for), and the tail says 9 exist.
+	p.rx.batch(5, 1, []pubIn{{"c", []byte("1")}, {"c", []byte("2")}, {"c", []byte("3")}, {"c", []byte("4")}}, false, 1, m.rxCfg, rxOut{p})
+	p.rx.batch(5, 7, []pubIn{{"c", []byte("7")}}, false, 2, m.rxCfg, rxOut{p})
+	p.rx.tail(5, 9, 3, m.rxCfg, rxOut{p})
+	m.retirePeer(p, true)
+	if want := []string{"1", "2", "3", "4", "7"}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+	if g := p.gaps.Load(); g != 4 {
+		t.Fatalf("gaps %d, want 4 (5 and 6 behind the waiting 7, 8 and 9 announced)", g)
+	}
+	if n := metricValue(t, m.met.unrepaired.MustCurryWith(prometheus.Labels{"reason": lostRestarted}), "x"); n != 2 {
+		t.Fatalf("unrepaired{restarted} %d, want 2 (8 and 9; 5 and 6 were given up when the link went: peer_gone)", n)
 	}
 }

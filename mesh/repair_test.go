@@ -259,6 +259,17 @@ func TestRepairTailAfterSilence(t *testing.T) {
 	if _, _, ok := s.tx.tail(s.now); ok {
 		t.Fatal("tail still announced after the receiver asked for everything")
 	}
+	// A receiver that never comes back: announced while the window holds something for it.
+	s.tx.number([]publication{{"ch", []byte("p6")}}, s.now, false)
+	s.advance(29 * time.Second)
+	if _, _, ok := s.tx.tail(s.now); !ok {
+		t.Fatal("unsent publication still in the window, but no tail")
+	}
+	s.advance(2 * time.Second)
+	s.tx.expire(s.now)
+	if _, _, ok := s.tx.tail(s.now); ok {
+		t.Fatal("tail announced after the window emptied (a peer that never returns would be announced forever)")
+	}
 }
 
 func TestRepairReorderBufferFullCostsRetransmissionNotLoss(t *testing.T) {

@@ -193,6 +193,11 @@ func (t *txLink) handed(last uint64) {
 func (t *txLink) tail(now int64) (epoch, last uint64, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.unsent && t.win.n == 0 && now-t.advanced > int64(t.win.maxAge) {
+		// Nothing left to give: a receiver that comes back now learns what it lost from its
+		// own request. Stop announcing (a peer that never returns would be announced forever).
+		t.unsent = false
+	}
 	if t.unsent {
 		return t.epoch, t.seq, true
 	}

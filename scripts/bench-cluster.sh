@@ -5,6 +5,9 @@
 # Prints one line per ramp and the median per binary; JSON lines in $OUT/cluster.jsonl.
 #
 #   scripts/bench-cluster.sh LABEL=BIN [LABEL=BIN ...]     (ROUNDS=3 by default)
+#   RATES="1000 2500" scripts/bench-cluster.sh ...          fixed rates instead of the ramp:
+#       publications/s to the 1,000 subscribers (1000 = 1M delivered/s), 8 s each after 2 s of
+#       warm-up; prints p50/p99/max latency and loss per run
 #
 # Used for "cluster fan-out before/after" in docs/benchmarks.md: build the earlier commit in a
 # git worktree and pass both binaries.
@@ -54,6 +57,16 @@ for round in $(seq 1 "$ROUNDS"); do
     node "$bin" c3 19320 127.0.0.1:19303
     for a in 19301 19311 19321; do wait_ready "http://127.0.0.1:$a"; done
     spids=$(IFS=,; echo "${pids[*]}")
+    if [ -n "${RATES:-}" ]; then
+      for rate in $RATES; do
+        timeout 120 taskset -c "$TOOL_CPU" "$bin" bench -q --json --label "$label@$rate" --server-pid "$spids" \
+          --url ws://127.0.0.1:19300/socketcluster/,ws://127.0.0.1:19310/socketcluster/,ws://127.0.0.1:19320/socketcluster/ \
+          --scenario cross --subscribers "$SUBS" --rate "$rate" --duration 8s --warmup "$WARM" --drain 3s >>"$RESULTS" 2>/dev/null || echo "   ($label@$rate: bench exited with $?)"
+        jq -r --arg l "$label@$rate" 'select(.label == $l) | "round '"$round"' \(.label): \(.delivered_per_s // 0 | round) delivered/s, p50 \(.lat_p50_ms * 10 | round / 10) p99 \(.lat_p99_ms * 10 | round / 10) max \(.lat_max_ms | round) ms, lost \(.lost // 0)"' "$RESULTS" | tail -1
+      done
+      cleanup
+      continue
+    fi
     timeout 240 taskset -c "$TOOL_CPU" "$bin" bench -q --json --label "$label" --server-pid "$spids" \
       --url ws://127.0.0.1:19300/socketcluster/,ws://127.0.0.1:19310/socketcluster/,ws://127.0.0.1:19320/socketcluster/ \
       --scenario max --of cross --subscribers "$SUBS" --rate "$FAN0" --step "$STEP" --step-factor "$FACTOR" \
@@ -62,6 +75,10 @@ for round in $(seq 1 "$ROUNDS"); do
     jq -r --arg l "$label" 'select(.label == $l and .summary == true) | "round '"$round"' \(.label): \(.max_delivered_per_s // 0 | round) delivered/s (\(.stop_reason // ""))"' "$RESULTS" | tail -1
   done
 done
+if [ -n "${RATES:-}" ]; then
+  echo "results: $RESULTS"
+  exit 0
+fi
 echo "== medians of $ROUNDS ramps (delivered/s)"
 jq -rs 'map(select(.summary == true)) | group_by(.label)[] | (map(.max_delivered_per_s // 0) | sort) as $s
   | "\(.[0].label): median \($s[($s | length - 1) / 2 | floor] | round), range \($s[0] | round)-\($s[-1] | round)"' "$RESULTS"
