@@ -246,9 +246,9 @@ func BenchmarkLinkThroughputRetain(b *testing.B) {
 	}
 }
 
-// BenchmarkTxWindow: numbering one publication into a full window (append and trim at the byte
-// bound), and the heap one retained publication holds beyond its payload (measured over a window
-// of 100,000 entries whose payloads are shared, as they are with the queue and other links).
+// BenchmarkTxWindow: numbering one publication of 100 bytes into a full window (copy, append
+// and trim at the byte bound), and the heap one retained publication holds (measured over a
+// window of 100,000 entries: payload, channel and metadata).
 func BenchmarkTxWindow(b *testing.B) {
 	payload := make([]byte, 100)
 	b.Run("add", func(b *testing.B) {

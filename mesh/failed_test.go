@@ -154,7 +154,7 @@ func TestLinkMemoContinuesSequence(t *testing.T) {
 	if p.dropped.Load() != 0 || p.tx.state().seq != 15 {
 		t.Fatalf("removed peer: dropped %d, numbered %d; want 0 and 15", p.dropped.Load(), p.tx.state().seq)
 	}
-	if e, ok := p.tx.win.get(11); !ok || string(e.data) != "d" {
+	if ch, data, ok := p.tx.win.get(11); !ok || ch != "c" || string(data) != "d" {
 		t.Fatal("what the queue held at removal is not in the window")
 	}
 	if ep, last, ok := p.tx.tail(time.Now().UnixNano()); !ok || ep != p.tx.epoch || last != 15 {
