@@ -115,10 +115,10 @@ type Config struct {
 
 	// RetainBytes bounds, per link (this node → one peer), the publications kept after they
 	// were numbered, to retransmit what the peer reports missing (a gap, or a link that comes
-	// back after a freeze, a partition or a cut). Counted as channel + payload + 48 bytes per
-	// publication; payloads are shared with the queue and with other links, so the memory
-	// really held is at most this per peer and usually less. Zero means 64 MiB; negative keeps
-	// nothing (every loss is then counted, none repaired).
+	// back after a freeze, a partition or a cut). Counted as channel + payload + 24 bytes per
+	// publication, copied into the window (so the heap held is this per peer, plus at most one
+	// partly used 1 MiB slab). Zero means 64 MiB; negative keeps nothing (every loss is then
+	// counted, none repaired).
 	RetainBytes int
 	// RetainAge drops retained publications older than this. Zero means 30 s.
 	RetainAge time.Duration

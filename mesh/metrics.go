@@ -141,7 +141,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, peer),
 		retainedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sockmesh_mesh_retained_bytes",
-			Help: "Bytes held in the retransmission windows of all links (channel + payload + 48 per publication; payloads shared between links are counted per link).",
+			Help: "Bytes held in the retransmission windows of all links (channel + payload + 24 per publication, copied per link).",
 		}),
 		retainedMsgs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sockmesh_mesh_retained_messages",
