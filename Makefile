@@ -33,11 +33,12 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzZMTPGuard$$' -fuzztime=5s ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzRepairReceiver$$' -fuzztime=5s ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=3s ./mesh
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsfront:FuzzDecode wsfront:FuzzAuthVerify wsfront:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope
+FUZZ_TARGETS := wsfront:FuzzDecode wsfront:FuzzAuthVerify wsfront:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done

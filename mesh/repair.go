@@ -97,6 +97,9 @@ func (r *rxLink) adopt(epoch uint64, o rxOutput) {
 
 // batch takes a batch of the origin's publications numbered from first.
 func (r *rxLink) batch(epoch, first uint64, pubs []pubIn, retransmit bool, now int64, cfg rxConfig, o rxOutput) {
+	if first == 0 || first >= ^uint64(0)-uint64(len(pubs)) {
+		return // sequences start at 1 and no origin numbers near 2^64: not a batch of ours
+	}
 	if epoch != r.epoch {
 		if retransmit {
 			return // an answer to a stream we no longer follow
@@ -150,6 +153,9 @@ func (r *rxLink) batch(epoch, first uint64, pubs []pubIn, retransmit bool, now i
 
 // tail takes a heartbeat's word on the origin's last sequence for us.
 func (r *rxLink) tail(epoch, last uint64, now int64, cfg rxConfig, o rxOutput) {
+	if last == ^uint64(0) {
+		return // no origin numbers that far; known+1 must not wrap
+	}
 	if epoch != r.epoch {
 		if last == 0 {
 			return
@@ -177,10 +183,10 @@ func (r *rxLink) reply(rep repairReply, now int64, cfg rxConfig, o rxOutput) {
 		r.check(now, cfg, o)
 		return
 	}
-	if rep.last > r.known {
-		r.known = rep.last
-	}
-	if rep.lostTo != 0 && rep.lostFrom <= r.expect && rep.lostTo >= r.expect {
+	// The origin's own word on its last sequence bounds what we wait for: a tail that claimed
+	// more (a misbehaving member) would otherwise keep a repair open for ever.
+	r.known = max(rep.last, r.maxHeld())
+	if rep.lostTo != 0 && rep.lostFrom <= r.expect && rep.lostTo >= r.expect && rep.lostTo < ^uint64(0) {
 		r.giveUp(rep.lostTo+1, lostBeyondWindow, o)
 		r.progress = now
 	}
@@ -268,6 +274,15 @@ func (r *rxLink) askGap(now int64, o rxOutput) {
 	}
 	r.asked, r.askedTo = now, to
 	o.ask(r.epoch, r.expect, to)
+}
+
+// maxHeld is the highest waiting sequence (expect-1 when none waits).
+func (r *rxLink) maxHeld() uint64 {
+	top := r.expect - 1
+	for s := range r.held {
+		top = max(top, s)
+	}
+	return top
 }
 
 // nextHeld is the lowest waiting sequence (known+1 when none waits).
