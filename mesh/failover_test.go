@@ -169,3 +169,44 @@ func TestDeadPeerRetainedUntilTTL(t *testing.T) {
 		t.Fatalf("numbered after the TTL: %d", st.seq)
 	}
 }
+
+// TestFailedRecordOverlapNumbersOnce: a peer back from failure can be routed by the table
+// (its interest is known again) while its failed record has not ended yet (it does when the
+// peer counts as in sync). A publication in that moment must be numbered once on the link, not
+// once live and once for the record: both would be delivered (the second by repair), a
+// duplicate for every subscriber.
+func TestFailedRecordOverlapNumbersOnce(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	n2.AddInterest("to2")
+	waitInterest(t, nodes, "n2", "to2", true)
+	for i := range 5 {
+		n1.Publish("to2", []byte("before"+strconv.Itoa(i)))
+	}
+	waitFor(t, 5*time.Second, "5 delivered", func() bool { return n2.rec.count("to2") == 5 })
+	n1.mu.RLock()
+	p := n1.peers[n2.self]
+	n1.mu.RUnlock()
+	failPeer(n1.Mesh, p)
+	n1.reconcile()
+	waitFor(t, 10*time.Second, "n2 routed again", func() bool { return peerWants(n1.Mesh, "n2", "to2") && n1.Ready() })
+	n1.mu.RLock()
+	same := n1.peers[n2.self].tx == p.tx
+	n1.mu.RUnlock()
+	if !same {
+		t.Fatal("the same incarnation linked again has a new send link")
+	}
+	// The overlap, made to last: the record of the old peer object (same incarnation, same
+	// send link) is still there while the table routes to the new one.
+	n1.mu.Lock()
+	n1.failed.Add("n2", p, []string{"to2"}, time.Now())
+	n1.mu.Unlock()
+	for i := range 20 {
+		n1.Publish("to2", []byte(strconv.Itoa(i)))
+	}
+	waitFor(t, 5*time.Second, "25 delivered", func() bool { return n2.rec.count("to2") >= 25 })
+	time.Sleep(500 * time.Millisecond) // a second copy would arrive by repair within this
+	if got := n2.rec.get("to2"); len(got) != 25 {
+		t.Fatalf("delivered %d publications for 25 published: %v", len(got), got)
+	}
+}

@@ -570,6 +570,11 @@ func (m *Mesh) Publish(channel string, data []byte) {
 	lost := m.failed.Route(channel)
 	m.mu.RUnlock()
 	for _, p := range lost {
+		if routedTo(ps, p.tx) {
+			// Back and routed again, though its failed record has not ended yet (the table
+			// learned its interest before it counted as in sync): number it once, live.
+			continue
+		}
 		p.retain(channel, data) // a failed peer wanted it: kept for its return
 	}
 	if len(ps) == 0 {
@@ -593,6 +598,17 @@ func (m *Mesh) Publish(channel string, data []byte) {
 	for _, p := range ps {
 		p.enqueue(channel, data)
 	}
+}
+
+// routedTo reports whether one of ps sends on the link tx (the same incarnation as a failed
+// record's peer, linked again).
+func routedTo(ps []*peer, tx *txLink) bool {
+	for _, q := range ps {
+		if q.tx == tx {
+			return true
+		}
+	}
+	return false
 }
 
 // AddInterest records a local 0→1 transition of channel (calls are counted: n adds need n
