@@ -132,6 +132,7 @@ func (m *Mesh) newPeer(mi memberInfo) *peer {
 		}
 	}
 	p.setLink(LinkConnecting)
+	m.log.Debug("mesh: link state recalled", "peer", mi.logical, "rx_epoch", p.rx.epoch, "rx_expect", p.rx.expect, "rx_known", p.rx.known, "tx_seq", p.tx.state().seq)
 	return p
 }
 

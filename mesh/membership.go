@@ -266,6 +266,7 @@ func (m *Mesh) retirePeer(p *peer, replaced bool) {
 	}
 	rx := p.rx
 	p.rmu.Unlock()
+	m.log.Debug("mesh: link state remembered", "peer", p.logical, "rx_epoch", rx.epoch, "rx_expect", rx.expect, "rx_known", rx.known, "tx_seq", p.tx.state().seq)
 	m.rememberLink(p.serfName, linkMemo{rx: rx, tx: p.tx})
 }
 

@@ -116,6 +116,12 @@ func (r *rxLink) batch(epoch, first uint64, pubs []pubIn, retransmit bool, now i
 		case seq < r.expect:
 			o.duplicate(1)
 		case seq == r.expect:
+			if h, ok := r.held[seq]; ok {
+				// It was waiting already (a retransmission of a range we partly had): once.
+				delete(r.held, seq)
+				r.heldBytes -= len(h.channel) + len(h.data)
+				o.duplicate(1)
+			}
 			o.deliver(pb.channel, pb.data)
 			if retransmit {
 				o.repaired(1)

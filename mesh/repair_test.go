@@ -289,3 +289,32 @@ func TestRepairReorderBufferFullCostsRetransmissionNotLoss(t *testing.T) {
 		t.Fatalf("lost %v, repaired %d; want none lost, p1, p7 and p8 retransmitted", s.lostN, s.fixed)
 	}
 }
+
+// TestRepairRetransmissionOfAWaitingPublication: the origin retransmits a range that overlaps
+// publications already waiting in the reorder buffer (its job merged an earlier, wider
+// request). The one arriving exactly at the next expected sequence is delivered once, and its
+// waiting copy is dropped: left behind, it was delivered again (and hid a loss in the count)
+// when a later gap was given up.
+func TestRepairRetransmissionOfAWaitingPublication(t *testing.T) {
+	s := newScriptNet(t, 64<<20, 30*time.Second)
+	s.arrive(s.publish(0, 1))
+	f1, b1 := s.publish(1, 2) // p1, p2 lost
+	s.arrive(s.publish(3, 2)) // p3, p4 wait
+	s.publish(5, 1)           // p5 lost
+	s.arrive(s.publish(6, 1)) // p6 waits
+	s.asks = nil
+	// The retransmission of p1..p4 (a wider range than asked for), then p5 never comes.
+	s.rx.batch(7, f1, append(b1, pubIn{"ch", []byte("p3")}, pubIn{"ch", []byte("p4")}), true, s.now, s.cfg, s)
+	s.dropAsks = true
+	for range 20 {
+		s.advance(250 * time.Millisecond)
+		s.rx.tick(s.now, s.cfg, s)
+	}
+	want := []string{"p0", "p1", "p2", "p3", "p4", "p6"}
+	if !slices.Equal(s.got, want) {
+		t.Fatalf("delivered %v, want %v (each once, in order)", s.got, want)
+	}
+	if s.lostN[lostTimeout] != 1 {
+		t.Fatalf("lost %v, want p5 counted as lost by timeout", s.lostN)
+	}
+}

@@ -466,11 +466,13 @@ func (r *Recorder) Analyze(end time.Time, pool Pool) (Counts, []Loss) {
 			seen[k]++
 			if seen[k] > 1 {
 				c.Duplicated++
+				losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, "duplicated (delivered " + d.At.Format("15:04:05.000") + ")"})
 				continue
 			}
 			lk := d.M.P + "\x00" + d.Ch
 			if l, ok := lastSeq[lk]; ok && d.M.S < l {
 				c.Reordered++
+				losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, fmt.Sprintf("reordered: after %d", l)})
 			} else {
 				lastSeq[lk] = d.M.S
 			}
