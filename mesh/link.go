@@ -459,7 +459,7 @@ func (p *peer) handle(msg zmq4.Msg) error {
 			m.table.PeerSnapshot(p, Snapshot{s.version, s.digest, s.channels})
 			if m.table.PeerSynced(p) && m.failed.Remove(p.logical) {
 				// Back (or succeeded) and routed again: its publications are no longer lost.
-				m.log.Info("mesh: failed peer back in sync; no longer counting publications for it as dropped", "peer", p.logical, "incarnation", p.inc)
+				m.log.Info("mesh: failed peer back in sync; it gets what it missed from its retransmission window", "peer", p.logical, "incarnation", p.inc)
 			}
 			m.mu.Unlock()
 		}

@@ -244,7 +244,7 @@ func (m *Mesh) removePeer(p *peer, failed bool, now time.Time) {
 	if failed {
 		chs := m.table.PeerChannels(p)
 		m.failed.Add(p.logical, p, chs, now)
-		m.log.Info("mesh: peer failed; publications for it are counted as dropped until it is back",
+		m.log.Info("mesh: peer failed; publications for it are kept in its retransmission window until it is back",
 			"peer", p.logical, "incarnation", p.inc, "channels", len(chs), "ttl", m.failed.TTL)
 	}
 	m.table.RemovePeer(p)

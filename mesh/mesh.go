@@ -397,7 +397,7 @@ func (m *Mesh) controlLoop() {
 				m.announce(now)
 			}
 			for _, name := range m.failed.Expire(now) {
-				m.log.Info("mesh: failed peer not back; no longer counting publications for it", "peer", name)
+				m.log.Info("mesh: failed peer not back; no longer keeping publications for it", "peer", name)
 			}
 			b := m.table.LocalBeat()
 			tails := m.linkTails(now)
