@@ -48,13 +48,22 @@ func (l *Limits) setDefaults() {
 	}
 }
 
-// admission tracks connections per remote IP and their accept rate.
+// admission tracks connections per remote IP and their accept rate. Entries of addresses with
+// no connection are forgotten once idle for admissionIdle (their rate bucket has refilled by
+// then), by a sweep that runs at most once per admissionSweepEvery: admit costs O(1) whatever
+// the number of addresses, and the map holds only addresses seen recently.
 type admission struct {
-	lim   Limits
-	mu    sync.Mutex
-	total int
-	perIP map[string]*ipState
+	lim       Limits
+	mu        sync.Mutex
+	total     int
+	perIP     map[string]*ipState
+	lastSweep time.Time
 }
+
+const (
+	admissionIdle       = 10 * time.Second
+	admissionSweepEvery = 10 * time.Second
+)
 
 type ipState struct {
 	conns int
@@ -70,6 +79,9 @@ func newAdmission(l Limits) *admission {
 func (a *admission) admit(ip string, now time.Time) (int, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if now.Sub(a.lastSweep) >= admissionSweepEvery {
+		a.sweep(now)
+	}
 	if a.lim.MaxConnections > 0 && a.total >= a.lim.MaxConnections {
 		return http.StatusServiceUnavailable, "sockmesh: node connection limit reached"
 	}
@@ -80,9 +92,6 @@ func (a *admission) admit(ip string, now time.Time) (int, string) {
 			st.rate = rate.NewLimiter(rate.Limit(a.lim.HandshakeRatePerIP), max(1, int(a.lim.HandshakeRatePerIP)))
 		}
 		a.perIP[ip] = st
-		if len(a.perIP) > 4096 {
-			a.sweep(now)
-		}
 	}
 	st.seen = now
 	if a.lim.MaxConnectionsPerIP > 0 && st.conns >= a.lim.MaxConnectionsPerIP {
@@ -105,10 +114,11 @@ func (a *admission) release(ip string) {
 	}
 }
 
-// sweep forgets idle addresses whose rate bucket has refilled; a.mu held.
+// sweep forgets addresses with no connection that have been idle for admissionIdle; a.mu held.
 func (a *admission) sweep(now time.Time) {
+	a.lastSweep = now
 	for ip, st := range a.perIP {
-		if st.conns == 0 && now.Sub(st.seen) > 10*time.Second {
+		if st.conns == 0 && now.Sub(st.seen) > admissionIdle {
 			delete(a.perIP, ip)
 		}
 	}

@@ -1,6 +1,8 @@
 package wsfront
 
 import (
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -95,5 +97,80 @@ func TestLimitsOnTheWire(t *testing.T) {
 	}
 	if limited < 15 || limited > 20 {
 		t.Fatalf("%d of 30 publishes rate limited, want about 20", limited)
+	}
+}
+
+// TestPerIPLimitHoldsPastManyAddresses: with connections open from 5,000 source addresses
+// (127.0.0.0/8 gives them on loopback), a new address is still held to its per-address limit.
+// Before, once 4,096 addresses were tracked, a new address's entry was swept before it was
+// marked seen, so every connection from it got a fresh entry: no limit at all.
+func TestPerIPLimitHoldsPastManyAddresses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5,000 connections")
+	}
+	const perIP, addrs = 10, 5000
+	_, url := startFront(t, Config{Limits: Limits{MaxConnectionsPerIP: perIP, HandshakeRatePerIP: -1}})
+	dialFrom := func(src string) (*websocket.Conn, error) {
+		d := websocket.Dialer{NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext, HandshakeTimeout: 5 * time.Second}
+		c, _, err := d.Dial(url, nil)
+		return c, err
+	}
+	var conns []*websocket.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for i := range addrs {
+		c, err := dialFrom(fmt.Sprintf("127.1.%d.%d", i/250, i%250+1))
+		if err != nil {
+			t.Fatalf("address %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	admitted := 0
+	for range 3 * perIP {
+		if c, err := dialFrom("127.2.0.1"); err == nil {
+			conns = append(conns, c)
+			admitted++
+		}
+	}
+	if admitted != perIP {
+		t.Fatalf("a new address after %d others: %d of %d connections admitted, want the limit of %d", addrs, admitted, 3*perIP, perIP)
+	}
+}
+
+// TestAdmissionForgetsIdleAddressesOnATimer: entries of addresses without connections go after
+// they have been idle, by a sweep at most every admissionSweepEvery (admit stays O(1)); an
+// address with a connection is kept.
+func TestAdmissionForgetsIdleAddressesOnATimer(t *testing.T) {
+	a := newAdmission(Limits{MaxConnections: -1, MaxConnectionsPerIP: 2, HandshakeRatePerIP: -1})
+	now := time.Unix(1000, 0)
+	for i := range 5000 {
+		ip := fmt.Sprintf("10.0.%d.%d", i/250, i%250)
+		if code, _ := a.admit(ip, now); code != 0 {
+			t.Fatalf("%s refused", ip)
+		}
+		if i > 0 {
+			a.release(ip)
+		}
+	}
+	if len(a.perIP) != 5000 {
+		t.Fatalf("%d addresses tracked, want 5000 (nothing idle yet)", len(a.perIP))
+	}
+	later := now.Add(admissionIdle + admissionSweepEvery)
+	if code, _ := a.admit("10.9.9.9", later); code != 0 {
+		t.Fatal("refused after the sweep")
+	}
+	if len(a.perIP) != 2 {
+		t.Fatalf("%d addresses tracked after the sweep, want 2 (the one still connected, the new one)", len(a.perIP))
+	}
+	// The address still connected keeps its count: one more is its limit.
+	first := "10.0.0.0"
+	if code, _ := a.admit(first, later); code != 0 {
+		t.Fatal("second connection of a kept address refused")
+	}
+	if code, _ := a.admit(first, later); code != http.StatusTooManyRequests {
+		t.Fatal("a kept address lost its count in the sweep")
 	}
 }
