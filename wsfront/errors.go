@@ -68,6 +68,7 @@ const (
 	CloseNormal            = 1000
 	CloseGoingAway         = 1001
 	CloseMessageTooBig     = 1009
+	CloseInternalError     = 1011 // a handler, middleware or hook panicked
 	CloseServerPingTimeout = 4000 // the client's code; a server may use it to make clients reconnect at once
 	ClosePongTimeout       = 4001
 	CloseHandshakeTimeout  = 4005

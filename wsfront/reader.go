@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +23,15 @@ import (
 // nothing is left to read it parks the socket and returns: an idle connection holds no
 // goroutine (see poller); the poller starts readLoop again when data arrives.
 func (s *Socket) readLoop() {
+	defer func() {
+		if r := recover(); r != nil {
+			if s.recoverPanic(r) {
+				s.readLoop() // read on (handling nothing) until the close completes
+			} else {
+				s.cleanup()
+			}
+		}
+	}()
 	ctx := s.ctx
 	m := s.srv.cfg.Metrics
 	for {
@@ -65,6 +76,9 @@ func (s *Socket) readLoop() {
 		if mt != websocket.TextMessage && mt != websocket.BinaryMessage {
 			continue
 		}
+		if s.broken.Load() {
+			continue
+		}
 		p := Decode(frame)
 		if !s.handshaken.Load() {
 			if !s.handleFirst(ctx, &p) {
@@ -81,6 +95,30 @@ func (s *Socket) readLoop() {
 		}
 		s.handle(ctx, &p)
 	}
+}
+
+// recoverPanic handles a panic in code run for this connection (an application handler,
+// middleware or hook): it is counted and logged with its stack, and the connection alone is
+// closed with 1011 (the client reconnects; everyone else is unaffected). It reports whether
+// the reader should read on until the close completes (false after a second panic).
+func (s *Socket) recoverPanic(r any) bool {
+	if s.broken.Swap(true) {
+		return false
+	}
+	s.srv.cfg.Metrics.HandlerPanics.Inc()
+	s.Logger().Error("panic in a handler: connection closed with 1011", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	s.mu.Lock()
+	s.closing = true
+	s.closeCode = CloseInternalError
+	s.mu.Unlock()
+	s.srv.wg.Add(1)
+	go func() {
+		defer s.srv.wg.Done()
+		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseInternalError, "internal error"), time.Now().Add(500*time.Millisecond))
+		time.Sleep(100 * time.Millisecond)
+		s.abort()
+	}()
+	return true
 }
 
 // stale reports whether the connection outlived a stall of this process past the ping timeout
@@ -661,7 +699,10 @@ type Invocation struct {
 	Data   json.RawMessage
 	after  []func()
 	async  bool
-	p      *Packet
+	// handled is closed when the handler has returned (Async only): the answer and the
+	// AfterReply functions wait for it, so AfterReply may be called after Async.
+	handled chan struct{}
+	p       *Packet
 }
 
 // AfterReply runs f once the reply has been queued, e.g. to close the socket or kick it
@@ -672,15 +713,25 @@ func (inv *Invocation) AfterReply(f func()) { inv.after = append(inv.after, f) }
 // return value is then ignored. Use it for anything that waits on the client (Socket.Invoke)
 // or on slow I/O, so the connection keeps reading meanwhile.
 func (inv *Invocation) Async(f func() (any, error)) {
+	if inv.async {
+		return // once per invocation
+	}
 	inv.async = true
+	inv.handled = make(chan struct{})
 	p := *inv.p
-	after := &inv.after
+	s := inv.Socket
 	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.recoverPanic(r) // the reader notices the closed connection
+			}
+		}()
 		data, err := f()
+		<-inv.handled
 		if fr := responseFrame(&p, data, err, "invoke"); fr != nil {
-			inv.Socket.enqueue(fr) // not the reader: written by the writer
+			s.enqueue(fr) // not the reader: written by the writer
 		}
-		for _, g := range *after {
+		for _, g := range inv.after {
 			g()
 		}
 	}()
@@ -709,6 +760,11 @@ func (s *Socket) event(ctx context.Context, p *Packet) {
 	}
 	m.Events.WithLabelValues("invoke").Inc()
 	inv := &Invocation{Socket: s, Event: p.Event, Data: p.Data, p: p}
+	defer func() {
+		if inv.async {
+			close(inv.handled) // also when h panicked after Async: its goroutine must not wait for ever
+		}
+	}()
 	data, err := h(ctx, inv)
 	if inv.async {
 		return

@@ -27,6 +27,9 @@ type Socket struct {
 	id   string
 	ip   string
 	born time.Time
+	// broken: a handler panicked on this connection; nothing more it sends is handled while it
+	// closes (1011).
+	broken atomic.Bool
 	// expired: the process stalled past the ping timeout while this connection was open
 	// (Server.expireAll); nothing more it sent is handled.
 	expired atomic.Bool
