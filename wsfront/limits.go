@@ -26,6 +26,11 @@ type Limits struct {
 	// second, with an equal burst; zero value 5,000/s. An acknowledged publish over the
 	// limit is answered with RateLimitError; a transmitted one is dropped and counted.
 	PublishRate float64
+	// EventRate is the sustained rate of application events (invokes and transmits, any
+	// event not starting with #) one connection may send, per second, with an equal burst;
+	// zero value 5,000/s. An invoke over the limit is answered with RateLimitError; a transmit
+	// is dropped and counted (sockmesh_ws_events_total{kind="rate_limited"}).
+	EventRate float64
 	// AllowedOrigins lists the browser Origins that may connect: exact origins
 	// ("https://app.example.com") or host patterns ("*.example.com", "https://*.example.com").
 	// Empty allows every origin, as socketcluster-server does by default. Requests without
@@ -45,6 +50,9 @@ func (l *Limits) setDefaults() {
 	}
 	if l.PublishRate == 0 {
 		l.PublishRate = 5000
+	}
+	if l.EventRate == 0 {
+		l.EventRate = 5000
 	}
 }
 

@@ -1,14 +1,18 @@
 package wsfront
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestOriginAllowed(t *testing.T) {
@@ -172,5 +176,52 @@ func TestAdmissionForgetsIdleAddressesOnATimer(t *testing.T) {
 	}
 	if code, _ := a.admit(first, later); code != http.StatusTooManyRequests {
 		t.Fatal("a kept address lost its count in the sweep")
+	}
+}
+
+// TestEventRateLimit: invokes and transmits are rate limited per connection like publishes:
+// an invoke over the limit is answered with RateLimitError, a transmit over it is dropped and
+// counted; another connection has its own budget.
+func TestEventRateLimit(t *testing.T) {
+	srv, url := startFront(t, Config{Limits: Limits{EventRate: 10}})
+	var transmits atomic.Int64
+	srv.HandleInvoke("inc", func(ctx context.Context, inv *Invocation) (any, error) { return 1, nil })
+	srv.HandleTransmit("t", func(ctx context.Context, s *Socket, data json.RawMessage) { transmits.Add(1) })
+	c := dialRaw(t, url)
+	c.handshake()
+	for i := range 30 {
+		c.send(fmt.Sprintf(`{"event":"inc","data":1,"cid":%d}`, 100+i))
+	}
+	ok, limited := 0, 0
+	for range 30 {
+		got, err := c.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case strings.Contains(got, "RateLimitError"):
+			limited++
+		case strings.Contains(got, `"data":1`):
+			ok++
+		}
+	}
+	if ok < 10 || ok > 12 || ok+limited != 30 {
+		t.Fatalf("30 invokes at once with a limit of 10/s: %d answered, %d rate limited", ok, limited)
+	}
+	other := dialRaw(t, url)
+	other.handshake()
+	other.send(`{"event":"inc","data":1,"cid":5}`)
+	other.expect(`{"rid":5,"data":1}`)
+	for range 30 {
+		other.send(`{"event":"t","data":1}`)
+	}
+	other.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":6}`)
+	other.expect(`{"rid":6}`) // after the transmits were handled
+	if n := transmits.Load(); n < 9 || n > 11 {
+		t.Fatalf("%d of 30 transmits handled with a budget of 10 (1 used by the invoke)", n)
+	}
+	want := float64(limited) + float64(30-transmits.Load())
+	if n := testutil.ToFloat64(srv.cfg.Metrics.Events.WithLabelValues("rate_limited")); n != want {
+		t.Fatalf("%v events counted as rate limited, want %v", n, want)
 	}
 }

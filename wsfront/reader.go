@@ -739,6 +739,13 @@ func (inv *Invocation) Async(f func() (any, error)) {
 
 func (s *Socket) event(ctx context.Context, p *Packet) {
 	m := s.srv.cfg.Metrics
+	if s.eventRate != nil && !s.eventRate.Allow() {
+		m.Events.WithLabelValues("rate_limited").Inc()
+		if p.IsInvoke() {
+			s.respond(p, nil, NewError("RateLimitError", "Event rate limit of "+itoa(int(s.srv.cfg.Limits.EventRate))+"/s exceeded"), "invoke")
+		}
+		return
+	}
 	s.flushBatch() // handlers may take their time: what is collected goes out first
 	if !p.IsInvoke() {
 		if h := s.srv.transmits[p.Event]; h != nil {

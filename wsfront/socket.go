@@ -35,6 +35,8 @@ type Socket struct {
 	expired atomic.Bool
 	// pubRate limits this connection's publications (nil: unlimited); reader goroutine only.
 	pubRate *rate.Limiter
+	// eventRate limits its application events (invokes, transmits); reader goroutine only.
+	eventRate *rate.Limiter
 	// log is the connection's logger (conn=<id> remote=<addr>), made on first use.
 	log atomic.Pointer[slog.Logger]
 
@@ -143,6 +145,9 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 	s.lastPing = s.born
 	if r := srv.cfg.Limits.PublishRate; r > 0 {
 		s.pubRate = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	}
+	if r := srv.cfg.Limits.EventRate; r > 0 {
+		s.eventRate = rate.NewLimiter(rate.Limit(r), max(1, int(r)))
 	}
 	ws.SetReadLimit(srv.cfg.MaxPayload)
 	ws.SetPingHandler(s.pong)

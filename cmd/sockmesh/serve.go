@@ -65,6 +65,7 @@ func runServe(args []string) error {
 	fs.IntVar(&cfg.Front.Limits.MaxConnectionsPerIP, "max-connections-per-ip", 10000, "client connections from one IP (-1: no limit)")
 	fs.Float64Var(&cfg.Front.Limits.HandshakeRatePerIP, "handshake-rate-per-ip", 1000, "new connections per second from one IP, with an equal burst (-1: no limit)")
 	fs.Float64Var(&cfg.Front.Limits.PublishRate, "publish-rate", 5000, "publications per second per connection, with an equal burst (-1: no limit)")
+	fs.Float64Var(&cfg.Front.Limits.EventRate, "event-rate", 5000, "application events (invokes and transmits) per second per connection, with an equal burst (-1: no limit)")
 	origins := fs.String("allowed-origins", "", "comma-separated browser Origins allowed to connect (https://app.example.com, *.example.com); empty: all")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate file (PEM) for the client listener; with --tls-key, clients use wss://")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key file (PEM) for --tls-cert")
