@@ -79,3 +79,28 @@ func BenchmarkFanOut1000(b *testing.B) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkJoinOneChannel: 100,000 subscribers join one channel, then leave it (one op = the
+// whole 100,000 both ways). With a copied slice per change this took 103 s and 89 s; the set
+// is O(1) per join and leave.
+func BenchmarkJoinOneChannel(b *testing.B) {
+	const n = 100_000
+	subs := make([]*countSub, n)
+	for i := range subs {
+		subs[i] = &countSub{}
+	}
+	br := NewBroker(2, nil, nil, nil)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		for _, s := range subs {
+			br.SubscribeSub(s, "one")
+		}
+		joined := time.Since(start)
+		br.Publish("one", json.RawMessage(`1`))
+		for _, s := range subs {
+			br.UnsubscribeSub(s, "one")
+		}
+		b.ReportMetric(joined.Seconds(), "s/100k-joins")
+	}
+}

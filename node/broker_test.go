@@ -159,3 +159,44 @@ func TestBrokerConcurrentChurn(t *testing.T) {
 		}
 	}
 }
+
+type countSub struct{ n atomic.Int64 }
+
+func (c *countSub) Deliver([]byte) bool { c.n.Add(1); return true }
+
+// TestSubscriberSetMatchesModel: random joins, repeated joins, leaves of members and of
+// strangers on one channel, with a publication after every step: exactly the members get
+// each publication, once, whatever the set's size (across the switch to an index at 16).
+func TestSubscriberSetMatchesModel(t *testing.T) {
+	b := NewBroker(1, nil, nil, nil)
+	subs := make([]*countSub, 200)
+	for i := range subs {
+		subs[i] = &countSub{}
+	}
+	member := map[int]bool{}
+	want := make([]int64, len(subs))
+	rng := uint64(42)
+	next := func(n int) int { rng = rng*6364136223846793005 + 1442695040888963407; return int(rng>>33) % n }
+	for step := range 5000 {
+		i := next(len(subs))
+		if next(3) == 0 {
+			b.UnsubscribeSub(subs[i], "ch")
+			delete(member, i)
+		} else {
+			b.SubscribeSub(subs[i], "ch")
+			member[i] = true
+		}
+		b.Publish("ch", json.RawMessage(`1`))
+		for j := range member {
+			want[j]++
+		}
+		if got := b.Subscribers("ch"); got != len(member) {
+			t.Fatalf("step %d: %d subscribers, want %d", step, got, len(member))
+		}
+	}
+	for i, s := range subs {
+		if s.n.Load() != want[i] {
+			t.Fatalf("subscriber %d got %d publications, want %d", i, s.n.Load(), want[i])
+		}
+	}
+}
