@@ -93,6 +93,10 @@ type Table[P comparable] struct {
 	version   uint64                   // of the announced set
 	digest    uint64                   // of the announced set
 	announced int                      // channels in the announced set
+	// removals are the 1→0 transitions waiting for RemoveDelay, in the order they happened
+	// (so in due order): Expire looks only at those that are due, not at every channel.
+	// An entry is stale when the channel was wanted again (or removed again later) since.
+	removals []removal
 
 	peers map[P]*peerInterest
 	route map[string][]P
@@ -108,6 +112,11 @@ func NewTable[P comparable](removeDelay, requestRetry time.Duration) *Table[P] {
 		peers:        make(map[P]*peerInterest),
 		route:        make(map[string][]P),
 	}
+}
+
+type removal struct {
+	ch string
+	at time.Time
 }
 
 // ---- local side ----
@@ -141,15 +150,19 @@ func (t *Table[P]) RemoveLocal(ch string, now time.Time) {
 	lc.refs--
 	if lc.refs == 0 {
 		lc.removeAt = now.Add(t.RemoveDelay)
+		t.removals = append(t.removals, removal{ch, lc.removeAt})
 	}
 }
 
 // Expire makes the removals whose delay has passed by now pending (a channel never announced
 // is simply forgotten). It reports whether there is something to flush.
 func (t *Table[P]) Expire(now time.Time) bool {
-	for ch, lc := range t.local {
-		if lc.refs != 0 || lc.removeAt.IsZero() || now.Before(lc.removeAt) || lc.due {
-			continue
+	n := 0
+	for ; n < len(t.removals) && !now.Before(t.removals[n].at); n++ {
+		ch := t.removals[n].ch
+		lc, ok := t.local[ch]
+		if !ok || lc.refs != 0 || !lc.removeAt.Equal(t.removals[n].at) || lc.due {
+			continue // wanted again, or removed again later (a later entry), or already due
 		}
 		if !lc.announced {
 			delete(t.local, ch)
@@ -158,6 +171,13 @@ func (t *Table[P]) Expire(now time.Time) bool {
 		}
 		lc.due = true
 		t.pending[ch] = struct{}{}
+	}
+	if n > 0 {
+		clear(t.removals[:n])
+		t.removals = t.removals[n:]
+		if len(t.removals) == 0 {
+			t.removals = nil // give the backing array back after a burst
+		}
 	}
 	return len(t.pending) > 0
 }

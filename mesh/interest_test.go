@@ -395,3 +395,40 @@ func TestDigestOrderIndependent(t *testing.T) {
 		t.Fatal("digest collision on trivial input")
 	}
 }
+
+// TestExpireOnlyDueRemovals: removals are announced when due, in any interleaving of re-adds
+// and repeated removals, looking only at the waiting ones.
+func TestExpireOnlyDueRemovals(t *testing.T) {
+	tb := NewTable[int](2*time.Second, time.Second)
+	for _, ch := range []string{"a", "b", "c"} {
+		tb.AddLocal(ch)
+	}
+	tb.Flush(0, 0)
+	t0 := time.Unix(1000, 0)
+	tb.RemoveLocal("a", t0)                           // due at t0+2s
+	tb.RemoveLocal("b", t0.Add(500*time.Millisecond)) // due at t0+2.5s, but…
+	tb.AddLocal("b")                                  // …wanted again
+	tb.RemoveLocal("b", t0.Add(time.Second))          // and removed again: due at t0+3s
+	if tb.Expire(t0.Add(1999 * time.Millisecond)) {
+		t.Fatal("something due before any removal delay passed")
+	}
+	if !tb.Expire(t0.Add(2 * time.Second)) {
+		t.Fatal("a not due at its time")
+	}
+	d := tb.Flush(0, 0)
+	if len(d) != 1 || !slices.Equal(d[0].Removed, []string{"a"}) {
+		t.Fatalf("flushed %+v, want a removed", d)
+	}
+	if tb.Expire(t0.Add(2600 * time.Millisecond)) {
+		t.Fatal("b's first, cancelled removal was announced")
+	}
+	if !tb.Expire(t0.Add(3 * time.Second)) {
+		t.Fatal("b's second removal not due at its time")
+	}
+	if d := tb.Flush(0, 0); len(d) != 1 || !slices.Equal(d[0].Removed, []string{"b"}) {
+		t.Fatalf("flushed %+v, want b removed", d)
+	}
+	if len(tb.removals) != 0 {
+		t.Fatalf("%d removals still queued", len(tb.removals))
+	}
+}
