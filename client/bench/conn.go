@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/sys/unix"
 )
 
 // conn is a lean SocketCluster connection for load generation. It does what
@@ -92,9 +91,7 @@ func newDialer(srcIP net.IP, readBuf int, timeout time.Duration) *websocket.Dial
 		nd.LocalAddr = &net.TCPAddr{IP: srcIP}
 		nd.Control = func(network, address string, c syscall.RawConn) error {
 			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-			})
+			err := c.Control(func(fd uintptr) { serr = bindAddressNoPort(fd) })
 			if err != nil {
 				return err
 			}

@@ -90,11 +90,8 @@ func selfCPU() int64 {
 // of GOMAXPROCS and its affinity mask (taskset).
 func usableCPUs() int {
 	n := runtime.GOMAXPROCS(0)
-	var set unix.CPUSet
-	if unix.SchedGetaffinity(0, &set) == nil {
-		if c := set.Count(); c > 0 && c < n {
-			n = c
-		}
+	if c := affinityCPUs(); c > 0 && c < n {
+		n = c
 	}
 	return n
 }
