@@ -78,10 +78,10 @@ next:
 // A client's publications to subscribers whose writers are idle are written by the
 // publisher's own reader once it has handled the burst: no writer goroutine is woken or
 // started for them (one goroutine switch per delivery less). Without a write window
-// (WriteDelay 0) the writers still do it: their lagging behind is what coalesces a busy
+// (WriteDelay negative) the writers still do it: their lagging behind is what coalesces a busy
 // connection's publications then.
 func TestPublicationsAreWrittenByThePublishersReader(t *testing.T) {
-	for _, delay := range []time.Duration{20 * time.Millisecond, 0} {
+	for _, delay := range []time.Duration{20 * time.Millisecond, -1} {
 		t.Run("delay="+delay.String(), func(t *testing.T) {
 			srv, url := startBatchFront(t, Config{WriteDelay: delay})
 			var subs []*rawClient
@@ -115,8 +115,8 @@ func TestPublicationsAreWrittenByThePublishersReader(t *testing.T) {
 			// A writer goroutine started for a subscriber stays (idle) for writerLinger.
 			time.Sleep(writerLinger / 4)
 			for i, s := range socks {
-				if runs := writerRuns(s); runs != (delay == 0) {
-					t.Errorf("subscriber %d: writer goroutine running %v, want %v", i, runs, delay == 0)
+				if runs := writerRuns(s); runs != (delay < 0) {
+					t.Errorf("subscriber %d: writer goroutine running %v, want %v", i, runs, delay < 0)
 				}
 			}
 		})

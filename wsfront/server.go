@@ -64,8 +64,8 @@ type Config struct {
 	// out together in one write. A connection quiet for WriteDelay is written at once, so
 	// low-rate traffic gains no latency, and responses, events and close frames never wait
 	// (they end a running window); under fan-out load it bounds system calls to one per
-	// connection per WriteDelay. Zero: no delay (batches form only while a write is in
-	// progress).
+	// connection per WriteDelay. Zero value 20 ms (the CLI's default too); negative: no delay
+	// (batches form only while a write is in progress).
 	WriteDelay time.Duration
 	// ReleaseMemoryAfter: once at least this many connections have opened since the last
 	// time and a sweeper tick passes without a new one (a reconnect storm is over), the
@@ -85,6 +85,9 @@ type Config struct {
 	Logger  *slog.Logger
 	Metrics *Metrics
 }
+
+// DefaultWriteDelay is Config.WriteDelay's zero value.
+const DefaultWriteDelay = 20 * time.Millisecond
 
 func (c *Config) setDefaults() {
 	if c.Path == "" {
@@ -116,6 +119,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.BatchBytes == 0 {
 		c.BatchBytes = 64 << 10
+	}
+	switch {
+	case c.WriteDelay == 0:
+		c.WriteDelay = DefaultWriteDelay
+	case c.WriteDelay < 0:
+		c.WriteDelay = 0
 	}
 	if c.ServerInvokeTimeout <= 0 {
 		c.ServerInvokeTimeout = 10 * time.Second

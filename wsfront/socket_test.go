@@ -748,3 +748,17 @@ func TestFramesWaitingThroughAStallAreDropped(t *testing.T) {
 		t.Fatalf("witness got %s first, want the fresh publication (the stale one must not be handled)", got)
 	}
 }
+
+// TestWriteDelayDefault: a program that embeds the front (or the node) without setting
+// WriteDelay gets the documented 20 ms, as the CLI does; a negative value turns it off.
+func TestWriteDelayDefault(t *testing.T) {
+	for _, c := range []struct {
+		set, want time.Duration
+	}{{0, 20 * time.Millisecond}, {-1, 0}, {5 * time.Millisecond, 5 * time.Millisecond}} {
+		cfg := Config{WriteDelay: c.set}
+		cfg.setDefaults()
+		if cfg.WriteDelay != c.want {
+			t.Errorf("WriteDelay %v: effective %v, want %v", c.set, cfg.WriteDelay, c.want)
+		}
+	}
+}

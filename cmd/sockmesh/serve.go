@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sockmesh/sockmesh/node"
+	"github.com/sockmesh/sockmesh/wsfront"
 )
 
 func runServe(args []string) error {
@@ -60,7 +61,7 @@ func runServe(args []string) error {
 	fs.Var(&sendQueue, "send-queue", "bytes queued for one client before it is disconnected as a slow consumer")
 	fs.DurationVar(&cfg.Front.WriteTimeout, "write-timeout", 10*time.Second, "longest single write to a client")
 	fs.IntVar(&cfg.Front.ReleaseMemoryAfter, "release-memory-after", 1000, "after this many new connections, once a few seconds pass without one, return freed memory to the OS (0: never)")
-	fs.DurationVar(&cfg.Front.WriteDelay, "write-delay", 20*time.Millisecond, "coalescing window of a busy connection: publications within this time of its previous write go out together in one write; responses never wait (0: none, lowest latency, fewer messages/s)")
+	fs.DurationVar(&cfg.Front.WriteDelay, "write-delay", wsfront.DefaultWriteDelay, "coalescing window of a busy connection: publications within this time of its previous write go out together in one write; responses never wait (0: none, lowest latency, fewer messages/s)")
 	fs.IntVar(&cfg.Front.Limits.MaxConnections, "max-connections", 200000, "client connections on this node (-1: no limit)")
 	fs.IntVar(&cfg.Front.Limits.MaxConnectionsPerIP, "max-connections-per-ip", 10000, "client connections from one IP (-1: no limit)")
 	fs.Float64Var(&cfg.Front.Limits.HandshakeRatePerIP, "handshake-rate-per-ip", 1000, "new connections per second from one IP, with an equal burst (-1: no limit)")
@@ -114,6 +115,9 @@ func runServe(args []string) error {
 	cfg.MeshRetainBytes = int(meshRetainBytes)
 	if cfg.MeshRetainBytes == 0 {
 		cfg.MeshRetainBytes = -1 // the flag's 0 means none; the config's zero value means the default
+	}
+	if cfg.Front.WriteDelay == 0 {
+		cfg.Front.WriteDelay = -1 // likewise: --write-delay 0 means no delay
 	}
 	cfg.MeshReorderBytes = int(meshReorderBytes)
 	cfg.MeshRepairRate = int(meshRepairRate)
