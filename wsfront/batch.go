@@ -45,7 +45,7 @@ func (s *Socket) DeliverIn(b *Batch, frame []byte, since time.Time, obs promethe
 // writerIdle: nobody is writing to the connection, or its writer goroutine waits with
 // nothing to do (and has not lent the connection to someone already). s.mu held.
 func (s *Socket) writerIdle() bool {
-	return !s.writing || s.idleWait && !s.lent
+	return s.carry == nil && (!s.writing || s.idleWait && !s.lent)
 }
 
 // flushBatch writes what the reader's batch collected; reader goroutine only.
@@ -74,12 +74,13 @@ func (s *Socket) writeBatched(now time.Time) {
 		return
 	}
 	delay := s.srv.cfg.WriteDelay
-	if !s.writerIdle() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
+	if !s.writerIdle() || !s.poll.canTry() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
+		// (A socket that cannot be tried without waiting, TLS for one, is its writer's.)
 		s.kickWriter()
 		s.mu.Unlock()
 		return
 	}
-	s.writeBorrowed(delay > 0)
+	s.writeBorrowed(delay > 0, true)
 }
 
 // testBorrowedWrite, when set (by tests only), runs before a borrowed write: it lets a test
@@ -90,8 +91,12 @@ var testBorrowedWrite atomic.Pointer[func(*Socket)]
 // has none (the caller is its writer until done, and starts one if more was queued
 // meanwhile), or s's writer waits idle (it is lent the connection and woken afterwards if
 // there is work). pubs: the write starts a write window, as the writer's do (see
-// Config.WriteDelay). s.mu held and writerIdle; returns with s.mu released.
-func (s *Socket) writeBorrowed(pubs bool) {
+// Config.WriteDelay). try: the caller is another socket's reader, which must never wait on
+// this socket (a subscriber that stopped reading would hold a publisher up until the write
+// timeout): it writes only what the socket takes at once and hands the rest (the end of a
+// frame, and the frames not started) to the socket's writer. s.mu held and writerIdle;
+// returns with s.mu released.
+func (s *Socket) writeBorrowed(pubs, try bool) {
 	own := !s.writing
 	if own {
 		s.writing = true
@@ -104,12 +109,13 @@ func (s *Socket) writeBorrowed(pubs bool) {
 		(*f)(s)
 	}
 	bp := replyBufs.Get().(*[]byte)
-	err := s.writeFrames(frames, bp)
+	next, carry, err := s.writeFrames(frames, bp, try)
 	if cap(*bp) <= 64<<10 { // a large answer's buffer is not kept
 		replyBufs.Put(bp)
 	}
+	handBack := err == nil && (next < len(frames) || carry != nil)
 	var done time.Time
-	if err == nil && (obs != nil || pubs) {
+	if err == nil && !handBack && (obs != nil || pubs) {
 		done = time.Now()
 		if obs != nil {
 			obs.Observe(done.Sub(since).Seconds())
@@ -118,6 +124,21 @@ func (s *Socket) writeBorrowed(pubs bool) {
 	s.mu.Lock()
 	if err != nil {
 		s.queue = nil
+	} else if handBack {
+		// The socket took no more: the rest is its writer's, in order, before anything queued
+		// meanwhile.
+		s.carry = carry
+		if rest := frames[next:]; len(rest) > 0 {
+			q := make([][]byte, 0, len(rest)+len(s.queue))
+			q = append(q, rest...)
+			s.queue = append(q, s.queue...)
+			for _, f := range rest {
+				s.queued += len(f)
+			}
+		}
+		if obs != nil && s.sampleObs == nil {
+			s.sampleObs, s.sampleAt = obs, since
+		}
 	} else if cap(s.queue) == 0 {
 		// Nothing queued meanwhile: the array goes back to the queue, not to the collector.
 		clear(frames)
@@ -127,7 +148,7 @@ func (s *Socket) writeBorrowed(pubs bool) {
 		s.lastWrite = done
 	}
 	if own {
-		if err == nil && (len(s.queue) > 0 || s.closePending) {
+		if err == nil && (len(s.queue) > 0 || s.closePending || s.carry != nil) {
 			// Queued while this goroutine wrote: hand over to a writer.
 			s.retire = false
 			s.srv.wg.Add(1)
@@ -137,7 +158,7 @@ func (s *Socket) writeBorrowed(pubs bool) {
 		}
 	} else {
 		s.lent = false
-		if err != nil || len(s.queue) > 0 || s.closePending || s.retire || s.closing {
+		if err != nil || len(s.queue) > 0 || s.closePending || s.retire || s.closing || s.carry != nil {
 			select {
 			case s.wake <- struct{}{}:
 			default:

@@ -123,17 +123,18 @@ func rawRead(fd uintptr, b []byte) (int, unix.Errno) {
 // for a read that must not wait (tryRead). Pooled, so that passing its methods to RawConn
 // allocates nothing (a closure would be an allocation per call).
 type rawIO struct {
-	buf       []byte
-	n         int
-	errno     unix.Errno
-	readFn    func(fd uintptr) bool
-	tryReadFn func(fd uintptr) bool
-	writeFn   func(fd uintptr) bool
+	buf        []byte
+	n          int
+	errno      unix.Errno
+	readFn     func(fd uintptr) bool
+	tryReadFn  func(fd uintptr) bool
+	writeFn    func(fd uintptr) bool
+	tryWriteFn func(fd uintptr) bool
 }
 
 var rawIOs = sync.Pool{New: func() any {
 	p := &rawIO{}
-	p.readFn, p.tryReadFn, p.writeFn = p.read, p.tryRead, p.write
+	p.readFn, p.tryReadFn, p.writeFn, p.tryWriteFn = p.read, p.tryRead, p.write, p.tryWrite
 	return p
 }}
 
@@ -166,6 +167,38 @@ func (p *rawIO) write(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+func (p *rawIO) tryWrite(fd uintptr) bool {
+	p.write(fd)
+	return true // never wait: a full send buffer ends the attempt
+}
+
+// canTry reports whether tryWrite works on this socket (a plain TCP connection).
+func (ps *pollState) canTry() bool { return ps.rc != nil }
+
+// tryWrite writes what the socket takes of b now, without waiting for room: n bytes were
+// written; ok is false when the socket cannot be written this way (then nothing was).
+func (ps *pollState) tryWrite(b []byte) (n int, ok bool, err error) {
+	if ps.rc == nil {
+		return 0, false, nil
+	}
+	if len(b) == 0 {
+		return 0, true, nil
+	}
+	p := rawIOs.Get().(*rawIO)
+	p.buf, p.n, p.errno = b, 0, 0
+	cerr := ps.rc.Write(p.tryWriteFn)
+	n, errno := p.n, p.errno
+	p.buf = nil
+	rawIOs.Put(p)
+	if cerr != nil {
+		return n, true, cerr
+	}
+	if errno != 0 {
+		return n, true, os.NewSyscallError("write", errno)
+	}
+	return n, true, nil
 }
 
 // read is Read of the socket (ok false: it has no descriptor, use the connection).

@@ -19,6 +19,8 @@ func (*poller) arm(*Socket) bool      { return false }
 func (*poller) forget(*Socket)        {}
 func (*poller) close()                {}
 
-func (*pollState) tryRead([]byte) (int, bool, error) { return 0, false, nil }
-func (*pollState) read([]byte) (int, bool, error)    { return 0, false, nil }
-func (*pollState) write([]byte) (bool, error)        { return false, nil }
+func (*pollState) tryRead([]byte) (int, bool, error)  { return 0, false, nil }
+func (*pollState) read([]byte) (int, bool, error)     { return 0, false, nil }
+func (*pollState) write([]byte) (bool, error)         { return false, nil }
+func (*pollState) tryWrite([]byte) (int, bool, error) { return 0, false, nil }
+func (*pollState) canTry() bool                       { return false }

@@ -71,6 +71,10 @@ type Socket struct {
 	// waits again until it is given the connection back.
 	idleWait bool
 	lent     bool
+	// carry is the unwritten end of a frame that another goroutine's write attempt started
+	// (it never waits on this socket: see writeBorrowed); the writer writes it before
+	// anything else, and nobody else writes while it is set.
+	carry []byte
 	// lastWrite is when publications were last written: later ones wait until WriteDelay
 	// has passed since then (zero: no window to wait out).
 	lastWrite time.Time
@@ -259,7 +263,7 @@ func (s *Socket) flushReplies() {
 		s.mu.Unlock()
 		return
 	}
-	s.writeBorrowed(false)
+	s.writeBorrowed(false, false)
 }
 
 // takeQueue hands the queued frames to the caller, who writes them, and gives the queue
@@ -561,6 +565,16 @@ func (s *Socket) writeRun() {
 			continue
 		}
 		s.idleWait = false
+		if c := s.carry; c != nil {
+			// The rest of a frame another goroutine could not finish without waiting.
+			s.carry = nil
+			s.mu.Unlock()
+			if err := s.writeRaw(c); err != nil {
+				s.writeFailed()
+				return
+			}
+			continue
+		}
 		if len(s.queue) == 0 {
 			if s.closePending {
 				s.closePending = false
@@ -624,7 +638,7 @@ func (s *Socket) writeRun() {
 		// same array: the reader side appends to s.queue while frames is being written).
 		frames, obs, since := s.takeQueue(spare[:0])
 		s.mu.Unlock()
-		if err := s.writeFrames(frames, &batch); err != nil {
+		if _, _, err := s.writeFrames(frames, &batch, false); err != nil {
 			s.writeFailed()
 			return
 		}
@@ -706,13 +720,21 @@ func (s *Socket) sweep(now time.Time) {
 	}
 }
 
-func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
+// writeFrames writes frames, packing runs of them into JSON array frames. With try, it never
+// waits for the socket: it stops when the socket takes no more, and returns the index of the
+// first frame it did not start (next) and the unwritten end of the one it was writing (carry,
+// a copy); without try, it writes everything (next == len(frames), carry nil).
+func (s *Socket) writeFrames(frames [][]byte, batch *[]byte, try bool) (next int, carry []byte, err error) {
 	cfg := &s.srv.cfg
 	m := cfg.Metrics
 	for i := 0; i < len(frames); {
 		if len(frames[i]) == 0 { // a ping: alone, never inside a batch
-			if err := s.writeRaw(emptyTextFrame[:]); err != nil {
-				return err
+			if try {
+				if carry, err = s.tryWrite(emptyTextFrame[:]); err != nil || carry != nil {
+					return i + 1, carry, err
+				}
+			} else if err := s.writeRaw(emptyTextFrame[:]); err != nil {
+				return i, nil, err
 			}
 			i++
 			continue
@@ -728,13 +750,16 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
 				j++
 			}
 		}
-		var err error
 		if j == i+1 && len(frames[i]) > directWriteMin {
 			// Large: header and the shared bytes in one writev, no copy.
 			var hdr [maxFrameHeader]byte
 			h := appendTextHeader(hdr[:0], len(frames[i]))
-			bufs := net.Buffers{h, frames[i]}
-			err = s.writeBufs(&bufs)
+			if try {
+				carry, err = s.tryWrite(h, frames[i])
+			} else {
+				bufs := net.Buffers{h, frames[i]}
+				err = s.writeBufs(&bufs)
+			}
 		} else {
 			b := append((*batch)[:0], make([]byte, maxFrameHeader)...)
 			if j == i+1 {
@@ -755,16 +780,47 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte) error {
 			h := appendTextHeader(hdr[:0], len(b)-maxFrameHeader)
 			start := maxFrameHeader - len(h)
 			copy(b[start:], h)
-			err = s.writeRaw(b[start:])
+			if try {
+				carry, err = s.tryWrite(b[start:])
+			} else {
+				err = s.writeRaw(b[start:])
+			}
 		}
 		if err != nil {
-			return err
+			return i, nil, err
 		}
 		m.FramesOut.Inc()
 		m.PacketsOut.Add(float64(j - i))
 		i = j
+		if carry != nil {
+			return i, carry, nil
+		}
 	}
-	return nil
+	return len(frames), nil, nil
+}
+
+// tryWrite writes parts one after another as far as the socket takes them now; carry is a
+// copy of what it did not take (nil when everything went).
+func (s *Socket) tryWrite(parts ...[]byte) (carry []byte, err error) {
+	for k, p := range parts {
+		n, _, err := s.poll.tryWrite(p)
+		if err != nil {
+			return nil, err
+		}
+		if n < len(p) {
+			rest := len(p) - n
+			for _, q := range parts[k+1:] {
+				rest += len(q)
+			}
+			carry = make([]byte, 0, rest)
+			carry = append(carry, p[n:]...)
+			for _, q := range parts[k+1:] {
+				carry = append(carry, q...)
+			}
+			return carry, nil
+		}
+	}
+	return nil, nil
 }
 
 // Outbound data frames are written to the connection directly rather than through

@@ -1,0 +1,110 @@
+package wsfront
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// TestStuckSubscribersDoNotStallPublisher (issue 18, item 1): subscribers that stop reading
+// must not hold up a publisher or the healthy subscribers of the same channel. A publisher
+// sends 64 KiB with acknowledgement every 30 ms to a channel with one healthy subscriber and
+// 0, 1 or 10 subscribers that never read (their receive buffers are small, so their
+// connections fill within a second). The publisher's ack p99 and the healthy subscriber's
+// delivery p99 with stuck subscribers stay within max(3×, +50 ms) of the run with none.
+// Before, the publisher's reader wrote the idle subscribers' frames itself and waited on a
+// full socket until the write timeout: ack max 9.97 s.
+func TestStuckSubscribersDoNotStallPublisher(t *testing.T) {
+	if testing.Short() {
+		t.Skip("about 12 s of load")
+	}
+	run := func(stuck int) (ack, deliver time.Duration) {
+		srv, url := startBatchFront(t, Config{WriteTimeout: 10 * time.Second, SendQueueBytes: 64 << 20})
+		_ = srv
+		for range stuck {
+			d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+				nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+					return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+				}}
+				return nd.Dial(network, addr)
+			}}
+			ws, _, err := d.Dial(url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ws.Close() })
+			c := &rawClient{t: t, ws: ws}
+			c.handshake()
+			c.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":2}`)
+			c.expect(`{"rid":2}`)
+			// and never reads again
+		}
+		healthy := dialRaw(t, url)
+		healthy.handshake()
+		healthy.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":2}`)
+		healthy.expect(`{"rid":2}`)
+		pub := dialRaw(t, url)
+		pub.handshake()
+		payload := strings.Repeat("p", 64<<10)
+		sent := map[int]time.Time{}
+		var acks, dels []time.Duration
+		done := make(chan struct{})
+		go func() { // the healthy subscriber reads everything
+			defer close(done)
+			for len(dels) < 100 {
+				got, err := healthy.next()
+				if err != nil {
+					return
+				}
+				if i := strings.Index(got, `"n":`); i >= 0 {
+					var n int
+					fmt.Sscanf(got[i+4:], "%d", &n)
+					var ts int64
+					if j := strings.Index(got, `"t":`); j >= 0 {
+						fmt.Sscanf(got[j+4:], "%d", &ts)
+						dels = append(dels, time.Since(time.Unix(0, ts)))
+					}
+				}
+			}
+		}()
+		for n := range 100 {
+			data, _ := json.Marshal(map[string]any{"n": n, "t": time.Now().UnixNano(), "p": payload})
+			sent[n] = time.Now()
+			pub.send(fmt.Sprintf(`{"event":"#publish","data":{"channel":"x","data":%s},"cid":%d}`, data, 100+n))
+			got, err := pub.next()
+			if err != nil {
+				t.Fatalf("%d stuck: the publisher's ack for publication %d did not come within 5 s: %v", stuck, n, err)
+			}
+			var rid int
+			fmt.Sscanf(got[strings.Index(got, `"rid":`)+6:], "%d", &rid)
+			acks = append(acks, time.Since(sent[rid-100]))
+			time.Sleep(30 * time.Millisecond)
+		}
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("healthy subscriber got %d of 100", len(dels))
+		}
+		p99 := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)*99/100] }
+		return p99(acks), p99(dels)
+	}
+	baseAck, baseDel := run(0)
+	t.Logf("none stuck: ack p99 %v, delivery p99 %v", baseAck, baseDel)
+	for _, stuck := range []int{1, 10} {
+		ack, del := run(stuck)
+		t.Logf("%d stuck: ack p99 %v, delivery p99 %v", stuck, ack, del)
+		if b := max(3*baseAck, baseAck+50*time.Millisecond); ack > b {
+			t.Errorf("%d stuck subscribers: publisher's ack p99 %v, above max(3×, +50 ms) of %v", stuck, ack, baseAck)
+		}
+		if b := max(3*baseDel, baseDel+50*time.Millisecond); del > b {
+			t.Errorf("%d stuck subscribers: healthy delivery p99 %v, above max(3×, +50 ms) of %v", stuck, del, baseDel)
+		}
+	}
+}
