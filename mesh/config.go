@@ -256,7 +256,7 @@ func (c *Config) withDefaults() (Config, error) {
 
 // serfConfig builds the Serf configuration of a profile.
 //
-//   - lan: memberlist LAN defaults tuned as measured in reference/zmq4-serf-measured.md 3.2:
+//   - lan: memberlist LAN defaults tuned as measured (docs/mesh-libraries.md, "Serf"):
 //     probe 300 ms, probe timeout 150 ms, suspicion ×2 → a dead node is declared in about 1 s
 //     (LAN defaults: about 5.5 s). Gossip every 100 ms with RetransmitMult 6 so small clusters do
 //     not miss broadcasts, push/pull every 5 s as the real bound on missed tag/leave updates,

@@ -362,7 +362,7 @@ func TestWrongGossipKeyCannotJoin(t *testing.T) {
 	}
 }
 
-// TestMetricsPerPeer: the per-peer counters DESIGN.md names are registered and count
+// TestMetricsPerPeer: the per-peer counters the operator interface names (docs/operations.md) are registered and count
 // publications (not control traffic).
 func TestMetricsPerPeer(t *testing.T) {
 	reg1, reg2 := prometheus.NewRegistry(), prometheus.NewRegistry()

@@ -15,7 +15,7 @@ import (
 
 // sockmesh's own zmq4 transport, registered once per process as "smtcp". It fixes, outside the
 // library, the zmq4 v0.17.0 behaviours that let one stranger, one misbehaving member or one
-// slow peer hurt a node (reference/zmq4-serf-measured.md 1.4, 1.5, 1.7, 3.3):
+// slow peer hurt a node (docs/mesh-libraries.md, "zmq4"):
 //
 //   - Every byte a peer sends passes a ZMTP guard (zmtp.go) before zmq4 sees it: frame lengths
 //     are checked before zmq4 allocates them, READY metadata before zmq4 indexes it, and a

@@ -63,7 +63,7 @@ func toWireError(err error, action string) json.RawMessage {
 	return b
 }
 
-// Close codes with a meaning to socketcluster-client (see the protocol reference §11).
+// Close codes with a meaning to socketcluster-client (docs/compatibility.md, "Close codes").
 const (
 	CloseNormal            = 1000
 	CloseGoingAway         = 1001

@@ -3,7 +3,7 @@
 // test's own namespace to the bridge so the test process reaches every node. Partitions are
 // iptables DROP rules (TCP and UDP, by peer address) in a CHAOS chain inside the node
 // namespaces. Names are unique per run; everything is deleted by t.Cleanup, also on failure.
-// See ../../../../shared/reference/multi-host-testing.md.
+// Why it is built this way: docs/mesh-libraries.md, "Testing several hosts on one machine".
 package netns
 
 import (
