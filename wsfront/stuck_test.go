@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestStuckSubscribersDoNotStallPublisher (issue 18, item 1): subscribers that stop reading
@@ -106,5 +107,33 @@ func TestStuckSubscribersDoNotStallPublisher(t *testing.T) {
 		if b := max(3*baseDel, baseDel+50*time.Millisecond); del > b {
 			t.Errorf("%d stuck subscribers: healthy delivery p99 %v, above max(3×, +50 ms) of %v", stuck, del, baseDel)
 		}
+	}
+}
+
+// TestSlowConsumerGets4100: a subscriber whose send queue overflows is cut, counted, and gets
+// close 4100 when its socket can still take the close frame, as the README and
+// docs/compatibility.md promise (the chaos suite's stuck clients cannot take it: their kernel
+// buffers are full, and they see the TCP cut instead).
+func TestSlowConsumerGets4100(t *testing.T) {
+	srv, url := startBatchFront(t, Config{SendQueueBytes: 64 << 10})
+	sub := dialRaw(t, url)
+	sub.handshake()
+	sub.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":2}`)
+	sub.expect(`{"rid":2}`)
+	pub := dialRaw(t, url)
+	pub.handshake()
+	// One frame of 20 publications of 16 KiB: all are queued for the subscriber before anything
+	// is written, 320 KiB against a 64 KiB queue.
+	big := `"` + strings.Repeat("b", 16<<10) + `"`
+	var packets []string
+	for i := range 20 {
+		packets = append(packets, fmt.Sprintf(`{"event":"#publish","data":{"channel":"x","data":%s},"cid":%d}`, big, 10+i))
+	}
+	pub.send("[" + strings.Join(packets, ",") + "]")
+	if code := sub.closeCode(); code != CloseSlowConsumer {
+		t.Fatalf("close code %d, want 4100", code)
+	}
+	if n := testutil.ToFloat64(srv.cfg.Metrics.SlowConsumers); n != 1 {
+		t.Fatalf("%v slow consumers counted, want 1", n)
 	}
 }
