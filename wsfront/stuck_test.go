@@ -19,15 +19,16 @@ import (
 // sends 64 KiB with acknowledgement every 30 ms to a channel with one healthy subscriber and
 // 0, 1 or 10 subscribers that never read (their receive buffers are small, so their
 // connections fill within a second). The publisher's ack p99 and the healthy subscriber's
-// delivery p99 with stuck subscribers stay within max(3×, +50 ms) of the run with none.
+// delivery p99 with stuck subscribers stay within max(3×, +50 ms) of the run with none (100
+// stuck with the default queue: cut as slow consumers meanwhile).
 // Before, the publisher's reader wrote the idle subscribers' frames itself and waited on a
 // full socket until the write timeout: ack max 9.97 s.
 func TestStuckSubscribersDoNotStallPublisher(t *testing.T) {
 	if testing.Short() {
 		t.Skip("about 12 s of load")
 	}
-	run := func(stuck int) (ack, deliver time.Duration) {
-		srv, url := startBatchFront(t, Config{WriteTimeout: 10 * time.Second, SendQueueBytes: 64 << 20})
+	run := func(stuck, queue int) (ack, deliver time.Duration) {
+		srv, url := startBatchFront(t, Config{WriteTimeout: 10 * time.Second, SendQueueBytes: queue})
 		_ = srv
 		for range stuck {
 			d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
@@ -96,10 +97,13 @@ func TestStuckSubscribersDoNotStallPublisher(t *testing.T) {
 		p99 := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)*99/100] }
 		return p99(acks), p99(dels)
 	}
-	baseAck, baseDel := run(0)
+	baseAck, baseDel := run(0, 64<<20)
 	t.Logf("none stuck: ack p99 %v, delivery p99 %v", baseAck, baseDel)
-	for _, stuck := range []int{1, 10} {
-		ack, del := run(stuck)
+	// 1 and 10 stuck for the whole run (their queues hold 64 MiB); 100 stuck with the default
+	// 1 MiB queue, so they are cut as slow consumers after about 16 publications.
+	for _, c := range []struct{ stuck, queue int }{{1, 64 << 20}, {10, 64 << 20}, {100, 1 << 20}} {
+		stuck := c.stuck
+		ack, del := run(stuck, c.queue)
 		t.Logf("%d stuck: ack p99 %v, delivery p99 %v", stuck, ack, del)
 		if b := max(3*baseAck, baseAck+50*time.Millisecond); ack > b {
 			t.Errorf("%d stuck subscribers: publisher's ack p99 %v, above max(3×, +50 ms) of %v", stuck, ack, baseAck)
