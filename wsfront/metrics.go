@@ -25,6 +25,7 @@ type Metrics struct {
 	Refused           *prometheus.CounterVec
 	HookCalls         *prometheus.CounterVec
 	HandlerPanics     prometheus.Counter
+	WriteTimeouts     prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not registered).
@@ -55,13 +56,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PublishFailures:   cv("publish_failures_total", "Refused client publications, by reason.", "reason"),
 		Events:            cv("events_total", "Application events from clients, by kind.", "kind"),
 		HookCalls:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_ws_hook_calls_total", Help: "Decision hook calls, by action and result (allowed, denied, failed)."}, []string{"action", "result"}),
+		WriteTimeouts:     c("write_timeouts_total", "Connections cut because one write to them took longer than --write-timeout (a client that stopped reading with its kernel buffers full)."),
 		HandlerPanics:     c("handler_panics_total", "Panics in an application handler, middleware or hook (the connection is closed with 1011; the node keeps serving)."),
 		Refused:           cv("refused_connections_total", "Upgrade requests refused by a limit, by reason (origin, node_limit, ip_limit, rate).", "reason"),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.UpgradeFailures, m.Handshakes, m.HandshakeFailures, m.AuthFailures,
 			m.TokensIssued, m.PongTimeouts, m.SlowConsumers, m.Oversized, m.RawFrames, m.FramesIn, m.FramesOut,
-			m.PacketsOut, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events, m.Refused, m.HookCalls, m.HandlerPanics)
+			m.PacketsOut, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events, m.Refused, m.HookCalls, m.HandlerPanics, m.WriteTimeouts)
 	}
 	return m
 }

@@ -675,6 +675,7 @@ func (s *Socket) sweep(now time.Time) {
 		// Writes carry no deadline of their own (see writeRun); a write stuck this long
 		// means the client stopped reading with the kernel buffers full.
 		s.Logger().Info("write timeout: client not reading", "after", cfg.WriteTimeout)
+		cfg.Metrics.WriteTimeouts.Inc()
 		s.abort()
 		return
 	}

@@ -141,3 +141,44 @@ func TestSlowConsumerGets4100(t *testing.T) {
 		t.Fatalf("%v slow consumers counted, want 1", n)
 	}
 }
+
+// TestStuckSubscriberCutWithinWriteTimeout: a subscriber that stops reading, with a send queue
+// large enough never to overflow, is cut once one write to it has waited --write-timeout, and
+// counted; the publisher is not held up meanwhile.
+func TestStuckSubscriberCutWithinWriteTimeout(t *testing.T) {
+	srv, url := startBatchFront(t, Config{WriteTimeout: time.Second, SendQueueBytes: 256 << 20})
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		return nd.Dial(network, addr)
+	}}
+	ws, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	stuck := &rawClient{t: t, ws: ws}
+	stuck.handshake()
+	stuck.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":2}`)
+	stuck.expect(`{"rid":2}`)
+	pub := dialRaw(t, url)
+	pub.handshake()
+	big := `"` + strings.Repeat("s", 64<<10) + `"`
+	start := time.Now()
+	var slowest time.Duration
+	for i := 0; testutil.ToFloat64(srv.cfg.Metrics.WriteTimeouts) == 0; i++ {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the stuck subscriber was not cut within 10 s (write timeout 1 s)")
+		}
+		t0 := time.Now()
+		pub.send(fmt.Sprintf(`{"event":"#publish","data":{"channel":"x","data":%s},"cid":%d}`, big, 10+i))
+		pub.expect(fmt.Sprintf(`"rid":%d`, 10+i))
+		slowest = max(slowest, time.Since(t0))
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("cut after %v; slowest publisher ack meanwhile %v", time.Since(start).Round(time.Millisecond), slowest.Round(time.Millisecond))
+	if slowest > 500*time.Millisecond {
+		t.Fatalf("the publisher waited %v for an ack while the subscriber was stuck", slowest)
+	}
+}
