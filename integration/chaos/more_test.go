@@ -258,8 +258,8 @@ func TestRollingRestart(t *testing.T) {
 // SlowQueue is the --send-queue of the slow-consumer scenario.
 const SlowQueue = "256KiB"
 
-// Scenario 7: clients that stop reading are cut with 4100 once their send queue fills;
-// every other client is unaffected.
+// Scenario 7: clients that stop reading are cut once their send queue fills (close 4100 when
+// their socket can take it, else a TCP cut); every other client is unaffected.
 func TestSlowConsumers(t *testing.T) {
 	needFull(t)
 	sc := newScenario(t, "7 slow consumers (stop reading)")
@@ -325,9 +325,12 @@ func TestSlowConsumers(t *testing.T) {
 		return nil
 	})
 	sc.bound("stuck connections closed server-side (/cluster connections back to 2)", "5s", fmt.Sprint(err == nil), err == nil)
-	// README's flag table says close 4100; the server aborts the TCP connection without a
-	// close frame (wsfront/socket.go enqueue → abort), so a client sees 1006. Reported, not asserted.
-	sc.note("close seen by the stuck clients after reading again: %s (README says 4100)", strings.Join(codes, "; "))
+	// The docs promise close 4100 when the client's socket can still take the close frame
+	// (asserted in wsfront's TestSlowConsumerGets4100), and a TCP cut otherwise. These clients'
+	// kernel buffers are full; what they see when they read again is reported, not asserted:
+	// so far a read timeout after the buffered frames, not the end of the connection (open in
+	// issue 18: the server has removed the socket, but the client does not see it close).
+	sc.note("close seen by the stuck clients after reading again: %s", strings.Join(codes, "; "))
 	waitSent(t, l, 2*time.Second)
 	end := l.stopPublishing()
 	l.waitDelivered(end, DeliverTailBound)
