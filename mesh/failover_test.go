@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"github.com/sockmesh/sockmesh/proto/meshpb"
 	"strconv"
 	"testing"
 	"time"
@@ -208,5 +209,64 @@ func TestFailedRecordOverlapNumbersOnce(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // a second copy would arrive by repair within this
 	if got := n2.rec.get("to2"); len(got) != 25 {
 		t.Fatalf("delivered %d publications for 25 published: %v", len(got), got)
+	}
+}
+
+// TestRepairRequestFloodCostsOthersNothing: a member floods the origin with 20,000 requests for
+// everything (from 1 to 2^64-1) while the origin streams to another peer: the other stream
+// arrives whole, with no gap, and the flooding member gets the window once plus at most once
+// per rewindEvery (requests merge into the running job), not a copy per request (before: 37
+// copies in about a second).
+func TestRepairRequestFloodCostsOthersNothing(t *testing.T) {
+	nodes := startCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	n2.AddInterest("to2")
+	n3.AddInterest("to3")
+	waitInterest(t, nodes, "n2", "to2", true)
+	waitInterest(t, nodes, "n3", "to3", true)
+	for i := range 1000 {
+		n1.Publish("to3", []byte(strconv.Itoa(i))) // n1's window for n3: 1,000 publications
+	}
+	waitFor(t, 5*time.Second, "n3 has its 1,000", func() bool { return n3.rec.count("to3") == 1000 })
+	n3.mu.RLock()
+	p31 := n3.peers[n1.self]
+	n3.mu.RUnlock()
+	n1.mu.RLock()
+	p13 := n1.peers[n3.self]
+	n1.mu.RUnlock()
+	epoch := p13.tx.epoch
+	done := make(chan struct{})
+	floodStart := time.Now()
+	var flood time.Duration
+	go func() {
+		defer close(done)
+		defer func() { flood = time.Since(floodStart) }()
+		for range 20_000 {
+			n3.sendControl(p31.mailboxB, &meshpb.Envelope{Target: n1.self, Body: &meshpb.Envelope_RepairRequest{
+				RepairRequest: &meshpb.RepairRequest{Epoch: epoch, From: 1, To: ^uint64(0)}}})
+		}
+	}()
+	for i := range 5000 {
+		n1.Publish("to2", []byte(strconv.Itoa(i)))
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	<-done
+	waitFor(t, 10*time.Second, "n2 has all 5,000", func() bool { return n2.rec.count("to2") >= 5000 })
+	if g := metricValue(t, n2.met.gaps, "n1"); g != 0 {
+		t.Fatalf("n2 counted %d gaps from n1 during the flood", g)
+	}
+	time.Sleep(500 * time.Millisecond)
+	retx := metricValue(t, n1.met.retransmitted, "n3")
+	// One pass for the first request, then at most one more per rewindEvery while requests
+	// are handled (they may still be queued after the sender is done).
+	bound := uint64(1000 * (2 + int(time.Since(floodStart)/rewindEvery)))
+	t.Logf("20,000 requests for everything in %v: n1 retransmitted %d publications to n3 (window 1,000; bound %d)", flood.Round(time.Millisecond), retx, bound)
+	if retx > bound {
+		t.Fatalf("n1 retransmitted %d publications for 20,000 requests over a window of 1,000 in %v (bound %d)", retx, flood, bound)
+	}
+	if n3.rec.count("to3") != 1000 {
+		t.Fatalf("n3 delivered %d to its clients, want its 1,000 once (the rest are duplicates)", n3.rec.count("to3"))
 	}
 }

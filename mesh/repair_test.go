@@ -318,3 +318,36 @@ func TestRepairRetransmissionOfAWaitingPublication(t *testing.T) {
 		t.Fatalf("lost %v, want p5 counted as lost by timeout", s.lostN)
 	}
 }
+
+// TestRepairRequestHostileRanges: a member's repair requests with any epoch and range (0, near
+// 2^64, reversed) get a bounded answer and at most the window retransmitted, never more.
+func TestRepairRequestHostileRanges(t *testing.T) {
+	tx := newTxLink("rx", 7, 1<<20, time.Hour)
+	for i := range 100 {
+		tx.number([]publication{{"ch", []byte{byte(i)}}}, 1, true)
+	}
+	max64 := ^uint64(0)
+	for _, r := range [][3]uint64{{7, 0, 0}, {7, 0, max64}, {7, max64, max64}, {7, 50, 10}, {7, max64 - 1, 0}, {8, 1, max64}, {8, max64, 0}, {0, 0, 0}} {
+		rep, job, start := tx.request(r[0], r[1], r[2], 1)
+		if rep.last != 100 || rep.current != 7 {
+			t.Fatalf("request %v: reply %+v", r, rep)
+		}
+		if !start {
+			continue
+		}
+		sent := 0
+		for {
+			pubs, first, _, _, done := tx.nextRepair(job, nil, 256, 1<<20, 1<<20, 1)
+			if done {
+				break
+			}
+			if first < 1 || first+uint64(len(pubs))-1 > 100 {
+				t.Fatalf("request %v: retransmits %d from %d, outside 1..100", r, len(pubs), first)
+			}
+			sent += len(pubs)
+		}
+		if sent > 100 {
+			t.Fatalf("request %v: %d retransmitted from a window of 100", r, sent)
+		}
+	}
+}

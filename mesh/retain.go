@@ -170,6 +170,10 @@ type txLink struct {
 	repairing bool
 	job       uint64
 	next, to  uint64
+	// covered: every sequence below it was retransmitted since rewound (unix nanos), when a
+	// request last asked again for part of it.
+	covered uint64
+	rewound int64
 }
 
 func newTxLink(target string, epoch uint64, maxBytes int, maxAge time.Duration) *txLink {
@@ -224,6 +228,10 @@ func (t *txLink) tail(now int64) (epoch, last uint64, ok bool) {
 	return 0, 0, false
 }
 
+// rewindEvery bounds how often requests may have retransmitted publications sent again (see
+// request); below the default heartbeat (the receiver's retry interval).
+const rewindEvery = 200 * time.Millisecond
+
 // tailActive: a link that numbered within this long has its tail in every heartbeat, so a
 // receiver that lost the end of a burst (and hears nothing after it) asks within a heartbeat.
 const tailActive = time.Second
@@ -276,6 +284,17 @@ func (t *txLink) request(epoch, from, to uint64, now int64) (reply repairReply, 
 	}
 	if to >= t.seq {
 		t.unsent = false // the receiver knows the tail now; it asks again if this fails
+	}
+	// A request for what was retransmitted already asks again for what may still be in flight
+	// or was lost again. That is allowed once per rewindEvery: the receiver asks again only
+	// after a heartbeat without progress, and a member that floods requests must not make us
+	// send the window once per request.
+	if from < t.covered {
+		if now-t.rewound < int64(rewindEvery) {
+			from = t.covered
+		} else {
+			t.covered, t.rewound = from, now
+		}
 	}
 	if from > to {
 		return reply, 0, false
@@ -336,6 +355,7 @@ func (t *txLink) nextRepair(job uint64, buf []publication, maxPubs, maxBytes, bu
 		size += len(data)
 		t.next++
 	}
+	t.covered = max(t.covered, t.next)
 	return out, first, lostFrom, lostTo, false
 }
 
