@@ -55,7 +55,6 @@ func FuzzRepairReceiver(f *testing.F) {
 					binary.BigEndian.PutUint64(d, first+uint64(i))
 					pubs[i] = pubIn{"c", d}
 				}
-				out.epoch = epoch
 				r.batch(epoch, first, pubs, retransmit, now, cfg, out)
 			case 1:
 				r.tail(uint64(byteOf()%3)+1, next(), now, cfg, out)
@@ -70,7 +69,6 @@ func FuzzRepairReceiver(f *testing.F) {
 			case 5:
 				r.flush(out)
 			}
-			out.epoch = r.epoch
 			if r.epoch != out.stream { // a new stream started without a delivery yet
 				out.stream, out.any = r.epoch, false
 			}
@@ -94,7 +92,6 @@ func FuzzRepairReceiver(f *testing.F) {
 type fuzzOut struct {
 	t       *testing.T
 	r       *rxLink
-	epoch   uint64
 	stream  uint64 // the epoch of the stream being delivered (a change starts a new stream)
 	lastSeq uint64
 	any     bool

@@ -31,21 +31,7 @@ func TestStuckSubscribersDoNotStallPublisher(t *testing.T) {
 		srv, url := startBatchFront(t, Config{WriteTimeout: 10 * time.Second, SendQueueBytes: queue})
 		_ = srv
 		for range stuck {
-			d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-				nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-					return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-				}}
-				return nd.Dial(network, addr)
-			}}
-			ws, _, err := d.Dial(url, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ws.Close() })
-			c := &rawClient{t: t, ws: ws}
-			c.handshake()
-			c.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":2}`)
-			c.expect(`{"rid":2}`)
+			stuckSubscriber(t, url, "x")
 			// and never reads again
 		}
 		healthy := dialRaw(t, url)
@@ -147,21 +133,7 @@ func TestSlowConsumerGets4100(t *testing.T) {
 // counted; the publisher is not held up meanwhile.
 func TestStuckSubscriberCutWithinWriteTimeout(t *testing.T) {
 	srv, url := startBatchFront(t, Config{WriteTimeout: time.Second, SendQueueBytes: 256 << 20})
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		}}
-		return nd.Dial(network, addr)
-	}}
-	ws, _, err := d.Dial(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.Close() })
-	stuck := &rawClient{t: t, ws: ws}
-	stuck.handshake()
-	stuck.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":2}`)
-	stuck.expect(`{"rid":2}`)
+	stuckSubscriber(t, url, "x")
 	pub := dialRaw(t, url)
 	pub.handshake()
 	big := `"` + strings.Repeat("s", 64<<10) + `"`
@@ -181,4 +153,25 @@ func TestStuckSubscriberCutWithinWriteTimeout(t *testing.T) {
 	if slowest > 500*time.Millisecond {
 		t.Fatalf("the publisher waited %v for an ack while the subscriber was stuck", slowest)
 	}
+}
+
+// stuckSubscriber connects with a 4 KiB receive buffer (its connection fills within a few
+// frames), subscribes to ch and never reads again.
+func stuckSubscriber(t *testing.T, url, ch string) {
+	t.Helper()
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		return nd.Dial(network, addr)
+	}}
+	ws, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	c := &rawClient{t: t, ws: ws}
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"` + ch + `"},"cid":2}`)
+	c.expect(`{"rid":2}`)
 }
