@@ -38,10 +38,11 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzZMTPGuard$$' -fuzztime=5s ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzRepairReceiver$$' -fuzztime=5s ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=3s ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzLocalInterest$$' -fuzztime=3s ./mesh
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsfront:FuzzDecode wsfront:FuzzAuthVerify wsfront:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver
+FUZZ_TARGETS := wsfront:FuzzDecode wsfront:FuzzAuthVerify wsfront:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done

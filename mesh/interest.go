@@ -88,11 +88,16 @@ type Table[P comparable] struct {
 	// RequestRetry is how long to wait for a snapshot before asking again.
 	RequestRetry time.Duration
 
-	local     map[string]*localChannel // wanted or announced channels (including those waiting for removal)
-	pending   map[string]struct{}      // channels whose announcement is due at the next flush
-	version   uint64                   // of the announced set
-	digest    uint64                   // of the announced set
-	announced int                      // channels in the announced set
+	local   map[string]*localChannel // wanted or announced channels (including those waiting for removal)
+	pending map[string]struct{}      // channels whose announcement is due at the next flush
+	// addQ and removeQ hold the pending channels in the order they became pending, adds and
+	// removals apart, so Flush takes the oldest first without sorting the whole backlog. An
+	// entry is stale when the channel is no longer pending as that kind (re-added, removed
+	// again); Flush skips it.
+	addQ, removeQ fifo
+	version       uint64 // of the announced set
+	digest        uint64 // of the announced set
+	announced     int    // channels in the announced set
 	// removals are the 1→0 transitions waiting for RemoveDelay, in the order they happened
 	// (so in due order): Expire looks only at those that are due, not at every channel.
 	// An entry is stale when the channel was wanted again (or removed again later) since.
@@ -131,11 +136,15 @@ func (t *Table[P]) AddLocal(ch string) bool {
 		if lc.due {
 			lc.due = false // announced and still wanted: nothing to say after all
 			delete(t.pending, ch)
+		} else if _, queued := t.pending[ch]; !lc.announced && !queued {
+			t.pending[ch] = struct{}{} // Flush passed it over while nobody wanted it
+			t.addQ.push(ch)
 		}
 		return len(t.pending) > 0
 	}
 	t.local[ch] = &localChannel{refs: 1}
 	t.pending[ch] = struct{}{}
+	t.addQ.push(ch)
 	return true
 }
 
@@ -171,6 +180,7 @@ func (t *Table[P]) Expire(now time.Time) bool {
 		}
 		lc.due = true
 		t.pending[ch] = struct{}{}
+		t.removeQ.push(ch)
 	}
 	if n > 0 {
 		clear(t.removals[:n])
@@ -188,46 +198,99 @@ func (t *Table[P]) HasPending() bool { return len(t.pending) > 0 }
 // deltaOverhead is what each channel adds to an encoded delta besides its name (tag, length).
 const deltaOverhead = 4
 
-// Flush announces what is pending, in channel order: one delta of at most maxBytes of channel
-// names (a single longer name still goes alone), or several with consecutive versions when
-// maxMsgs allows; what does not fit stays pending. maxMsgs <= 0 means no limit.
+// Flush announces what is pending: one delta of at most maxBytes of channel names (a single
+// longer name still goes alone), or several with consecutive versions when maxMsgs allows;
+// what does not fit stays pending. maxMsgs <= 0 means no limit. Additions go before removals,
+// each oldest first: an addition is a client waiting for its first message, a removal only
+// stops traffic nobody reads, so a subscribe made at the end of a burst of 100,000 changes is
+// not queued behind the burst's removals. Each channel has one pending state, so announcing
+// channels out of their order of change cannot reorder what one channel says.
 func (t *Table[P]) Flush(maxBytes, maxMsgs int) []Delta {
-	if len(t.pending) == 0 {
-		return nil
-	}
-	chs := make([]string, 0, len(t.pending))
-	for ch := range t.pending {
-		chs = append(chs, ch)
-	}
-	slices.Sort(chs)
 	var out []Delta
-	for len(chs) > 0 && (maxMsgs <= 0 || len(out) < maxMsgs) {
+	for len(t.pending) > 0 && (maxMsgs <= 0 || len(out) < maxMsgs) {
 		d := Delta{Version: t.version + 1}
 		size := 0
-		for len(chs) > 0 {
-			ch := chs[0]
+		for len(t.pending) > 0 {
+			ch, ok := t.nextPending()
+			if !ok {
+				break
+			}
 			if size > 0 && size+len(ch)+deltaOverhead > maxBytes {
 				break
 			}
 			size += len(ch) + deltaOverhead
-			chs = chs[1:]
 			delete(t.pending, ch)
 			lc := t.local[ch]
 			if lc.due {
+				t.removeQ.pop()
 				delete(t.local, ch)
 				t.announced--
 				d.Removed = append(d.Removed, ch)
 			} else {
+				t.addQ.pop()
 				lc.announced = true
 				t.announced++
 				d.Added = append(d.Added, ch)
 			}
 			t.digest ^= channelHash(ch)
 		}
+		if len(d.Added)+len(d.Removed) == 0 {
+			break // only channels nobody wants any more were pending
+		}
 		t.version = d.Version
 		out = append(out, d)
 	}
+	if len(t.pending) == 0 {
+		t.addQ, t.removeQ = fifo{}, fifo{} // only stale entries are left
+	}
 	return out
+}
+
+// nextPending is the channel Flush announces next, at the head of addQ or else removeQ (stale
+// entries before it are dropped); it stays queued until Flush pops it.
+func (t *Table[P]) nextPending() (string, bool) {
+	for t.addQ.len() > 0 {
+		ch := t.addQ.peek()
+		if _, ok := t.pending[ch]; ok && !t.local[ch].due {
+			if t.local[ch].refs > 0 {
+				return ch, true
+			}
+			// Subscribed and dropped before its turn: announcing it would only be followed by
+			// its removal, so a subscribe/unsubscribe churn costs peers nothing. Expire forgets
+			// it; AddLocal queues it again if it is wanted before that.
+			delete(t.pending, ch)
+		}
+		t.addQ.pop()
+	}
+	for t.removeQ.len() > 0 {
+		ch := t.removeQ.peek()
+		if _, ok := t.pending[ch]; ok && t.local[ch].due {
+			return ch, true
+		}
+		t.removeQ.pop()
+	}
+	return "", false
+}
+
+// fifo is a queue of channel names that gives its backing array back as it drains.
+type fifo struct {
+	s    []string
+	head int
+}
+
+func (q *fifo) push(ch string) { q.s = append(q.s, ch) }
+func (q *fifo) len() int       { return len(q.s) - q.head }
+func (q *fifo) peek() string   { return q.s[q.head] }
+
+func (q *fifo) pop() {
+	q.s[q.head] = ""
+	q.head++
+	if q.head == len(q.s) {
+		q.s, q.head = nil, 0
+	} else if q.head >= 1024 && q.head*2 >= len(q.s) {
+		q.s = append([]string(nil), q.s[q.head:]...)
+		q.head = 0
+	}
 }
 
 // WantsLocal reports whether ch is wanted or still announced here (a channel waiting for its

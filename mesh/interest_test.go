@@ -101,13 +101,13 @@ func TestLocalInterest(t *testing.T) {
 			final: []string{},
 		},
 		{
-			name: "expiries come out in channel order with consecutive versions",
+			name: "expiries come out in the order they became due, with consecutive versions",
 			steps: []step{
 				{op: "add", ch: "c", want: "+c@1"},
 				{op: "add", ch: "a", want: "+a@2"},
 				{op: "add", ch: "b", want: "+b@3"},
 				{op: "rm", ch: "c"}, {op: "rm", ch: "a"}, {op: "rm", ch: "b", ms: 100},
-				{op: "expire", ms: 500, want: "-a,-c@4"},
+				{op: "expire", ms: 500, want: "-c,-a@4"},
 				{op: "expire", ms: 600, want: "-b@5", beat: Beat{5, 0, 0}},
 			},
 			final: []string{},
@@ -156,6 +156,54 @@ func TestLocalInterest(t *testing.T) {
 				{op: "flush", max: 12, want: "+a-name-longer-than-the-bound@3"},
 			},
 			final: []string{"a-name-longer-than-the-bound", "aa", "bb", "cc", "dd"},
+		},
+		{
+			name: "additions go before removals that were due first",
+			steps: []step{
+				{op: "add", ch: "old1", want: "+old1@1"},
+				{op: "add", ch: "old2", want: "+old2@2"},
+				{op: "rm", ch: "old1"}, {op: "rm", ch: "old2"},
+				{op: "expireq", ms: 500},
+				{op: "addq", ch: "new", ms: 600},
+				{op: "flush", max: 9, msgs: 1, want: "+new@3"},
+				{op: "flush", max: 9, want: "-old1@4 -old2@5", beat: Beat{5, h("new"), 1}},
+			},
+			final: []string{"new"},
+		},
+		{
+			name: "a channel re-added and removed while queued is announced once, as what it is now",
+			steps: []step{
+				{op: "add", ch: "x", want: "+x@1"},
+				{op: "rm", ch: "x"},
+				{op: "expireq", ms: 500},       // removal of x queued
+				{op: "addq", ch: "x", ms: 510}, // cancelled: x stays announced
+				{op: "rm", ch: "x", ms: 520},
+				{op: "expireq", ms: 1020}, // queued again
+				{op: "addq", ch: "y", ms: 1030},
+				{op: "rm", ch: "y", ms: 1030},
+				{op: "expireq", ms: 1530}, // y never announced: forgotten
+				{op: "addq", ch: "y", ms: 1540},
+				{op: "flush", max: 1 << 20, want: "+y,-x@2", beat: Beat{2, h("y"), 1}},
+				{op: "flush", max: 1 << 20, want: ""},
+			},
+			final: []string{"y"},
+		},
+		{
+			name: "a channel dropped before its turn is not announced, and is when wanted again",
+			steps: []step{
+				{op: "addq", ch: "a"}, {op: "addq", ch: "b"},
+				{op: "rm", ch: "a"},
+				{op: "flush", max: 1 << 20, want: "+b@1"},
+				{op: "flush", max: 1 << 20, want: ""},
+				{op: "addq", ch: "a", ms: 100},
+				{op: "flush", max: 1 << 20, want: "+a@2"},
+				{op: "addq", ch: "c", ms: 200}, {op: "rm", ch: "c", ms: 200},
+				{op: "flush", max: 1 << 20, want: "", beat: Beat{2, h("a", "b"), 2}},
+				{op: "expire", ms: 800, want: ""},
+				{op: "addq", ch: "c", ms: 900},
+				{op: "flush", max: 1 << 20, want: "+c@3"},
+			},
+			final: []string{"a", "b", "c"},
 		},
 		{
 			name: "chat and chatroom are different channels",
