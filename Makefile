@@ -27,11 +27,13 @@ vet:
 	GOOS=darwin GOARCH=arm64 $(GO) build ./...
 	GOOS=freebsd $(GO) build ./...
 
+# Every package but the process-level suites under integration/ (they have their own target).
 unit:
-	$(GO) test -race -count=1 -timeout 300s ./wsfront/... ./node/... ./mesh/... ./client/... ./cmd/...
+	$(GO) test -race -count=1 -timeout 300s $$($(GO) list ./... | grep -v /integration)
 
 # A few seconds of coverage-guided fuzzing per target; the corpus in testdata/ is replayed by `unit`.
 fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=3s ./wsframe
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./wsfront
 	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s ./wsfront
@@ -42,7 +44,7 @@ fuzz:
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsfront:FuzzDecode wsfront:FuzzAuthVerify wsfront:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest
+FUZZ_TARGETS := wsframe:FuzzParse wsfront:FuzzDecode wsfront:FuzzAuthVerify wsfront:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done

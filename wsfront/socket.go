@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sockmesh/sockmesh/wsframe"
 	"golang.org/x/time/rate"
 )
 
@@ -731,10 +732,10 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte, try bool) (next int
 	for i := 0; i < len(frames); {
 		if len(frames[i]) == 0 { // a ping: alone, never inside a batch
 			if try {
-				if carry, err = s.tryWrite(emptyTextFrame[:]); err != nil || carry != nil {
+				if carry, err = s.tryWrite(emptyTextFrame); err != nil || carry != nil {
 					return i + 1, carry, err
 				}
-			} else if err := s.writeRaw(emptyTextFrame[:]); err != nil {
+			} else if err := s.writeRaw(emptyTextFrame); err != nil {
 				return i, nil, err
 			}
 			i++
@@ -753,8 +754,8 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte, try bool) (next int
 		}
 		if j == i+1 && len(frames[i]) > directWriteMin {
 			// Large: header and the shared bytes in one writev, no copy.
-			var hdr [maxFrameHeader]byte
-			h := appendTextHeader(hdr[:0], len(frames[i]))
+			var hdr [wsframe.MaxServerHeader]byte
+			h := wsframe.AppendHeader(hdr[:0], wsframe.Text, len(frames[i]), nil)
 			if try {
 				carry, err = s.tryWrite(h, frames[i])
 			} else {
@@ -762,7 +763,7 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte, try bool) (next int
 				err = s.writeBufs(&bufs)
 			}
 		} else {
-			b := append((*batch)[:0], make([]byte, maxFrameHeader)...)
+			b := append((*batch)[:0], make([]byte, wsframe.MaxServerHeader)...)
 			if j == i+1 {
 				b = append(b, frames[i]...)
 			} else {
@@ -777,9 +778,9 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte, try bool) (next int
 			}
 			*batch = b
 			// The header goes right before the payload, in the space reserved for it.
-			var hdr [maxFrameHeader]byte
-			h := appendTextHeader(hdr[:0], len(b)-maxFrameHeader)
-			start := maxFrameHeader - len(h)
+			var hdr [wsframe.MaxServerHeader]byte
+			h := wsframe.AppendHeader(hdr[:0], wsframe.Text, len(b)-wsframe.MaxServerHeader, nil)
+			start := wsframe.MaxServerHeader - len(h)
 			copy(b[start:], h)
 			if try {
 				carry, err = s.tryWrite(b[start:])
@@ -828,27 +829,13 @@ func (s *Socket) tryWrite(parts ...[]byte) (carry []byte, err error) {
 // gorilla/websocket's writer: a server frame is a few header bytes before the payload, and
 // doing it here saves a copy and the two write-deadline updates gorilla makes per frame.
 // Control frames (close, pong) still go through gorilla; Go's net.Conn serialises whole
-// Write calls, so the two never interleave within a frame.
-const (
-	maxFrameHeader = 10
-	// directWriteMin: single frames larger than this are written with writev instead of
-	// being copied behind a header.
-	directWriteMin = 16 << 10
-)
+// Write calls, so the two never interleave within a frame. The headers come from wsframe.
 
-var emptyTextFrame = [2]byte{0x81, 0}
+// directWriteMin: single frames larger than this are written with writev instead of being
+// copied behind a header.
+const directWriteMin = 16 << 10
 
-// appendTextHeader appends the header of a final, unmasked text frame of n payload bytes.
-func appendTextHeader(b []byte, n int) []byte {
-	switch {
-	case n < 126:
-		return append(b, 0x81, byte(n))
-	case n <= 0xffff:
-		return append(b, 0x81, 126, byte(n>>8), byte(n))
-	default:
-		return append(b, 0x81, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-}
+var emptyTextFrame = wsframe.AppendHeader(nil, wsframe.Text, 0, nil)
 
 func (s *Socket) writeRaw(b []byte) error {
 	s.writeStart.Store(time.Now().UnixNano())

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/wsframe"
 )
 
 // memBroker is an in-memory Broker for tests of the front alone.
@@ -357,13 +358,12 @@ func TestCallsReadTogetherAreAnsweredInOneFrame(t *testing.T) {
 	c.rawBatches = true
 	c.handshake()
 	for round := 0; round < 20; round++ {
-		// Five calls in one TCP write (masked frames built by hand: gorilla writes one
-		// frame per system call).
+		// Five calls in one TCP write (frames built with wsframe: gorilla writes one frame
+		// per system call).
 		var burst []byte
 		for i := 0; i < 5; i++ {
 			p := `{"event":"#subscribe","data":{"channel":"c` + itoa(round*5+i) + `"},"cid":` + itoa(2+round*5+i) + `}`
-			burst = append(burst, 0x81, 0x80|byte(len(p)), 0, 0, 0, 0)
-			burst = append(burst, p...)
+			burst = wsframe.AppendClientFrame(burst, wsframe.Text, []byte(p))
 		}
 		if _, err := c.ws.UnderlyingConn().Write(burst); err != nil {
 			t.Fatal(err)

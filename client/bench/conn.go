@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/wsframe"
 )
 
 // conn is a lean SocketCluster connection for load generation. It does what
@@ -116,9 +117,9 @@ func dialConn(ctx context.Context, r *runner, idx int, d *websocket.Dialer, url 
 		return nil, err
 	}
 	c := &conn{r: r, idx: idx, ws: ws, nc: ws.UnderlyingConn(), calls: make(map[int64]chan error), done: make(chan struct{})}
-	ws.SetPingHandler(func(data string) error { return c.writeControl(websocket.PongMessage, []byte(data)) })
+	ws.SetPingHandler(func(data string) error { return c.writeControl(wsframe.Pong, []byte(data)) })
 	ws.SetCloseHandler(func(code int, text string) error {
-		_ = c.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""))
+		_ = c.writeControl(wsframe.Close, wsframe.ClosePayload(code, ""))
 		return nil
 	})
 	if prep != nil {
@@ -210,23 +211,7 @@ func (c *conn) call(ctx context.Context, build func(b []byte, cid int64) []byte)
 }
 
 // appendFrame appends a masked (zero key) final text frame holding p.
-func appendFrame(dst, p []byte) []byte {
-	return appendFrameOp(dst, websocket.TextMessage, p)
-}
-
-func appendFrameOp(dst []byte, op int, p []byte) []byte {
-	dst = append(dst, 0x80|byte(op))
-	switch n := len(p); {
-	case n < 126:
-		dst = append(dst, 0x80|byte(n))
-	case n < 1<<16:
-		dst = append(dst, 0x80|126, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 0x80|127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	dst = append(dst, 0, 0, 0, 0) // mask key: zero, so the payload is sent as is
-	return append(dst, p...)
-}
+func appendFrame(dst, p []byte) []byte { return wsframe.AppendClientFrame(dst, wsframe.Text, p) }
 
 // writeRaw writes already framed bytes.
 func (c *conn) writeRaw(b []byte) error {
@@ -246,17 +231,17 @@ func (c *conn) writeRaw(b []byte) error {
 
 // writeText writes one text frame (setup calls; not the hot path).
 func (c *conn) writeText(p []byte) error {
-	return c.writeRaw(appendFrame(make([]byte, 0, len(p)+14), p))
+	return c.writeRaw(appendFrame(make([]byte, 0, len(p)+wsframe.MaxHeader), p))
 }
 
-func (c *conn) writeControl(op int, p []byte) error {
-	var tmp [140]byte
-	return c.writeRaw(appendFrameOp(tmp[:0], op, p))
+func (c *conn) writeControl(op wsframe.Opcode, p []byte) error {
+	var tmp [wsframe.MaxHeader + wsframe.MaxControlPayload]byte
+	return c.writeRaw(wsframe.AppendClientFrame(tmp[:0], op, p))
 }
 
 // close sends a 1000 close frame and closes the socket; the reader ends.
 func (c *conn) close() {
-	_ = c.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	_ = c.writeControl(wsframe.Close, wsframe.ClosePayload(1000, ""))
 	c.nc.Close()
 	<-c.done
 }

@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/wsframe"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,7 +47,7 @@ const (
 
 var (
 	rawHandshake = appendFrame(nil, []byte(`{"event":"#handshake","data":{"authToken":null},"cid":1}`))
-	rawClose     = appendFrameOp(nil, websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	rawClose     = wsframe.AppendClientFrame(nil, wsframe.Close, wsframe.ClosePayload(1000, ""))
 	crlf         = []byte("\r\n")
 	crlfcrlf     = []byte("\r\n\r\n")
 	status101    = []byte("HTTP/1.1 101")
@@ -548,7 +548,7 @@ func (l *rawLoop) frames(i int, b []byte) int {
 	c := &l.conns[i]
 	used := 0
 	for c.state == rawHandshaking || c.state == rawOpen {
-		b0, payload, size, err := parseFrame(b[used:])
+		f, size, err := wsframe.Parse(b[used:], rawMaxRest)
 		if err != nil {
 			l.broken(i, err)
 			break
@@ -557,19 +557,19 @@ func (l *rawLoop) frames(i int, b []byte) int {
 			break
 		}
 		used += size
-		l.frame(i, b0, payload)
+		l.frame(i, f)
 	}
 	return used
 }
 
-func (l *rawLoop) frame(i int, b0 byte, p []byte) {
-	c := &l.conns[i]
-	if b0&0x80 == 0 || b0&0x0f == 0 {
+func (l *rawLoop) frame(i int, f wsframe.Frame) {
+	c, p := &l.conns[i], f.Payload
+	if !f.Fin || f.Op == wsframe.Continuation {
 		l.broken(i, errors.New("fragmented frame"))
 		return
 	}
-	switch b0 & 0x0f {
-	case websocket.TextMessage:
+	switch f.Op {
+	case wsframe.Text:
 		switch {
 		case len(p) == 0:
 			l.send(i, pongV2)
@@ -582,10 +582,10 @@ func (l *rawLoop) frame(i int, b0 byte, p []byte) {
 			}
 			l.connected(i)
 		}
-	case websocket.PingMessage:
-		var tmp [140]byte
-		l.send(i, appendFrameOp(tmp[:0], websocket.PongMessage, p))
-	case websocket.CloseMessage:
+	case wsframe.Ping:
+		var tmp [wsframe.MaxHeader + wsframe.MaxControlPayload]byte
+		l.send(i, wsframe.AppendClientFrame(tmp[:0], wsframe.Pong, p))
+	case wsframe.Close:
 		if c.state == rawOpen {
 			l.send(i, rawClose)
 			l.drop(i)
@@ -695,44 +695,4 @@ func checkUpgrade(head, accept []byte) error {
 		return nil
 	}
 	return errors.New("no Sec-WebSocket-Accept")
-}
-
-// parseFrame reads the frame at the start of b: its first byte (FIN and
-// opcode), its payload (unmasked in place if the server masked it) and its
-// whole size; size 0 when b does not hold all of it yet.
-func parseFrame(b []byte) (b0 byte, payload []byte, size int, err error) {
-	if len(b) < 2 {
-		return 0, nil, 0, nil
-	}
-	h, n := 2, uint64(b[1]&0x7f)
-	switch n {
-	case 126:
-		if len(b) < 4 {
-			return 0, nil, 0, nil
-		}
-		h, n = 4, uint64(binary.BigEndian.Uint16(b[2:]))
-	case 127:
-		if len(b) < 10 {
-			return 0, nil, 0, nil
-		}
-		h, n = 10, binary.BigEndian.Uint64(b[2:])
-		if n > rawMaxRest {
-			return 0, nil, 0, fmt.Errorf("frame of %d bytes", n)
-		}
-	}
-	masked := b[1]&0x80 != 0
-	if masked {
-		h += 4
-	}
-	if uint64(len(b)) < uint64(h)+n {
-		return 0, nil, 0, nil
-	}
-	payload = b[h : h+int(n)]
-	if masked { // servers do not mask; unmasking costs nothing when they do
-		key := b[h-4 : h]
-		for k := range payload {
-			payload[k] ^= key[k&3]
-		}
-	}
-	return b[0], payload, h + int(n), nil
 }
