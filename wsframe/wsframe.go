@@ -7,6 +7,8 @@
 package wsframe
 
 import (
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -143,4 +145,18 @@ func Parse(b []byte, maxPayload uint64) (f Frame, size int, err error) {
 		}
 	}
 	return f, h + int(n), nil
+}
+
+// acceptGUID is the constant of RFC 6455 §1.3 that a server appends to the client's key.
+const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// AcceptKey is the Sec-WebSocket-Accept value that answers the Sec-WebSocket-Key key. It does
+// not allocate for keys of the usual 24 characters (the bench tool computes one per connection).
+func AcceptKey(key []byte) [28]byte {
+	var buf [24 + len(acceptGUID)]byte
+	in := append(append(buf[:0], key...), acceptGUID...)
+	sum := sha1.Sum(in)
+	var out [28]byte
+	base64.StdEncoding.Encode(out[:], sum[:])
+	return out
 }

@@ -3,8 +3,6 @@ package wsframe
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -83,6 +81,16 @@ func TestParseRefusesHostileHeaders(t *testing.T) {
 	}
 }
 
+// The example of RFC 6455 §1.3.
+func TestAcceptKey(t *testing.T) {
+	if got := AcceptKey([]byte("dGhlIHNhbXBsZSBub25jZQ==")); string(got[:]) != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("accept %s", got[:])
+	}
+	if n := testing.AllocsPerRun(100, func() { AcceptKey([]byte("dGhlIHNhbXBsZSBub25jZQ==")) }); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+}
+
 func TestClosePayload(t *testing.T) {
 	p := ClosePayload(4100, string(bytes.Repeat([]byte{'r'}, 300)))
 	if len(p) != MaxControlPayload || binary.BigEndian.Uint16(p) != 4100 {
@@ -133,8 +141,8 @@ func readWithGorilla(t *testing.T, b []byte, asClient bool) []byte {
 				return
 			}
 			defer nc.Close()
-			h := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
+			accept := AcceptKey([]byte(r.Header.Get("Sec-WebSocket-Key")))
+			fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept[:])
 			rw.Write(b)
 			rw.Flush()
 			<-r.Context().Done()

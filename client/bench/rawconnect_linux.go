@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	crand "crypto/rand"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -56,7 +55,6 @@ var (
 )
 
 const (
-	wsGUID     = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 	reqTail    = "\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	rawEvMask  = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	rawHangups = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
@@ -319,12 +317,10 @@ func (l *rawLoop) start(i int) {
 
 	var key [16]byte
 	_, _ = l.rng.Read(key[:])
-	var ka [24 + len(wsGUID)]byte
-	base64.StdEncoding.Encode(ka[:24], key[:])
-	copy(ka[24:], wsGUID)
-	sum := sha1.Sum(ka[:])
-	base64.StdEncoding.Encode(s.accept[:], sum[:])
-	s.wb = append(append(append(s.wb[:0], t.head...), ka[:24]...), reqTail...)
+	var ka [24]byte
+	base64.StdEncoding.Encode(ka[:], key[:])
+	s.accept = wsframe.AcceptKey(ka[:])
+	s.wb = append(append(append(s.wb[:0], t.head...), ka[:]...), reqTail...)
 
 	s.t0 = l.r.now()
 	c.state = rawConnecting

@@ -4,7 +4,6 @@ package bench
 
 import (
 	"bufio"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -18,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sockmesh/sockmesh/wsframe"
 )
 
 func TestRawConnectAgainstNode(t *testing.T) {
@@ -120,8 +121,8 @@ func readUpgrade(br *bufio.Reader) (string, error) {
 	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
 		return "", fmt.Errorf("bad key %q", key)
 	}
-	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	return base64.StdEncoding.EncodeToString(sum[:]), nil
+	accept := wsframe.AcceptKey([]byte(key))
+	return string(accept[:]), nil
 }
 
 func response101(accept string) string {
