@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sockmesh/sockmesh/wsfront"
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // The HTTP API (Config.APIAddr, guarded by Config.APIKey) lets backends act on channels:
@@ -256,7 +256,7 @@ func (a *api) checkChannel(ch *string) *APIError {
 	if ch == nil {
 		return apiErr(http.StatusBadRequest, "invalid_channel", `"channel" is required`)
 	}
-	if why := wsfront.ValidChannel(*ch, a.n.front.Config().MaxChannelLength); why != "" {
+	if why := scproto.ValidChannel(*ch, a.n.front.Config().MaxChannelLength); why != "" {
 		return apiErr(http.StatusBadRequest, "invalid_channel", "channel %q: %s", *ch, why)
 	}
 	return nil
@@ -285,7 +285,7 @@ func (a *api) allowed(ch string) *APIError {
 	}
 	if err := a.n.policy.Allowed(nil, ch, "publish"); err != nil {
 		msg := err.Error()
-		var we *wsfront.Error
+		var we *scproto.Error
 		if errors.As(err, &we) {
 			msg = we.Name + ": " + we.Message
 		}

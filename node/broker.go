@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
 
@@ -293,7 +294,7 @@ func (b *Broker) deliver(batch *wsfront.Batch, ch string, data []byte, delivered
 	if sampled {
 		since = time.Now()
 	}
-	frame := wsfront.EncodePublish(ch, data)
+	frame := scproto.EncodePublish(ch, data)
 	n := 0
 	last := len(subs) - 1
 	for i, s := range subs {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
 
@@ -28,7 +29,7 @@ func InstallDemo(n *Node) {
 			ExpiresIn float64 `json:"expiresIn"`
 		}
 		if json.Unmarshal(inv.Data, &req) != nil || req.Username == nil {
-			return nil, wsfront.NewError("InvalidArgumentsError", `login expects {"username": string}`)
+			return nil, scproto.NewError("InvalidArgumentsError", `login expects {"username": string}`)
 		}
 		exp := time.Duration(req.ExpiresIn * float64(time.Second))
 		// The reply goes first, as socketcluster-server writes it, then #setAuthToken.
@@ -48,12 +49,12 @@ func InstallDemo(n *Node) {
 		return inv.Socket.Claims(), nil
 	})
 	f.HandleInvoke("fail", func(_ context.Context, _ *wsfront.Invocation) (any, error) {
-		return nil, wsfront.NewError("CustomError", "Something went wrong", "code", 123)
+		return nil, scproto.NewError("CustomError", "Something went wrong", "code", 123)
 	})
 	f.HandleInvoke("kick", func(_ context.Context, inv *wsfront.Invocation) (any, error) {
 		var req struct{ Channel, Message string }
 		if json.Unmarshal(inv.Data, &req) != nil || req.Channel == "" {
-			return nil, wsfront.NewError("InvalidArgumentsError", `kick expects {"channel": string}`)
+			return nil, scproto.NewError("InvalidArgumentsError", `kick expects {"channel": string}`)
 		}
 		inv.AfterReply(func() { inv.Socket.KickOut(req.Channel, req.Message) })
 		return nil, nil
@@ -64,7 +65,7 @@ func InstallDemo(n *Node) {
 			Data  json.RawMessage
 		}
 		if json.Unmarshal(inv.Data, &req) != nil || req.Event == "" {
-			return nil, wsfront.NewError("InvalidArgumentsError", `serverTransmit expects {"event": string, "data": any}`)
+			return nil, scproto.NewError("InvalidArgumentsError", `serverTransmit expects {"event": string, "data": any}`)
 		}
 		inv.AfterReply(func() { _ = inv.Socket.Transmit(req.Event, req.Data) })
 		return nil, nil
@@ -75,7 +76,7 @@ func InstallDemo(n *Node) {
 			Data  json.RawMessage
 		}
 		if json.Unmarshal(inv.Data, &req) != nil || req.Event == "" {
-			return nil, wsfront.NewError("InvalidArgumentsError", `serverInvoke expects {"event": string, "data": any}`)
+			return nil, scproto.NewError("InvalidArgumentsError", `serverInvoke expects {"event": string, "data": any}`)
 		}
 		inv.Async(func() (any, error) {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -94,10 +95,10 @@ func InstallDemo(n *Node) {
 			Data    json.RawMessage
 		}
 		if json.Unmarshal(inv.Data, &req) != nil {
-			return nil, wsfront.NewError("InvalidArgumentsError", `serverPublish expects {"channel": string, "data": any}`)
+			return nil, scproto.NewError("InvalidArgumentsError", `serverPublish expects {"channel": string, "data": any}`)
 		}
 		if err := n.Publish(req.Channel, req.Data); err != nil {
-			return nil, wsfront.NewError("InvalidActionError", err.Error())
+			return nil, scproto.NewError("InvalidActionError", err.Error())
 		}
 		return nil, nil
 	})
@@ -107,7 +108,7 @@ func InstallDemo(n *Node) {
 			Reason string
 		}
 		if json.Unmarshal(inv.Data, &req) != nil || req.Code < 1000 || req.Code > 4999 {
-			return nil, wsfront.NewError("InvalidArgumentsError", `disconnectMe expects {"code": 1000..4999, "reason": string}`)
+			return nil, scproto.NewError("InvalidArgumentsError", `disconnectMe expects {"code": 1000..4999, "reason": string}`)
 		}
 		inv.AfterReply(func() { inv.Socket.Close(req.Code, req.Reason) })
 		return nil, nil
@@ -115,9 +116,9 @@ func InstallDemo(n *Node) {
 	f.UseSubscribe(func(_ context.Context, req *wsfront.SubscribeRequest) error {
 		switch {
 		case strings.HasPrefix(req.Channel, "denied."):
-			return wsfront.NewError("SubscribeDeniedError", "Subscription to "+req.Channel+" is denied")
+			return scproto.NewError("SubscribeDeniedError", "Subscription to "+req.Channel+" is denied")
 		case strings.HasPrefix(req.Channel, "private.") && !req.Socket.IsAuthenticated():
-			return wsfront.NewError("AuthRequiredError", "Subscription to "+req.Channel+" requires authentication")
+			return scproto.NewError("AuthRequiredError", "Subscription to "+req.Channel+" requires authentication")
 		}
 		return nil
 	})

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sockmesh/sockmesh/wsfront"
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // Drain: how a node leaves without losing its clients.
@@ -41,7 +41,7 @@ import (
 var DrainHandoffWait = 5 * time.Second
 
 // DrainCloseCode is the close code of a drain: socketcluster-client reconnects at once.
-const DrainCloseCode = wsfront.CloseServerPingTimeout
+const DrainCloseCode = scproto.CloseServerPingTimeout
 
 // DrainStatus is the body of GET /drain.
 type DrainStatus struct {

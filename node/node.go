@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sockmesh/sockmesh/mesh"
+	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
 
@@ -100,7 +101,7 @@ func (n *Node) Name() string { return n.cfg.Name }
 // Publish publishes from the server side: local subscribers and every peer that wants the
 // channel get it, exactly as if a client had published.
 func (n *Node) Publish(channel string, data json.RawMessage) error {
-	if why := wsfront.ValidChannel(channel, n.front.Config().MaxChannelLength); why != "" {
+	if why := scproto.ValidChannel(channel, n.front.Config().MaxChannelLength); why != "" {
 		return errors.New(why)
 	}
 	n.broker.Publish(channel, data)

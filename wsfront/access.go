@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/sockmesh/sockmesh/scproto"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -139,23 +140,23 @@ func (p *AccessPolicy) Allowed(claims Claims, channel, action string) error {
 		}
 		switch {
 		case who == "nobody":
-			return NewError(errName, verb+" "+channel+" is not allowed")
+			return scproto.NewError(errName, verb+" "+channel+" is not allowed")
 		case claims == nil && (who == "authenticated" || !p.Anonymous || len(r.claims) > 0 || len(r.Require) > 0):
-			return NewError("AuthRequiredError", verb+" "+channel+" requires authentication")
+			return scproto.NewError("AuthRequiredError", verb+" "+channel+" requires authentication")
 		}
 		for j, name := range r.claims {
 			if claimString(claims[name]) != m[j+1] {
-				return NewError(errName, verb+" "+channel+" is not allowed for this user")
+				return scproto.NewError(errName, verb+" "+channel+" is not allowed for this user")
 			}
 		}
 		for name, want := range r.Require {
 			if claimString(claims[name]) != want {
-				return NewError(errName, verb+" "+channel+" requires the "+name+" claim")
+				return scproto.NewError(errName, verb+" "+channel+" requires the "+name+" claim")
 			}
 		}
 		return nil
 	}
-	return NewError(errName, verb+" "+channel+" is not allowed")
+	return scproto.NewError(errName, verb+" "+channel+" is not allowed")
 }
 
 func claimString(v any) string {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 const policyYAML = `
@@ -61,7 +63,7 @@ func TestAccessPolicy(t *testing.T) {
 		err := p.decide(c.who, c.ch, c.act)
 		got := ""
 		if err != nil {
-			got = err.(*Error).Name
+			got = err.(*scproto.Error).Name
 		}
 		if got != c.errName {
 			t.Errorf("%s %s %s: got %q (%v), want %q", c.name, c.act, c.ch, got, err, c.errName)

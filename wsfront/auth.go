@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // AuthConfig configures token signing and verification. Tokens are JWTs: HS256 under a
@@ -336,16 +337,16 @@ func (a *Auth) Sign(claims Claims, expiresIn time.Duration) (string, Claims, err
 	return tok, norm, nil
 }
 
-// Verify checks a token presented by a client. The error it returns is an *Error named as
+// Verify checks a token presented by a client. The error it returns is an *scproto.Error named as
 // socketcluster-server names it (AuthTokenExpiredError, AuthTokenInvalidError, ...), with
 // isBadToken telling whether the client should drop the token.
-func (a *Auth) Verify(raw json.RawMessage) (Claims, time.Time, *Error) {
+func (a *Auth) Verify(raw json.RawMessage) (Claims, time.Time, *scproto.Error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return nil, time.Time{}, NewError("AuthTokenInvalidError", "jwt must be provided", "isBadToken", true)
+		return nil, time.Time{}, scproto.NewError("AuthTokenInvalidError", "jwt must be provided", "isBadToken", true)
 	}
 	var tok string
 	if json.Unmarshal(raw, &tok) != nil {
-		return nil, time.Time{}, NewError("AuthTokenError", "Invalid token format - Token must be a string", "isBadToken", true)
+		return nil, time.Time{}, scproto.NewError("AuthTokenError", "Invalid token format - Token must be a string", "isBadToken", true)
 	}
 	pemDue := len(a.cfg.PublicKeyFiles) > 0 && a.now().Sub(a.statTime()) > 10*time.Second
 	jwksDue := a.cfg.JWKSURL != "" && a.now().Sub(a.keys.Load().fetched) > a.cfg.JWKSRefresh
@@ -365,32 +366,32 @@ func (a *Auth) Verify(raw json.RawMessage) (Claims, time.Time, *Error) {
 }
 
 // tokenError maps a verification failure to the error jsonwebtoken/socketcluster would give.
-func tokenError(err error, claims jwt.MapClaims, cfg AuthConfig) *Error {
+func tokenError(err error, claims jwt.MapClaims, cfg AuthConfig) *scproto.Error {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		exp, _ := claims.GetExpirationTime()
-		e := NewError("AuthTokenExpiredError", "jwt expired", "isBadToken", true)
+		e := scproto.NewError("AuthTokenExpiredError", "jwt expired", "isBadToken", true)
 		if exp != nil {
 			e.Fields["expiry"] = exp.UTC().Format("2006-01-02T15:04:05.000Z")
 		}
 		return e
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		nbf, _ := claims.GetNotBefore()
-		e := NewError("AuthTokenNotBeforeError", "jwt not active", "isBadToken", false)
+		e := scproto.NewError("AuthTokenNotBeforeError", "jwt not active", "isBadToken", false)
 		if nbf != nil {
 			e.Fields["date"] = nbf.UTC().Format("2006-01-02T15:04:05.000Z")
 		}
 		return e
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return NewError("AuthTokenInvalidError", "jwt issuer invalid. expected: "+cfg.Issuer, "isBadToken", true)
+		return scproto.NewError("AuthTokenInvalidError", "jwt issuer invalid. expected: "+cfg.Issuer, "isBadToken", true)
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return NewError("AuthTokenInvalidError", "jwt audience invalid. expected: "+cfg.Audience, "isBadToken", true)
+		return scproto.NewError("AuthTokenInvalidError", "jwt audience invalid. expected: "+cfg.Audience, "isBadToken", true)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true)
+		return scproto.NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true)
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		return NewError("AuthTokenInvalidError", "jwt malformed", "isBadToken", true)
+		return scproto.NewError("AuthTokenInvalidError", "jwt malformed", "isBadToken", true)
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true)
+		return scproto.NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true)
 	}
-	return NewError("AuthTokenInvalidError", "invalid token", "isBadToken", true)
+	return scproto.NewError("AuthTokenInvalidError", "invalid token", "isBadToken", true)
 }

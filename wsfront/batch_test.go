@@ -10,13 +10,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // batchBroker is memBroker that also delivers within a reader's batch, as node.Broker does.
 type batchBroker struct{ *memBroker }
 
 func (b batchBroker) PublishIn(batch *Batch, ch string, data json.RawMessage) {
-	frame := EncodePublish(ch, data)
+	frame := scproto.EncodePublish(ch, data)
 	for _, s := range b.targets(ch) {
 		s.DeliverIn(batch, frame, time.Time{}, nil)
 	}
@@ -287,7 +289,7 @@ func TestWriterWaitsWhileItsConnectionIsLent(t *testing.T) {
 		}
 		once.Do(func() {
 			// Queued and the writer woken while the publisher's reader holds frame 1.
-			s.Deliver(EncodePublish("a", json.RawMessage(`2`)))
+			s.Deliver(scproto.EncodePublish("a", json.RawMessage(`2`)))
 			time.Sleep(50 * time.Millisecond) // a writer that did not wait would write 2 now
 		})
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // Hook delegates decisions to the user's backend over HTTP: handshake, subscribe and
@@ -56,28 +58,9 @@ type HookSocket struct {
 // #setAuthToken after the answer — this is how login is delegated to the backend.
 type HookResponse struct {
 	Allow         bool            `json:"allow"`
-	Error         *Error          `json:"error,omitempty"`
+	Error         *scproto.Error  `json:"error,omitempty"`
 	Data          json.RawMessage `json:"data,omitempty"`
 	SetAuthClaims Claims          `json:"set_auth_claims,omitempty"`
-}
-
-// UnmarshalJSON reads the wire form of an error object back into an Error.
-func (e *Error) UnmarshalJSON(b []byte) error {
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	e.Name, _ = m["name"].(string)
-	e.Message, _ = m["message"].(string)
-	delete(m, "name")
-	delete(m, "message")
-	if len(m) > 0 {
-		e.Fields = m
-	}
-	if e.Name == "" {
-		e.Name = "Error"
-	}
-	return nil
 }
 
 func (h *Hook) wants(action string) bool {
@@ -135,12 +118,12 @@ func (h *Hook) call(ctx context.Context, req HookRequest, m *Metrics) (*HookResp
 		if h.FailOpen {
 			return &HookResponse{Allow: true}, nil
 		}
-		return nil, NewError("HookUnavailableError", "The "+req.Action+" could not be authorized: the decision service is unavailable")
+		return nil, scproto.NewError("HookUnavailableError", "The "+req.Action+" could not be authorized: the decision service is unavailable")
 	}
 	if !out.Allow {
 		m.HookCalls.WithLabelValues(req.Action, "denied").Inc()
 		if out.Error == nil {
-			return nil, ErrSilentBlock
+			return nil, scproto.ErrSilentBlock
 		}
 		return nil, out.Error
 	}
@@ -181,8 +164,8 @@ func (h *Hook) Install(srv *Server) {
 		srv.HandleInvokeDefault(func(ctx context.Context, inv *Invocation) (any, error) {
 			resp, err := h.call(ctx, HookRequest{Action: "invoke", Socket: hookSocket(inv.Socket), Event: inv.Event, Data: inv.Data}, m)
 			if err != nil {
-				if errors.Is(err, ErrSilentBlock) {
-					return nil, NewError("UnhandledEventError", "No handler is registered for the "+inv.Event+" event")
+				if errors.Is(err, scproto.ErrSilentBlock) {
+					return nil, scproto.NewError("UnhandledEventError", "No handler is registered for the "+inv.Event+" event")
 				}
 				return nil, err
 			}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 func TestHookDecides(t *testing.T) {
@@ -25,7 +27,7 @@ func TestHookDecides(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			resp.Allow = true
 		case req.Action == "subscribe":
-			resp.Error = NewError("NotYoursError", "channel "+req.Channel+" belongs to someone else")
+			resp.Error = scproto.NewError("NotYoursError", "channel "+req.Channel+" belongs to someone else")
 		case req.Action == "publish":
 			resp.Allow, resp.Data = true, json.RawMessage(`{"censored":`+string(req.Data)+`}`)
 		case req.Action == "invoke" && req.Event == "login":

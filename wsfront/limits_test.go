@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -87,7 +88,7 @@ func TestLimitsOnTheWire(t *testing.T) {
 	}
 	// Publish rate 10/s, burst 10: a burst of 30 acknowledged publishes gets ~20 refusals.
 	for i := 0; i < 30; i++ {
-		c.send(`{"event":"#publish","data":{"channel":"x","data":1},"cid":` + itoa(100+i) + `}`)
+		c.send(`{"event":"#publish","data":{"channel":"x","data":1},"cid":` + strconv.Itoa(100+i) + `}`)
 	}
 	limited := 0
 	for i := 0; i < 30; i++ {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 func TestMiddlewareAllowDenyAndChange(t *testing.T) {
@@ -18,7 +19,7 @@ func TestMiddlewareAllowDenyAndChange(t *testing.T) {
 	srv.UseHandshake(func(_ context.Context, r *HandshakeRequest) error {
 		switch r.HTTP.URL.Query().Get("who") {
 		case "banned":
-			return NewError("BannedError", "Banned forever", "statusCode", 4501)
+			return scproto.NewError("BannedError", "Banned forever", "statusCode", 4501)
 		case "rude":
 			return errors.New("Go away")
 		}
@@ -27,15 +28,15 @@ func TestMiddlewareAllowDenyAndChange(t *testing.T) {
 	srv.UseSubscribe(func(_ context.Context, r *SubscribeRequest) error {
 		switch {
 		case r.Channel == "silent":
-			return ErrSilentBlock
+			return scproto.ErrSilentBlock
 		case strings.HasPrefix(r.Channel, "forbidden"):
-			return NewError("SubscribeForbiddenError", "You are not allowed to subscribe to "+r.Channel)
+			return scproto.NewError("SubscribeForbiddenError", "You are not allowed to subscribe to "+r.Channel)
 		}
 		return nil
 	})
 	srv.UsePublish(func(_ context.Context, r *PublishRequest) error {
 		if r.Channel == "readonly" {
-			return NewError("PublishForbiddenError", "Publishing to readonly is not allowed")
+			return scproto.NewError("PublishForbiddenError", "Publishing to readonly is not allowed")
 		}
 		if r.Channel == "shout" {
 			var s string
@@ -113,7 +114,7 @@ func TestServerTransmitInvokeKickOut(t *testing.T) {
 	if subs := sock.Subscriptions(); len(subs) != 0 {
 		t.Fatalf("still subscribed to %v after kickOut", subs)
 	}
-	// A client error answer reaches the server as an *Error.
+	// A client error answer reaches the server as an *scproto.Error.
 	go func() {
 		_, err := sock.Invoke(context.Background(), "clientProcErr", nil)
 		answered <- err.Error()
@@ -160,7 +161,7 @@ func TestAuthFlowOnTheWire(t *testing.T) {
 	c2.expect(`{"event":"#removeAuthToken"}`)
 	// #authenticate without cid is a protocol violation: 4008.
 	c2.send(`{"event":"#authenticate","data":"x.y.z"}`)
-	if code := c2.closeCode(); code != CloseHandshakeRejected {
+	if code := c2.closeCode(); code != scproto.CloseHandshakeRejected {
 		t.Fatalf("close %d, want 4008", code)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // TestHandlerPanicClosesOnlyThatSocket: a panic in an invoke handler, a transmit handler, a
@@ -40,7 +41,7 @@ func TestHandlerPanicClosesOnlyThatSocket(t *testing.T) {
 		c := dialRaw(t, url)
 		c.handshake()
 		c.send(bad)
-		if code := c.closeCode(); code != CloseInternalError {
+		if code := c.closeCode(); code != scproto.CloseInternalError {
 			t.Fatalf("%s: close code %d, want 1011", bad, code)
 		}
 		if n := testutil.ToFloat64(srv.cfg.Metrics.HandlerPanics); n != float64(i+1) {

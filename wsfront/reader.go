@@ -1,7 +1,6 @@
 package wsfront
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,12 +9,11 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // readLoop decodes and handles inbound frames one after another, so that the protocol's
@@ -79,7 +77,7 @@ func (s *Socket) readLoop() {
 		if s.broken.Load() {
 			continue
 		}
-		p := Decode(frame)
+		p := scproto.Decode(frame)
 		if !s.handshaken.Load() {
 			if !s.handleFirst(ctx, &p) {
 				s.cleanup()
@@ -87,7 +85,7 @@ func (s *Socket) readLoop() {
 			}
 			continue
 		}
-		if p.Kind == KindBatch {
+		if p.Kind == scproto.KindBatch {
 			for i := range p.Batch {
 				s.handle(ctx, &p.Batch[i])
 			}
@@ -109,12 +107,12 @@ func (s *Socket) recoverPanic(r any) bool {
 	s.Logger().Error("panic in a handler: connection closed with 1011", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	s.mu.Lock()
 	s.closing = true
-	s.closeCode = CloseInternalError
+	s.closeCode = scproto.CloseInternalError
 	s.mu.Unlock()
 	s.srv.wg.Add(1)
 	go func() {
 		defer s.srv.wg.Done()
-		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseInternalError, "internal error"), time.Now().Add(500*time.Millisecond))
+		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(scproto.CloseInternalError, "internal error"), time.Now().Add(500*time.Millisecond))
 		time.Sleep(100 * time.Millisecond)
 		s.abort()
 	}()
@@ -291,16 +289,16 @@ func (s *Socket) cleanup() {
 }
 
 // handleFirst enforces the handshake rules: the first frame must be a #handshake invoke.
-func (s *Socket) handleFirst(ctx context.Context, p *Packet) bool {
+func (s *Socket) handleFirst(ctx context.Context, p *scproto.Packet) bool {
 	m := s.srv.cfg.Metrics
-	if p.Kind != KindEvent || p.Event != "#handshake" {
+	if p.Kind != scproto.KindEvent || p.Event != "#handshake" {
 		m.HandshakeFailures.WithLabelValues("before_handshake").Inc()
-		s.Close(CloseBeforeHandshake, "")
+		s.Close(scproto.CloseBeforeHandshake, "")
 		return true // keep reading until the close completes
 	}
 	if !p.IsInvoke() {
 		m.HandshakeFailures.WithLabelValues("malformed").Inc()
-		s.Close(CloseHandshakeRejected, "")
+		s.Close(scproto.CloseHandshakeRejected, "")
 		return true
 	}
 	s.handshake(ctx, p)
@@ -313,20 +311,20 @@ type handshakeData struct {
 
 var handshakeFields = []string{"authToken"}
 
-func (s *Socket) handshake(ctx context.Context, p *Packet) {
+func (s *Socket) handshake(ctx context.Context, p *scproto.Packet) {
 	m := s.srv.cfg.Metrics
 	// Scanned, not unmarshalled: encoding/json's reflection grew the stack of every new
 	// connection's reader (runtime.copystack was ~8 % of a connection storm).
 	var hd handshakeData
-	if len(p.Data) > 0 && !scanFields(p.Data, handshakeFields, &hd.AuthToken) {
+	if len(p.Data) > 0 && !scproto.ScanFields(p.Data, handshakeFields, &hd.AuthToken) {
 		hd = handshakeData{}
 	}
-	var authErr *Error
+	var authErr *scproto.Error
 	var claims Claims
 	tokenPresented := len(hd.AuthToken) > 0 && string(hd.AuthToken) != "null"
 	if tokenPresented {
 		if s.srv.auth == nil {
-			authErr = NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true)
+			authErr = scproto.NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true)
 		} else {
 			var exp time.Time
 			claims, exp, authErr = s.srv.auth.Verify(hd.AuthToken)
@@ -343,16 +341,16 @@ func (s *Socket) handshake(ctx context.Context, p *Packet) {
 			if err := mw(ctx, req); err != nil {
 				m.HandshakeFailures.WithLabelValues("rejected").Inc()
 				s.Logger().Info("handshake rejected by middleware", "err", err)
-				code := CloseHandshakeRejected
-				var e *Error
+				code := scproto.CloseHandshakeRejected
+				var e *scproto.Error
 				if errors.As(err, &e) {
 					if sc, ok := toInt(e.Fields["statusCode"]); ok {
 						code = sc
 					}
-				} else if !errors.Is(err, ErrSilentBlock) {
-					err = NewError("HandshakeRejectedError", err.Error(), "statusCode", code)
+				} else if !errors.Is(err, scproto.ErrSilentBlock) {
+					err = scproto.NewError("HandshakeRejectedError", err.Error(), "statusCode", code)
 				}
-				s.reply(encodeResponse(p.CID, nil, toWireError(err, "handshake")))
+				s.reply(scproto.EncodeResponse(p.CID, nil, scproto.WireError(err, "handshake")))
 				s.Close(code, "")
 				return
 			}
@@ -365,44 +363,34 @@ func (s *Socket) handshake(ctx context.Context, p *Packet) {
 	m.Handshakes.Inc()
 	s.reply(s.statusResponse(p.CID, authErr))
 	if authErr != nil && isBadToken(authErr) {
-		s.reply(encodeEvent("#removeAuthToken", nil, 0))
+		s.reply(scproto.EncodeEvent("#removeAuthToken", nil, 0))
 	}
 }
 
-func (s *Socket) statusResponse(cid json.RawMessage, authErr *Error) []byte {
-	if authErr == nil && plainJSONString(s.id) {
+func (s *Socket) statusResponse(cid json.RawMessage, authErr *scproto.Error) []byte {
+	if authErr == nil && scproto.PlainJSONString(s.id) {
 		// The answer of every new connection: built by hand, in the field order below.
 		b := make([]byte, 0, 80+len(s.id))
 		b = append(b, `{"id":"`...)
 		b = append(b, s.id...)
 		b = append(b, `","pingTimeout":`...)
-		b = appendInt(b, s.srv.cfg.PingTimeout.Milliseconds())
+		b = scproto.AppendInt(b, s.srv.cfg.PingTimeout.Milliseconds())
 		b = append(b, `,"isAuthenticated":`...)
 		b = strconv.AppendBool(b, s.IsAuthenticated())
 		b = append(b, '}')
-		return encodeResponse(cid, b, nil)
+		return scproto.EncodeResponse(cid, b, nil)
 	}
 	status := struct {
-		ID              string `json:"id"`
-		PingTimeout     int64  `json:"pingTimeout"`
-		AuthError       *Error `json:"authError,omitempty"`
-		IsAuthenticated bool   `json:"isAuthenticated"`
+		ID              string         `json:"id"`
+		PingTimeout     int64          `json:"pingTimeout"`
+		AuthError       *scproto.Error `json:"authError,omitempty"`
+		IsAuthenticated bool           `json:"isAuthenticated"`
 	}{s.id, s.srv.cfg.PingTimeout.Milliseconds(), authErr, s.IsAuthenticated()}
 	b, _ := json.Marshal(status)
-	return encodeResponse(cid, b, nil)
+	return scproto.EncodeResponse(cid, b, nil)
 }
 
-// plainJSONString: s needs no escaping inside a JSON string.
-func plainJSONString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
-}
-
-func isBadToken(e *Error) bool {
+func isBadToken(e *scproto.Error) bool {
 	b, _ := e.Fields["isBadToken"].(bool)
 	return b
 }
@@ -420,13 +408,13 @@ func toInt(v any) (int, bool) {
 }
 
 // handle dispatches one packet after the handshake.
-func (s *Socket) handle(ctx context.Context, p *Packet) {
+func (s *Socket) handle(ctx context.Context, p *scproto.Packet) {
 	m := s.srv.cfg.Metrics
 	switch p.Kind {
-	case KindPong:
+	case scproto.KindPong:
 		s.checkExpiry()
 		return
-	case KindResponse:
+	case scproto.KindResponse:
 		s.mu.Lock()
 		ch := s.calls[p.RID]
 		s.mu.Unlock()
@@ -437,7 +425,7 @@ func (s *Socket) handle(ctx context.Context, p *Packet) {
 			}
 		}
 		return
-	case KindEvent:
+	case scproto.KindEvent:
 	default:
 		m.RawFrames.Inc()
 		return
@@ -467,34 +455,34 @@ func (s *Socket) handle(ctx context.Context, p *Packet) {
 }
 
 // respond answers p from the reader goroutine (see reply); nothing for a transmit.
-func (s *Socket) respond(p *Packet, data any, err error, action string) {
+func (s *Socket) respond(p *scproto.Packet, data any, err error, action string) {
 	if fr := responseFrame(p, data, err, action); fr != nil {
 		s.reply(fr)
 	}
 }
 
-func responseFrame(p *Packet, data any, err error, action string) []byte {
+func responseFrame(p *scproto.Packet, data any, err error, action string) []byte {
 	if !p.IsInvoke() {
 		return nil
 	}
 	if err != nil {
-		return encodeResponse(p.CID, nil, toWireError(err, action))
+		return scproto.EncodeResponse(p.CID, nil, scproto.WireError(err, action))
 	}
 	raw, mErr := marshalData(data)
 	if mErr != nil {
-		return encodeResponse(p.CID, nil, toWireError(NewError("InvalidActionError", "response data could not be encoded: "+mErr.Error()), action))
+		return scproto.EncodeResponse(p.CID, nil, scproto.WireError(scproto.NewError("InvalidActionError", "response data could not be encoded: "+mErr.Error()), action))
 	}
-	return encodeResponse(p.CID, raw, nil)
+	return scproto.EncodeResponse(p.CID, raw, nil)
 }
 
-func (s *Socket) authenticate(p *Packet) {
+func (s *Socket) authenticate(p *scproto.Packet) {
 	if !p.IsInvoke() {
 		s.srv.cfg.Metrics.HandshakeFailures.WithLabelValues("malformed_authenticate").Inc()
-		s.Close(CloseHandshakeRejected, "")
+		s.Close(scproto.CloseHandshakeRejected, "")
 		return
 	}
 	if s.srv.auth == nil {
-		s.respond(p, nil, NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true), "authenticate")
+		s.respond(p, nil, scproto.NewError("AuthTokenInvalidError", "invalid signature", "isBadToken", true), "authenticate")
 		s.Deauthenticate()
 		return
 	}
@@ -516,73 +504,24 @@ func (s *Socket) authenticate(p *Packet) {
 	s.respond(p, map[string]any{"isAuthenticated": true, "authError": nil}, nil, "authenticate")
 }
 
-// ValidChannel reports why a channel name is unacceptable, or "" when it is fine: it must
-// be non-empty valid UTF-8 within the length limit, without NUL or a leading control byte
-// (those are reserved for the mesh's own topics).
-func ValidChannel(ch string, maxLen int) string {
-	switch {
-	case ch == "":
-		return "Channel name must not be empty"
-	case len(ch) > maxLen:
-		return "Channel name is longer than the limit of " + itoa(maxLen) + " bytes"
-	case !utf8.ValidString(ch):
-		return "Channel name is not valid UTF-8"
-	case ch[0] < 0x20:
-		return "Channel name must not start with a control character"
-	}
-	for i := 0; i < len(ch); i++ {
-		if ch[i] == 0 {
-			return "Channel name must not contain NUL"
-		}
-	}
-	return ""
-}
-
-func itoa(n int) string { return string(appendInt(nil, int64(n))) }
-
-// channelName decodes a JSON string holding a channel name. encoding/json silently turns
-// invalid UTF-8 and lone surrogate escapes into U+FFFD; a name that gained a U+FFFD that the
-// client did not send is reported as not valid UTF-8.
-func channelName(raw json.RawMessage) (name string, ok bool, invalidUTF8 bool) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", false, false
-	}
-	if name, ok = unquote(raw); !ok {
-		return "", false, false
-	}
-	if strings.ContainsRune(name, utf8.RuneError) && !bytes.Contains(raw, []byte("\xef\xbf\xbd")) &&
-		!bytes.Contains(bytes.ToLower(raw), []byte(`\ufffd`)) {
-		return name, true, true
-	}
-	return name, true, false
-}
-
-func checkChannel(raw json.RawMessage, maxLen int) (string, string) {
-	ch, _, bad := channelName(raw)
-	if bad {
-		return ch, "Channel name is not valid UTF-8"
-	}
-	return ch, ValidChannel(ch, maxLen)
-}
-
 type subscribeData struct {
 	Channel     json.RawMessage `json:"channel"`
 	WaitForAuth bool            `json:"waitForAuth"`
 	Data        json.RawMessage `json:"data"`
 }
 
-func (s *Socket) subscribe(ctx context.Context, p *Packet) {
+func (s *Socket) subscribe(ctx context.Context, p *scproto.Packet) {
 	m := s.srv.cfg.Metrics
 	var sd subscribeData
 	if len(p.Data) == 0 || json.Unmarshal(p.Data, &sd) != nil || len(sd.Channel) == 0 || sd.Channel[0] != '"' {
 		m.SubscribeFailures.WithLabelValues("malformed").Inc()
-		s.respond(p, nil, NewError("InvalidActionError", "Subscribe channel name was malformatted"), "subscribe")
+		s.respond(p, nil, scproto.NewError("InvalidActionError", "Subscribe channel name was malformatted"), "subscribe")
 		return
 	}
-	ch, why := checkChannel(sd.Channel, s.srv.cfg.MaxChannelLength)
+	ch, why := scproto.CheckChannel(sd.Channel, s.srv.cfg.MaxChannelLength)
 	if why != "" {
 		m.SubscribeFailures.WithLabelValues("invalid_channel").Inc()
-		s.respond(p, nil, NewError("InvalidActionError", why), "subscribe")
+		s.respond(p, nil, scproto.NewError("InvalidActionError", why), "subscribe")
 		return
 	}
 	s.mu.Lock()
@@ -595,12 +534,12 @@ func (s *Socket) subscribe(ctx context.Context, p *Packet) {
 	}
 	if n >= s.srv.cfg.MaxSubscriptions {
 		m.SubscribeFailures.WithLabelValues("limit").Inc()
-		s.respond(p, nil, NewError("BrokerError", "Failed to subscribe socket to the "+ch+" channel - InvalidActionError: Socket "+s.id+" tried to exceed the channel subscription limit of "+itoa(s.srv.cfg.MaxSubscriptions)), "subscribe")
+		s.respond(p, nil, scproto.NewError("BrokerError", "Failed to subscribe socket to the "+ch+" channel - InvalidActionError: Socket "+s.id+" tried to exceed the channel subscription limit of "+strconv.Itoa(s.srv.cfg.MaxSubscriptions)), "subscribe")
 		return
 	}
 	if len(s.srv.subscribeMW) > 0 {
 		s.flushBatch() // middleware may take its time: what is collected goes out first
-		req := &SubscribeRequest{Socket: s, Channel: ch, WaitForAuth: sd.WaitForAuth, Data: nullToNil(sd.Data)}
+		req := &SubscribeRequest{Socket: s, Channel: ch, WaitForAuth: sd.WaitForAuth, Data: scproto.NullToNil(sd.Data)}
 		for _, mw := range s.srv.subscribeMW {
 			if err := mw(ctx, req); err != nil {
 				m.SubscribeFailures.WithLabelValues("denied").Inc()
@@ -621,10 +560,10 @@ func (s *Socket) subscribe(ctx context.Context, p *Packet) {
 	s.respond(p, nil, nil, "subscribe")
 }
 
-func (s *Socket) unsubscribe(p *Packet) {
+func (s *Socket) unsubscribe(p *scproto.Packet) {
 	var ch string
 	if json.Unmarshal(p.Data, &ch) != nil {
-		s.respond(p, nil, NewError("InvalidActionError", "Unsubscribe channel name was malformatted"), "unsubscribe")
+		s.respond(p, nil, scproto.NewError("InvalidActionError", "Unsubscribe channel name was malformatted"), "unsubscribe")
 		return
 	}
 	s.mu.Lock()
@@ -632,42 +571,30 @@ func (s *Socket) unsubscribe(p *Packet) {
 	delete(s.subs, ch)
 	s.mu.Unlock()
 	if !ok {
-		s.respond(p, nil, NewError("BrokerError", "Failed to unsubscribe socket from the "+ch+" channel - InvalidActionError: Socket "+s.id+" tried to unsubscribe from a channel which it is not subscribed to"), "unsubscribe")
+		s.respond(p, nil, scproto.NewError("BrokerError", "Failed to unsubscribe socket from the "+ch+" channel - InvalidActionError: Socket "+s.id+" tried to unsubscribe from a channel which it is not subscribed to"), "unsubscribe")
 		return
 	}
 	s.srv.broker.Unsubscribe(s, ch)
 	s.respond(p, nil, nil, "unsubscribe")
 }
 
-type publishData struct {
-	Channel json.RawMessage
-	Data    json.RawMessage
-}
-
-var publishFields = []string{"channel", "data"}
-
-// scan reads {"channel":…,"data":…} (sub-slices of b); false when b is not an object.
-func (pd *publishData) scan(b []byte) bool {
-	return scanFields(b, publishFields, &pd.Channel, &pd.Data)
-}
-
-func (s *Socket) publish(ctx context.Context, p *Packet) {
+func (s *Socket) publish(ctx context.Context, p *scproto.Packet) {
 	m := s.srv.cfg.Metrics
-	var pd publishData
-	if len(p.Data) == 0 || !pd.scan(p.Data) || len(pd.Channel) == 0 || pd.Channel[0] != '"' {
+	var pd scproto.PublishData
+	if len(p.Data) == 0 || !pd.Scan(p.Data) || len(pd.Channel) == 0 || pd.Channel[0] != '"' {
 		m.PublishFailures.WithLabelValues("malformed").Inc()
-		s.respond(p, nil, NewError("InvalidActionError", "Publish channel name was malformatted"), "publish")
+		s.respond(p, nil, scproto.NewError("InvalidActionError", "Publish channel name was malformatted"), "publish")
 		return
 	}
-	ch, why := checkChannel(pd.Channel, s.srv.cfg.MaxChannelLength)
+	ch, why := scproto.CheckChannel(pd.Channel, s.srv.cfg.MaxChannelLength)
 	if why != "" {
 		m.PublishFailures.WithLabelValues("invalid_channel").Inc()
-		s.respond(p, nil, NewError("InvalidActionError", why), "publish")
+		s.respond(p, nil, scproto.NewError("InvalidActionError", why), "publish")
 		return
 	}
 	if s.pubRate != nil && !s.pubRate.Allow() {
 		m.PublishFailures.WithLabelValues("rate_limit").Inc()
-		s.respond(p, nil, NewError("RateLimitError", "Publish rate limit of "+itoa(int(s.srv.cfg.Limits.PublishRate))+"/s exceeded"), "publish")
+		s.respond(p, nil, scproto.NewError("RateLimitError", "Publish rate limit of "+strconv.Itoa(int(s.srv.cfg.Limits.PublishRate))+"/s exceeded"), "publish")
 		return
 	}
 	data := pd.Data
@@ -702,7 +629,7 @@ type Invocation struct {
 	// handled is closed when the handler has returned (Async only): the answer and the
 	// AfterReply functions wait for it, so AfterReply may be called after Async.
 	handled chan struct{}
-	p       *Packet
+	p       *scproto.Packet
 }
 
 // AfterReply runs f once the reply has been queued, e.g. to close the socket or kick it
@@ -737,12 +664,12 @@ func (inv *Invocation) Async(f func() (any, error)) {
 	}()
 }
 
-func (s *Socket) event(ctx context.Context, p *Packet) {
+func (s *Socket) event(ctx context.Context, p *scproto.Packet) {
 	m := s.srv.cfg.Metrics
 	if s.eventRate != nil && !s.eventRate.Allow() {
 		m.Events.WithLabelValues("rate_limited").Inc()
 		if p.IsInvoke() {
-			s.respond(p, nil, NewError("RateLimitError", "Event rate limit of "+itoa(int(s.srv.cfg.Limits.EventRate))+"/s exceeded"), "invoke")
+			s.respond(p, nil, scproto.NewError("RateLimitError", "Event rate limit of "+strconv.Itoa(int(s.srv.cfg.Limits.EventRate))+"/s exceeded"), "invoke")
 		}
 		return
 	}
@@ -762,7 +689,7 @@ func (s *Socket) event(ctx context.Context, p *Packet) {
 	}
 	if h == nil {
 		m.Events.WithLabelValues("unhandled_invoke").Inc()
-		s.respond(p, nil, NewError("UnhandledEventError", "No handler is registered for the "+p.Event+" event"), "invoke")
+		s.respond(p, nil, scproto.NewError("UnhandledEventError", "No handler is registered for the "+p.Event+" event"), "invoke")
 		return
 	}
 	m.Events.WithLabelValues("invoke").Inc()

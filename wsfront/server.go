@@ -162,8 +162,8 @@ type PublishRequest struct {
 	Data    json.RawMessage
 }
 
-// Middleware types. Returning nil allows the action; an *Error is sent to the client as
-// is; ErrSilentBlock sends SilentMiddlewareBlockedError; any other error is sent with name
+// Middleware types. Returning nil allows the action; an *scproto.Error is sent to the client as
+// is; scproto.ErrSilentBlock sends SilentMiddlewareBlockedError; any other error is sent with name
 // "Error". A handshake error's "statusCode" field (default 4008) is the close code.
 type (
 	HandshakeMiddleware func(ctx context.Context, req *HandshakeRequest) error

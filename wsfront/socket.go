@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsframe"
 	"golang.org/x/time/rate"
 )
@@ -310,7 +311,7 @@ func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, b *Batch, obs p
 		s.srv.wg.Add(1)
 		go func() {
 			defer s.srv.wg.Done()
-			_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseSlowConsumer, "slow consumer"), time.Now().Add(500*time.Millisecond))
+			_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(scproto.CloseSlowConsumer, "slow consumer"), time.Now().Add(500*time.Millisecond))
 			time.Sleep(100 * time.Millisecond)
 			s.abort()
 		}()
@@ -344,16 +345,16 @@ func (s *Socket) Transmit(event string, data any) error {
 	if err != nil {
 		return err
 	}
-	if !s.enqueue(encodeEvent(event, raw, 0)) {
+	if !s.enqueue(scproto.EncodeEvent(event, raw, 0)) {
 		return errClosed
 	}
 	return nil
 }
 
-var errClosed = NewError("BadConnectionError", "socket is closed")
+var errClosed = scproto.NewError("BadConnectionError", "socket is closed")
 
 // Invoke sends an event the client answers and waits for the answer. A client error
-// answer is returned as an *Error. It must not be called from the socket's own reader
+// answer is returned as an *scproto.Error. It must not be called from the socket's own reader
 // (an invoke handler): use Invocation.Async there.
 func (s *Socket) Invoke(ctx context.Context, event string, data any) (json.RawMessage, error) {
 	raw, err := marshalData(data)
@@ -383,13 +384,13 @@ func (s *Socket) Invoke(ctx context.Context, event string, data any) (json.RawMe
 		delete(s.calls, cid)
 		s.mu.Unlock()
 	}()
-	if !s.enqueue(encodeEvent(event, raw, cid)) {
+	if !s.enqueue(scproto.EncodeEvent(event, raw, cid)) {
 		return nil, errClosed
 	}
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			e := &Error{Name: "Error"}
+			e := &scproto.Error{Name: "Error"}
 			var m map[string]any
 			if json.Unmarshal(r.err, &m) == nil {
 				if v, ok := m["name"].(string); ok {
@@ -412,7 +413,7 @@ func (s *Socket) Invoke(ctx context.Context, event string, data any) (json.RawMe
 	case <-s.dead:
 		return nil, errClosed
 	case <-ctx.Done():
-		return nil, NewError("TimeoutError", "Event response for "+event+" event timed out")
+		return nil, scproto.NewError("TimeoutError", "Event response for "+event+" event timed out")
 	}
 }
 
@@ -436,11 +437,11 @@ func (s *Socket) KickOut(channel, message string) {
 // authenticates the socket and sends the token to the client with #setAuthToken.
 func (s *Socket) SetAuthToken(claims Claims, expiresIn time.Duration) error {
 	if s.srv.auth == nil {
-		return NewError("AuthError", "no auth key is configured")
+		return scproto.NewError("AuthError", "no auth key is configured")
 	}
 	tok, norm, err := s.srv.auth.Sign(claims, expiresIn)
 	if err != nil {
-		return NewError("AuthError", "failed to sign auth token: "+err.Error())
+		return scproto.NewError("AuthError", "failed to sign auth token: "+err.Error())
 	}
 	var exp time.Time
 	if v, ok := norm["exp"].(float64); ok {
@@ -689,7 +690,7 @@ func (s *Socket) sweep(now time.Time) {
 			if !closing {
 				cfg.Metrics.HandshakeFailures.WithLabelValues("timeout").Inc()
 				s.Logger().Debug("handshake timeout", "after", cfg.HandshakeTimeout)
-				s.Close(CloseHandshakeTimeout, "")
+				s.Close(scproto.CloseHandshakeTimeout, "")
 			}
 			return
 		}
@@ -701,7 +702,7 @@ func (s *Socket) sweep(now time.Time) {
 		if !closing {
 			cfg.Metrics.PongTimeouts.Inc()
 			s.Logger().Info("pong timeout: client silent", "after", cfg.PingTimeout)
-			s.Close(ClosePongTimeout, "")
+			s.Close(scproto.ClosePongTimeout, "")
 		}
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsframe"
 )
 
@@ -44,7 +46,7 @@ func (b *memBroker) Unsubscribe(s *Socket, ch string) {
 }
 
 func (b *memBroker) Publish(ch string, data json.RawMessage) {
-	frame := EncodePublish(ch, data)
+	frame := scproto.EncodePublish(ch, data)
 	for _, s := range b.targets(ch) {
 		s.Deliver(frame)
 	}
@@ -167,10 +169,10 @@ func TestHandshakeGuards(t *testing.T) {
 		first string // "" = send nothing
 		code  int
 	}{
-		{"silent client", "", CloseHandshakeTimeout},
-		{"event before handshake", `{"event":"hello","data":1}`, CloseBeforeHandshake},
-		{"handshake without cid", `{"event":"#handshake","data":{}}`, CloseHandshakeRejected},
-		{"handshake with string cid", `{"event":"#handshake","data":{},"cid":"abc"}`, CloseHandshakeRejected},
+		{"silent client", "", scproto.CloseHandshakeTimeout},
+		{"event before handshake", `{"event":"hello","data":1}`, scproto.CloseBeforeHandshake},
+		{"handshake without cid", `{"event":"#handshake","data":{}}`, scproto.CloseHandshakeRejected},
+		{"handshake with string cid", `{"event":"#handshake","data":{},"cid":"abc"}`, scproto.CloseHandshakeRejected},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,7 +188,7 @@ func TestHandshakeGuards(t *testing.T) {
 	t.Run("pong before handshake", func(t *testing.T) {
 		c := dialRaw(t, url)
 		c.send("")
-		if got := c.closeCode(); got != CloseBeforeHandshake {
+		if got := c.closeCode(); got != scproto.CloseBeforeHandshake {
 			t.Fatalf("close code %d, want 4009", got)
 		}
 	})
@@ -204,8 +206,8 @@ func TestBadInputAfterHandshakeKeepsConnection(t *testing.T) {
 	c.expect(`{"rid":2,"error":{"message":"No handler is registered for the nobody-handles-this event","name":"UnhandledEventError"}}`)
 	for i, ch := range []string{`""`, `"waytoolongname"`, `"\u0001ctl"`, `"\ud800"`} {
 		cid := 10 + i
-		c.send(`{"event":"#subscribe","data":{"channel":` + ch + `},"cid":` + itoa(cid) + `}`)
-		c.expect(`"rid":` + itoa(cid) + `,"error":{"message":"Channel name`)
+		c.send(`{"event":"#subscribe","data":{"channel":` + ch + `},"cid":` + strconv.Itoa(cid) + `}`)
+		c.expect(`"rid":` + strconv.Itoa(cid) + `,"error":{"message":"Channel name`)
 	}
 	c.send(`{"event":"#subscribe","data":{"channel":5},"cid":20}`)
 	c.expect(`{"rid":20,"error":{"message":"Subscribe channel name was malformatted","name":"InvalidActionError"}}`)
@@ -239,7 +241,7 @@ func TestPongTimeoutCloses4001(t *testing.T) {
 		_, _, err := c.ws.ReadMessage()
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			if ce.Code != ClosePongTimeout {
+			if ce.Code != scproto.ClosePongTimeout {
 				t.Fatalf("close code %d, want 4001", ce.Code)
 			}
 			return
@@ -318,7 +320,7 @@ func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
 	c.expect(`{"rid":2}`)
 	// Queue several frames while the writer is busy elsewhere: they should come as arrays.
 	for i := 0; i < 200; i++ {
-		srv.broker.Publish("a", json.RawMessage(itoa(i)))
+		srv.broker.Publish("a", json.RawMessage(strconv.Itoa(i)))
 	}
 	seen, arrays := 0, 0
 	for seen < 200 {
@@ -335,7 +337,7 @@ func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
 		}
 		// Order must hold across and inside batches.
 		for _, part := range strings.Split(m, `"channel":"a","data":`)[1:] {
-			want := itoa(seen)
+			want := strconv.Itoa(seen)
 			if !strings.HasPrefix(part, want+"}") {
 				t.Fatalf("publication %d out of order: %s", seen, part[:min(len(part), 12)])
 			}
@@ -362,7 +364,7 @@ func TestCallsReadTogetherAreAnsweredInOneFrame(t *testing.T) {
 		// per system call).
 		var burst []byte
 		for i := 0; i < 5; i++ {
-			p := `{"event":"#subscribe","data":{"channel":"c` + itoa(round*5+i) + `"},"cid":` + itoa(2+round*5+i) + `}`
+			p := `{"event":"#subscribe","data":{"channel":"c` + strconv.Itoa(round*5+i) + `"},"cid":` + strconv.Itoa(2+round*5+i) + `}`
 			burst = wsframe.AppendClientFrame(burst, wsframe.Text, []byte(p))
 		}
 		if _, err := c.ws.UnderlyingConn().Write(burst); err != nil {
@@ -373,7 +375,7 @@ func TestCallsReadTogetherAreAnsweredInOneFrame(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := 0; i < 5; i++ {
-			if want := `{"rid":` + itoa(2+round*5+i) + `}`; !strings.Contains(m, want) {
+			if want := `{"rid":` + strconv.Itoa(2+round*5+i) + `}`; !strings.Contains(m, want) {
 				t.Fatalf("round %d: first frame %s lacks %s: the answers to one read were split", round, m, want)
 			}
 		}
@@ -393,7 +395,7 @@ func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		done <- srv.Shutdown(context.Background(), CloseServerPingTimeout, "node draining", 6*time.Second)
+		done <- srv.Shutdown(context.Background(), scproto.CloseServerPingTimeout, "node draining", 6*time.Second)
 	}()
 	// Whichever client the drain closes first must get 4000; the other two then leave by
 	// themselves before their turn.
@@ -415,7 +417,7 @@ func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
 			}
 		}(i, c)
 	}
-	if code := <-first; code != CloseServerPingTimeout {
+	if code := <-first; code != scproto.CloseServerPingTimeout {
 		t.Fatalf("first close code %d, want 4000", code)
 	}
 	for _, c := range clients {
@@ -664,8 +666,8 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for i, c := range clients {
-		c.send(`{"event":"#subscribe","data":{"channel":"idle"},"cid":` + itoa(i+2) + `}`)
-		c.expect(`"rid":` + itoa(i+2))
+		c.send(`{"event":"#subscribe","data":{"channel":"idle"},"cid":` + strconv.Itoa(i+2) + `}`)
+		c.expect(`"rid":` + strconv.Itoa(i+2))
 	}
 	srv.broker.Publish("idle", json.RawMessage(`"wake"`))
 	for _, c := range clients {
@@ -759,6 +761,22 @@ func TestWriteDelayDefault(t *testing.T) {
 		cfg.setDefaults()
 		if cfg.WriteDelay != c.want {
 			t.Errorf("WriteDelay %v: effective %v, want %v", c.set, cfg.WriteDelay, c.want)
+		}
+	}
+}
+
+// The handshake answer built by hand is byte for byte what encoding/json makes of it.
+func TestStatusResponseMatchesEncodingJSON(t *testing.T) {
+	for _, id := range []string{"n1-AAAAAAAAAAE", "x", "a<b", `q"uote`, "é"} {
+		s := &Socket{srv: &Server{cfg: Config{PingTimeout: 20 * time.Second}}, id: id}
+		got := string(s.statusResponse(json.RawMessage(`7`), nil))
+		want, _ := json.Marshal(struct {
+			ID              string `json:"id"`
+			PingTimeout     int64  `json:"pingTimeout"`
+			IsAuthenticated bool   `json:"isAuthenticated"`
+		}{id, 20000, false})
+		if w := `{"rid":7,"data":` + string(want) + `}`; got != w {
+			t.Fatalf("id %q: %s, want %s", id, got, w)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // TestStuckSubscribersDoNotStallPublisher (issue 18, item 1): subscribers that stop reading
@@ -120,7 +121,7 @@ func TestSlowConsumerGets4100(t *testing.T) {
 		packets = append(packets, fmt.Sprintf(`{"event":"#publish","data":{"channel":"x","data":%s},"cid":%d}`, big, 10+i))
 	}
 	pub.send("[" + strings.Join(packets, ",") + "]")
-	if code := sub.closeCode(); code != CloseSlowConsumer {
+	if code := sub.closeCode(); code != scproto.CloseSlowConsumer {
 		t.Fatalf("close code %d, want 4100", code)
 	}
 	if n := testutil.ToFloat64(srv.cfg.Metrics.SlowConsumers); n != 1 {

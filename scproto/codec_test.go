@@ -1,10 +1,9 @@
-package wsfront
+package scproto
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestDecode(t *testing.T) {
@@ -85,12 +84,12 @@ func TestEncodePublishIsValidJSON(t *testing.T) {
 
 func TestEncodeResponseAndEvent(t *testing.T) {
 	cases := map[string]string{
-		string(encodeResponse(json.RawMessage("2"), nil, nil)):                        `{"rid":2}`,
-		string(encodeResponse(json.RawMessage("3"), json.RawMessage(`"ok"`), nil)):    `{"rid":3,"data":"ok"}`,
-		string(encodeResponse(json.RawMessage("4"), nil, json.RawMessage(`{"n":1}`))): `{"rid":4,"error":{"n":1}}`,
-		string(encodeEvent("#removeAuthToken", nil, 0)):                               `{"event":"#removeAuthToken"}`,
-		string(encodeEvent("clientProc", json.RawMessage(`{"q":1}`), 12)):             `{"event":"clientProc","data":{"q":1},"cid":12}`,
-		string(appendInt(nil, -9081)):                                                 `-9081`,
+		string(EncodeResponse(json.RawMessage("2"), nil, nil)):                        `{"rid":2}`,
+		string(EncodeResponse(json.RawMessage("3"), json.RawMessage(`"ok"`), nil)):    `{"rid":3,"data":"ok"}`,
+		string(EncodeResponse(json.RawMessage("4"), nil, json.RawMessage(`{"n":1}`))): `{"rid":4,"error":{"n":1}}`,
+		string(EncodeEvent("#removeAuthToken", nil, 0)):                               `{"event":"#removeAuthToken"}`,
+		string(EncodeEvent("clientProc", json.RawMessage(`{"q":1}`), 12)):             `{"event":"clientProc","data":{"q":1},"cid":12}`,
+		string(AppendInt(nil, -9081)):                                                 `-9081`,
 	}
 	for got, want := range cases {
 		if got != want {
@@ -127,7 +126,7 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p := Decode(b)
 		check := func(p *Packet) {
-			if p.Kind == KindEvent && p.CID != nil && !isJSONNumber(p.CID) {
+			if p.Kind == KindEvent && p.CID != nil && !IsJSONNumber(p.CID) {
 				t.Fatalf("non-numeric cid %q", p.CID)
 			}
 		}
@@ -141,28 +140,12 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// The handshake answer built by hand is byte for byte what encoding/json makes of it.
-func TestStatusResponseMatchesEncodingJSON(t *testing.T) {
-	for _, id := range []string{"n1-AAAAAAAAAAE", "x", "a<b", `q"uote`, "é"} {
-		s := &Socket{srv: &Server{cfg: Config{PingTimeout: 20 * time.Second}}, id: id}
-		got := string(s.statusResponse(json.RawMessage(`7`), nil))
-		want, _ := json.Marshal(struct {
-			ID              string `json:"id"`
-			PingTimeout     int64  `json:"pingTimeout"`
-			IsAuthenticated bool   `json:"isAuthenticated"`
-		}{id, 20000, false})
-		if w := `{"rid":7,"data":` + string(want) + `}`; got != w {
-			t.Fatalf("id %q: %s, want %s", id, got, w)
-		}
-	}
-}
-
 // Names are written without encoding/json when they need no escaping, byte for byte as it
 // would write them.
 func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
 	for _, s := range []string{"", "chat", "a b", `q"`, `back\slash`, "tab\t", "<html>", "a&b", "é", "\u2028", "\x7f"} {
 		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); string(got) != string(want) {
+		if got := AppendJSONString(nil, s); string(got) != string(want) {
 			t.Errorf("%q: %s, want %s", s, got, want)
 		}
 	}

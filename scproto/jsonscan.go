@@ -1,4 +1,4 @@
-package wsfront
+package scproto
 
 import (
 	"encoding/json"
@@ -247,9 +247,9 @@ func keyIs(key []byte, escaped bool, name string) bool {
 	return json.Unmarshal(q, &s) == nil && s == name
 }
 
-// unquote returns the string a valid JSON string literal stands for, without allocating
+// Unquote returns the string a valid JSON string literal stands for, without allocating
 // for the common names the protocol uses.
-func unquote(raw []byte) (string, bool) {
+func Unquote(raw []byte) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
@@ -280,10 +280,10 @@ func unquote(raw []byte) (string, bool) {
 	return string(in), true
 }
 
-// scanFields reads the members of the JSON object b named in names into the matching
+// ScanFields reads the members of the JSON object b named in names into the matching
 // dst (sub-slices of b; a repeated key counts once, the last one winning, as in
 // encoding/json); false when b is not a valid JSON object.
-func scanFields(b []byte, names []string, dst ...*json.RawMessage) bool {
+func ScanFields(b []byte, names []string, dst ...*json.RawMessage) bool {
 	o, ok := startObject(b)
 	if !ok {
 		return false

@@ -1,4 +1,4 @@
-package wsfront
+package scproto
 
 import (
 	"bytes"
@@ -51,7 +51,7 @@ var packetFields = []string{"event", "data", "cid", "rid", "error"}
 
 // scanPacket fills w from one JSON object; false when b is not a valid JSON object.
 func scanPacket(b []byte, w *wirePacket) bool {
-	return scanFields(b, packetFields, &w.Event, &w.Data, &w.CID, &w.RID, &w.Error)
+	return ScanFields(b, packetFields, &w.Event, &w.Data, &w.CID, &w.RID, &w.Error)
 }
 
 // maxBatch bounds how many packets one array frame may carry; the frame size limit already
@@ -111,35 +111,35 @@ func Decode(frame []byte) Packet {
 
 func classify(w *wirePacket) Packet {
 	if len(w.Event) > 0 && w.Event[0] == '"' {
-		name, ok := unquote(w.Event)
+		name, ok := Unquote(w.Event)
 		if !ok {
 			return Packet{Kind: KindRaw}
 		}
 		// An explicit null stays: echoing it must answer "data":null, not omit data.
 		p := Packet{Kind: KindEvent, Event: name, Data: w.Data}
-		if isJSONNumber(w.CID) {
+		if IsJSONNumber(w.CID) {
 			p.CID = w.CID
 		}
 		return p
 	}
-	if isJSONNumber(w.RID) {
+	if IsJSONNumber(w.RID) {
 		rid, err := strconv.ParseFloat(string(w.RID), 64)
 		if err != nil {
 			return Packet{Kind: KindRaw}
 		}
-		return Packet{Kind: KindResponse, RID: int64(rid), Data: nullToNil(w.Data), Error: nullToNil(w.Error)}
+		return Packet{Kind: KindResponse, RID: int64(rid), Data: NullToNil(w.Data), Error: NullToNil(w.Error)}
 	}
 	return Packet{Kind: KindRaw}
 }
 
-func nullToNil(m json.RawMessage) json.RawMessage {
+func NullToNil(m json.RawMessage) json.RawMessage {
 	if len(m) == 0 || string(m) == "null" {
 		return nil
 	}
 	return m
 }
 
-func isJSONNumber(m json.RawMessage) bool {
+func IsJSONNumber(m json.RawMessage) bool {
 	if len(m) == 0 {
 		return false
 	}
@@ -147,9 +147,9 @@ func isJSONNumber(m json.RawMessage) bool {
 	return c == '-' || (c >= '0' && c <= '9')
 }
 
-// appendJSONString appends s as a JSON string literal.
-func appendJSONString(dst []byte, s string) []byte {
-	if plainJSONString(s) { // channel and event names nearly always: no allocation
+// AppendJSONString appends s as a JSON string literal.
+func AppendJSONString(dst []byte, s string) []byte {
+	if PlainJSONString(s) { // channel and event names nearly always: no allocation
 		dst = append(dst, '"')
 		dst = append(dst, s...)
 		return append(dst, '"')
@@ -166,7 +166,7 @@ func EncodePublish(channel string, data json.RawMessage) []byte {
 	// allocation: a capacity short by a byte made append copy every frame once more.
 	b := make([]byte, 0, 58+len(channel)+len(data))
 	b = append(b, `{"event":"#publish","data":{"channel":`...)
-	b = appendJSONString(b, channel)
+	b = AppendJSONString(b, channel)
 	if len(data) > 0 {
 		b = append(b, `,"data":`...)
 		b = append(b, data...)
@@ -174,24 +174,24 @@ func EncodePublish(channel string, data json.RawMessage) []byte {
 	return append(b, "}}"...)
 }
 
-// encodeEvent builds a transmit (cid 0) or an invoke frame.
-func encodeEvent(event string, data json.RawMessage, cid int64) []byte {
+// EncodeEvent builds a transmit (cid 0) or an invoke frame.
+func EncodeEvent(event string, data json.RawMessage, cid int64) []byte {
 	b := make([]byte, 0, 56+len(event)+len(data)) // framing and a cid: 47
 	b = append(b, `{"event":`...)
-	b = appendJSONString(b, event)
+	b = AppendJSONString(b, event)
 	if len(data) > 0 {
 		b = append(b, `,"data":`...)
 		b = append(b, data...)
 	}
 	if cid != 0 {
 		b = append(b, `,"cid":`...)
-		b = appendInt(b, cid)
+		b = AppendInt(b, cid)
 	}
 	return append(b, '}')
 }
 
-// encodeResponse builds {"rid":cid[,"data":d]} or {"rid":cid,"error":e}.
-func encodeResponse(cid json.RawMessage, data json.RawMessage, errObj json.RawMessage) []byte {
+// EncodeResponse builds {"rid":cid[,"data":d]} or {"rid":cid,"error":e}.
+func EncodeResponse(cid json.RawMessage, data json.RawMessage, errObj json.RawMessage) []byte {
 	b := make([]byte, 0, 18+len(cid)+len(data)+len(errObj))
 	b = append(b, `{"rid":`...)
 	b = append(b, cid...)
@@ -205,7 +205,7 @@ func encodeResponse(cid json.RawMessage, data json.RawMessage, errObj json.RawMe
 	return append(b, '}')
 }
 
-func appendInt(b []byte, v int64) []byte {
+func AppendInt(b []byte, v int64) []byte {
 	var tmp [20]byte
 	i := len(tmp)
 	neg := v < 0
@@ -225,4 +225,28 @@ func appendInt(b []byte, v int64) []byte {
 		tmp[i] = '-'
 	}
 	return append(b, tmp[i:]...)
+}
+
+// PlainJSONString reports whether s can be written between quotes as it is: no escaping,
+// and nothing encoding/json would escape either.
+func PlainJSONString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
+// PublishData is the data of a #publish event, its fields as raw JSON.
+type PublishData struct {
+	Channel json.RawMessage
+	Data    json.RawMessage
+}
+
+var publishFields = []string{"channel", "data"}
+
+// Scan reads {"channel":…,"data":…} (sub-slices of b); false when b is not an object.
+func (pd *PublishData) Scan(b []byte) bool {
+	return ScanFields(b, publishFields, &pd.Channel, &pd.Data)
 }

@@ -1,4 +1,4 @@
-package wsfront
+package scproto
 
 import (
 	"encoding/json"
@@ -28,6 +28,25 @@ func (e *Error) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
+// UnmarshalJSON reads the wire form of an error object back into an Error.
+func (e *Error) UnmarshalJSON(b []byte) error {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	e.Name, _ = m["name"].(string)
+	e.Message, _ = m["message"].(string)
+	delete(m, "name")
+	delete(m, "message")
+	if len(m) > 0 {
+		e.Fields = m
+	}
+	if e.Name == "" {
+		e.Name = "Error"
+	}
+	return nil
+}
+
 // NewError is a shorthand for an error with extra fields given as key, value pairs.
 func NewError(name, message string, kv ...any) *Error {
 	e := &Error{Name: name, Message: message}
@@ -46,8 +65,8 @@ func NewError(name, message string, kv ...any) *Error {
 // SilentMiddlewareBlockedError with type "inbound", as with SocketCluster's middleware.
 var ErrSilentBlock = errors.New("blocked by middleware")
 
-// toWireError turns any error into the JSON error object of a response.
-func toWireError(err error, action string) json.RawMessage {
+// WireError turns any error into the JSON error object of a response.
+func WireError(err error, action string) json.RawMessage {
 	var e *Error
 	switch {
 	case errors.As(err, &e):

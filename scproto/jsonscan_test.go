@@ -1,4 +1,4 @@
-package wsfront
+package scproto
 
 import (
 	"bytes"
@@ -30,17 +30,17 @@ func referenceDecode(b []byte) Packet {
 				return Packet{Kind: KindRaw}
 			}
 			p := Packet{Kind: KindEvent, Event: name, Data: w.Data}
-			if isJSONNumber(w.CID) {
+			if IsJSONNumber(w.CID) {
 				p.CID = w.CID
 			}
 			return p
 		}
-		if isJSONNumber(w.RID) {
+		if IsJSONNumber(w.RID) {
 			var rid float64
 			if json.Unmarshal(w.RID, &rid) != nil {
 				return Packet{Kind: KindRaw}
 			}
-			return Packet{Kind: KindResponse, RID: int64(rid), Data: nullToNil(w.Data), Error: nullToNil(w.Error)}
+			return Packet{Kind: KindResponse, RID: int64(rid), Data: NullToNil(w.Data), Error: NullToNil(w.Error)}
 		}
 		return Packet{Kind: KindRaw}
 	}
@@ -102,11 +102,11 @@ func FuzzScanner(f *testing.F) {
 		if !samePacket(&got, &want) {
 			t.Fatalf("Decode(%q) = %+v, encoding/json gives %+v", b, got, want)
 		}
-		var pd publishData
+		var pd PublishData
 		var m map[string]json.RawMessage
 		okRef := json.Unmarshal(b, &m) == nil && m != nil
-		if ok := pd.scan(b); ok != okRef || (ok && (!bytes.Equal(pd.Channel, m["channel"]) || !bytes.Equal(pd.Data, m["data"]))) {
-			t.Fatalf("publishData.scan(%q) = %v %q %q, encoding/json: %v %q %q", b, ok, pd.Channel, pd.Data, okRef, m["channel"], m["data"])
+		if ok := pd.Scan(b); ok != okRef || (ok && (!bytes.Equal(pd.Channel, m["channel"]) || !bytes.Equal(pd.Data, m["data"]))) {
+			t.Fatalf("PublishData.Scan(%q) = %v %q %q, encoding/json: %v %q %q", b, ok, pd.Channel, pd.Data, okRef, m["channel"], m["data"])
 		}
 	})
 }
@@ -137,8 +137,8 @@ func BenchmarkDecodePublish(b *testing.B) {
 	b.SetBytes(int64(len(frame)))
 	for b.Loop() {
 		p := Decode(frame)
-		var pd publishData
-		if !pd.scan(p.Data) {
+		var pd PublishData
+		if !pd.Scan(p.Data) {
 			b.Fatal("bad")
 		}
 	}
