@@ -35,7 +35,7 @@ unit:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=3s ./wsframe
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s ./scproto
-	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./wsfront
+	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./access
 	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s ./scproto
 	$(GO) test -run='^$$' -fuzz='^FuzzZMTPGuard$$' -fuzztime=5s ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzRepairReceiver$$' -fuzztime=5s ./mesh
@@ -44,7 +44,7 @@ fuzz:
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsframe:FuzzParse scproto:FuzzDecode wsfront:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest
+FUZZ_TARGETS := wsframe:FuzzParse scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done

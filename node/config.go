@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
 
@@ -73,12 +74,12 @@ type Config struct {
 	AuthJWKSURL    string
 	AuthIssuer     string
 	AuthAudience   string
-	// AccessPolicyFile is a YAML channel access policy (see wsfront.AccessPolicy); empty
+	// AccessPolicyFile is a YAML channel access policy (see access.Policy); empty
 	// allows every channel to everyone.
 	AccessPolicyFile string
 	// Hook, when its URL is set, delegates access decisions and unhandled invokes to the
 	// user's backend over HTTP.
-	Hook wsfront.Hook
+	Hook access.Hook
 	// AuthExpiry is the lifetime of issued tokens without their own exp; zero value 24 h.
 	AuthExpiry time.Duration
 	// TLSCert and TLSKey (PEM files) make the client listener TLS (wss://); both or neither.

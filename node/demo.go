@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
@@ -35,7 +36,7 @@ func InstallDemo(n *Node) {
 		// The reply goes first, as socketcluster-server writes it, then #setAuthToken.
 		var signErr error
 		inv.AfterReply(func() {
-			if signErr = inv.Socket.SetAuthToken(wsfront.Claims{"username": *req.Username}, exp); signErr != nil {
+			if signErr = inv.Socket.SetAuthToken(access.Claims{"username": *req.Username}, exp); signErr != nil {
 				inv.Socket.Close(4002, "failed to sign auth token")
 			}
 		})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/mesh"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsfront"
@@ -26,7 +27,7 @@ type Node struct {
 	broker *Broker
 	mesh   *mesh.Mesh
 	api    *api
-	policy *wsfront.AccessPolicy
+	policy *access.Policy
 
 	mu        sync.Mutex
 	wsLn      net.Listener
@@ -49,9 +50,9 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, reg: prometheus.NewRegistry()}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.reg.MustRegister(newMeshStats(n))
-	var auth *wsfront.Auth
+	var auth *access.Auth
 	if cfg.AuthKey != "" || len(cfg.AuthPublicKeys) > 0 || cfg.AuthJWKSURL != "" {
-		a, err := wsfront.NewAuthWith(wsfront.AuthConfig{
+		a, err := access.NewAuthWith(access.AuthConfig{
 			HMACKey: cfg.AuthKey, PublicKeyFiles: cfg.AuthPublicKeys, JWKSURL: cfg.AuthJWKSURL,
 			Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, DefaultExpiry: cfg.AuthExpiry,
 			Logger: cfg.Logger,
@@ -67,16 +68,16 @@ func New(cfg Config) (*Node, error) {
 	fc.Metrics = wsfront.NewMetrics(n.reg)
 	n.front = wsfront.New(fc, n.broker, auth)
 	if cfg.AccessPolicyFile != "" {
-		p, err := wsfront.LoadAccessPolicy(cfg.AccessPolicyFile)
+		p, err := access.LoadPolicy(cfg.AccessPolicyFile)
 		if err != nil {
 			return nil, fmt.Errorf("access-policy: %w", err)
 		}
-		p.Install(n.front)
+		n.front.UsePolicy(p)
 		n.policy = p
 	}
 	if cfg.Hook.URL != "" {
 		h := cfg.Hook
-		h.Install(n.front)
+		n.front.UseHook(&h)
 	}
 	if cfg.Demo {
 		InstallDemo(n)

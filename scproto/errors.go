@@ -47,6 +47,13 @@ func (e *Error) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// IsBadToken reports whether the error says the client's token is bad (the client then
+// drops it: socketcluster-client's isBadToken).
+func (e *Error) IsBadToken() bool {
+	b, _ := e.Fields["isBadToken"].(bool)
+	return b
+}
+
 // NewError is a shorthand for an error with extra fields given as key, value pairs.
 func NewError(name, message string, kv ...any) *Error {
 	e := &Error{Name: name, Message: message}

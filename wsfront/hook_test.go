@@ -8,18 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
 func TestHookDecides(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req HookRequest
+		var req access.HookRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		if r.Header.Get("Authorization") != "Bearer s3cret" {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		var resp HookResponse
+		var resp access.HookResponse
 		switch {
 		case req.Action == "handshake" || req.Action == "subscribe" && req.Channel == "ok":
 			resp.Allow = true
@@ -31,7 +32,7 @@ func TestHookDecides(t *testing.T) {
 		case req.Action == "publish":
 			resp.Allow, resp.Data = true, json.RawMessage(`{"censored":`+string(req.Data)+`}`)
 		case req.Action == "invoke" && req.Event == "login":
-			resp.Allow, resp.Data, resp.SetAuthClaims = true, json.RawMessage(`"welcome"`), Claims{"sub": "from-backend"}
+			resp.Allow, resp.Data, resp.SetAuthClaims = true, json.RawMessage(`"welcome"`), access.Claims{"sub": "from-backend"}
 		case req.Action == "invoke" && req.Event == "price":
 			resp.Allow, resp.Data = true, json.RawMessage(`{"usd":42}`)
 		}
@@ -39,8 +40,8 @@ func TestHookDecides(t *testing.T) {
 	}))
 	defer backend.Close()
 	srv, url := startFront(t, Config{})
-	(&Hook{URL: backend.URL, Actions: []string{"handshake", "subscribe", "publish", "invoke"}, Timeout: 200 * time.Millisecond,
-		Header: http.Header{"Authorization": {"Bearer s3cret"}}}).Install(srv)
+	srv.UseHook(&access.Hook{URL: backend.URL, Actions: []string{"handshake", "subscribe", "publish", "invoke"}, Timeout: 200 * time.Millisecond,
+		Header: http.Header{"Authorization": {"Bearer s3cret"}}})
 	c := dialRaw(t, url)
 	c.handshake()
 	c.send(`{"event":"#subscribe","data":{"channel":"ok"},"cid":2}`)
@@ -67,7 +68,7 @@ func TestHookDecides(t *testing.T) {
 func TestHookFailurePolicy(t *testing.T) {
 	for _, open := range []bool{false, true} {
 		srv, url := startFront(t, Config{})
-		(&Hook{URL: "http://127.0.0.1:1/hook", FailOpen: open}).Install(srv)
+		srv.UseHook(&access.Hook{URL: "http://127.0.0.1:1/hook", FailOpen: open})
 		c := dialRaw(t, url)
 		c.send(`{"event":"#handshake","data":{"authToken":null},"cid":1}`)
 		m, err := c.next()

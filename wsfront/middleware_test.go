@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
@@ -134,7 +135,7 @@ func TestServerTransmitInvokeKickOut(t *testing.T) {
 func TestAuthFlowOnTheWire(t *testing.T) {
 	srv, url := startFront(t, Config{})
 	srv.HandleInvoke("login", func(_ context.Context, inv *Invocation) (any, error) {
-		inv.AfterReply(func() { _ = inv.Socket.SetAuthToken(Claims{"username": "alice"}, 0) })
+		inv.AfterReply(func() { _ = inv.Socket.SetAuthToken(access.Claims{"username": "alice"}, 0) })
 		return "ok", nil
 	})
 	c := dialRaw(t, url)
@@ -170,7 +171,7 @@ func TestAuthFlowOnTheWire(t *testing.T) {
 func TestTamperedTokensRejectedAndCounted(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	srv, url := startFront(t, Config{Metrics: NewMetrics(reg)})
-	tok, _, err := srv.Auth().Sign(Claims{"username": "alice", "role": "user"}, 0)
+	tok, _, err := srv.Auth().Sign(access.Claims{"username": "alice", "role": "user"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

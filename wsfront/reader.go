@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
@@ -320,7 +321,7 @@ func (s *Socket) handshake(ctx context.Context, p *scproto.Packet) {
 		hd = handshakeData{}
 	}
 	var authErr *scproto.Error
-	var claims Claims
+	var claims access.Claims
 	tokenPresented := len(hd.AuthToken) > 0 && string(hd.AuthToken) != "null"
 	if tokenPresented {
 		if s.srv.auth == nil {
@@ -362,7 +363,7 @@ func (s *Socket) handshake(ctx context.Context, p *scproto.Packet) {
 	s.handshaken.Store(true)
 	m.Handshakes.Inc()
 	s.reply(s.statusResponse(p.CID, authErr))
-	if authErr != nil && isBadToken(authErr) {
+	if authErr != nil && authErr.IsBadToken() {
 		s.reply(scproto.EncodeEvent("#removeAuthToken", nil, 0))
 	}
 }
@@ -388,11 +389,6 @@ func (s *Socket) statusResponse(cid json.RawMessage, authErr *scproto.Error) []b
 	}{s.id, s.srv.cfg.PingTimeout.Milliseconds(), authErr, s.IsAuthenticated()}
 	b, _ := json.Marshal(status)
 	return scproto.EncodeResponse(cid, b, nil)
-}
-
-func isBadToken(e *scproto.Error) bool {
-	b, _ := e.Fields["isBadToken"].(bool)
-	return b
 }
 
 func toInt(v any) (int, bool) {
@@ -489,7 +485,7 @@ func (s *Socket) authenticate(p *scproto.Packet) {
 	claims, exp, authErr := s.srv.auth.Verify(p.Data)
 	if authErr != nil {
 		s.srv.cfg.Metrics.AuthFailures.WithLabelValues(authErr.Name).Inc()
-		if isBadToken(authErr) {
+		if authErr.IsBadToken() {
 			s.respond(p, nil, authErr, "authenticate")
 			s.Deauthenticate()
 			return

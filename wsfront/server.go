@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/access"
 )
 
 // Broker is where wsfront hands subscriptions and publications. The node implements it with
@@ -143,7 +144,7 @@ func (c *Config) setDefaults() {
 type HandshakeRequest struct {
 	Socket *Socket
 	HTTP   *http.Request
-	Claims Claims
+	Claims access.Claims
 }
 
 // SubscribeRequest is what subscribe middleware sees.
@@ -181,7 +182,7 @@ type Server struct {
 	broker Broker
 	// batchBroker is broker when it can deliver within a reader's Batch (nil otherwise).
 	batchBroker BatchBroker
-	auth        *Auth
+	auth        *access.Auth
 	up          websocket.Upgrader
 
 	handshakeMW []HandshakeMiddleware
@@ -217,7 +218,7 @@ type Server struct {
 
 // New returns a front that hands channel work to broker. auth may be nil, in which case
 // every presented token is refused as invalid and SetAuthToken fails.
-func New(cfg Config, broker Broker, auth *Auth) *Server {
+func New(cfg Config, broker Broker, auth *access.Auth) *Server {
 	cfg.setDefaults()
 	var pfx [6]byte
 	_, _ = rand.Read(pfx[:])
@@ -266,7 +267,7 @@ func New(cfg Config, broker Broker, auth *Auth) *Server {
 func (s *Server) Config() Config { return s.cfg }
 
 // Auth returns the token signer/verifier (nil when none is configured).
-func (s *Server) Auth() *Auth { return s.auth }
+func (s *Server) Auth() *access.Auth { return s.auth }
 
 // UseHandshake adds handshake middleware.
 func (s *Server) UseHandshake(m HandshakeMiddleware) { s.handshakeMW = append(s.handshakeMW, m) }

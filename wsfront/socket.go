@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsframe"
 	"golang.org/x/time/rate"
@@ -53,7 +54,7 @@ type Socket struct {
 	closing     bool // no more frames are accepted
 	closeCode   int
 	closeReason string
-	claims      Claims
+	claims      access.Claims
 	token       string
 	expiry      time.Time
 	subs        map[string]struct{}
@@ -188,7 +189,7 @@ func (s *Socket) RemoteAddr() net.Addr { return s.ws.RemoteAddr() }
 func (s *Socket) Done() <-chan struct{} { return s.dead }
 
 // Claims returns the authenticated token's claims, or nil.
-func (s *Socket) Claims() Claims {
+func (s *Socket) Claims() access.Claims {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.claims
@@ -435,7 +436,7 @@ func (s *Socket) KickOut(channel, message string) {
 
 // SetAuthToken signs claims (adding iat and exp; expiresIn 0 = the default expiry),
 // authenticates the socket and sends the token to the client with #setAuthToken.
-func (s *Socket) SetAuthToken(claims Claims, expiresIn time.Duration) error {
+func (s *Socket) SetAuthToken(claims access.Claims, expiresIn time.Duration) error {
 	if s.srv.auth == nil {
 		return scproto.NewError("AuthError", "no auth key is configured")
 	}
@@ -462,7 +463,7 @@ func (s *Socket) Deauthenticate() {
 	_ = s.Transmit("#removeAuthToken", nil)
 }
 
-func (s *Socket) setAuth(c Claims, tok string, exp time.Time) {
+func (s *Socket) setAuth(c access.Claims, tok string, exp time.Time) {
 	s.mu.Lock()
 	s.claims, s.token, s.expiry = c, tok, exp
 	s.mu.Unlock()

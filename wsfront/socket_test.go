@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsframe"
 )
@@ -66,7 +67,7 @@ func (b *memBroker) targets(ch string) []*Socket {
 func startFront(t *testing.T, cfg Config) (*Server, string) {
 	t.Helper()
 	b := &memBroker{subs: map[string]map[*Socket]bool{}}
-	a, _ := NewAuth("k", 0)
+	a, _ := access.NewAuth("k", 0)
 	srv := New(cfg, b, a)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(srv.Close)

@@ -1,15 +1,15 @@
-package wsfront
+package access
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
@@ -63,7 +63,8 @@ type HookResponse struct {
 	SetAuthClaims Claims          `json:"set_auth_claims,omitempty"`
 }
 
-func (h *Hook) wants(action string) bool {
+// Wants reports whether the hook decides action.
+func (h *Hook) Wants(action string) bool {
 	if len(h.Actions) == 0 {
 		return action == "handshake" || action == "subscribe"
 	}
@@ -75,9 +76,10 @@ func (h *Hook) wants(action string) bool {
 	return false
 }
 
-// call asks the backend; the error is what the client should see when the action is
-// refused (nil: allowed).
-func (h *Hook) call(ctx context.Context, req HookRequest, m *Metrics) (*HookResponse, error) {
+// Call asks the backend; the error is what the client should see when the action is refused
+// (nil: allowed). calls, when not nil, counts the outcome by action and "allowed", "denied"
+// or "failed".
+func (h *Hook) Call(ctx context.Context, req HookRequest, calls *prometheus.CounterVec) (*HookResponse, error) {
 	timeout := h.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
@@ -114,69 +116,25 @@ func (h *Hook) call(ctx context.Context, req HookRequest, m *Metrics) (*HookResp
 		}()
 	}
 	if err != nil {
-		m.HookCalls.WithLabelValues(req.Action, "failed").Inc()
+		count(calls, req.Action, "failed")
 		if h.FailOpen {
 			return &HookResponse{Allow: true}, nil
 		}
 		return nil, scproto.NewError("HookUnavailableError", "The "+req.Action+" could not be authorized: the decision service is unavailable")
 	}
 	if !out.Allow {
-		m.HookCalls.WithLabelValues(req.Action, "denied").Inc()
+		count(calls, req.Action, "denied")
 		if out.Error == nil {
 			return nil, scproto.ErrSilentBlock
 		}
 		return nil, out.Error
 	}
-	m.HookCalls.WithLabelValues(req.Action, "allowed").Inc()
+	count(calls, req.Action, "allowed")
 	return &out, nil
 }
 
-func hookSocket(s *Socket) HookSocket {
-	c := s.Claims()
-	return HookSocket{ID: s.id, RemoteAddr: s.req.RemoteAddr, Authenticated: c != nil, Claims: c}
-}
-
-// Install registers the hook's middleware and its invoke fallback on srv.
-func (h *Hook) Install(srv *Server) {
-	m := srv.cfg.Metrics
-	if h.wants("handshake") {
-		srv.UseHandshake(func(ctx context.Context, r *HandshakeRequest) error {
-			_, err := h.call(ctx, HookRequest{Action: "handshake", Socket: hookSocket(r.Socket)}, m)
-			return err
-		})
-	}
-	if h.wants("subscribe") {
-		srv.UseSubscribe(func(ctx context.Context, r *SubscribeRequest) error {
-			_, err := h.call(ctx, HookRequest{Action: "subscribe", Socket: hookSocket(r.Socket), Channel: r.Channel, Data: r.Data}, m)
-			return err
-		})
-	}
-	if h.wants("publish") {
-		srv.UsePublish(func(ctx context.Context, r *PublishRequest) error {
-			resp, err := h.call(ctx, HookRequest{Action: "publish", Socket: hookSocket(r.Socket), Channel: r.Channel, Data: r.Data}, m)
-			if err == nil && len(resp.Data) > 0 {
-				r.Data = resp.Data
-			}
-			return err
-		})
-	}
-	if h.wants("invoke") {
-		srv.HandleInvokeDefault(func(ctx context.Context, inv *Invocation) (any, error) {
-			resp, err := h.call(ctx, HookRequest{Action: "invoke", Socket: hookSocket(inv.Socket), Event: inv.Event, Data: inv.Data}, m)
-			if err != nil {
-				if errors.Is(err, scproto.ErrSilentBlock) {
-					return nil, scproto.NewError("UnhandledEventError", "No handler is registered for the "+inv.Event+" event")
-				}
-				return nil, err
-			}
-			if resp.SetAuthClaims != nil {
-				inv.AfterReply(func() {
-					if err := inv.Socket.SetAuthToken(resp.SetAuthClaims, 0); err != nil {
-						srv.cfg.Logger.Warn("hook login: cannot issue a token", "err", err)
-					}
-				})
-			}
-			return resp.Data, nil
-		})
+func count(calls *prometheus.CounterVec, action, outcome string) {
+	if calls != nil {
+		calls.WithLabelValues(action, outcome).Inc()
 	}
 }

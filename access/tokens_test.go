@@ -1,4 +1,4 @@
-package wsfront
+package access
 
 import (
 	"crypto/ecdsa"
@@ -64,7 +64,7 @@ func TestAuthRejections(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, e := a.Verify(json.RawMessage(tt.raw))
-			if e == nil || e.Name != tt.errName || isBadToken(e) != tt.bad {
+			if e == nil || e.Name != tt.errName || e.IsBadToken() != tt.bad {
 				t.Fatalf("got %+v, want %s bad=%v", e, tt.errName, tt.bad)
 			}
 		})

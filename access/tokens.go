@@ -1,4 +1,4 @@
-package wsfront
+package access
 
 import (
 	"context"

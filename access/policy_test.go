@@ -1,4 +1,4 @@
-package wsfront
+package access
 
 import (
 	"os"
@@ -30,16 +30,16 @@ rules:
 func TestAccessPolicy(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "access.yaml")
 	os.WriteFile(f, []byte(policyYAML), 0o600)
-	p, err := LoadAccessPolicy(f)
+	p, err := LoadPolicy(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	anon := &Socket{}
-	alice := &Socket{claims: Claims{"sub": "alice"}}
-	admin := &Socket{claims: Claims{"sub": "root", "role": "admin"}}
-	num := &Socket{claims: Claims{"sub": float64(42)}}
+	var anon Claims
+	alice := Claims{"sub": "alice"}
+	admin := Claims{"sub": "root", "role": "admin"}
+	num := Claims{"sub": float64(42)}
 	cases := []struct {
-		who     *Socket
+		who     Claims
 		name    string
 		ch, act string
 		errName string // "" = allowed
@@ -60,7 +60,7 @@ func TestAccessPolicy(t *testing.T) {
 		{alice, "alice", "publicX", "subscribe", "SubscribeForbiddenError"},
 	}
 	for _, c := range cases {
-		err := p.decide(c.who, c.ch, c.act)
+		err := p.Allowed(c.who, c.ch, c.act)
 		got := ""
 		if err != nil {
 			got = err.(*scproto.Error).Name
@@ -70,7 +70,7 @@ func TestAccessPolicy(t *testing.T) {
 		}
 	}
 	p.Anonymous = false
-	if err := p.decide(anon, "public.news", "subscribe"); err == nil {
+	if err := p.Allowed(anon, "public.news", "subscribe"); err == nil {
 		t.Error("anonymous access off, yet an unauthenticated socket subscribed")
 	}
 }
@@ -84,7 +84,7 @@ func TestAccessPolicyErrorsNameTheRule(t *testing.T) {
 	} {
 		f := filepath.Join(t.TempDir(), "p.yaml")
 		os.WriteFile(f, []byte(body), 0o600)
-		_, err := LoadAccessPolicy(f)
+		_, err := LoadPolicy(f)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want it to mention %q", body, err, want)
 		}
