@@ -74,7 +74,7 @@ func (s *Socket) writeBatched(now time.Time) {
 		return
 	}
 	delay := s.srv.cfg.WriteDelay
-	if !s.writerIdle() || !s.poll.canTry() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
+	if !s.writerIdle() || !s.poll.CanTry() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
 		// (A socket that cannot be tried without waiting, TLS for one, is its writer's.)
 		s.kickWriter()
 		s.mu.Unlock()

@@ -20,7 +20,7 @@ import (
 // readLoop decodes and handles inbound frames one after another, so that the protocol's
 // ordering rules hold (the handshake completes before the next frame is looked at). When
 // nothing is left to read it parks the socket and returns: an idle connection holds no
-// goroutine (see poller); the poller starts readLoop again when data arrives.
+// goroutine (see netpoll.Poller); the poller starts readLoop again when data arrives.
 func (s *Socket) readLoop() {
 	defer func() {
 		if r := recover(); r != nil {
@@ -42,7 +42,7 @@ func (s *Socket) readLoop() {
 		whole := s.frameBuffered()
 		inKernel := false
 		flushDue := s.deferredReplies > 0 || len(s.batch.socks) > 0
-		if !whole && (flushDue || s.mayPark()) && s.poll.rc != nil {
+		if !whole && (flushDue || s.mayPark()) && s.poll.Raw() {
 			inKernel = s.prefetch()
 		}
 		if flushDue && (!whole && !inKernel || s.deferredReplies >= maxDeferredReplies || len(s.batch.socks) >= maxBatchSockets) {
@@ -136,7 +136,7 @@ func (s *Socket) stale(now int64) bool {
 // just waits: the client's #handshake follows the upgrade at once, and parking in between
 // would add a poller round trip to every new connection.
 func (s *Socket) mayPark() bool {
-	return s.srv.poller != nil && s.br != nil && s.poll.rc != nil && s.handshaken.Load()
+	return s.srv.poller != nil && s.br != nil && s.poll.Raw() && s.handshaken.Load()
 }
 
 // frameBuffered: a whole frame is in the read buffer, so the next read will not wait for
@@ -180,10 +180,10 @@ func (s *Socket) prefetch() bool {
 		// says nothing about it; answer now rather than guess.
 		return false
 	}
-	if s.pc.pending() {
+	if s.pc.Pending() {
 		return true
 	}
-	return s.pc.fill(&s.poll)
+	return s.pc.Fill(&s.poll)
 }
 
 // readMessage is gorilla's ReadMessage without its io.ReadAll, which started every message
@@ -233,7 +233,7 @@ func (s *Socket) park() bool {
 	}
 	s.parked = true
 	s.mu.Unlock()
-	if s.srv.poller.arm(s) {
+	if s.srv.poller.Arm(&s.poll, s.unpark) {
 		return true
 	}
 	s.mu.Lock()
@@ -275,7 +275,7 @@ func (s *Socket) cleanup() {
 		s.srv.broker.Unsubscribe(s, ch)
 	}
 	if s.srv.poller != nil {
-		s.srv.poller.forget(s)
+		s.srv.poller.Forget(&s.poll)
 	}
 	_ = s.ws.NetConn().Close()
 	close(s.dead)

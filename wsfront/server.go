@@ -18,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/sockmesh/sockmesh/access"
+	"github.com/sockmesh/sockmesh/netpoll"
 )
 
 // Broker is where wsfront hands subscriptions and publications. The node implements it with
@@ -207,7 +208,7 @@ type Server struct {
 	// so nothing it sent before it left may be acted on (see stale).
 	lastTick atomic.Int64
 	// poller parks idle connections (nil where it is not available).
-	poller *poller
+	poller *netpoll.Poller
 	// workers run readers, writers and upgrades on goroutines with grown stacks.
 	workers  *workers
 	stopOnce sync.Once
@@ -241,7 +242,7 @@ func New(cfg Config, broker Broker, auth *access.Auth) *Server {
 		s.batchBroker, _ = broker.(BatchBroker)
 	}
 	s.workers = newWorkers(keptWorkers)
-	if p, err := newPoller(); err == nil {
+	if p, err := netpoll.NewPoller(); err == nil {
 		s.poller = p
 	} else {
 		cfg.Logger.Warn("idle connections keep a goroutine each", "why", err)
@@ -351,16 +352,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sock.readLoop()
 }
 
-// readBufferSize is a connection's read buffer: small, since an idle connection keeps it;
-// larger frames are read past it, straight into the message.
-const readBufferSize = 512
-
 // hijackWriter gives gorilla a buffered reader of ours at the hijack, so that the socket
 // can tell whether gorilla holds unread bytes (Socket.readLoop) and park when it does not.
 type hijackWriter struct {
 	http.ResponseWriter
 	br *bufio.Reader
-	pc *prefetchConn
+	pc *netpoll.PrefetchConn
 }
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -374,8 +371,8 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// gorilla reads through the buffer and resets it onto the connection it is given, so
 	// it is given the prefetching one.
-	h.pc = &prefetchConn{Conn: c}
-	h.br = bufio.NewReaderSize(h.pc, readBufferSize)
+	h.pc = netpoll.NewPrefetchConn(c)
+	h.br = bufio.NewReaderSize(h.pc, netpoll.PrefetchSize) // small: an idle connection keeps it; larger frames are read past it
 	return h.pc, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
@@ -473,7 +470,7 @@ func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stopSweep)
 		if s.poller != nil {
-			s.poller.close()
+			s.poller.Close()
 		}
 		s.workers.close()
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sockmesh/sockmesh/access"
+	"github.com/sockmesh/sockmesh/netpoll"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsframe"
 	"golang.org/x/time/rate"
@@ -110,8 +111,8 @@ type Socket struct {
 	// br is gorilla's read buffer (ours, see hijackWriter): with nothing buffered in it and
 	// nothing in the kernel, the reader parks (parked, guarded by mu).
 	br     *bufio.Reader
-	pc     *prefetchConn // what br reads from (nil: br reads the connection directly)
-	poll   pollState
+	pc     *netpoll.PrefetchConn // what br reads from (nil: br reads the connection directly)
+	poll   netpoll.Conn
 	parked bool
 
 	wake chan struct{} // cap 1: wakes a waiting writer
@@ -139,14 +140,14 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		wake: make(chan struct{}, 1),
 		dead: make(chan struct{}),
 	}
-	pc, _ := s.nc.(*prefetchConn)
+	pc, _ := s.nc.(*netpoll.PrefetchConn)
 	if pc != nil {
 		s.nc = pc.Conn // writes go straight to the connection (writev needs the real one)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.poll = newPollState(s.nc)
-	if pc != nil && s.poll.rc != nil {
-		pc.ps = &s.poll
+	s.poll = netpoll.NewConn(s.nc)
+	if pc != nil && s.poll.Raw() {
+		pc.ReadRaw(&s.poll)
 	}
 	s.lastSeen.Store(s.born.UnixNano())
 	s.lastPing = s.born
@@ -807,7 +808,7 @@ func (s *Socket) writeFrames(frames [][]byte, batch *[]byte, try bool) (next int
 // copy of what it did not take (nil when everything went).
 func (s *Socket) tryWrite(parts ...[]byte) (carry []byte, err error) {
 	for k, p := range parts {
-		n, _, err := s.poll.tryWrite(p)
+		n, _, err := s.poll.TryWrite(p)
 		if err != nil {
 			return nil, err
 		}
@@ -841,7 +842,7 @@ var emptyTextFrame = wsframe.AppendHeader(nil, wsframe.Text, 0, nil)
 
 func (s *Socket) writeRaw(b []byte) error {
 	s.writeStart.Store(time.Now().UnixNano())
-	ok, err := s.poll.write(b)
+	ok, err := s.poll.Write(b)
 	if !ok {
 		_, err = s.nc.Write(b)
 	}

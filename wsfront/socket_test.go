@@ -781,3 +781,22 @@ func TestStatusResponseMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// A served connection's reads go through the raw read: its prefetching connection is given
+// the socket's poll state.
+func TestServedSocketReadsRaw(t *testing.T) {
+	srv, url := startFront(t, Config{})
+	c := dialRaw(t, url)
+	c.handshake()
+	socks := srv.Sockets()
+	if len(socks) != 1 {
+		t.Fatalf("%d sockets, want 1", len(socks))
+	}
+	s := socks[0]
+	if !s.poll.Raw() {
+		t.Skip("no raw reads on this system")
+	}
+	if s.pc == nil || !s.pc.ReadsRaw(&s.poll) {
+		t.Fatal("the socket's reads do not go through its poll state")
+	}
+}

@@ -1,4 +1,4 @@
-package wsfront
+package netpoll
 
 import (
 	"io"
@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poller lets an idle connection exist without a goroutine. A reader that finds nothing to
+// Poller lets an idle connection exist without a goroutine. A reader that finds nothing to
 // read parks its socket: the socket's descriptor is armed (one-shot) in the poller's epoll
 // set and the goroutine ends; when bytes or the peer's close arrive, the poller starts a
 // new reader. Go's own netpoller keeps its registration; this is a second, independent
@@ -19,7 +19,7 @@ import (
 //
 // With 10,000 idle connections this removes 10,000 goroutine stacks (2-8 KiB each) from the
 // node's memory; a busy connection pays one epoll_ctl per inbound burst.
-type poller struct {
+type Poller struct {
 	epfd int
 	// file wraps epfd for Go's own netpoller: the poller waits for its epoll set to become
 	// readable the way any goroutine waits for a socket, never in a blocking epoll_wait
@@ -28,12 +28,13 @@ type poller struct {
 	file  *os.File
 	rc    syscall.RawConn
 	mu    sync.Mutex
-	socks map[uint64]*Socket
+	wakes map[uint64]func()
 	next  uint64
 	done  chan struct{}
 }
 
-func newPoller() (*poller, error) {
+// NewPoller starts a poller and its goroutine.
+func NewPoller() (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -48,7 +49,7 @@ func newPoller() (*poller, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &poller{epfd: epfd, file: f, rc: rc, socks: map[uint64]*Socket{}, next: 1, done: make(chan struct{})}
+	p := &Poller{epfd: epfd, file: f, rc: rc, wakes: map[uint64]func(){}, next: 1, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -56,7 +57,7 @@ func newPoller() (*poller, error) {
 func setToken(ev *unix.EpollEvent, t uint64) { ev.Fd, ev.Pad = int32(uint32(t)), int32(uint32(t>>32)) }
 func token(ev *unix.EpollEvent) uint64       { return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32 }
 
-func (p *poller) run() {
+func (p *Poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
 	for {
@@ -71,35 +72,41 @@ func (p *poller) run() {
 		}
 		for i := range events[:n] {
 			p.mu.Lock()
-			s := p.socks[token(&events[i])]
+			wake := p.wakes[token(&events[i])]
 			p.mu.Unlock()
-			if s != nil {
-				s.unpark()
+			if wake != nil {
+				wake()
 			}
 		}
 	}
 }
 
-// close stops the poller goroutine; parked sockets stay parked (their owner aborts them).
-func (p *poller) close() {
+// Close stops the poller goroutine; parked connections stay parked (their owner aborts them).
+func (p *Poller) Close() {
 	_ = p.file.Close()
 	<-p.done
 }
 
-// pollState is a socket's registration with the poller.
-type pollState struct {
+// Conn is one connection's descriptor as the poller and the raw reads and writes use it.
+type Conn struct {
 	rc    syscall.RawConn // nil: the connection cannot be parked (TLS)
 	token uint64          // 0 until first parked
 }
 
-func newPollState(c net.Conn) pollState {
+// NewConn reaches c's descriptor; a connection without one (TLS) gives a Conn whose methods
+// all answer "not this way" (ok false).
+func NewConn(c net.Conn) Conn {
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			return pollState{rc: rc}
+			return Conn{rc: rc}
 		}
 	}
-	return pollState{}
+	return Conn{}
 }
+
+// Raw reports whether the connection has a descriptor: it can be parked and read and written
+// with raw system calls.
+func (ps *Conn) Raw() bool { return ps.rc != nil }
 
 // The descriptors are nonblocking (Go's netpoller made them so), so a read or write returns
 // at once and is made as a raw system call, without telling the runtime it entered one.
@@ -174,12 +181,12 @@ func (p *rawIO) tryWrite(fd uintptr) bool {
 	return true // never wait: a full send buffer ends the attempt
 }
 
-// canTry reports whether tryWrite works on this socket (a plain TCP connection).
-func (ps *pollState) canTry() bool { return ps.rc != nil }
+// CanTry reports whether TryWrite works on this socket (a plain TCP connection).
+func (ps *Conn) CanTry() bool { return ps.rc != nil }
 
-// tryWrite writes what the socket takes of b now, without waiting for room: n bytes were
+// TryWrite writes what the socket takes of b now, without waiting for room: n bytes were
 // written; ok is false when the socket cannot be written this way (then nothing was).
-func (ps *pollState) tryWrite(b []byte) (n int, ok bool, err error) {
+func (ps *Conn) TryWrite(b []byte) (n int, ok bool, err error) {
 	if ps.rc == nil {
 		return 0, false, nil
 	}
@@ -201,21 +208,21 @@ func (ps *pollState) tryWrite(b []byte) (n int, ok bool, err error) {
 	return n, true, nil
 }
 
-// read is Read of the socket (ok false: it has no descriptor, use the connection).
-func (ps *pollState) read(b []byte) (n int, ok bool, err error) {
+// Read is Read of the socket (ok false: it has no descriptor, use the connection).
+func (ps *Conn) Read(b []byte) (n int, ok bool, err error) {
 	return ps.readRaw(b, true)
 }
 
-// tryRead reads into b what the kernel has, without waiting: n == 0 and err == nil when
+// TryRead reads into b what the kernel has, without waiting: n == 0 and err == nil when
 // there is nothing yet; io.EOF when the peer has closed. ok is false when the socket cannot
 // be read this way (TLS).
-func (ps *pollState) tryRead(b []byte) (n int, ok bool, err error) {
+func (ps *Conn) TryRead(b []byte) (n int, ok bool, err error) {
 	return ps.readRaw(b, false)
 }
 
 // readRaw is a raw read: the peer's close is io.EOF; without wait, "nothing yet" is n == 0
 // and no error.
-func (ps *pollState) readRaw(b []byte, wait bool) (n int, ok bool, err error) {
+func (ps *Conn) readRaw(b []byte, wait bool) (n int, ok bool, err error) {
 	if ps.rc == nil || len(b) == 0 {
 		return 0, false, nil
 	}
@@ -242,8 +249,8 @@ func (ps *pollState) readRaw(b []byte, wait bool) (n int, ok bool, err error) {
 	return n, true, nil
 }
 
-// write is Write of the socket: all of b, or an error (ok false: it has no descriptor).
-func (ps *pollState) write(b []byte) (ok bool, err error) {
+// Write is Write of the socket: all of b, or an error (ok false: it has no descriptor).
+func (ps *Conn) Write(b []byte) (ok bool, err error) {
 	if ps.rc == nil {
 		return false, nil
 	}
@@ -265,16 +272,16 @@ func (ps *pollState) write(b []byte) (ok bool, err error) {
 	return true, nil
 }
 
-// arm registers (or re-arms) s's descriptor for one readable event; false when it could
-// not (the connection is closed, for example), in which case the reader must not park.
-func (p *poller) arm(s *Socket) bool {
-	ps := &s.poll
+// Arm registers (or re-arms) ps's descriptor for one readable event, after which the poller
+// calls wake (once per event; the wake given first is kept); false when it could not (the
+// connection is closed, for example), in which case the reader must not park.
+func (p *Poller) Arm(ps *Conn, wake func()) bool {
 	op := unix.EPOLL_CTL_MOD
 	if ps.token == 0 {
 		p.mu.Lock()
 		ps.token = p.next
 		p.next++
-		p.socks[ps.token] = s
+		p.wakes[ps.token] = wake
 		p.mu.Unlock()
 		op = unix.EPOLL_CTL_ADD
 	}
@@ -285,15 +292,14 @@ func (p *poller) arm(s *Socket) bool {
 	return err == nil && cerr == nil
 }
 
-// forget drops s's registration (at cleanup, before the descriptor is closed).
-func (p *poller) forget(s *Socket) {
-	ps := &s.poll
+// Forget drops ps's registration (at cleanup, before the descriptor is closed).
+func (p *Poller) Forget(ps *Conn) {
 	if ps.token == 0 {
 		return
 	}
 	_ = ps.rc.Control(func(fd uintptr) { _ = rawEpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil) })
 	p.mu.Lock()
-	delete(p.socks, ps.token)
+	delete(p.wakes, ps.token)
 	p.mu.Unlock()
 }
 

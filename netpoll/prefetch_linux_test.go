@@ -1,6 +1,6 @@
 //go:build linux
 
-package wsfront
+package netpoll
 
 import (
 	"bytes"
@@ -16,14 +16,14 @@ import (
 // apart from the peer's close, and the close stays visible.
 func TestPrefetchConnHandsOutWhatItRead(t *testing.T) {
 	c, peer := tcpPair(t)
-	pc := &prefetchConn{Conn: c}
-	ps := newPollState(c)
-	if pc.fill(&ps) || pc.pending() {
+	pc := NewPrefetchConn(c)
+	ps := NewConn(c)
+	if pc.Fill(&ps) || pc.Pending() {
 		t.Fatal("fill found bytes on a silent connection")
 	}
 	peer.Write([]byte("hello"))
 	deadline := time.Now().Add(2 * time.Second)
-	for !pc.fill(&ps) {
+	for !pc.Fill(&ps) {
 		if time.Now().After(deadline) {
 			t.Fatal("fill never saw the bytes")
 		}
@@ -33,7 +33,7 @@ func TestPrefetchConnHandsOutWhatItRead(t *testing.T) {
 	if n, err := pc.Read(b); n != 2 || err != nil || string(b) != "he" {
 		t.Fatalf("first read: %q %v", b[:n], err)
 	}
-	if !pc.pending() {
+	if !pc.Pending() {
 		t.Fatal("the rest of the prefetched bytes is not pending")
 	}
 	b = make([]byte, 10)
@@ -44,8 +44,8 @@ func TestPrefetchConnHandsOutWhatItRead(t *testing.T) {
 	peer.Close()
 	time.Sleep(50 * time.Millisecond)
 	got, err := io.ReadAll(readerFunc(func(p []byte) (int, error) {
-		if !pc.pending() {
-			pc.fill(&ps)
+		if !pc.Pending() {
+			pc.Fill(&ps)
 		}
 		return pc.Read(p)
 	}))
@@ -86,14 +86,14 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // deadline, and reports a dead peer as an error.
 func TestRawWriteWaitsForRoomAndKeepsDeadlines(t *testing.T) {
 	c, peer := tcpPair(t)
-	ps := newPollState(c)
+	ps := NewConn(c)
 	want := make([]byte, 16<<20) // far more than the socket buffers hold
 	for i := range want {
 		want[i] = byte(i * 7)
 	}
 	done := make(chan error, 1)
 	go func() {
-		ok, err := ps.write(want)
+		ok, err := ps.Write(want)
 		if !ok {
 			err = errors.New("no raw write on a TCP connection")
 		}
@@ -118,7 +118,7 @@ func TestRawWriteWaitsForRoomAndKeepsDeadlines(t *testing.T) {
 
 	// Nobody reads now: the deadline ends the write.
 	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	if _, err := ps.write(want); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if _, err := ps.Write(want); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("write past the deadline: %v, want a deadline error", err)
 	}
 	c.SetWriteDeadline(time.Time{})
@@ -129,7 +129,7 @@ func TestRawWriteWaitsForRoomAndKeepsDeadlines(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	var err error
 	for range 10 {
-		if _, err = ps.write([]byte("x")); err != nil {
+		if _, err = ps.Write([]byte("x")); err != nil {
 			break
 		}
 	}
@@ -143,8 +143,8 @@ func TestRawWriteWaitsForRoomAndKeepsDeadlines(t *testing.T) {
 // peer's close as io.EOF; the prefetching connection reads through it once it has one.
 func TestRawReadWaitsAndSeesTheEnd(t *testing.T) {
 	c, peer := tcpPair(t)
-	ps := newPollState(c)
-	pc := &prefetchConn{Conn: c, ps: &ps}
+	ps := NewConn(c)
+	pc := &PrefetchConn{Conn: c, ps: &ps}
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	b := make([]byte, 16)
 	if _, err := pc.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -159,21 +159,5 @@ func TestRawReadWaitsAndSeesTheEnd(t *testing.T) {
 	got, err := io.ReadAll(pc)
 	if string(got) != "late" || err != nil {
 		t.Fatalf("read %q, %v; want what the peer wrote, then the end", got, err)
-	}
-}
-
-// A served connection's reads go through the raw read: its prefetching connection is given
-// the socket's poll state.
-func TestServedSocketReadsRaw(t *testing.T) {
-	srv, url := startFront(t, Config{})
-	c := dialRaw(t, url)
-	c.handshake()
-	socks := srv.Sockets()
-	if len(socks) != 1 {
-		t.Fatalf("%d sockets, want 1", len(socks))
-	}
-	s := socks[0]
-	if s.pc == nil || s.pc.ps != &s.poll {
-		t.Fatal("the socket's reads do not go through its poll state")
 	}
 }

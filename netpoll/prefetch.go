@@ -1,4 +1,4 @@
-package wsfront
+package netpoll
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"syscall"
 )
 
-// prefetchConn is a socket's connection as gorilla sees it: reads first hand out what the
+// PrefetchConn is a socket's connection as gorilla sees it: reads first hand out what the
 // socket's reader prefetched. The reader, before it would wait for the network (to answer
 // what it has read, or to park), asks the kernel for bytes without waiting; when some come,
 // they are kept here for the next read, so that looking costs no extra system call (a
@@ -15,31 +15,45 @@ import (
 //
 // Read and fill are called by the socket's reader goroutine only (a parked socket's next
 // reader comes after it, through s.mu); everything else goes to the connection.
-type prefetchConn struct {
+type PrefetchConn struct {
 	net.Conn
 	buf *[]byte // prefetched bytes from off on; pooled, nil when none
 	off int
 	err error // what the prefetch read ended with (io.EOF: the peer closed); sticky
 	// ps, once the socket exists, reads the descriptor without entering a system call the
 	// runtime knows of (see rawRead); nil: reads go to the connection.
-	ps *pollState
+	ps *Conn
 }
 
-var prefetchBufs = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+// PrefetchSize is the most one prefetch reads: the size of a connection's read buffer (an
+// idle connection keeps one).
+const PrefetchSize = 512
+
+var prefetchBufs = sync.Pool{New: func() any { b := make([]byte, PrefetchSize); return &b }}
+
+// NewPrefetchConn wraps c.
+func NewPrefetchConn(c net.Conn) *PrefetchConn { return &PrefetchConn{Conn: c} }
+
+// ReadRaw has reads go through ps (the connection's descriptor) from now on.
+func (p *PrefetchConn) ReadRaw(ps *Conn) { p.ps = ps }
+
+// ReadsRaw reports whether reads go through ps.
+func (p *PrefetchConn) ReadsRaw(ps *Conn) bool { return p.ps == ps }
 
 var errNoSyscallConn = errors.New("sockmesh: connection has no descriptor")
 
 // SyscallConn lets the poller reach the descriptor (a TLS connection has none to offer).
-func (p *prefetchConn) SyscallConn() (syscall.RawConn, error) {
+func (p *PrefetchConn) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := p.Conn.(syscall.Conn); ok {
 		return sc.SyscallConn()
 	}
 	return nil, errNoSyscallConn
 }
 
-func (p *prefetchConn) pending() bool { return p.buf != nil || p.err != nil }
+// Pending reports whether the next Read returns without waiting for the network.
+func (p *PrefetchConn) Pending() bool { return p.buf != nil || p.err != nil }
 
-func (p *prefetchConn) Read(b []byte) (int, error) {
+func (p *PrefetchConn) Read(b []byte) (int, error) {
 	if p.buf != nil {
 		n := copy(b, (*p.buf)[p.off:])
 		p.off += n
@@ -54,18 +68,18 @@ func (p *prefetchConn) Read(b []byte) (int, error) {
 		return 0, p.err
 	}
 	if p.ps != nil {
-		if n, ok, err := p.ps.read(b); ok {
+		if n, ok, err := p.ps.Read(b); ok {
 			return n, err
 		}
 	}
 	return p.Conn.Read(b)
 }
 
-// fill reads without waiting; true when it got bytes, the end of the stream or an error
+// Fill reads without waiting; true when it got bytes, the end of the stream or an error
 // (each of them means the next read does not wait).
-func (p *prefetchConn) fill(ps *pollState) bool {
+func (p *PrefetchConn) Fill(ps *Conn) bool {
 	bp := prefetchBufs.Get().(*[]byte)
-	n, ok, err := ps.tryRead(*bp)
+	n, ok, err := ps.TryRead(*bp)
 	switch {
 	case !ok: // cannot read this way: "maybe", and the caller reads normally
 		prefetchBufs.Put(bp)
