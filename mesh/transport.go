@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/transport"
+	"github.com/sockmesh/sockmesh/netpoll"
 )
 
 // sockmesh's own zmq4 transport, registered once per process as "smtcp". It fixes, outside the
@@ -199,7 +200,9 @@ type smConn struct {
 	// goroutine until the connection is handed to zmq4).
 	guard       *zmtpGuard
 	onHandshake func()
-	raw         *rawReader // nil: read through tc
+	// raw reads the descriptor with raw system calls (netpoll.Conn): with several nodes on
+	// one core, a runtime-visible read per link wake-up started a round of thread switches.
+	raw netpoll.Conn
 	// replay holds what the accept side's preparation read from the peer (its greeting and
 	// READY, already checked), for zmq4 to read first.
 	replay []byte
@@ -214,7 +217,7 @@ var _ net.Conn = (*smConn)(nil)
 
 func newSMConn(tc *net.TCPConn, o *connOpts, accepted bool) *smConn {
 	_ = tc.SetNoDelay(true)
-	c := &smConn{tc: tc, opts: o, accepted: accepted, raw: newRawReader(tc),
+	c := &smConn{tc: tc, opts: o, accepted: accepted, raw: netpoll.NewConn(tc),
 		guard: newZMTPGuard(accepted, o.messageLimit())}
 	if accepted {
 		return c // the preparation runs under a socket deadline instead
@@ -246,9 +249,8 @@ func (c *smConn) Read(p []byte) (int, error) {
 	}
 	var n int
 	var err error
-	if c.raw != nil {
-		n, err = c.raw.Read(p)
-	} else {
+	var raw bool
+	if n, raw, err = c.raw.Read(p); !raw {
 		n, err = c.tc.Read(p)
 	}
 	if n > 0 {
