@@ -268,11 +268,11 @@ func (b *Broker) Unsubscribe(s *wsfront.Socket, ch string) { b.UnsubscribeSub(s,
 // that want the channel.
 func (b *Broker) Publish(ch string, data json.RawMessage) { b.PublishIn(nil, ch, data) }
 
-// PublishIn implements wsfront.BatchBroker: Publish, with local sockets' frames left in
-// batch (when not nil) for its reader to write.
-func (b *Broker) PublishIn(batch *wsfront.Batch, ch string, data json.RawMessage) {
+// PublishIn implements wsfront.FanoutBroker: Publish, with local sockets' frames left in
+// fo (when not nil) for its reader to write.
+func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) {
 	b.m.pubLocal.Inc()
-	b.deliver(batch, ch, data, b.m.delLocal, b.m.latLocal)
+	b.deliver(fo, ch, data, b.m.delLocal, b.m.latLocal)
 	b.hooks.Load().forward.Publish(ch, data)
 }
 
@@ -283,7 +283,7 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 	b.deliver(nil, ch, data, b.m.delMesh, b.m.latMesh)
 }
 
-func (b *Broker) deliver(batch *wsfront.Batch, ch string, data []byte, delivered prometheus.Counter, latency prometheus.Observer) {
+func (b *Broker) deliver(fo *wsfront.Fanout, ch string, data []byte, delivered prometheus.Counter, latency prometheus.Observer) {
 	sh := b.shardOf(ch)
 	subs := sh.subscribersOf(ch)
 	if len(subs) == 0 {
@@ -304,7 +304,7 @@ func (b *Broker) deliver(batch *wsfront.Batch, ch string, data []byte, delivered
 		}
 		var ok bool
 		if ws, isSocket := s.(*wsfront.Socket); isSocket {
-			ok = ws.DeliverIn(batch, frame, since, obs)
+			ok = ws.DeliverIn(fo, frame, since, obs)
 		} else if ss, can := s.(sampledSubscriber); can && obs != nil {
 			ok = ss.DeliverSampled(frame, since, obs)
 		} else {

@@ -5,12 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,170 +19,14 @@ import (
 	"github.com/sockmesh/sockmesh/netpoll"
 )
 
-// Broker is where wsfront hands subscriptions and publications. The node implements it with
-// its broker shards. Methods are called from connection reader goroutines and must not block
-// on the network.
-type Broker interface {
-	// Subscribe adds s to channel's local subscribers; delivering to s is the broker's job
-	// from then on (through Socket.Deliver).
-	Subscribe(s *Socket, channel string)
-	// Unsubscribe removes s from channel.
-	Unsubscribe(s *Socket, channel string)
-	// Publish delivers data to every subscriber of channel, cluster-wide.
-	Publish(channel string, data json.RawMessage)
-}
-
-// Config holds a front's limits. Every zero value means the documented default.
-type Config struct {
-	// Path is the WebSocket path; zero value "/socketcluster/".
-	Path string
-	// PingInterval between the server's '' pings; zero value 8 s.
-	PingInterval time.Duration
-	// PingTimeout is announced in the handshake; a client silent for longer is closed with
-	// 4001. Zero value 30 s (socketcluster-server v20's default).
-	PingTimeout time.Duration
-	// HandshakeTimeout: a connection without #handshake by then is closed with 4005; zero
-	// value 10 s.
-	HandshakeTimeout time.Duration
-	// MaxPayload is the largest inbound frame in bytes (larger: close 1009); zero value 1 MiB.
-	MaxPayload int64
-	// MaxChannelLength in bytes; zero value 256.
-	MaxChannelLength int
-	// MaxSubscriptions per connection; zero value 1000.
-	MaxSubscriptions int
-	// SendQueueBytes bounds a connection's outbound queue; a client that lets it fill up is
-	// disconnected (slow consumer). Zero value 1 MiB.
-	SendQueueBytes int
-	// WriteTimeout bounds one write to a client; zero value 10 s.
-	WriteTimeout time.Duration
-	// BatchBytes is the most bytes packed into one outbound frame when several packets are
-	// queued (the client accepts JSON arrays of packets). Zero value 64 KiB; negative disables
-	// batching.
-	BatchBytes int
-	// WriteDelay is the coalescing window of a busy connection: publications that arrive
-	// within WriteDelay of the connection's previous write wait until the window ends and go
-	// out together in one write. A connection quiet for WriteDelay is written at once, so
-	// low-rate traffic gains no latency, and responses, events and close frames never wait
-	// (they end a running window); under fan-out load it bounds system calls to one per
-	// connection per WriteDelay. Zero value 20 ms (the CLI's default too); negative: no delay
-	// (batches form only while a write is in progress).
-	WriteDelay time.Duration
-	// ReleaseMemoryAfter: once at least this many connections have opened since the last
-	// time and a sweeper tick passes without a new one (a reconnect storm is over), the
-	// node returns the storm's garbage to the operating system (runtime/debug.FreeOSMemory:
-	// a full collection, then unused pages handed back). Without it a node keeps about
-	// twice its live heap in RSS after a storm, until later collections shrink it. Zero:
-	// never.
-	ReleaseMemoryAfter int
-	// ServerInvokeTimeout bounds Socket.Invoke when the caller's context has no deadline; zero
-	// value 10 s.
-	ServerInvokeTimeout time.Duration
-	// CheckOrigin decides whether a browser Origin may connect; nil applies
-	// Limits.AllowedOrigins (empty: every origin, as socketcluster-server does by default).
-	CheckOrigin func(r *http.Request) bool
-	// Limits are the abuse limits (connections, rates, origins).
-	Limits  Limits
-	Logger  *slog.Logger
-	Metrics *Metrics
-}
-
-// DefaultWriteDelay is Config.WriteDelay's zero value.
-const DefaultWriteDelay = 20 * time.Millisecond
-
-func (c *Config) setDefaults() {
-	if c.Path == "" {
-		c.Path = "/socketcluster/"
-	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = 8 * time.Second
-	}
-	if c.PingTimeout <= 0 {
-		c.PingTimeout = 30 * time.Second
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 10 * time.Second
-	}
-	if c.MaxPayload <= 0 {
-		c.MaxPayload = 1 << 20
-	}
-	if c.MaxChannelLength <= 0 {
-		c.MaxChannelLength = 256
-	}
-	if c.MaxSubscriptions <= 0 {
-		c.MaxSubscriptions = 1000
-	}
-	if c.SendQueueBytes <= 0 {
-		c.SendQueueBytes = 1 << 20
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
-	}
-	if c.BatchBytes == 0 {
-		c.BatchBytes = 64 << 10
-	}
-	switch {
-	case c.WriteDelay == 0:
-		c.WriteDelay = DefaultWriteDelay
-	case c.WriteDelay < 0:
-		c.WriteDelay = 0
-	}
-	if c.ServerInvokeTimeout <= 0 {
-		c.ServerInvokeTimeout = 10 * time.Second
-	}
-	c.Limits.setDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Metrics == nil {
-		c.Metrics = NewMetrics(nil)
-	}
-}
-
-// HandshakeRequest is what handshake middleware sees. Claims is nil unless the client
-// presented a valid token.
-type HandshakeRequest struct {
-	Socket *Socket
-	HTTP   *http.Request
-	Claims access.Claims
-}
-
-// SubscribeRequest is what subscribe middleware sees.
-type SubscribeRequest struct {
-	Socket      *Socket
-	Channel     string
-	WaitForAuth bool
-	// Data is the optional data the client attached to the subscription.
-	Data json.RawMessage
-}
-
-// PublishRequest is what publish middleware sees; middleware may replace Data.
-type PublishRequest struct {
-	Socket  *Socket
-	Channel string
-	Data    json.RawMessage
-}
-
-// Middleware types. Returning nil allows the action; an *scproto.Error is sent to the client as
-// is; scproto.ErrSilentBlock sends SilentMiddlewareBlockedError; any other error is sent with name
-// "Error". A handshake error's "statusCode" field (default 4008) is the close code.
-type (
-	HandshakeMiddleware func(ctx context.Context, req *HandshakeRequest) error
-	SubscribeMiddleware func(ctx context.Context, req *SubscribeRequest) error
-	PublishMiddleware   func(ctx context.Context, req *PublishRequest) error
-	// InvokeHandler answers a client invoke. Its result is marshalled as the response's data.
-	InvokeHandler func(ctx context.Context, inv *Invocation) (any, error)
-	// TransmitHandler receives a client transmit.
-	TransmitHandler func(ctx context.Context, s *Socket, data json.RawMessage)
-)
-
 // Server is one WebSocket front. Register handlers and middleware before serving.
 type Server struct {
 	cfg    Config
 	broker Broker
-	// batchBroker is broker when it can deliver within a reader's Batch (nil otherwise).
-	batchBroker BatchBroker
-	auth        *access.Auth
-	up          websocket.Upgrader
+	// fanoutBroker is broker when it can deliver within a reader's Fanout (nil otherwise).
+	fanoutBroker FanoutBroker
+	auth         *access.Auth
+	up           websocket.Upgrader
 
 	handshakeMW []HandshakeMiddleware
 	subscribeMW []SubscribeMiddleware
@@ -239,7 +81,7 @@ func New(cfg Config, broker Broker, auth *access.Auth) *Server {
 		// Without a write window, what coalesces a busy connection's publications is its
 		// writer lagging behind the readers; a reader writing each burst at once would undo
 		// that (in-process fan-out to 1,000 subscribers: 3.4M -> 1.4M deliveries/s).
-		s.batchBroker, _ = broker.(BatchBroker)
+		s.fanoutBroker, _ = broker.(FanoutBroker)
 	}
 	s.workers = newWorkers(keptWorkers)
 	if p, err := netpoll.NewPoller(); err == nil {
@@ -396,71 +238,6 @@ func (s *Server) removeSocket(sock *Socket) {
 	s.cfg.Metrics.Connections.Dec()
 	for _, f := range s.onClose {
 		f(sock)
-	}
-}
-
-// sweeper is the one goroutine that keeps time for every socket: handshake timeouts, pong
-// timeouts and pings. A connection therefore needs no timer or ticker of its own.
-func (s *Server) sweeper() {
-	defer s.wg.Done()
-	// A short tick keeps each tick's share of the pings (and so of the pong wake-ups) small;
-	// a sweep is a few field reads per socket.
-	tick := min(s.cfg.PingInterval, s.cfg.HandshakeTimeout, s.cfg.PingTimeout) / 16
-	tick = min(max(tick, 10*time.Millisecond), 500*time.Millisecond)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	var socks []*Socket
-	var opened, released uint64 // connection counts at the last tick and the last release
-	for {
-		select {
-		case <-s.stopSweep:
-			return
-		case now := <-t.C:
-			if n := s.idSeq.Load(); s.cfg.ReleaseMemoryAfter > 0 {
-				if n == opened && n-released >= uint64(s.cfg.ReleaseMemoryAfter) {
-					start := time.Now()
-					debug.FreeOSMemory()
-					released = n
-					s.cfg.Logger.Debug("connection storm over: memory returned to the OS", "took", time.Since(start).String())
-				}
-				opened = n
-			}
-			s.mu.Lock()
-			socks = socks[:0]
-			for k := range s.sockets {
-				socks = append(socks, k)
-			}
-			s.mu.Unlock()
-			if prev := s.lastTick.Load(); now.UnixNano()-prev > int64(s.cfg.PingTimeout) {
-				s.expireAll(socks, prev, time.Duration(now.UnixNano()-prev))
-			}
-			s.lastTick.Store(now.UnixNano())
-			for _, sk := range socks {
-				sk.sweep(now)
-			}
-			clear(socks)
-		}
-	}
-}
-
-// expireAll drops every connection opened before the process stalled at prev: their clients
-// stopped hearing pings for longer than the ping timeout, gave up and (socketcluster-client)
-// reconnected elsewhere, so what they sent before is stale — publishing it now would deliver
-// it after what they published since, out of order. The connection is cut without a close
-// handshake (its client is gone) and without reading further.
-func (s *Server) expireAll(socks []*Socket, prev int64, stalled time.Duration) {
-	n := 0
-	for _, sk := range socks {
-		if sk.born.UnixNano() <= prev {
-			sk.expired.Store(true)
-			sk.abort()
-			n++
-		}
-	}
-	if n > 0 {
-		s.cfg.Metrics.PongTimeouts.Add(float64(n))
-		s.cfg.Logger.Warn("this process did not run for longer than the ping timeout: its clients have given up; connections dropped, what they sent since is ignored",
-			"stalled", stalled.Round(time.Millisecond), "ping_timeout", s.cfg.PingTimeout, "connections", n)
 	}
 }
 

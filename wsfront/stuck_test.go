@@ -29,7 +29,7 @@ func TestStuckSubscribersDoNotStallPublisher(t *testing.T) {
 		t.Skip("about 12 s of load")
 	}
 	run := func(stuck, queue int) (ack, deliver time.Duration) {
-		srv, url := startBatchFront(t, Config{WriteTimeout: 10 * time.Second, SendQueueBytes: queue})
+		srv, url := startFanoutFront(t, Config{WriteTimeout: 10 * time.Second, SendQueueBytes: queue})
 		_ = srv
 		for range stuck {
 			stuckSubscriber(t, url, "x")
@@ -106,7 +106,7 @@ func TestStuckSubscribersDoNotStallPublisher(t *testing.T) {
 // docs/compatibility.md promise (the chaos suite's stuck clients cannot take it: their kernel
 // buffers are full, and they see the TCP cut instead).
 func TestSlowConsumerGets4100(t *testing.T) {
-	srv, url := startBatchFront(t, Config{SendQueueBytes: 64 << 10})
+	srv, url := startFanoutFront(t, Config{SendQueueBytes: 64 << 10})
 	sub := dialRaw(t, url)
 	sub.handshake()
 	sub.send(`{"event":"#subscribe","data":{"channel":"x"},"cid":2}`)
@@ -133,7 +133,7 @@ func TestSlowConsumerGets4100(t *testing.T) {
 // large enough never to overflow, is cut once one write to it has waited --write-timeout, and
 // counted; the publisher is not held up meanwhile.
 func TestStuckSubscriberCutWithinWriteTimeout(t *testing.T) {
-	srv, url := startBatchFront(t, Config{WriteTimeout: time.Second, SendQueueBytes: 256 << 20})
+	srv, url := startFanoutFront(t, Config{WriteTimeout: time.Second, SendQueueBytes: 256 << 20})
 	stuckSubscriber(t, url, "x")
 	pub := dialRaw(t, url)
 	pub.handshake()

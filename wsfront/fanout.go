@@ -8,37 +8,37 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// BatchBroker is a Broker that can deliver a publication within a Batch: the reader that
-// handles a client's publications passes its batch, and the subscribers' frames are then
+// FanoutBroker is a Broker that can deliver a publication within a Fanout: the reader that
+// handles a client's publications passes its fanout, and the subscribers' frames are then
 // written once the reader has handled everything the client sent in one go, by the reader
 // itself, rather than by waking each subscriber's writer goroutine per publication.
-type BatchBroker interface {
+type FanoutBroker interface {
 	Broker
 	// PublishIn is Publish, delivering to local sockets through DeliverIn with b.
-	PublishIn(b *Batch, channel string, data json.RawMessage)
+	PublishIn(b *Fanout, channel string, data json.RawMessage)
 }
 
-// Batch holds the sockets that publications handled by one reader queued frames to while
-// their writers were idle; the reader writes them (flushBatch) when it is about to wait
-// for the network, before it parks, or when the batch is large. Each socket is in at most
-// one batch at a time (Socket.inBatch); a socket in some batch needs no other wake-up.
-type Batch struct {
+// Fanout holds the sockets that publications handled by one reader queued frames to while
+// their writers were idle; the reader writes them (flushFanout) when it is about to wait
+// for the network, before it parks, or when the fanout is large. Each socket is in at most
+// one fanout at a time (Socket.inFanout); a socket in some fanout needs no other wake-up.
+type Fanout struct {
 	socks []*Socket
 }
 
-// maxBatchSockets bounds the sockets a reader collects and then writes itself: a burst of
+// maxFanoutSockets bounds the sockets a reader collects and then writes itself: a burst of
 // publications to many channels, or one to a large channel, must not hold the first
 // subscribers' frames back until the whole burst is read, nor keep the reader writing for
-// long. Past it the subscribers' writers are woken as without a batch: they take turns with
+// long. Past it the subscribers' writers are woken as without a fanout: they take turns with
 // the readers, so a large fan-out is written interleaved with the next publications (and
 // coalesces with them) instead of one reader writing a thousand connections while the other
 // publishers wait.
-const maxBatchSockets = 64
+const maxFanoutSockets = 64
 
 // DeliverIn queues a shared, already encoded publication frame, as Deliver; with b, when
 // the socket's writer is idle, the frame waits for b's reader to write it. obs, when not
 // nil, observes the seconds since since once the frame is written (see DeliverSampled).
-func (s *Socket) DeliverIn(b *Batch, frame []byte, since time.Time, obs prometheus.Observer) bool {
+func (s *Socket) DeliverIn(b *Fanout, frame []byte, since time.Time, obs prometheus.Observer) bool {
 	return s.queueFrame(frame, false, false, b, obs, since)
 }
 
@@ -48,27 +48,27 @@ func (s *Socket) writerIdle() bool {
 	return s.carry == nil && (!s.writing || s.idleWait && !s.lent)
 }
 
-// flushBatch writes what the reader's batch collected; reader goroutine only.
-func (s *Socket) flushBatch() {
-	b := &s.batch
+// flushFanout writes what the reader's fanout collected; reader goroutine only.
+func (s *Socket) flushFanout() {
+	b := &s.fanout
 	if len(b.socks) == 0 {
 		return
 	}
 	now := time.Now()
 	for i, t := range b.socks {
 		b.socks[i] = nil
-		t.writeBatched(now)
+		t.writeFannedOut(now)
 	}
 	b.socks = b.socks[:0]
 }
 
-// writeBatched writes the socket's queue for the batch that held it, or wakes its writer
+// writeFannedOut writes the socket's queue for the fanout that held it, or wakes its writer
 // when it must not be written here: a writer is busy, or the queued publications must wait
-// out the rest of the write window (now is the batch's time, a little early: it can only err
+// out the rest of the write window (now is the fanout's time, a little early: it can only err
 // on the writer's side).
-func (s *Socket) writeBatched(now time.Time) {
+func (s *Socket) writeFannedOut(now time.Time) {
 	s.mu.Lock()
-	s.inBatch = false
+	s.inFanout = false
 	if len(s.queue) == 0 || s.closing && s.closeCode == 0 {
 		s.mu.Unlock()
 		return

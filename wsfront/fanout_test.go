@@ -14,19 +14,19 @@ import (
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
-// batchBroker is memBroker that also delivers within a reader's batch, as node.Broker does.
-type batchBroker struct{ *memBroker }
+// fanoutBroker is memBroker that also delivers within a reader's fanout, as node.Broker does.
+type fanoutBroker struct{ *memBroker }
 
-func (b batchBroker) PublishIn(batch *Batch, ch string, data json.RawMessage) {
+func (b fanoutBroker) PublishIn(fo *Fanout, ch string, data json.RawMessage) {
 	frame := scproto.EncodePublish(ch, data)
 	for _, s := range b.targets(ch) {
-		s.DeliverIn(batch, frame, time.Time{}, nil)
+		s.DeliverIn(fo, frame, time.Time{}, nil)
 	}
 }
 
-func startBatchFront(t *testing.T, cfg Config) (*Server, string) {
+func startFanoutFront(t *testing.T, cfg Config) (*Server, string) {
 	t.Helper()
-	b := batchBroker{&memBroker{subs: map[string]map[*Socket]bool{}}}
+	b := fanoutBroker{&memBroker{subs: map[string]map[*Socket]bool{}}}
 	srv := New(cfg, b, nil)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(srv.Close)
@@ -34,11 +34,11 @@ func startBatchFront(t *testing.T, cfg Config) (*Server, string) {
 	return srv, "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
 }
 
-// subscriberAndPublisher starts a batch front (set up by setup, if any, before anyone
+// subscriberAndPublisher starts a fanout front (set up by setup, if any, before anyone
 // connects) and connects a client subscribed to "a" (c, its socket sub) and a publisher p.
 func subscriberAndPublisher(t *testing.T, cfg Config, setup ...func(*Server)) (c *rawClient, sub *Socket, p *rawClient) {
 	t.Helper()
-	srv, url := startBatchFront(t, cfg)
+	srv, url := startFanoutFront(t, cfg)
 	for _, f := range setup {
 		f(srv)
 	}
@@ -85,7 +85,7 @@ next:
 func TestPublicationsAreWrittenByThePublishersReader(t *testing.T) {
 	for _, delay := range []time.Duration{20 * time.Millisecond, -1} {
 		t.Run("delay="+delay.String(), func(t *testing.T) {
-			srv, url := startBatchFront(t, Config{WriteDelay: delay})
+			srv, url := startFanoutFront(t, Config{WriteDelay: delay})
 			var subs []*rawClient
 			var socks []*Socket
 			for _, ch := range []string{"a", "b"} {
@@ -125,17 +125,17 @@ func TestPublicationsAreWrittenByThePublishersReader(t *testing.T) {
 	}
 }
 
-// writerRuns: s has a writer goroutine (or a batch still to write it).
+// writerRuns: s has a writer goroutine (or a fanout still to write it).
 func writerRuns(s *Socket) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writing || s.inBatch
+	return s.writing || s.inFanout
 }
 
-// Publications written from a batch count as writes for the write window: a subscriber
+// Publications written from a fanout count as writes for the write window: a subscriber
 // written a moment ago gets the next publications together once the window is over, as it
 // does from its own writer (TestWriteDelayCoalescesPublicationsButNotResponses).
-func TestBatchedPublicationsKeepTheWriteWindow(t *testing.T) {
+func TestFannedOutPublicationsKeepTheWriteWindow(t *testing.T) {
 	const delay = 400 * time.Millisecond
 	c, sub, p := subscriberAndPublisher(t, Config{WriteDelay: delay})
 	c.rawBatches = true
@@ -159,17 +159,17 @@ func TestBatchedPublicationsKeepTheWriteWindow(t *testing.T) {
 	}
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
-	if sub.inBatch || sub.lent {
-		t.Fatalf("subscriber left in a batch (%v) or lent (%v)", sub.inBatch, sub.lent)
+	if sub.inFanout || sub.lent {
+		t.Fatalf("subscriber left in a fanout (%v) or lent (%v)", sub.inFanout, sub.lent)
 	}
 }
 
-// Publications through batches (several publishers' readers), through the writer (the
+// Publications through fanouts (several publishers' readers), through the writer (the
 // server's own publications) and replies, all to the same subscribers at once: every
 // frame arrives, each source's in its order. Run under -race, this is the check that
 // readers borrowing a connection and its writer never write at the same time.
-func TestBatchesWritersAndRepliesInterleaveInOrder(t *testing.T) {
-	srv, url := startBatchFront(t, Config{WriteDelay: time.Millisecond})
+func TestFanoutsWritersAndRepliesInterleaveInOrder(t *testing.T) {
+	srv, url := startFanoutFront(t, Config{WriteDelay: time.Millisecond})
 	const nSubs, nPubs, perPub = 4, 3, 300
 	subs := make([]*rawClient, nSubs)
 	for i := range subs {
@@ -303,7 +303,7 @@ func TestWriterWaitsWhileItsConnectionIsLent(t *testing.T) {
 // Handlers and middleware may take their time: publications the reader has collected are
 // written before it calls one, not after (a publication followed by a slow call in the same
 // burst is not held back by the call).
-func TestBatchIsWrittenBeforeSlowHandlerOrMiddleware(t *testing.T) {
+func TestFanoutIsWrittenBeforeSlowHandlerOrMiddleware(t *testing.T) {
 	const slow = time.Second
 	c, _, p := subscriberAndPublisher(t, Config{WriteDelay: 20 * time.Millisecond}, func(srv *Server) {
 		srv.HandleInvoke("slow", func(context.Context, *Invocation) (any, error) {

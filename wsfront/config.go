@@ -1,0 +1,127 @@
+package wsfront
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Broker is where wsfront hands subscriptions and publications. The node implements it with
+// its broker shards. Methods are called from connection reader goroutines and must not block
+// on the network.
+type Broker interface {
+	// Subscribe adds s to channel's local subscribers; delivering to s is the broker's job
+	// from then on (through Socket.Deliver).
+	Subscribe(s *Socket, channel string)
+	// Unsubscribe removes s from channel.
+	Unsubscribe(s *Socket, channel string)
+	// Publish delivers data to every subscriber of channel, cluster-wide.
+	Publish(channel string, data json.RawMessage)
+}
+
+// Config holds a front's limits. Every zero value means the documented default.
+type Config struct {
+	// Path is the WebSocket path; zero value "/socketcluster/".
+	Path string
+	// PingInterval between the server's '' pings; zero value 8 s.
+	PingInterval time.Duration
+	// PingTimeout is announced in the handshake; a client silent for longer is closed with
+	// 4001. Zero value 30 s (socketcluster-server v20's default).
+	PingTimeout time.Duration
+	// HandshakeTimeout: a connection without #handshake by then is closed with 4005; zero
+	// value 10 s.
+	HandshakeTimeout time.Duration
+	// MaxPayload is the largest inbound frame in bytes (larger: close 1009); zero value 1 MiB.
+	MaxPayload int64
+	// MaxChannelLength in bytes; zero value 256.
+	MaxChannelLength int
+	// MaxSubscriptions per connection; zero value 1000.
+	MaxSubscriptions int
+	// SendQueueBytes bounds a connection's outbound queue; a client that lets it fill up is
+	// disconnected (slow consumer). Zero value 1 MiB.
+	SendQueueBytes int
+	// WriteTimeout bounds one write to a client; zero value 10 s.
+	WriteTimeout time.Duration
+	// BatchBytes is the most bytes packed into one outbound frame when several packets are
+	// queued (the client accepts JSON arrays of packets). Zero value 64 KiB; negative disables
+	// batching.
+	BatchBytes int
+	// WriteDelay is the coalescing window of a busy connection: publications that arrive
+	// within WriteDelay of the connection's previous write wait until the window ends and go
+	// out together in one write. A connection quiet for WriteDelay is written at once, so
+	// low-rate traffic gains no latency, and responses, events and close frames never wait
+	// (they end a running window); under fan-out load it bounds system calls to one per
+	// connection per WriteDelay. Zero value 20 ms (the CLI's default too); negative: no delay
+	// (batches form only while a write is in progress).
+	WriteDelay time.Duration
+	// ReleaseMemoryAfter: once at least this many connections have opened since the last
+	// time and a sweeper tick passes without a new one (a reconnect storm is over), the
+	// node returns the storm's garbage to the operating system (runtime/debug.FreeOSMemory:
+	// a full collection, then unused pages handed back). Without it a node keeps about
+	// twice its live heap in RSS after a storm, until later collections shrink it. Zero:
+	// never.
+	ReleaseMemoryAfter int
+	// ServerInvokeTimeout bounds Socket.Invoke when the caller's context has no deadline; zero
+	// value 10 s.
+	ServerInvokeTimeout time.Duration
+	// CheckOrigin decides whether a browser Origin may connect; nil applies
+	// Limits.AllowedOrigins (empty: every origin, as socketcluster-server does by default).
+	CheckOrigin func(r *http.Request) bool
+	// Limits are the abuse limits (connections, rates, origins).
+	Limits  Limits
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// DefaultWriteDelay is Config.WriteDelay's zero value.
+const DefaultWriteDelay = 20 * time.Millisecond
+
+func (c *Config) setDefaults() {
+	if c.Path == "" {
+		c.Path = "/socketcluster/"
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 8 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 30 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = 1 << 20
+	}
+	if c.MaxChannelLength <= 0 {
+		c.MaxChannelLength = 256
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 1000
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = 1 << 20
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 64 << 10
+	}
+	switch {
+	case c.WriteDelay == 0:
+		c.WriteDelay = DefaultWriteDelay
+	case c.WriteDelay < 0:
+		c.WriteDelay = 0
+	}
+	if c.ServerInvokeTimeout <= 0 {
+		c.ServerInvokeTimeout = 10 * time.Second
+	}
+	c.Limits.setDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+}
