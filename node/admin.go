@@ -41,7 +41,7 @@ func (n *Node) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(n.Cluster())
 	})
-	n.api.registerLocal(mux)
+	n.api.RegisterLocal(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	// Profiles for operators (the admin address is loopback by default).
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

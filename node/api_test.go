@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/sockmesh/sockmesh/httpapi"
 	"go.uber.org/goleak"
 )
 
@@ -106,7 +107,7 @@ func TestAPIAuth(t *testing.T) {
 	if code, _ := call(t, "GET", n.APIURL()+"/api/nothing", "", ""); code != 401 {
 		t.Errorf("unknown path without key: %d", code)
 	}
-	if got := counterValue(n.api.requests.WithLabelValues("info", "401")); got != 3 {
+	if got := apiRequests(t, n, "info", "401"); got != 3 {
 		t.Errorf("401s counted %v, want 3", got)
 	}
 	req, _ := http.NewRequest("GET", u, nil)
@@ -121,7 +122,7 @@ func TestAPIAuth(t *testing.T) {
 	if info.Self != "a1" {
 		t.Errorf("info: %+v", info)
 	}
-	if got := counterValue(n.api.requests.WithLabelValues("info", "200")); got != 1 {
+	if got := apiRequests(t, n, "info", "200"); got != 1 {
 		t.Errorf("200s counted %v", got)
 	}
 	// The /local/ endpoints on the admin listener need the key too.
@@ -246,7 +247,7 @@ func TestAPIChannelsKickDisconnect(t *testing.T) {
 		_, _, err := alice.ReadMessage()
 		if err != nil {
 			var ce *websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != DefaultDisconnectCode || ce.Text != "banned" {
+			if !errors.As(err, &ce) || ce.Code != httpapi.DefaultDisconnectCode || ce.Text != "banned" {
 				t.Fatalf("alice closed with %v", err)
 			}
 			break
@@ -367,4 +368,28 @@ func TestAPIStartStopLeavesNoGoroutines(t *testing.T) {
 	if err := n.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// apiRequests reads sockmesh_api_requests_total{endpoint,code} from the node's registry.
+func apiRequests(t *testing.T, n *Node, endpoint, code string) float64 {
+	t.Helper()
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "sockmesh_api_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["endpoint"] == endpoint && l["code"] == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

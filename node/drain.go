@@ -310,7 +310,7 @@ func (n *Node) drainForbidden(r *http.Request) string {
 	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsLoopback() {
 		return ""
 	}
-	if n.api != nil && n.api.authorized(r) {
+	if n.api != nil && n.api.Authorized(r) {
 		return ""
 	}
 	return "drain: allowed from loopback, or with the API key (--api-key) in X-API-Key or Authorization: apikey KEY"

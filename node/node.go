@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sockmesh/sockmesh/access"
+	"github.com/sockmesh/sockmesh/demo"
+	"github.com/sockmesh/sockmesh/httpapi"
 	"github.com/sockmesh/sockmesh/mesh"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsfront"
@@ -26,7 +28,7 @@ type Node struct {
 	front  *wsfront.Server
 	broker *Broker
 	mesh   *mesh.Mesh
-	api    *api
+	api    *httpapi.API
 	policy *access.Policy
 
 	mu        sync.Mutex
@@ -80,9 +82,12 @@ func New(cfg Config) (*Node, error) {
 		n.front.UseHook(&h)
 	}
 	if cfg.Demo {
-		InstallDemo(n)
+		demo.Install(n.front, n.Publish)
 	}
-	n.api = newAPI(n)
+	n.api = httpapi.New(apiNode{n}, httpapi.Config{
+		Key: cfg.APIKey, Policy: n.policy, EnforcePolicy: cfg.APIEnforcePolicy,
+		MaxPayload: n.front.Config().MaxPayload, MaxChannelLength: n.front.Config().MaxChannelLength,
+	}, n.reg)
 	return n, nil
 }
 
@@ -198,7 +203,7 @@ func (n *Node) Start(ctx context.Context) error {
 	go func() { defer n.serveDone.Done(); _ = n.front.Serve(wsLn) }()
 	go func() { defer n.serveDone.Done(); _ = n.adminSrv.Serve(adminLn) }()
 	if apiLn != nil {
-		n.apiSrv = &http.Server{Handler: n.api.handler(), ReadHeaderTimeout: 10 * time.Second}
+		n.apiSrv = &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		n.serveDone.Add(1)
 		go func() { defer n.serveDone.Done(); _ = n.apiSrv.Serve(apiLn) }()
 	}
@@ -277,7 +282,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.cfg.Logger.Warn("mesh close", "err", cerr)
 	}
 	_ = n.adminSrv.Close()
-	n.api.client.CloseIdleConnections()
+	n.api.Close()
 	n.serveDone.Wait()
 	n.cfg.Logger.Info("node stopped", "name", n.cfg.Name)
 	n.finishDrain(err)

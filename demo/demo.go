@@ -1,4 +1,4 @@
-package node
+package demo
 
 import (
 	"context"
@@ -11,7 +11,8 @@ import (
 	"github.com/sockmesh/sockmesh/wsfront"
 )
 
-// InstallDemo registers the demo application on n: a few procedures and access rules for
+// Install registers the demo application on the front f (publish publishes cluster-wide, as
+// the node does): a few procedures and access rules for
 // trying sockmesh out and for compatibility tests. It is NOT for production: anyone can log
 // in as anyone.
 //
@@ -19,8 +20,7 @@ import (
 // message]}, serverTransmit {event, data}, serverInvoke {event, data}, serverPublish
 // {channel, data}, disconnectMe {code, reason}. Subscribing to denied.* is refused;
 // private.* requires authentication.
-func InstallDemo(n *Node) {
-	f := n.front
+func Install(f *wsfront.Server, publish func(channel string, data json.RawMessage) error) {
 	f.HandleInvoke("echo", func(_ context.Context, inv *wsfront.Invocation) (any, error) {
 		return inv.Data, nil
 	})
@@ -98,7 +98,7 @@ func InstallDemo(n *Node) {
 		if json.Unmarshal(inv.Data, &req) != nil {
 			return nil, scproto.NewError("InvalidArgumentsError", `serverPublish expects {"channel": string, "data": any}`)
 		}
-		if err := n.Publish(req.Channel, req.Data); err != nil {
+		if err := publish(req.Channel, req.Data); err != nil {
 			return nil, scproto.NewError("InvalidActionError", err.Error())
 		}
 		return nil, nil
