@@ -373,23 +373,5 @@ func TestAPIStartStopLeavesNoGoroutines(t *testing.T) {
 // apiRequests reads sockmesh_api_requests_total{endpoint,code} from the node's registry.
 func apiRequests(t *testing.T, n *Node, endpoint, code string) float64 {
 	t.Helper()
-	mfs, err := n.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "sockmesh_api_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				l[lp.GetName()] = lp.GetValue()
-			}
-			if l["endpoint"] == endpoint && l["code"] == code {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return findMetric(t, n, "sockmesh_api_requests_total", map[string]string{"endpoint": endpoint, "code": code}).GetCounter().GetValue()
 }

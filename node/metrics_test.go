@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // One publication in latencySample per shard has its publish-to-write time observed, by
@@ -49,21 +51,33 @@ func TestPublishToWriteLatencySampled(t *testing.T) {
 
 func histogramCount(t *testing.T, n *Node, origin string) uint64 {
 	t.Helper()
+	return findMetric(t, n, "sockmesh_publish_to_write_seconds", map[string]string{"origin": origin}).GetHistogram().GetSampleCount()
+}
+
+// findMetric is the sample of the metric name whose labels include want (nil if none).
+func findMetric(t *testing.T, n *Node, name string, want map[string]string) *dto.Metric {
+	t.Helper()
 	mfs, err := n.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "sockmesh_publish_to_write_seconds" {
+		if mf.GetName() != name {
 			continue
 		}
+	metrics:
 		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "origin" && l.GetValue() == origin {
-					return m.GetHistogram().GetSampleCount()
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue metrics
 				}
 			}
+			return m
 		}
 	}
-	return 0
+	return nil
 }
