@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,13 @@ type Hook struct {
 	Header http.Header
 	Client *http.Client
 }
+
+// DefaultHookTimeout is Hook.Timeout's zero value.
+const DefaultHookTimeout = 2 * time.Second
+
+// DefaultHookActions are what a hook with no Actions decides: per-message publish calls are
+// costly, so they are asked for explicitly.
+func DefaultHookActions() []string { return []string{"handshake", "subscribe"} }
 
 // HookRequest is the body of a hook call.
 type HookRequest struct {
@@ -66,7 +74,7 @@ type HookResponse struct {
 // Wants reports whether the hook decides action.
 func (h *Hook) Wants(action string) bool {
 	if len(h.Actions) == 0 {
-		return action == "handshake" || action == "subscribe"
+		return slices.Contains(DefaultHookActions(), action)
 	}
 	for _, a := range h.Actions {
 		if a == action {
@@ -82,7 +90,7 @@ func (h *Hook) Wants(action string) bool {
 func (h *Hook) Call(ctx context.Context, req HookRequest, calls *prometheus.CounterVec) (*HookResponse, error) {
 	timeout := h.Timeout
 	if timeout <= 0 {
-		timeout = 2 * time.Second
+		timeout = DefaultHookTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

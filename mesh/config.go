@@ -160,6 +160,15 @@ type Config struct {
 // ErrNameTaken is returned by Start when a different live process holds the logical name.
 var ErrNameTaken = errors.New("mesh: logical node name already held by a live node")
 
+// DefaultConfig is the configuration a zero Config of the given profile stands for, every
+// documented default filled in. MaxFrame follows MaxPublication (1 MiB here).
+func DefaultConfig(profile string) (Config, error) {
+	c := Config{Profile: profile, Name: "-", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0"}
+	d, err := c.withDefaults()
+	d.Name, d.MeshAddr, d.GossipAddr = "", "", "" // required, no default
+	return d, err
+}
+
 func (c *Config) withDefaults() (Config, error) {
 	cfg := *c
 	if cfg.Name == "" {

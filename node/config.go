@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sockmesh/sockmesh/access"
+	"github.com/sockmesh/sockmesh/mesh"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
 
@@ -102,6 +103,30 @@ type Config struct {
 	Demo bool
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
+}
+
+// Defaults is the configuration a zero Config stands for, every documented default filled
+// in: the front's (wsfront.DefaultConfig), the mesh's (mesh.DefaultConfig) and the node's
+// own. `sockmesh serve` takes each flag's default from it, so a program embedding the node
+// gets what the command line gets. Shards stays 0 (one per CPU); Name is the host name.
+func Defaults() Config {
+	var c Config
+	_ = c.setDefaults() // only the zero Config's own checks: none fail
+	c.Logger = nil
+	c.Shards = 0
+	c.Front = wsfront.DefaultConfig()
+	m, err := mesh.DefaultConfig(c.GossipProfile)
+	if err != nil {
+		panic(err) // the default profile is known
+	}
+	c.MeshPeerBuffer, c.MeshPeerQueue = m.PeerBuffer, m.PeerQueueBytes
+	c.MeshMaxHandshakes, c.MeshHandshakeTimeout = m.MaxPendingHandshakes, m.HandshakeTimeout
+	c.MeshInterestInterval, c.MeshInterestBytes = m.InterestFlushInterval, m.InterestMessageBytes
+	c.MeshRetainBytes, c.MeshRetainAge, c.MeshRepairWait = m.RetainBytes, m.RetainAge, m.RepairWait
+	c.MeshReorderBytes, c.MeshRepairRate = m.ReorderBytes, m.RepairRate
+	c.Hook.Actions = access.DefaultHookActions()
+	c.Hook.Timeout = access.DefaultHookTimeout
+	return c
 }
 
 func (c *Config) setDefaults() error {

@@ -59,8 +59,8 @@ type Config struct {
 	// time and a sweeper tick passes without a new one (a reconnect storm is over), the
 	// node returns the storm's garbage to the operating system (runtime/debug.FreeOSMemory:
 	// a full collection, then unused pages handed back). Without it a node keeps about
-	// twice its live heap in RSS after a storm, until later collections shrink it. Zero:
-	// never.
+	// twice its live heap in RSS after a storm, until later collections shrink it. Zero
+	// value 1,000; negative: never.
 	ReleaseMemoryAfter int
 	// ServerInvokeTimeout bounds Socket.Invoke when the caller's context has no deadline; zero
 	// value 10 s.
@@ -76,6 +76,15 @@ type Config struct {
 
 // DefaultWriteDelay is Config.WriteDelay's zero value.
 const DefaultWriteDelay = 20 * time.Millisecond
+
+// DefaultConfig is the configuration a zero Config stands for: every documented default
+// filled in (no logger, no metrics). The CLI takes its flag defaults from it.
+func DefaultConfig() Config {
+	var c Config
+	c.setDefaults()
+	c.Logger, c.Metrics = nil, nil
+	return c
+}
 
 func (c *Config) setDefaults() {
 	if c.Path == "" {
@@ -113,6 +122,12 @@ func (c *Config) setDefaults() {
 		c.WriteDelay = DefaultWriteDelay
 	case c.WriteDelay < 0:
 		c.WriteDelay = 0
+	}
+	switch {
+	case c.ReleaseMemoryAfter == 0:
+		c.ReleaseMemoryAfter = 1000
+	case c.ReleaseMemoryAfter < 0:
+		c.ReleaseMemoryAfter = 0 // never
 	}
 	if c.ServerInvokeTimeout <= 0 {
 		c.ServerInvokeTimeout = 10 * time.Second

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -13,155 +14,14 @@ import (
 	"time"
 
 	"github.com/sockmesh/sockmesh/node"
-	"github.com/sockmesh/sockmesh/wsfront"
 )
 
 func runServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var cfg node.Config
-	host, _ := os.Hostname()
-	fs.StringVar(&cfg.Name, "name", host, "node name, unique in the cluster")
-	fs.StringVar(&cfg.WSAddr, "ws-addr", "127.0.0.1:8000", "client listener; WebSocket path /socketcluster/")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:8001", "operator HTTP: /healthz, /readyz, /metrics, /cluster")
-	fs.StringVar(&cfg.MeshAddr, "mesh-addr", "127.0.0.1:8002", "ZeroMQ publish socket bind address")
-	fs.StringVar(&cfg.GossipAddr, "gossip-addr", "127.0.0.1:8003", "Serf bind address (TCP and UDP)")
-	fs.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host others should dial, when it differs from the bind host")
-	join := fs.String("join", "", "comma-separated gossip addresses of seed peers; empty = start a new cluster")
-	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "lan", "failure detection timing: lan (about 1 s) or wan")
-	clusterKey := fs.String("cluster-key", "", "base64 of 32 random bytes shared by every node (head -c 32 /dev/urandom | base64): encrypts gossip and seals node-to-node traffic; empty: open mesh, trusted networks only")
-	meshMaxFrame := byteSize(0)
-	fs.Var(&meshMaxFrame, "mesh-max-frame", "largest node-to-node message in bytes, checked before anything is allocated; the same on every node (0: --max-payload + 128 KiB)")
-	meshPeerBuffer := byteSize(32 << 20)
-	fs.Var(&meshPeerBuffer, "mesh-peer-buffer", "bytes queued for one peer before it is cut as a slow peer (it redials; its loss shows in its gap counters)")
-	meshPeerQueue := byteSize(16 << 20)
-	fs.Var(&meshPeerQueue, "mesh-peer-queue", "publication bytes waiting for one peer before batching; past it the peer is cut as a slow peer")
-	fs.IntVar(&cfg.MeshMaxHandshakes, "mesh-max-handshakes", 64, "mesh connections in their handshake at once (past it the oldest is closed)")
-	fs.DurationVar(&cfg.MeshHandshakeTimeout, "mesh-handshake-timeout", 2*time.Second, "longest mesh handshake (cluster-key proof and ZMTP greeting), dial and accept side")
-	fs.DurationVar(&cfg.MeshInterestInterval, "mesh-interest-interval", 20*time.Millisecond, "least time between two interest announcements: subscribe changes within it go out together")
-	meshInterestBytes := byteSize(256 << 10)
-	fs.Var(&meshInterestBytes, "mesh-interest-bytes", "channel names in one interest announcement or snapshot part (bounds control traffic per interval)")
-	meshRetainBytes := byteSize(64 << 20)
-	fs.Var(&meshRetainBytes, "mesh-retain-bytes", "publications kept per peer link to retransmit what the peer missed (freeze, partition, cut); 0: none kept, no repair")
-	fs.DurationVar(&cfg.MeshRetainAge, "mesh-retain-age", 30*time.Second, "oldest publication kept for retransmission: loss from a fault longer than this is counted, not repaired")
-	fs.DurationVar(&cfg.MeshRepairWait, "mesh-repair-wait", 3*time.Second, "longest a peer's later publications wait, in order, behind a repair that makes no progress (then the gap is counted as lost)")
-	meshReorderBytes := byteSize(16 << 20)
-	fs.Var(&meshReorderBytes, "mesh-reorder-bytes", "bytes of a peer's publications that may wait behind a repair; past it the gap is counted as lost")
-	meshRepairRate := byteSize(32 << 20)
-	fs.Var(&meshRepairRate, "mesh-repair-rate", "retransmission bytes per second to one peer (it also waits while the peer's send queue is half full)")
-	fs.IntVar(&cfg.Shards, "shards", 0, "broker shards (0 = number of CPUs)")
-	configPath := fs.String("config", "", "optional YAML file with the same keys as these flags")
-	fs.DurationVar(&cfg.Front.PingInterval, "ping-interval", 8*time.Second, "interval between server pings")
-	fs.DurationVar(&cfg.Front.PingTimeout, "ping-timeout", 30*time.Second, "close a client silent this long (4001); announced to clients")
-	fs.DurationVar(&cfg.Front.HandshakeTimeout, "handshake-timeout", 10*time.Second, "close a connection without #handshake by then (4005)")
-	maxPayload := byteSize(1 << 20)
-	fs.Var(&maxPayload, "max-payload", "largest inbound frame in bytes (larger: close 1009)")
-	fs.IntVar(&cfg.Front.MaxChannelLength, "max-channel-length", 256, "longest channel name in bytes")
-	fs.IntVar(&cfg.Front.MaxSubscriptions, "max-subscriptions", 1000, "subscriptions per connection")
-	sendQueue := byteSize(1 << 20)
-	fs.Var(&sendQueue, "send-queue", "bytes queued for one client before it is disconnected as a slow consumer")
-	fs.DurationVar(&cfg.Front.WriteTimeout, "write-timeout", 10*time.Second, "longest single write to a client")
-	fs.IntVar(&cfg.Front.ReleaseMemoryAfter, "release-memory-after", 1000, "after this many new connections, once a few seconds pass without one, return freed memory to the OS (0: never)")
-	fs.DurationVar(&cfg.Front.WriteDelay, "write-delay", wsfront.DefaultWriteDelay, "coalescing window of a busy connection: publications within this time of its previous write go out together in one write; responses never wait (0: none, lowest latency, fewer messages/s)")
-	fs.IntVar(&cfg.Front.Limits.MaxConnections, "max-connections", 200000, "client connections on this node (-1: no limit)")
-	fs.IntVar(&cfg.Front.Limits.MaxConnectionsPerIP, "max-connections-per-ip", 10000, "client connections from one IP (-1: no limit)")
-	fs.Float64Var(&cfg.Front.Limits.HandshakeRatePerIP, "handshake-rate-per-ip", 1000, "new connections per second from one IP, with an equal burst (-1: no limit)")
-	fs.Float64Var(&cfg.Front.Limits.PublishRate, "publish-rate", 5000, "publications per second per connection, with an equal burst (-1: no limit)")
-	fs.Float64Var(&cfg.Front.Limits.EventRate, "event-rate", 5000, "application events (invokes and transmits) per second per connection, with an equal burst (-1: no limit)")
-	origins := fs.String("allowed-origins", "", "comma-separated browser Origins allowed to connect (https://app.example.com, *.example.com); empty: all")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate file (PEM) for the client listener; with --tls-key, clients use wss://")
-	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key file (PEM) for --tls-cert")
-	fs.StringVar(&cfg.AuthKey, "auth-key", "", "HS256 key for auth tokens, shared by every node of a cluster (empty: no tokens)")
-	pubKeys := fs.String("auth-public-key", "", "comma-separated PEM files of public keys verifying RS/PS/ES/EdDSA tokens from your auth service (re-read when changed)")
-	fs.StringVar(&cfg.AuthJWKSURL, "auth-jwks-url", "", "JWKS URL of your auth service (refreshed every 5 min and on an unknown key id)")
-	fs.StringVar(&cfg.AuthIssuer, "auth-issuer", "", "required iss of client tokens (empty: not checked)")
-	fs.StringVar(&cfg.AuthAudience, "auth-audience", "", "required aud of client tokens (empty: not checked)")
-	fs.StringVar(&cfg.AccessPolicyFile, "access-policy", "", "YAML channel access policy (who may subscribe and publish, by channel pattern); empty: all allowed")
-	fs.StringVar(&cfg.Hook.URL, "hook-url", "", "your backend's decision endpoint (POST JSON) for handshake/subscribe/publish/invoke; empty: none")
-	hookActions := fs.String("hook-actions", "handshake,subscribe", "what the hook decides: any of handshake, subscribe, publish, invoke")
-	fs.DurationVar(&cfg.Hook.Timeout, "hook-timeout", 2*time.Second, "timeout of one hook call")
-	fs.BoolVar(&cfg.Hook.FailOpen, "hook-fail-open", false, "allow when the hook is unreachable or fails (default: deny with HookUnavailableError)")
-	fs.StringVar(&cfg.APIAddr, "api-addr", "", "HTTP API listener (/api/publish, /api/channels, ...); empty: no API")
-	fs.StringVar(&cfg.APIKey, "api-key", "", "key the HTTP API requires (header Authorization: apikey KEY, or X-API-Key); shared by every node")
-	fs.BoolVar(&cfg.APIEnforcePolicy, "api-enforce-policy", false, "check API publications against --access-policy's publish rules as an unauthenticated client (default: the API is trusted)")
-	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", 24*time.Hour, "lifetime of issued tokens")
-	fs.DurationVar(&cfg.DrainDuration, "drain-duration", 10*time.Second, "spread client closes over this long when draining (SIGTERM, sockmesh drain)")
-	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
-	printConfig := fs.Bool("print-config", false, "print the effective configuration (flags, environment, file) as YAML and exit")
-	version := fs.Bool("version", false, "print the version and build information and exit")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "text or json")
-	if err := fs.Parse(args); err != nil {
+	cfg, exit, err := parseServe(args, os.Stdout)
+	if err != nil || exit {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	if err := applyEnvAndConfig(fs, *configPath); err != nil {
-		return err
-	}
-	if *version {
-		fmt.Println(versionString())
-		return nil
-	}
-	if *printConfig {
-		return printEffective(os.Stdout, fs)
-	}
-	cfg.Front.MaxPayload = int64(maxPayload)
-	cfg.Front.SendQueueBytes = int(sendQueue)
-	cfg.MeshMaxFrame = int(meshMaxFrame)
-	cfg.MeshPeerBuffer = int(meshPeerBuffer)
-	cfg.MeshPeerQueue = int(meshPeerQueue)
-	cfg.MeshInterestBytes = int(meshInterestBytes)
-	cfg.MeshRetainBytes = int(meshRetainBytes)
-	if cfg.MeshRetainBytes == 0 {
-		cfg.MeshRetainBytes = -1 // the flag's 0 means none; the config's zero value means the default
-	}
-	if cfg.Front.WriteDelay == 0 {
-		cfg.Front.WriteDelay = -1 // likewise: --write-delay 0 means no delay
-	}
-	cfg.MeshReorderBytes = int(meshReorderBytes)
-	cfg.MeshRepairRate = int(meshRepairRate)
-	if *clusterKey != "" {
-		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*clusterKey))
-		if err != nil {
-			return fmt.Errorf("cluster-key: not base64: %w", err)
-		}
-		if len(k) != 32 {
-			return fmt.Errorf("cluster-key: %d bytes, want 32 (head -c 32 /dev/urandom | base64)", len(k))
-		}
-		cfg.ClusterKey = k
-	}
-	for _, a := range strings.Split(*hookActions, ",") {
-		switch a = strings.TrimSpace(a); a {
-		case "handshake", "subscribe", "publish", "invoke":
-			cfg.Hook.Actions = append(cfg.Hook.Actions, a)
-		case "":
-		default:
-			return fmt.Errorf("hook-actions: %q is not handshake, subscribe, publish or invoke", a)
-		}
-	}
-	for _, k := range strings.Split(*pubKeys, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			cfg.AuthPublicKeys = append(cfg.AuthPublicKeys, k)
-		}
-	}
-	for _, o := range strings.Split(*origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.Front.Limits.AllowedOrigins = append(cfg.Front.Limits.AllowedOrigins, o)
-		}
-	}
-	if *join != "" {
-		for _, j := range strings.Split(*join, ",") {
-			if j = strings.TrimSpace(j); j != "" {
-				cfg.Join = append(cfg.Join, j)
-			}
-		}
-	}
-	logger, err := newLogger(*logLevel, *logFormat)
-	if err != nil {
-		return err
-	}
-	cfg.Logger = logger
+	logger := cfg.Logger
 	if cfg.AuthKey == "" && len(cfg.AuthPublicKeys) == 0 && cfg.AuthJWKSURL == "" {
 		logger.Warn("no --auth-key, --auth-public-key or --auth-jwks-url: tokens can neither be issued nor accepted")
 	}
@@ -199,6 +59,159 @@ func runServe(args []string) error {
 		return err
 	}
 	return fatal
+}
+
+// parseServe turns serve's flags, environment and config file into the node's
+// configuration. exit is true when a flag asked for output only (--version, --print-config),
+// written to out. Every flag's default is node.Defaults()'s value: a program embedding the
+// node with a zero Config gets what `sockmesh serve` gets (TestServeFlagsAreTheLibraryDefaults).
+func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	d := node.Defaults()
+	fs.StringVar(&cfg.Name, "name", d.Name, "node name, unique in the cluster")
+	fs.StringVar(&cfg.WSAddr, "ws-addr", d.WSAddr, "client listener; WebSocket path /socketcluster/")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", d.AdminAddr, "operator HTTP: /healthz, /readyz, /metrics, /cluster")
+	fs.StringVar(&cfg.MeshAddr, "mesh-addr", d.MeshAddr, "ZeroMQ publish socket bind address")
+	fs.StringVar(&cfg.GossipAddr, "gossip-addr", d.GossipAddr, "Serf bind address (TCP and UDP)")
+	fs.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host others should dial, when it differs from the bind host")
+	join := fs.String("join", "", "comma-separated gossip addresses of seed peers; empty = start a new cluster")
+	fs.StringVar(&cfg.GossipProfile, "gossip-profile", d.GossipProfile, "failure detection timing: lan (about 1 s) or wan")
+	clusterKey := fs.String("cluster-key", "", "base64 of 32 random bytes shared by every node (head -c 32 /dev/urandom | base64): encrypts gossip and seals node-to-node traffic; empty: open mesh, trusted networks only")
+	meshMaxFrame := byteSize(0)
+	fs.Var(&meshMaxFrame, "mesh-max-frame", "largest node-to-node message in bytes, checked before anything is allocated; the same on every node (0: --max-payload + 128 KiB)")
+	meshPeerBuffer := byteSize(d.MeshPeerBuffer)
+	fs.Var(&meshPeerBuffer, "mesh-peer-buffer", "bytes queued for one peer before it is cut as a slow peer (it redials; its loss shows in its gap counters)")
+	meshPeerQueue := byteSize(d.MeshPeerQueue)
+	fs.Var(&meshPeerQueue, "mesh-peer-queue", "publication bytes waiting for one peer before batching; past it the peer is cut as a slow peer")
+	fs.IntVar(&cfg.MeshMaxHandshakes, "mesh-max-handshakes", d.MeshMaxHandshakes, "mesh connections in their handshake at once (past it the oldest is closed)")
+	fs.DurationVar(&cfg.MeshHandshakeTimeout, "mesh-handshake-timeout", d.MeshHandshakeTimeout, "longest mesh handshake (cluster-key proof and ZMTP greeting), dial and accept side")
+	fs.DurationVar(&cfg.MeshInterestInterval, "mesh-interest-interval", d.MeshInterestInterval, "least time between two interest announcements: subscribe changes within it go out together")
+	meshInterestBytes := byteSize(d.MeshInterestBytes)
+	fs.Var(&meshInterestBytes, "mesh-interest-bytes", "channel names in one interest announcement or snapshot part (bounds control traffic per interval)")
+	meshRetainBytes := byteSize(d.MeshRetainBytes)
+	fs.Var(&meshRetainBytes, "mesh-retain-bytes", "publications kept per peer link to retransmit what the peer missed (freeze, partition, cut); 0: none kept, no repair")
+	fs.DurationVar(&cfg.MeshRetainAge, "mesh-retain-age", d.MeshRetainAge, "oldest publication kept for retransmission: loss from a fault longer than this is counted, not repaired")
+	fs.DurationVar(&cfg.MeshRepairWait, "mesh-repair-wait", d.MeshRepairWait, "longest a peer's later publications wait, in order, behind a repair that makes no progress (then the gap is counted as lost)")
+	meshReorderBytes := byteSize(d.MeshReorderBytes)
+	fs.Var(&meshReorderBytes, "mesh-reorder-bytes", "bytes of a peer's publications that may wait behind a repair; past it the gap is counted as lost")
+	meshRepairRate := byteSize(d.MeshRepairRate)
+	fs.Var(&meshRepairRate, "mesh-repair-rate", "retransmission bytes per second to one peer (it also waits while the peer's send queue is half full)")
+	fs.IntVar(&cfg.Shards, "shards", d.Shards, "broker shards (0 = number of CPUs)")
+	configPath := fs.String("config", "", "optional YAML file with the same keys as these flags")
+	fs.DurationVar(&cfg.Front.PingInterval, "ping-interval", d.Front.PingInterval, "interval between server pings")
+	fs.DurationVar(&cfg.Front.PingTimeout, "ping-timeout", d.Front.PingTimeout, "close a client silent this long (4001); announced to clients")
+	fs.DurationVar(&cfg.Front.HandshakeTimeout, "handshake-timeout", d.Front.HandshakeTimeout, "close a connection without #handshake by then (4005)")
+	maxPayload := byteSize(d.Front.MaxPayload)
+	fs.Var(&maxPayload, "max-payload", "largest inbound frame in bytes (larger: close 1009)")
+	fs.IntVar(&cfg.Front.MaxChannelLength, "max-channel-length", d.Front.MaxChannelLength, "longest channel name in bytes")
+	fs.IntVar(&cfg.Front.MaxSubscriptions, "max-subscriptions", d.Front.MaxSubscriptions, "subscriptions per connection")
+	sendQueue := byteSize(d.Front.SendQueueBytes)
+	fs.Var(&sendQueue, "send-queue", "bytes queued for one client before it is disconnected as a slow consumer")
+	fs.DurationVar(&cfg.Front.WriteTimeout, "write-timeout", d.Front.WriteTimeout, "longest single write to a client")
+	fs.IntVar(&cfg.Front.ReleaseMemoryAfter, "release-memory-after", d.Front.ReleaseMemoryAfter, "after this many new connections, once a few seconds pass without one, return freed memory to the OS (0: never)")
+	fs.DurationVar(&cfg.Front.WriteDelay, "write-delay", d.Front.WriteDelay, "coalescing window of a busy connection: publications within this time of its previous write go out together in one write; responses never wait (0: none, lowest latency, fewer messages/s)")
+	fs.IntVar(&cfg.Front.Limits.MaxConnections, "max-connections", d.Front.Limits.MaxConnections, "client connections on this node (-1: no limit)")
+	fs.IntVar(&cfg.Front.Limits.MaxConnectionsPerIP, "max-connections-per-ip", d.Front.Limits.MaxConnectionsPerIP, "client connections from one IP (-1: no limit)")
+	fs.Float64Var(&cfg.Front.Limits.HandshakeRatePerIP, "handshake-rate-per-ip", d.Front.Limits.HandshakeRatePerIP, "new connections per second from one IP, with an equal burst (-1: no limit)")
+	fs.Float64Var(&cfg.Front.Limits.PublishRate, "publish-rate", d.Front.Limits.PublishRate, "publications per second per connection, with an equal burst (-1: no limit)")
+	fs.Float64Var(&cfg.Front.Limits.EventRate, "event-rate", d.Front.Limits.EventRate, "application events (invokes and transmits) per second per connection, with an equal burst (-1: no limit)")
+	origins := fs.String("allowed-origins", "", "comma-separated browser Origins allowed to connect (https://app.example.com, *.example.com); empty: all")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate file (PEM) for the client listener; with --tls-key, clients use wss://")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key file (PEM) for --tls-cert")
+	fs.StringVar(&cfg.AuthKey, "auth-key", "", "HS256 key for auth tokens, shared by every node of a cluster (empty: no tokens)")
+	pubKeys := fs.String("auth-public-key", "", "comma-separated PEM files of public keys verifying RS/PS/ES/EdDSA tokens from your auth service (re-read when changed)")
+	fs.StringVar(&cfg.AuthJWKSURL, "auth-jwks-url", "", "JWKS URL of your auth service (refreshed every 5 min and on an unknown key id)")
+	fs.StringVar(&cfg.AuthIssuer, "auth-issuer", "", "required iss of client tokens (empty: not checked)")
+	fs.StringVar(&cfg.AuthAudience, "auth-audience", "", "required aud of client tokens (empty: not checked)")
+	fs.StringVar(&cfg.AccessPolicyFile, "access-policy", "", "YAML channel access policy (who may subscribe and publish, by channel pattern); empty: all allowed")
+	fs.StringVar(&cfg.Hook.URL, "hook-url", "", "your backend's decision endpoint (POST JSON) for handshake/subscribe/publish/invoke; empty: none")
+	hookActions := fs.String("hook-actions", strings.Join(d.Hook.Actions, ","), "what the hook decides: any of handshake, subscribe, publish, invoke")
+	fs.DurationVar(&cfg.Hook.Timeout, "hook-timeout", d.Hook.Timeout, "timeout of one hook call")
+	fs.BoolVar(&cfg.Hook.FailOpen, "hook-fail-open", false, "allow when the hook is unreachable or fails (default: deny with HookUnavailableError)")
+	fs.StringVar(&cfg.APIAddr, "api-addr", "", "HTTP API listener (/api/publish, /api/channels, ...); empty: no API")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "key the HTTP API requires (header Authorization: apikey KEY, or X-API-Key); shared by every node")
+	fs.BoolVar(&cfg.APIEnforcePolicy, "api-enforce-policy", false, "check API publications against --access-policy's publish rules as an unauthenticated client (default: the API is trusted)")
+	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", d.AuthExpiry, "lifetime of issued tokens")
+	fs.DurationVar(&cfg.DrainDuration, "drain-duration", d.DrainDuration, "spread client closes over this long when draining (SIGTERM, sockmesh drain)")
+	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration (flags, environment, file) as YAML and exit")
+	version := fs.Bool("version", false, "print the version and build information and exit")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return cfg, false, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := applyEnvAndConfig(fs, *configPath); err != nil {
+		return cfg, false, err
+	}
+	if *version {
+		fmt.Fprintln(out, versionString())
+		return cfg, true, nil
+	}
+	if *printConfig {
+		return cfg, true, printEffective(out, fs)
+	}
+	cfg.Front.MaxPayload = int64(maxPayload)
+	cfg.Front.SendQueueBytes = int(sendQueue)
+	cfg.MeshMaxFrame = int(meshMaxFrame)
+	cfg.MeshPeerBuffer = int(meshPeerBuffer)
+	cfg.MeshPeerQueue = int(meshPeerQueue)
+	cfg.MeshInterestBytes = int(meshInterestBytes)
+	cfg.MeshRetainBytes = int(meshRetainBytes)
+	if cfg.MeshRetainBytes == 0 {
+		cfg.MeshRetainBytes = -1 // the flag's 0 means none; the config's zero value means the default
+	}
+	if cfg.Front.WriteDelay == 0 {
+		cfg.Front.WriteDelay = -1 // likewise: --write-delay 0 means no delay
+	}
+	if cfg.Front.ReleaseMemoryAfter == 0 {
+		cfg.Front.ReleaseMemoryAfter = -1 // and --release-memory-after 0 means never
+	}
+	cfg.MeshReorderBytes = int(meshReorderBytes)
+	cfg.MeshRepairRate = int(meshRepairRate)
+	if *clusterKey != "" {
+		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*clusterKey))
+		if err != nil {
+			return cfg, false, fmt.Errorf("cluster-key: not base64: %w", err)
+		}
+		if len(k) != 32 {
+			return cfg, false, fmt.Errorf("cluster-key: %d bytes, want 32 (head -c 32 /dev/urandom | base64)", len(k))
+		}
+		cfg.ClusterKey = k
+	}
+	for _, a := range strings.Split(*hookActions, ",") {
+		switch a = strings.TrimSpace(a); a {
+		case "handshake", "subscribe", "publish", "invoke":
+			cfg.Hook.Actions = append(cfg.Hook.Actions, a)
+		case "":
+		default:
+			return cfg, false, fmt.Errorf("hook-actions: %q is not handshake, subscribe, publish or invoke", a)
+		}
+	}
+	for _, k := range strings.Split(*pubKeys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			cfg.AuthPublicKeys = append(cfg.AuthPublicKeys, k)
+		}
+	}
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.Front.Limits.AllowedOrigins = append(cfg.Front.Limits.AllowedOrigins, o)
+		}
+	}
+	if *join != "" {
+		for _, j := range strings.Split(*join, ",") {
+			if j = strings.TrimSpace(j); j != "" {
+				cfg.Join = append(cfg.Join, j)
+			}
+		}
+	}
+	if cfg.Logger, err = newLogger(*logLevel, *logFormat); err != nil {
+		return cfg, false, err
+	}
+	return cfg, false, nil
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {

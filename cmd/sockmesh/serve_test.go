@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sockmesh/sockmesh/node"
+)
+
+// TestServeFlagsAreTheLibraryDefaults: `sockmesh serve` without flags configures the node
+// exactly as a program that embeds it with a zero node.Config: every flag's default is the
+// library's. (Before, the two were written down twice and drifted: a program got write
+// delay 0 and never released memory after a reconnect storm, the CLI 20 ms and 1,000.)
+func TestServeFlagsAreTheLibraryDefaults(t *testing.T) {
+	for _, kv := range os.Environ() { // SOCKMESH_<FLAG> would set a flag
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "SOCKMESH_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+	cfg, exit, err := parseServe(nil, io.Discard)
+	if err != nil || exit {
+		t.Fatalf("parseServe: %v (exit %v)", err, exit)
+	}
+	cfg.Logger = nil
+	want := node.Defaults()
+	// What no flag sets: the library's defaults apply to both alike.
+	cfg.Front.Path, cfg.Front.BatchBytes, cfg.Front.ServerInvokeTimeout = want.Front.Path, want.Front.BatchBytes, want.Front.ServerInvokeTimeout
+	for _, d := range diff("", reflect.ValueOf(cfg), reflect.ValueOf(want)) {
+		t.Error(d)
+	}
+}
+
+// diff lists the fields where a and b differ, by path.
+func diff(path string, a, b reflect.Value) []string {
+	if a.Kind() == reflect.Struct {
+		var out []string
+		for i := range a.NumField() {
+			out = append(out, diff(path+"."+a.Type().Field(i).Name, a.Field(i), b.Field(i))...)
+		}
+		return out
+	}
+	if a.Kind() == reflect.Func {
+		if a.IsNil() != b.IsNil() {
+			return []string{path + ": func set on one side only"}
+		}
+		return nil
+	}
+	if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+		return []string{fmt.Sprintf("%s: flag default %v, library default %v", path, a.Interface(), b.Interface())}
+	}
+	return nil
+}
