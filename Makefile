@@ -41,10 +41,11 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzRepairReceiver$$' -fuzztime=5s ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=3s ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzLocalInterest$$' -fuzztime=3s ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzRequestBodies$$' -fuzztime=3s ./httpapi
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsframe:FuzzParse scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest
+FUZZ_TARGETS := wsframe:FuzzParse scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest httpapi:FuzzRequestBodies
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done
