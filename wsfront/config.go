@@ -43,10 +43,16 @@ type Config struct {
 	SendQueueBytes int
 	// WriteTimeout bounds one write to a client; zero value 10 s.
 	WriteTimeout time.Duration
-	// BatchBytes is the most bytes packed into one outbound frame when several packets are
-	// queued (the client accepts JSON arrays of packets). Zero value 64 KiB; negative disables
-	// batching.
-	BatchBytes int
+	// WriteBytes is the most bytes of queued frames coalesced into one write system call.
+	// Zero value 64 KiB; negative: one frame per write.
+	WriteBytes int
+	// ArrayFrames packs the packets waiting for one client into one JSON array frame (a
+	// SocketCluster "batch", as socketcluster-server sends after socket.startBatching()) instead
+	// of one frame per packet. Only clients that parse arrays read them: the npm
+	// socketcluster-client does; sacOO7's Go and Python clients, and others that parse one JSON
+	// object per frame, lose every packet of such a frame. Off by default, as in
+	// socketcluster-server (docs/compatibility.md).
+	ArrayFrames bool
 	// WriteDelay is the coalescing window of a busy connection: publications that arrive
 	// within WriteDelay of the connection's previous write wait until the window ends and go
 	// out together in one write. A connection quiet for WriteDelay is written at once, so
@@ -114,8 +120,8 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
-	if c.BatchBytes == 0 {
-		c.BatchBytes = 64 << 10
+	if c.WriteBytes == 0 {
+		c.WriteBytes = 64 << 10
 	}
 	switch {
 	case c.WriteDelay == 0:

@@ -17,6 +17,7 @@ type Metrics struct {
 	FramesIn          prometheus.Counter
 	FramesOut         prometheus.Counter
 	PacketsOut        prometheus.Counter
+	Writes            prometheus.Counter
 	Subscribes        prometheus.Counter
 	SubscribeFailures *prometheus.CounterVec
 	Publishes         prometheus.Counter
@@ -48,7 +49,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Oversized:         c("oversized_frames_total", "Connections closed with 1009 for a frame over the size limit."),
 		RawFrames:         c("raw_frames_total", "Inbound frames that were not a protocol packet (ignored)."),
 		FramesIn:          c("frames_received_total", "Inbound WebSocket frames."),
-		FramesOut:         c("frames_sent_total", "Outbound WebSocket frames (a batch counts once)."),
+		FramesOut:         c("frames_sent_total", "Outbound WebSocket frames (an array frame with --array-frames counts once)."),
+		Writes:            c("writes_total", "Writes of queued frames to clients, each one system call carrying one or more frames (frames_sent_total / writes_total is the coalescing)."),
 		PacketsOut:        c("packets_sent_total", "Outbound protocol packets."),
 		Subscribes:        c("subscribes_total", "Accepted subscriptions."),
 		SubscribeFailures: cv("subscribe_failures_total", "Refused subscriptions, by reason.", "reason"),
@@ -63,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.UpgradeFailures, m.Handshakes, m.HandshakeFailures, m.AuthFailures,
 			m.TokensIssued, m.PongTimeouts, m.SlowConsumers, m.Oversized, m.RawFrames, m.FramesIn, m.FramesOut,
-			m.PacketsOut, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events, m.Refused, m.HookCalls, m.HandlerPanics, m.WriteTimeouts)
+			m.PacketsOut, m.Writes, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events, m.Refused, m.HookCalls, m.HandlerPanics, m.WriteTimeouts)
 	}
 	return m
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsframe"
@@ -312,8 +313,9 @@ func TestSlowConsumerIsCutOthersKeepReceiving(t *testing.T) {
 	}
 }
 
-func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
-	srv, url := startFront(t, Config{})
+// With ArrayFrames, packets waiting for one client go out packed into JSON array frames.
+func TestArrayFramesPackWaitingPackets(t *testing.T) {
+	srv, url := startFront(t, Config{ArrayFrames: true})
 	c := dialRaw(t, url)
 	c.rawBatches = true
 	c.handshake()
@@ -352,15 +354,57 @@ func TestServerWritesBatchesWhenSeveralFramesWait(t *testing.T) {
 	}
 }
 
+// By default every packet is its own frame, as socketcluster-server writes (clients that parse
+// one JSON object per frame lose every packet of an array frame), and frames that wait go out
+// together in one write all the same.
+func TestOnePacketPerFrameCoalescedIntoFewWrites(t *testing.T) {
+	srv, url := startFront(t, Config{})
+	c := dialRaw(t, url)
+	c.rawBatches = true
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	m := srv.cfg.Metrics
+	frames0, writes0 := testutil.ToFloat64(m.FramesOut), testutil.ToFloat64(m.Writes)
+	for i := 0; i < 200; i++ {
+		srv.broker.Publish("a", json.RawMessage(strconv.Itoa(i)))
+	}
+	for i := 0; i < 200; i++ {
+		f, err := c.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct {
+			Event string
+			Data  struct{ Data int }
+		}
+		if err := json.Unmarshal([]byte(f), &p); err != nil || p.Event != "#publish" || p.Data.Data != i {
+			t.Fatalf("frame %d is not publication %d alone: %.60s (%v)", i, i, f, err)
+		}
+	}
+	frames, writes := testutil.ToFloat64(m.FramesOut)-frames0, testutil.ToFloat64(m.Writes)-writes0
+	t.Logf("200 publications: %.0f frames in %.0f writes", frames, writes)
+	if frames != 200 || writes >= frames {
+		t.Fatalf("%.0f frames in %.0f writes: want 200 frames, fewer writes", frames, writes)
+	}
+}
+
 // Calls that arrive together are answered together: the reader writes its answers itself
-// once it has handled everything it read (one array frame, one write), rather than a writer
-// goroutine racing it and sending the first answer alone.
-func TestCallsReadTogetherAreAnsweredInOneFrame(t *testing.T) {
-	_, url := startFront(t, Config{})
+// once it has handled everything it read (one write: five frames, or one array frame with
+// ArrayFrames), rather than a writer goroutine racing it and sending the first answer alone.
+func TestCallsReadTogetherAreAnsweredInOneWrite(t *testing.T) {
+	for _, arrays := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ArrayFrames=%v", arrays), func(t *testing.T) { callsAnsweredTogether(t, arrays) })
+	}
+}
+
+func callsAnsweredTogether(t *testing.T, arrays bool) {
+	srv, url := startFront(t, Config{ArrayFrames: arrays})
 	c := dialRaw(t, url)
 	c.rawBatches = true
 	c.handshake()
 	for round := 0; round < 20; round++ {
+		writes0 := testutil.ToFloat64(srv.cfg.Metrics.Writes)
 		// Five calls in one TCP write (frames built with wsframe: gorilla writes one frame
 		// per system call).
 		var burst []byte
@@ -371,14 +415,29 @@ func TestCallsReadTogetherAreAnsweredInOneFrame(t *testing.T) {
 		if _, err := c.ws.UnderlyingConn().Write(burst); err != nil {
 			t.Fatal(err)
 		}
-		m, err := c.next()
-		if err != nil {
-			t.Fatal(err)
+		var got string
+		for len(got) == 0 || !arrays && strings.Count(got, "rid") < 5 {
+			m, err := c.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !arrays && strings.HasPrefix(m, "[") {
+				t.Fatalf("round %d: an array frame without ArrayFrames: %s", round, m)
+			}
+			got += m
 		}
 		for i := 0; i < 5; i++ {
-			if want := `{"rid":` + strconv.Itoa(2+round*5+i) + `}`; !strings.Contains(m, want) {
-				t.Fatalf("round %d: first frame %s lacks %s: the answers to one read were split", round, m, want)
+			if want := `{"rid":` + strconv.Itoa(2+round*5+i) + `}`; !strings.Contains(got, want) {
+				t.Fatalf("round %d: %s lacks %s: the answers to one read were split", round, got, want)
 			}
+		}
+		w := testutil.ToFloat64(srv.cfg.Metrics.Writes) - writes0
+		for deadline := time.Now().Add(time.Second); w == 0 && time.Now().Before(deadline); { // counted after the write returns
+			time.Sleep(time.Millisecond)
+			w = testutil.ToFloat64(srv.cfg.Metrics.Writes) - writes0
+		}
+		if w != 1 {
+			t.Fatalf("round %d: the five answers took %.0f writes", round, w)
 		}
 	}
 }
@@ -444,7 +503,7 @@ func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
 // and go out together; a response is never held back; a quiet connection is written at once.
 func TestWriteDelayCoalescesPublicationsButNotResponses(t *testing.T) {
 	const delay = 400 * time.Millisecond
-	srv, url := startFront(t, Config{WriteDelay: delay})
+	srv, url := startFront(t, Config{WriteDelay: delay, ArrayFrames: true}) // "together" = one array frame
 	c := dialRaw(t, url)
 	c.rawBatches = true
 	c.handshake()

@@ -222,15 +222,17 @@ func (s *Socket) sweep(now time.Time) {
 	}
 }
 
-// writeFrames writes frames, packing runs of them into JSON array frames. With try, it never
-// waits for the socket: it stops when the socket takes no more, and returns the index of the
-// first frame it did not start (next) and the unwritten end of the one it was writing (carry,
-// a copy); without try, it writes everything (next == len(frames), carry nil).
+// writeFrames writes frames, a run of them at a time in one write system call: each in its
+// own WebSocket frame (the default, as socketcluster-server writes), or, with ArrayFrames,
+// packed into one JSON array frame. With try, it never waits for the socket: it stops when the
+// socket takes no more, and returns the index of the first frame it did not start (next) and
+// the unwritten end of the run it was writing (carry, a copy); without try, it writes
+// everything (next == len(frames), carry nil).
 func (s *Socket) writeFrames(frames [][]byte, pack *[]byte, try bool) (next int, carry []byte, err error) {
 	cfg := &s.srv.cfg
 	m := cfg.Metrics
 	for i := 0; i < len(frames); {
-		if len(frames[i]) == 0 { // a ping: alone, never inside a batch
+		if len(frames[i]) == 0 { // a ping: never inside an array
 			if try {
 				if carry, err = s.tryWrite(emptyTextFrame); err != nil || carry != nil {
 					return i + 1, carry, err
@@ -238,20 +240,21 @@ func (s *Socket) writeFrames(frames [][]byte, pack *[]byte, try bool) (next int,
 			} else if err := s.writeRaw(emptyTextFrame); err != nil {
 				return i, nil, err
 			}
+			m.Writes.Inc()
+			m.FramesOut.Inc()
 			i++
 			continue
 		}
-		// Pack as many consecutive frames as fit into one JSON array frame: one write and
-		// one WebSocket frame instead of many.
+		// The run: as many consecutive frames as fit into WriteBytes.
 		j := i + 1
-		size := len(frames[i])
-		if cfg.BatchBytes > 0 {
-			size += 2
-			for j < len(frames) && len(frames[j]) > 0 && size+len(frames[j])+1 <= cfg.BatchBytes {
-				size += len(frames[j]) + 1
+		size := len(frames[i]) + wsframe.MaxServerHeader
+		if cfg.WriteBytes > 0 {
+			for j < len(frames) && len(frames[j]) > 0 && size+len(frames[j])+wsframe.MaxServerHeader <= cfg.WriteBytes {
+				size += len(frames[j]) + wsframe.MaxServerHeader
 				j++
 			}
 		}
+		wsFrames := j - i
 		if j == i+1 && len(frames[i]) > directWriteMin {
 			// Large: header and the shared bytes in one writev, no copy.
 			var hdr [wsframe.MaxServerHeader]byte
@@ -263,35 +266,29 @@ func (s *Socket) writeFrames(frames [][]byte, pack *[]byte, try bool) (next int,
 				err = s.writeBufs(&bufs)
 			}
 		} else {
-			b := append((*pack)[:0], make([]byte, wsframe.MaxServerHeader)...)
-			if j == i+1 {
-				b = append(b, frames[i]...)
+			var b []byte
+			if cfg.ArrayFrames && j > i+1 {
+				b = appendArrayFrame((*pack)[:0], frames[i:j])
+				wsFrames = 1
 			} else {
-				b = append(b, '[')
-				for k := i; k < j; k++ {
-					if k > i {
-						b = append(b, ',')
-					}
-					b = append(b, frames[k]...)
+				b = (*pack)[:0]
+				for _, f := range frames[i:j] {
+					b = wsframe.AppendHeader(b, wsframe.Text, len(f), nil)
+					b = append(b, f...)
 				}
-				b = append(b, ']')
 			}
 			*pack = b
-			// The header goes right before the payload, in the space reserved for it.
-			var hdr [wsframe.MaxServerHeader]byte
-			h := wsframe.AppendHeader(hdr[:0], wsframe.Text, len(b)-wsframe.MaxServerHeader, nil)
-			start := wsframe.MaxServerHeader - len(h)
-			copy(b[start:], h)
 			if try {
-				carry, err = s.tryWrite(b[start:])
+				carry, err = s.tryWrite(b)
 			} else {
-				err = s.writeRaw(b[start:])
+				err = s.writeRaw(b)
 			}
 		}
 		if err != nil {
 			return i, nil, err
 		}
-		m.FramesOut.Inc()
+		m.Writes.Inc()
+		m.FramesOut.Add(float64(wsFrames))
 		m.PacketsOut.Add(float64(j - i))
 		i = j
 		if carry != nil {
@@ -299,6 +296,23 @@ func (s *Socket) writeFrames(frames [][]byte, pack *[]byte, try bool) (next int,
 		}
 	}
 	return len(frames), nil, nil
+}
+
+// appendArrayFrame appends one text frame holding the packets as a JSON array.
+func appendArrayFrame(b []byte, packets [][]byte) []byte {
+	n := 1 + len(packets) // brackets and commas
+	for _, p := range packets {
+		n += len(p)
+	}
+	b = wsframe.AppendHeader(b, wsframe.Text, n, nil)
+	b = append(b, '[')
+	for k, p := range packets {
+		if k > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, p...)
+	}
+	return append(b, ']')
 }
 
 // tryWrite writes parts one after another as far as the socket takes them now; carry is a

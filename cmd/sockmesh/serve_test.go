@@ -29,7 +29,7 @@ func TestServeFlagsAreTheLibraryDefaults(t *testing.T) {
 	cfg.Logger = nil
 	want := node.Defaults()
 	// What no flag sets: the library's defaults apply to both alike.
-	cfg.Front.Path, cfg.Front.BatchBytes, cfg.Front.ServerInvokeTimeout = want.Front.Path, want.Front.BatchBytes, want.Front.ServerInvokeTimeout
+	cfg.Front.Path, cfg.Front.WriteBytes, cfg.Front.ServerInvokeTimeout = want.Front.Path, want.Front.WriteBytes, want.Front.ServerInvokeTimeout
 	for _, d := range diff("", reflect.ValueOf(cfg), reflect.ValueOf(want)) {
 		t.Error(d)
 	}
