@@ -93,6 +93,8 @@ func WireError(err error, action string) json.RawMessage {
 const (
 	CloseNormal            = 1000
 	CloseGoingAway         = 1001
+	CloseProtocolError     = 1002
+	CloseInvalidPayload    = 1007 // a text message that is not valid UTF-8
 	CloseMessageTooBig     = 1009
 	CloseInternalError     = 1011 // a handler, middleware or hook panicked
 	CloseServerPingTimeout = 4000 // the client's code; a server may use it to make clients reconnect at once

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/sockmesh/sockmesh/scproto"
@@ -53,8 +54,11 @@ func (s *Socket) readLoop() {
 		if err != nil {
 			s.flushFanout() // other sockets' frames
 			if errors.Is(err, websocket.ErrReadLimit) {
+				// gorilla has sent the 1009 close frame.
 				m.Oversized.Inc()
+				m.ProtocolCloses.WithLabelValues(closeLabel(scproto.CloseMessageTooBig)).Inc()
 				s.Logger().Info("frame over the size limit: closed", "limit", s.srv.cfg.MaxPayload)
+				s.lingerClose()
 			}
 			s.cleanup()
 			return
@@ -71,6 +75,14 @@ func (s *Socket) readLoop() {
 		m.FramesIn.Inc()
 		if mt != websocket.TextMessage && mt != websocket.BinaryMessage {
 			continue
+		}
+		if mt == websocket.TextMessage && !utf8.Valid(frame) {
+			// RFC 6455 §8.1: checked on the whole message, so a code point split across
+			// fragments is judged whole.
+			s.flushFanout()
+			s.protocolClose(scproto.CloseInvalidPayload, "invalid UTF-8 in a text message")
+			s.cleanup()
+			return
 		}
 		if s.broken.Load() {
 			continue

@@ -157,6 +157,7 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 	}
 	ws.SetReadLimit(srv.cfg.MaxPayload)
 	ws.SetPingHandler(s.pong)
+	ws.SetCloseHandler(s.echoClose)
 	return s
 }
 
