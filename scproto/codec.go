@@ -3,7 +3,6 @@ package scproto
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"strconv"
 )
 
@@ -22,6 +21,9 @@ const (
 	KindResponse
 	// KindBatch is a JSON array of packets; Batch holds them in order.
 	KindBatch
+	// KindTooMany is a JSON array of more packets than the decoder was allowed; nothing in
+	// it is decoded.
+	KindTooMany
 )
 
 // Packet is one decoded SocketCluster packet. Data, CID and Error keep their raw JSON so
@@ -54,15 +56,16 @@ func scanPacket(b []byte, w *wirePacket) bool {
 	return ScanFields(b, packetFields, &w.Event, &w.Data, &w.CID, &w.RID, &w.Error)
 }
 
-// maxBatch bounds how many packets one array frame may carry; the frame size limit already
+// MaxBatch is Decode's bound on the packets of one array frame: the frame size limit already
 // bounds memory, this bounds the work a single frame can ask for.
-const maxBatch = 10000
+const MaxBatch = 10000
 
-var errTooManyPackets = errors.New("batch has too many packets")
+// Decode classifies a frame with DecodeLimit(frame, MaxBatch).
+func Decode(frame []byte) Packet { return DecodeLimit(frame, MaxBatch) }
 
-// Decode classifies a frame. It never fails: what cannot be understood is KindRaw, which is
-// how the protocol treats it.
-func Decode(frame []byte) Packet {
+// DecodeLimit classifies a frame. It never fails: what cannot be understood is KindRaw, which
+// is how the protocol treats it; an array of more than maxBatch packets is KindTooMany.
+func DecodeLimit(frame []byte, maxBatch int) Packet {
 	if len(frame) == 0 {
 		return Packet{Kind: KindPong}
 	}
@@ -88,7 +91,7 @@ func Decode(frame []byte) Packet {
 			e := skipValue(t, i, 1)
 			items = append(items, t[i:e])
 			if len(items) > maxBatch {
-				return Packet{Kind: KindRaw}
+				return Packet{Kind: KindTooMany}
 			}
 			i = skipWS(t, e)
 			if t[i] == ',' {

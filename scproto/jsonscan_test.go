@@ -49,8 +49,11 @@ func referenceDecode(b []byte) Packet {
 		return one(t)
 	case '[':
 		var items []json.RawMessage
-		if json.Unmarshal(t, &items) != nil || len(items) > maxBatch {
+		if json.Unmarshal(t, &items) != nil {
 			return Packet{Kind: KindRaw}
+		}
+		if len(items) > MaxBatch {
+			return Packet{Kind: KindTooMany}
 		}
 		out := Packet{Kind: KindBatch, Batch: make([]Packet, 0, len(items))}
 		for _, it := range items {

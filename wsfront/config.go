@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/sockmesh/sockmesh/scproto"
 )
 
 // Broker is where wsfront hands subscriptions and publications. The node implements it with
@@ -43,6 +45,9 @@ type Config struct {
 	SendQueueBytes int
 	// WriteTimeout bounds one write to a client; zero value 10 s.
 	WriteTimeout time.Duration
+	// MaxBatch bounds the packets of one inbound array frame (a client batch); a frame with
+	// more closes the connection with 1009 and says so. Zero value 10,000.
+	MaxBatch int
 	// WriteBytes is the most bytes of queued frames coalesced into one write system call.
 	// Zero value 64 KiB; negative: one frame per write.
 	WriteBytes int
@@ -119,6 +124,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = scproto.MaxBatch
 	}
 	if c.WriteBytes == 0 {
 		c.WriteBytes = 64 << 10

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -87,7 +88,14 @@ func (s *Socket) readLoop() {
 		if s.broken.Load() {
 			continue
 		}
-		p := scproto.Decode(frame)
+		p := scproto.DecodeLimit(frame, s.srv.cfg.MaxBatch)
+		if p.Kind == scproto.KindTooMany {
+			s.flushFanout()
+			s.flushReplies()
+			s.protocolClose(scproto.CloseMessageTooBig, "batch of more than "+strconv.Itoa(s.srv.cfg.MaxBatch)+" packets")
+			s.cleanup()
+			return
+		}
 		if !s.handshaken.Load() {
 			if !s.handleFirst(ctx, &p) {
 				s.cleanup()

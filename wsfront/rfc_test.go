@@ -208,3 +208,33 @@ func TestOversizeFrameGetsReadable1009(t *testing.T) {
 		}
 	})
 }
+
+// A batch over --max-batch closes with 1009 and a reason that says why, instead of being
+// dropped without an answer; one at the limit is handled in full.
+func TestOversizeBatchCloses1009(t *testing.T) {
+	_, url := startFront(t, Config{MaxBatch: 100})
+	batch := func(n int) string {
+		var b strings.Builder
+		b.WriteString("[")
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"event":"#subscribe","data":{"channel":"c%d"},"cid":%d}`, i, i+2)
+		}
+		b.WriteString("]")
+		return b.String()
+	}
+	p := dialRawPeer(t, url, true)
+	p.send(frame(true, wsframe.Text, batch(100)))
+	for i := range 100 {
+		if f := p.next(); !strings.Contains(string(f.Payload), fmt.Sprintf(`"rid":%d`, i+2)) {
+			t.Fatalf("answer %d: %q", i, f.Payload)
+		}
+	}
+	p = dialRawPeer(t, url, true)
+	p.send(frame(true, wsframe.Text, batch(101)))
+	if code, reason := p.closeCode(); code != 1009 || !strings.Contains(reason, "more than 100 packets") {
+		t.Fatalf("close %d %q, want 1009 naming the limit", code, reason)
+	}
+}
