@@ -45,6 +45,9 @@ type Config struct {
 	SendQueueBytes int
 	// WriteTimeout bounds one write to a client; zero value 10 s.
 	WriteTimeout time.Duration
+	// MaxAsyncInvokes bounds the Invocation.Async functions running at once for one
+	// connection; past it an invoke gets TooManyPendingInvokesError. Zero value 64.
+	MaxAsyncInvokes int
 	// MaxBatch bounds the packets of one inbound array frame (a client batch); a frame with
 	// more closes the connection with 1009 and says so. Zero value 10,000.
 	MaxBatch int
@@ -124,6 +127,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxAsyncInvokes <= 0 {
+		c.MaxAsyncInvokes = 64
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = scproto.MaxBatch

@@ -223,11 +223,16 @@ func (s *Socket) event(ctx context.Context, p *scproto.Packet) {
 	m.Events.WithLabelValues("invoke").Inc()
 	inv := &Invocation{Socket: s, Event: p.Event, Data: p.Data, p: p}
 	defer func() {
-		if inv.async {
+		if inv.async && !inv.refused {
 			close(inv.handled) // also when h panicked after Async: its goroutine must not wait for ever
 		}
 	}()
 	data, err := h(ctx, inv)
+	if inv.refused {
+		m.Events.WithLabelValues("async_refused").Inc()
+		s.respond(p, nil, scproto.NewError("TooManyPendingInvokesError", strconv.Itoa(s.srv.cfg.MaxAsyncInvokes)+" asynchronous invokes of this connection are still being answered"), "invoke")
+		return
+	}
 	if inv.async {
 		return
 	}

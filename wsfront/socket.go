@@ -119,6 +119,8 @@ type Socket struct {
 	// given its random phase (sweeper goroutine only).
 	lastPing   time.Time
 	pingPhased bool
+	// asyncs counts the Invocation.Async functions running (bounded by MaxAsyncInvokes).
+	asyncs atomic.Int32
 }
 
 type reply struct {
