@@ -178,6 +178,9 @@ func (c *Config) setDefaults() error {
 			errs = append(errs, errors.New("api-addr needs api-key: the HTTP API is never served without a key"))
 		}
 	}
+	if v := c.Front.ProtocolVersion; v != 0 && v != 1 && v != 2 {
+		errs = append(errs, fmt.Errorf("protocol-version: %d is not 1 or 2", v))
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together: give both or neither"))
 	}

@@ -45,6 +45,12 @@ type Config struct {
 	SendQueueBytes int
 	// WriteTimeout bounds one write to a client; zero value 10 s.
 	WriteTimeout time.Duration
+	// ProtocolVersion is the SocketCluster protocol the server speaks: 2 (the default, every
+	// client since v15: ping '', pong '') or 1 (clients up to v14, and newer ones set to
+	// protocolVersion 1: ping '#1', pong '#2'). Clients do not say which they speak, so a
+	// server speaks one (as socketcluster-server does); a client of the other version never
+	// answers a ping and is cut at the ping timeout.
+	ProtocolVersion int
 	// MaxAsyncInvokes bounds the Invocation.Async functions running at once for one
 	// connection; past it an invoke gets TooManyPendingInvokesError. Zero value 64.
 	MaxAsyncInvokes int
@@ -127,6 +133,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.ProtocolVersion == 0 {
+		c.ProtocolVersion = 2
 	}
 	if c.MaxAsyncInvokes <= 0 {
 		c.MaxAsyncInvokes = 64

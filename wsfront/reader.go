@@ -89,6 +89,9 @@ func (s *Socket) readLoop() {
 			continue
 		}
 		p := scproto.DecodeLimit(frame, s.srv.cfg.MaxBatch)
+		if s.srv.cfg.ProtocolVersion == 1 && string(frame) == "#2" {
+			p = scproto.Packet{Kind: scproto.KindPong}
+		}
 		if p.Kind == scproto.KindTooMany {
 			s.flushFanout()
 			s.flushReplies()

@@ -238,3 +238,43 @@ func TestOversizeBatchCloses1009(t *testing.T) {
 		t.Fatalf("close %d %q, want 1009 naming the limit", code, reason)
 	}
 }
+
+// Protocol v1 (--protocol-version 1): the server pings '#1' and takes '#2' as the pong, so a
+// v1 client that answers stays connected past the ping timeout; one that does not is cut
+// with 4001 as in v2.
+func TestProtocolV1Pings(t *testing.T) {
+	_, url := startFront(t, Config{ProtocolVersion: 1, PingInterval: 100 * time.Millisecond, PingTimeout: 400 * time.Millisecond})
+	for _, answer := range []bool{true, false} {
+		p := dialRawPeer(t, url, false)
+		pings := 0
+		deadline := time.Now().Add(time.Second) // 2.5 ping timeouts
+		for time.Now().Before(deadline) {
+			f, err := p.read()
+			if err != nil {
+				t.Fatalf("answer=%v: %v after %d pings", answer, err, pings)
+			}
+			if f.Op == wsframe.Close {
+				if answer {
+					t.Fatalf("a v1 client answering #2 was closed: %q", f.Payload)
+				}
+				if code := binary.BigEndian.Uint16(f.Payload); code != 4001 {
+					t.Fatalf("silent v1 client closed with %d, want 4001", code)
+				}
+				return
+			}
+			if string(f.Payload) != "#1" {
+				t.Fatalf("unexpected frame %q", f.Payload)
+			}
+			pings++
+			if answer {
+				p.send(frame(true, wsframe.Text, "#2"))
+			}
+		}
+		if !answer {
+			t.Fatal("a v1 client that never answered was not cut")
+		}
+		if pings < 5 {
+			t.Fatalf("%d pings in a second at a 100 ms interval", pings)
+		}
+	}
+}

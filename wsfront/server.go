@@ -51,6 +51,8 @@ type Server struct {
 	lastTick atomic.Int64
 	// poller parks idle connections (nil where it is not available).
 	poller *netpoll.Poller
+	// pingWire is the ping frame of the protocol version.
+	pingWire []byte
 	// workers run readers, writers and upgrades on goroutines with grown stacks.
 	workers  *workers
 	stopOnce sync.Once
@@ -76,6 +78,10 @@ func New(cfg Config, broker Broker, auth *access.Auth) *Server {
 		empty:     make(chan struct{}),
 		admit:     newAdmission(cfg.Limits),
 		stopSweep: make(chan struct{}),
+		pingWire:  pingV2,
+	}
+	if cfg.ProtocolVersion == 1 {
+		s.pingWire = pingV1
 	}
 	if cfg.WriteDelay > 0 {
 		// Without a write window, what coalesces a busy connection's publications is its

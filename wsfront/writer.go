@@ -234,10 +234,10 @@ func (s *Socket) writeFrames(frames [][]byte, pack *[]byte, try bool) (next int,
 	for i := 0; i < len(frames); {
 		if len(frames[i]) == 0 { // a ping: never inside an array
 			if try {
-				if carry, err = s.tryWrite(emptyTextFrame); err != nil || carry != nil {
+				if carry, err = s.tryWrite(s.srv.pingWire); err != nil || carry != nil {
 					return i + 1, carry, err
 				}
-			} else if err := s.writeRaw(emptyTextFrame); err != nil {
+			} else if err := s.writeRaw(s.srv.pingWire); err != nil {
 				return i, nil, err
 			}
 			m.Writes.Inc()
@@ -349,7 +349,11 @@ func (s *Socket) tryWrite(parts ...[]byte) (carry []byte, err error) {
 // copied behind a header.
 const directWriteMin = 16 << 10
 
-var emptyTextFrame = wsframe.AppendHeader(nil, wsframe.Text, 0, nil)
+// The server's ping on the wire: '' in protocol v2, '#1' in v1 (the pong is the same or '#2').
+var (
+	pingV2 = wsframe.AppendHeader(nil, wsframe.Text, 0, nil)
+	pingV1 = append(wsframe.AppendHeader(nil, wsframe.Text, 2, nil), "#1"...)
+)
 
 func (s *Socket) writeRaw(b []byte) error {
 	s.writeStart.Store(time.Now().UnixNano())

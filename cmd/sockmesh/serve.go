@@ -104,6 +104,7 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	maxPayload := byteSize(d.Front.MaxPayload)
 	fs.Var(&maxPayload, "max-payload", "largest inbound frame in bytes (larger: close 1009)")
 	fs.IntVar(&cfg.Front.MaxChannelLength, "max-channel-length", d.Front.MaxChannelLength, "longest channel name in bytes")
+	fs.IntVar(&cfg.Front.ProtocolVersion, "protocol-version", d.Front.ProtocolVersion, "SocketCluster protocol: 2 (clients since v15: ping '') or 1 (clients up to v14, or set to protocolVersion 1: ping '#1'); clients do not say which they speak")
 	fs.IntVar(&cfg.Front.MaxAsyncInvokes, "max-async-invokes", d.Front.MaxAsyncInvokes, "asynchronous invoke handlers running at once per connection (the demo's serverInvoke, say); past it the client gets TooManyPendingInvokesError")
 	fs.IntVar(&cfg.Front.MaxBatch, "max-batch", d.Front.MaxBatch, "packets in one inbound array frame (a client batch); more: close 1009")
 	fs.IntVar(&cfg.Front.MaxSubscriptions, "max-subscriptions", d.Front.MaxSubscriptions, "subscriptions per connection")
