@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin/sockmesh
 export SOCKMESH_BIN := $(BIN)
 
-.PHONY: all build run test vet unit fuzz fuzz-long integration chaos-short chaos conformance bench bench-go proto lint clean
+.PHONY: all build run test vet unit fuzz fuzz-long integration goclient chaos-short chaos conformance bench bench-go proto lint clean
 
 all: build
 
@@ -17,7 +17,7 @@ build:
 run: build
 	./scripts/run-cluster.sh
 
-test: vet build unit fuzz integration chaos-short conformance
+test: vet build unit fuzz integration goclient chaos-short conformance
 	@echo "make test: all passed"
 
 vet:
@@ -53,6 +53,11 @@ fuzz-long:
 # Multi-process tests of the real binary (the chaos suite has its own target: make chaos).
 integration: build
 	$(GO) test -count=1 -timeout 600s ./integration/ ./integration/harness/...
+
+# sacOO7/socketcluster-client-go, a third-party Go SocketCluster client, unmodified, in a
+# module of its own (its old dependencies never enter sockmesh's): integration/goclient.
+goclient: build
+	cd integration/goclient && $(GO) test -count=1 -timeout 120s ./...
 
 conformance: build
 	cd integration/jsclient && npm ci --no-audit --no-fund --loglevel=error && npm test

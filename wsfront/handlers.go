@@ -136,6 +136,15 @@ func (s *Socket) subscribe(ctx context.Context, p *scproto.Packet) {
 func (s *Socket) unsubscribe(p *scproto.Packet) {
 	var ch string
 	if json.Unmarshal(p.Data, &ch) != nil {
+		// {"channel": name}, as sacOO7's Go and Python clients send it (socketcluster-server
+		// takes the object itself for the name and answers "not subscribed", leaving the
+		// subscription in place): the name is unambiguous, so it is honoured.
+		var obj struct{ Channel *string }
+		if json.Unmarshal(p.Data, &obj) == nil && obj.Channel != nil {
+			ch = *obj.Channel
+		}
+	}
+	if ch == "" {
 		s.respond(p, nil, scproto.NewError("InvalidActionError", "Unsubscribe channel name was malformatted"), "unsubscribe")
 		return
 	}

@@ -278,3 +278,19 @@ func TestProtocolV1Pings(t *testing.T) {
 		}
 	}
 }
+
+// #unsubscribe with {"channel": name}, as sacOO7's clients send it, unsubscribes; a plain
+// string (the npm client) still does, and anything else is refused as before.
+func TestUnsubscribeTakesTheObjectForm(t *testing.T) {
+	_, url := startFront(t, Config{})
+	c := dialRaw(t, url)
+	c.handshake()
+	c.send(`{"event":"#subscribe","data":{"channel":"a"},"cid":2}`)
+	c.expect(`{"rid":2}`)
+	c.send(`{"event":"#unsubscribe","data":{"channel":"a"},"cid":3}`)
+	c.expect(`{"rid":3}`)
+	c.send(`{"event":"#unsubscribe","data":"a","cid":4}`)
+	c.expect(`"rid":4,"error":{"message":"Failed to unsubscribe`)
+	c.send(`{"event":"#unsubscribe","data":{"name":"a"},"cid":5}`)
+	c.expect(`"rid":5,"error":{"message":"Unsubscribe channel name was malformatted"`)
+}
