@@ -349,7 +349,8 @@ func (s *Socket) tryWrite(parts ...[]byte) (carry []byte, err error) {
 // copied behind a header.
 const directWriteMin = 16 << 10
 
-// The server's ping on the wire: '' in protocol v2, '#1' in v1 (the pong is the same or '#2').
+// The server's ping on the wire: an empty text frame in protocol v2, "#1" in v1 (the client's
+// pong is an empty frame or "#2").
 var (
 	pingV2 = wsframe.AppendHeader(nil, wsframe.Text, 0, nil)
 	pingV1 = append(wsframe.AppendHeader(nil, wsframe.Text, 2, nil), "#1"...)
