@@ -75,6 +75,11 @@ type Config struct {
 	// connection per WriteDelay. Zero value 20 ms (the CLI's default too); negative: no delay
 	// (batches form only while a write is in progress).
 	WriteDelay time.Duration
+	// WriteDelayLoad is the process CPU use, as a share of the CPUs it may use, from which on
+	// the write window applies (it stops again below two thirds of it, see loadMeter): below
+	// it, frames are written as soon as a connection's writer gets to them. Zero value 0.75;
+	// negative: the window always applies.
+	WriteDelayLoad float64
 	// ReleaseMemoryAfter: once at least this many connections have opened since the last
 	// time and a sweeper tick passes without a new one (a reconnect storm is over), the
 	// node returns the storm's garbage to the operating system (runtime/debug.FreeOSMemory:
@@ -133,6 +138,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.WriteDelayLoad == 0 {
+		c.WriteDelayLoad = 0.75
 	}
 	if c.ProtocolVersion == 0 {
 		c.ProtocolVersion = 2

@@ -73,14 +73,14 @@ func (s *Socket) writeFannedOut(now time.Time) {
 		s.mu.Unlock()
 		return
 	}
-	delay := s.srv.cfg.WriteDelay
+	delay := s.srv.writeDelay()
 	if !s.writerIdle() || !s.poll.CanTry() || delay > 0 && !s.urgent && !s.lastWrite.IsZero() && now.Sub(s.lastWrite) < delay {
 		// (A socket that cannot be tried without waiting, TLS for one, is its writer's.)
 		s.kickWriter()
 		s.mu.Unlock()
 		return
 	}
-	s.writeBorrowed(delay > 0, true)
+	s.writeBorrowed(s.srv.cfg.WriteDelay > 0, true)
 }
 
 // testBorrowedWrite, when set (by tests only), runs before a borrowed write: it lets a test

@@ -137,7 +137,7 @@ func writerRuns(s *Socket) bool {
 // does from its own writer (TestWriteDelayCoalescesPublicationsButNotResponses).
 func TestFannedOutPublicationsKeepTheWriteWindow(t *testing.T) {
 	const delay = 400 * time.Millisecond
-	c, sub, p := subscriberAndPublisher(t, Config{WriteDelay: delay, ArrayFrames: true}) // "together" = one array frame
+	c, sub, p := subscriberAndPublisher(t, Config{WriteDelay: delay, WriteDelayLoad: -1, ArrayFrames: true}) // "together" = one array frame
 	c.rawBatches = true
 	time.Sleep(delay) // quiet
 

@@ -53,6 +53,8 @@ type Server struct {
 	poller *netpoll.Poller
 	// pingWire is the ping frame of the protocol version.
 	pingWire []byte
+	// load decides whether the write window applies (see writeDelay).
+	load *loadMeter
 	// workers run readers, writers and upgrades on goroutines with grown stacks.
 	workers  *workers
 	stopOnce sync.Once
@@ -79,6 +81,7 @@ func New(cfg Config, broker Broker, auth *access.Auth) *Server {
 		admit:     newAdmission(cfg.Limits),
 		stopSweep: make(chan struct{}),
 		pingWire:  pingV2,
+		load:      newLoadMeter(cfg.WriteDelayLoad),
 	}
 	if cfg.ProtocolVersion == 1 {
 		s.pingWire = pingV1

@@ -505,7 +505,7 @@ func TestShutdownSpreadsClosesAndEndsWhenEmpty(t *testing.T) {
 // and go out together; a response is never held back; a quiet connection is written at once.
 func TestWriteDelayCoalescesPublicationsButNotResponses(t *testing.T) {
 	const delay = 400 * time.Millisecond
-	srv, url := startFront(t, Config{WriteDelay: delay, ArrayFrames: true}) // "together" = one array frame
+	srv, url := startFront(t, Config{WriteDelay: delay, WriteDelayLoad: -1, ArrayFrames: true}) // "together" = one array frame
 	c := dialRaw(t, url)
 	c.rawBatches = true
 	c.handshake()

@@ -1,6 +1,7 @@
 package wsfront
 
 import (
+	"fmt"
 	"runtime/debug"
 	"time"
 )
@@ -22,6 +23,9 @@ func (s *Server) sweeper() {
 		case <-s.stopSweep:
 			return
 		case now := <-t.C:
+			if share, changed := s.load.sample(now); changed {
+				s.cfg.Logger.Debug("write window", "on", s.load.busy.Load(), "cpu_share", fmt.Sprintf("%.2f", share))
+			}
 			if n := s.idSeq.Load(); s.cfg.ReleaseMemoryAfter > 0 {
 				if n == opened && n-released >= uint64(s.cfg.ReleaseMemoryAfter) {
 					start := time.Now()

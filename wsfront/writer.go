@@ -101,10 +101,10 @@ func (s *Socket) writeRun() {
 			<-s.wake
 			continue
 		}
-		if delay > 0 && !s.lastWrite.IsZero() {
-			// A busy connection: let more publications join this write (see
+		if window := s.srv.writeDelay(); window > 0 && !s.lastWrite.IsZero() {
+			// A busy connection on a busy node: let more publications join this write (see
 			// Config.WriteDelay); anything urgent ends the wait.
-			if d := delay - time.Since(s.lastWrite); d > 0 {
+			if d := window - time.Since(s.lastWrite); d > 0 {
 				wait := !s.urgent && !s.closing
 				s.delaying = wait
 				if wait {
