@@ -57,7 +57,7 @@ integration: build
 # sacOO7/socketcluster-client-go, a third-party Go SocketCluster client, unmodified, in a
 # module of its own (its old dependencies never enter sockmesh's): integration/goclient.
 goclient: build
-	cd integration/goclient && $(GO) test -count=1 -timeout 120s ./...
+	cd integration/goclient && $(GO) vet ./... && $(GO) test -count=1 -timeout 120s ./...
 
 conformance: build
 	cd integration/jsclient && npm ci --no-audit --no-fund --loglevel=error && npm test
