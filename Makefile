@@ -33,15 +33,15 @@ unit:
 
 # A few seconds of coverage-guided fuzzing per target; the corpus in testdata/ is replayed by `unit`.
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=3s ./wsframe
-	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s ./scproto
-	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s ./access
-	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s ./scproto
-	$(GO) test -run='^$$' -fuzz='^FuzzZMTPGuard$$' -fuzztime=5s ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzRepairReceiver$$' -fuzztime=5s ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=3s ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzLocalInterest$$' -fuzztime=3s ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzRequestBodies$$' -fuzztime=3s ./httpapi
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=3s -fuzzminimizetime=100x ./wsframe
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s -fuzzminimizetime=100x ./scproto
+	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s -fuzzminimizetime=100x ./access
+	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s -fuzzminimizetime=100x ./scproto
+	$(GO) test -run='^$$' -fuzz='^FuzzZMTPGuard$$' -fuzztime=5s -fuzzminimizetime=100x ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzRepairReceiver$$' -fuzztime=5s -fuzzminimizetime=100x ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=3s -fuzzminimizetime=100x ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzLocalInterest$$' -fuzztime=3s -fuzzminimizetime=100x ./mesh
+	$(GO) test -run='^$$' -fuzz='^FuzzRequestBodies$$' -fuzztime=3s -fuzzminimizetime=100x ./httpapi
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
