@@ -2,7 +2,6 @@ package wsfront
 
 import (
 	"io"
-	"net"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -62,13 +61,8 @@ func (s *Socket) lingerClose() {
 		_ = tc.CloseWrite()
 	}
 	_ = s.nc.SetReadDeadline(time.Now().Add(lingerTime))
-	_, _ = io.CopyN(io.Discard, readerOnly{s.nc}, lingerBytes)
+	_, _ = io.CopyN(io.Discard, s.nc, lingerBytes)
 }
-
-// readerOnly hides the connection's other methods from io.CopyN (no WriteTo/ReadFrom paths).
-type readerOnly struct{ net.Conn }
-
-func (r readerOnly) Read(b []byte) (int, error) { return r.Conn.Read(b) }
 
 func closeLabel(code int) string {
 	switch code {

@@ -287,14 +287,15 @@ func (c *conn) readLoop() {
 			used += n
 			switch f.Op {
 			case wsframe.Text, wsframe.Binary:
-				if f.Fin && !fragmented {
+				if fragmented {
+					c.rerr = errors.New("bench: a data frame inside a fragmented message")
+					return
+				}
+				if f.Fin {
 					c.handle(f.Payload)
 					continue
 				}
-				msg, fragmented = append(msg[:0], f.Payload...), !f.Fin
-				if !fragmented {
-					c.handle(msg)
-				}
+				msg, fragmented = append(msg[:0], f.Payload...), true
 			case wsframe.Continuation:
 				if !fragmented || len(msg)+len(f.Payload) > maxMessage {
 					c.rerr = errors.New("bench: bad continuation frame")
