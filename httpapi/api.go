@@ -251,25 +251,18 @@ func (a *API) RegisterLocal(mux *http.ServeMux) {
 		return localChannels{Node: a.n.Name(), Channels: a.localChannels(pat)}, nil
 	})
 	a.route(mux, "/local/kick", "local_kick", http.MethodPost, func(r *http.Request) (any, *APIError) {
-		var req kickRequest
-		if e := a.decode(r, &req); e != nil {
-			return nil, e
-		}
-		if e := a.checkChannel(req.Channel); e != nil {
-			return nil, e
-		}
-		return NodeResult{Node: a.n.Name(), OK: true, Count: a.n.KickChannel(*req.Channel, req.Message)}, nil
-	})
-	a.route(mux, "/local/disconnect", "local_disconnect", http.MethodPost, func(r *http.Request) (any, *APIError) {
-		var req disconnectRequest
-		if e := a.decode(r, &req); e != nil {
-			return nil, e
-		}
-		value, e := checkDisconnect(&req)
+		_, res, e := a.kickHere(r)
 		if e != nil {
 			return nil, e
 		}
-		return NodeResult{Node: a.n.Name(), OK: true, Count: a.n.DisconnectClaim(req.Claim, value, req.Code, req.Reason)}, nil
+		return res, nil
+	})
+	a.route(mux, "/local/disconnect", "local_disconnect", http.MethodPost, func(r *http.Request) (any, *APIError) {
+		_, res, e := a.disconnectHere(r)
+		if e != nil {
+			return nil, e
+		}
+		return res, nil
 	})
 }
 
@@ -471,15 +464,11 @@ func complete(rs []NodeResult) bool {
 }
 
 func (a *API) kick(r *http.Request) (any, *APIError) {
-	var req kickRequest
-	if e := a.decode(r, &req); e != nil {
-		return nil, e
-	}
-	if e := a.checkChannel(req.Channel); e != nil {
+	req, local, e := a.kickHere(r)
+	if e != nil {
 		return nil, e
 	}
 	body, _ := json.Marshal(req)
-	local := NodeResult{Node: a.n.Name(), OK: true, Count: a.n.KickChannel(*req.Channel, req.Message)}
 	return a.countAnswer(r.Context(), *req.Channel, local, "/local/kick", body), nil
 }
 
@@ -508,17 +497,39 @@ func checkDisconnect(req *disconnectRequest) (string, *APIError) {
 	return ClaimString(v), nil
 }
 
-func (a *API) disconnect(r *http.Request) (any, *APIError) {
+// kickHere reads a kick request and kicks this node's subscribers: the request (as peers are
+// to get it) and this node's result. /local/kick and /api/kick both start here.
+func (a *API) kickHere(r *http.Request) (kickRequest, NodeResult, *APIError) {
+	var req kickRequest
+	if e := a.decode(r, &req); e != nil {
+		return req, NodeResult{}, e
+	}
+	if e := a.checkChannel(req.Channel); e != nil {
+		return req, NodeResult{}, e
+	}
+	return req, NodeResult{Node: a.n.Name(), OK: true, Count: a.n.KickChannel(*req.Channel, req.Message)}, nil
+}
+
+// disconnectHere reads a disconnect request (its defaults filled in) and disconnects this
+// node's matching connections. /local/disconnect and /api/disconnect both start here.
+func (a *API) disconnectHere(r *http.Request) (disconnectRequest, NodeResult, *APIError) {
 	var req disconnectRequest
 	if e := a.decode(r, &req); e != nil {
-		return nil, e
+		return req, NodeResult{}, e
 	}
 	value, e := checkDisconnect(&req)
+	if e != nil {
+		return req, NodeResult{}, e
+	}
+	return req, NodeResult{Node: a.n.Name(), OK: true, Count: a.n.DisconnectClaim(req.Claim, value, req.Code, req.Reason)}, nil
+}
+
+func (a *API) disconnect(r *http.Request) (any, *APIError) {
+	req, local, e := a.disconnectHere(r)
 	if e != nil {
 		return nil, e
 	}
 	body, _ := json.Marshal(req)
-	local := NodeResult{Node: a.n.Name(), OK: true, Count: a.n.DisconnectClaim(req.Claim, value, req.Code, req.Reason)}
 	return a.countAnswer(r.Context(), "", local, "/local/disconnect", body), nil
 }
 
