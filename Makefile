@@ -34,6 +34,7 @@ unit:
 # A few seconds of coverage-guided fuzzing per target; the corpus in testdata/ is replayed by `unit`.
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=3s -fuzzminimizetime=100x ./wsframe
+	$(GO) test -run='^$$' -fuzz='^FuzzCloseGuard$$' -fuzztime=3s -fuzzminimizetime=100x ./wsframe
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=5s -fuzzminimizetime=100x ./scproto
 	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=3s -fuzzminimizetime=100x ./access
 	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=5s -fuzzminimizetime=100x ./scproto
@@ -45,7 +46,7 @@ fuzz:
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsframe:FuzzParse scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest httpapi:FuzzRequestBodies
+FUZZ_TARGETS := wsframe:FuzzParse wsframe:FuzzCloseGuard scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest httpapi:FuzzRequestBodies
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done

@@ -1,9 +1,11 @@
 // Package wsframe is RFC 6455 framing for the paths that build or read WebSocket frames by
 // hand instead of through gorilla/websocket: the server's outbound data frames (a header in
 // front of bytes that are already encoded, no copy) and the bench tool's thousands of raw
-// client connections. Everything else (upgrades, control frames the server reads, the Go
-// client) goes through gorilla/websocket; this package is the one place where the frame layout
-// is written down in sockmesh's own code.
+// client connections; and CloseGuard, which follows the frames a client sends on their way
+// to gorilla/websocket and stops the close frames gorilla would answer with the wrong code.
+// Everything else (upgrades, the frames the server reads, the Go client) goes through
+// gorilla/websocket; this package is the one place where the frame layout is written down in
+// sockmesh's own code.
 package wsframe
 
 import (

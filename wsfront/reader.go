@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/sockmesh/sockmesh/scproto"
+	"github.com/sockmesh/sockmesh/wsframe"
 )
 
 // readLoop decodes and handles inbound frames one after another, so that the protocol's
@@ -60,6 +61,10 @@ func (s *Socket) readLoop() {
 				m.ProtocolCloses.WithLabelValues(closeLabel(scproto.CloseMessageTooBig)).Inc()
 				s.Logger().Info("frame over the size limit: closed", "limit", s.srv.cfg.MaxPayload)
 				s.lingerClose()
+			}
+			var bad *wsframe.CloseError
+			if errors.As(err, &bad) {
+				s.protocolClose(bad.Code, bad.Reason)
 			}
 			s.cleanup()
 			return

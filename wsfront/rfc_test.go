@@ -188,6 +188,45 @@ func TestClientCloseIsEchoed(t *testing.T) {
 	})
 }
 
+// RFC 6455 §5.5.1 and §8.1: a close frame whose body is one byte (a code needs two) fails the
+// connection with 1002, and one whose reason is not UTF-8 with 1007, as socketcluster-server
+// answers; a bad code keeps its 1002. gorilla alone answered the first with an empty close
+// (as if no code had been sent) and the second with 1002. Also behind a ping, and with the
+// close frame cut into single bytes (the guard that stops it sees it across reads).
+func TestBadCloseFrames(t *testing.T) {
+	bothWays(t, func(t *testing.T, single bool) {
+		_, url := startFront(t, Config{})
+		for _, c := range []struct {
+			name   string
+			frames [][]byte
+			want   int
+		}{
+			{"1-byte body", [][]byte{frame(true, wsframe.Close, "\x03")}, 1002},
+			{"1-byte body after a ping", [][]byte{frame(true, wsframe.Ping, "p"), frame(true, wsframe.Close, "\x03")}, 1002},
+			{"reason not UTF-8", [][]byte{frame(true, wsframe.Close, "\x03\xe8ok\xff")}, 1007},
+			{"reason with a code point cut short", [][]byte{frame(true, wsframe.Close, "\x03\xe8\xce")}, 1007},
+			{"reserved code", [][]byte{frame(true, wsframe.Close, "\x03\xed")}, 1002}, // 1005 may not be sent
+			{"close between fragments", [][]byte{frame(false, wsframe.Text, `{"event":`), frame(true, wsframe.Close, "\x03\xe8\xc0\xaf")}, 1007},
+		} {
+			p := dialRawPeer(t, url, single)
+			if single {
+				p.send(c.frames...)
+			} else {
+				var all []byte
+				for _, f := range c.frames {
+					all = append(all, f...)
+				}
+				for i := range all {
+					p.send(all[i : i+1])
+				}
+			}
+			if code, reason := p.closeCode(); code != c.want {
+				t.Errorf("%s: close %d %q, want %d", c.name, code, reason, c.want)
+			}
+		}
+	})
+}
+
 // A frame over the limit gets a 1009 close frame the client can read, and the client's own
 // write of the frame ends normally: before, the server closed with the rest of the frame
 // unread and the kernel reset the connection, so the client's write failed with "connection

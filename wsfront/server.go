@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/netpoll"
+	"github.com/sockmesh/sockmesh/wsframe"
 )
 
 // Server is one WebSocket front. Register handlers and middleware before serving.
@@ -223,9 +224,21 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// gorilla reads through the buffer and resets it onto the connection it is given, so
 	// it is given the prefetching one.
 	h.pc = netpoll.NewPrefetchConn(c)
-	h.br = bufio.NewReaderSize(h.pc, netpoll.PrefetchSize) // small: an idle connection keeps it; larger frames are read past it
-	return h.pc, bufio.NewReadWriter(h.br, brw.Writer), nil
+	gc := &guardConn{PrefetchConn: h.pc}
+	gc.g.R = h.pc
+	h.br = bufio.NewReaderSize(gc, netpoll.PrefetchSize) // small: an idle connection keeps it; larger frames are read past it
+	return gc, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
+
+// guardConn is the connection gorilla reads: the prefetching one, read through a
+// wsframe.CloseGuard, so that the close frames gorilla would answer wrongly never reach it
+// whole (readLoop answers them; see Socket.readLoop).
+type guardConn struct {
+	*netpoll.PrefetchConn
+	g wsframe.CloseGuard
+}
+
+func (c *guardConn) Read(p []byte) (int, error) { return c.g.Read(p) }
 
 func (s *Server) newID() string {
 	var b [8]byte

@@ -140,8 +140,9 @@ func newSocket(srv *Server, ws *websocket.Conn, r *http.Request) *Socket {
 		wake: make(chan struct{}, 1),
 		dead: make(chan struct{}),
 	}
-	pc, _ := s.nc.(*netpoll.PrefetchConn)
-	if pc != nil {
+	var pc *netpoll.PrefetchConn
+	if gc, ok := s.nc.(*guardConn); ok {
+		pc = gc.PrefetchConn
 		s.nc = pc.Conn // writes go straight to the connection (writev needs the real one)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
