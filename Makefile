@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin/sockmesh
 export SOCKMESH_BIN := $(BIN)
 
-.PHONY: all build run test vet unit fuzz fuzz-long integration goclient chaos-short chaos conformance bench bench-go proto lint clean
+.PHONY: all build run test vet unit fuzz fuzz-long integration goclient chaos-short chaos conformance bench bench-centrifugo bench-go proto lint clean
 
 all: build
 
@@ -79,6 +79,10 @@ chaos: build
 # writes docs/benchmarks.md. QUICK=1 for a one-minute smoke run.
 bench: build
 	./scripts/bench.sh
+
+# sockmesh and Centrifugo side by side (installs Centrifugo from the Go module proxy if missing).
+bench-centrifugo: build
+	./scripts/bench-centrifugo.sh
 
 bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem ./node/ ./wsfront/ ./mesh/

@@ -89,10 +89,13 @@ type Config struct {
 	// only, otherwise "gorilla" is used) or "gorilla" (the WebSocket client
 	// the other scenarios use, a goroutine per connection).
 	Connector string
-	Label     string           // free text carried into every result (e.g. the server's name)
-	OnResult  func(Result)     // called with each result as soon as it is known
-	Log       io.Writer        // progress messages (default: discarded)
-	clock     func() time.Time // tests
+	// Protocol is the client protocol: "socketcluster" (default) or "centrifugo" (its JSON
+	// protocol, for side-by-side runs; the connect scenario then uses the gorilla connector).
+	Protocol string
+	Label    string           // free text carried into every result (e.g. the server's name)
+	OnResult func(Result)     // called with each result as soon as it is known
+	Log      io.Writer        // progress messages (default: discarded)
+	clock    func() time.Time // tests
 
 	connectTimeout time.Duration // tests: raw connector timeout per connection (default 20s)
 	windowEnd      func()        // tests: called when the connect window ends, connections still open
@@ -185,6 +188,12 @@ func (c *Config) defaults() error {
 	default:
 		return fmt.Errorf("bench: unknown connector %q (raw, gorilla)", c.Connector)
 	}
+	if wireNamed(c.Protocol) == nil {
+		return fmt.Errorf("bench: unknown protocol %q (%s)", c.Protocol, Protocols)
+	}
+	if wireNamed(c.Protocol) != socketCluster {
+		c.Connector = "gorilla" // the raw connector speaks SocketCluster only
+	}
 	if c.PerSourceAddr <= 0 {
 		c.PerSourceAddr = 10000
 	}
@@ -213,6 +222,7 @@ type runner struct {
 	disconnects  atomic.Int64
 	firstConnErr atomic.Value // error: the first failed connection
 
+	wire    *wire
 	dialers map[string]*websocket.Dialer
 	dmu     sync.Mutex
 }
@@ -227,7 +237,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	var id [4]byte
 	_, _ = rand.Read(id[:])
-	r := &runner{cfg: cfg, base: time.Now(), run: hex.EncodeToString(id[:]), dialers: map[string]*websocket.Dialer{}}
+	r := &runner{cfg: cfg, base: time.Now(), run: hex.EncodeToString(id[:]), wire: wireNamed(cfg.Protocol), dialers: map[string]*websocket.Dialer{}}
 	var out []Result
 	emit := func(res Result) {
 		res.Label = cfg.Label

@@ -122,11 +122,7 @@ func dialConn(ctx context.Context, r *runner, idx int, d *websocket.Dialer, url 
 		prep(c)
 	}
 	go c.readLoop()
-	if err := c.call(ctx, func(b []byte, cid int64) []byte {
-		b = append(b, `{"event":"#handshake","data":{"authToken":null},"cid":`...)
-		b = strconv.AppendInt(b, cid, 10)
-		return append(b, '}')
-	}); err != nil {
+	if err := c.call(ctx, r.wire.handshake); err != nil {
 		c.close()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
@@ -137,13 +133,7 @@ func dialConn(ctx context.Context, r *runner, idx int, d *websocket.Dialer, url 
 func (c *conn) subscribe(ctx context.Context, channels ...string) error {
 	chs := make([]chan error, 0, len(channels))
 	for _, ch := range channels {
-		w, err := c.start(func(b []byte, cid int64) []byte {
-			b = append(b, `{"event":"#subscribe","data":{"channel":`...)
-			b = strconv.AppendQuote(b, ch)
-			b = append(b, `},"cid":`...)
-			b = strconv.AppendInt(b, cid, 10)
-			return append(b, '}')
-		})
+		w, err := c.start(func(b []byte, cid int64) []byte { return c.r.wire.subscribe(b, ch, cid) })
 		if err != nil {
 			return err
 		}
@@ -245,7 +235,6 @@ func (c *conn) close() {
 var (
 	pongV2 = appendFrame(nil, nil)
 	pongV1 = appendFrame(nil, []byte("#2"))
-	ridKey = []byte(`"rid":`)
 	errKey = []byte(`"error"`)
 )
 
@@ -336,20 +325,19 @@ func (c *conn) readLoop() {
 }
 
 func (c *conn) handle(frame []byte) {
-	switch {
-	case len(frame) == 0:
-		_ = c.writeRaw(pongV2)
-		return
-	case len(frame) == 2 && frame[0] == '#' && frame[1] == '1':
-		_ = c.writeRaw(pongV1)
-		return
+	w := c.r.wire
+	if w.isPing(frame) {
+		_ = c.writeRaw(w.pong(frame))
+		if w == socketCluster {
+			return // a SocketCluster ping is a frame of its own
+		}
 	}
 	if c.sub {
 		c.r.deliveries(c, frame)
 	}
 	// A subscriber that is not publishing and has no setup call waiting expects no
-	// responses: its frames (deliveries) are not searched for "rid": a second time.
-	if (c.pub != nil || c.callsWaiting()) && bytes.Contains(frame, ridKey) {
+	// responses: its frames (deliveries) are not searched for a reply id a second time.
+	if (c.pub != nil || c.callsWaiting()) && bytes.Contains(frame, w.replyKey) {
 		c.handleAcks(frame)
 	}
 }
@@ -364,15 +352,16 @@ func (c *conn) callsWaiting() bool {
 // handleAcks handles responses. Responses without errors (publication acks and
 // setup calls alike) take the fast path (scan); anything else decodes the frame.
 func (c *conn) handleAcks(frame []byte) {
+	replyKey := c.r.wire.replyKey
 	if !bytes.Contains(frame, errKey) {
 		rest := frame
 		now := c.r.now()
 		for {
-			i := bytes.Index(rest, ridKey)
+			i := bytes.Index(rest, replyKey)
 			if i < 0 {
 				break
 			}
-			rest = rest[i+len(ridKey):]
+			rest = rest[i+len(replyKey):]
 			var cid int64
 			j := 0
 			for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
@@ -390,27 +379,34 @@ func (c *conn) handleAcks(frame []byte) {
 		}
 		return
 	}
-	var packets []struct {
-		Rid   json.RawMessage `json:"rid"`
+	type reply struct {
+		Rid   json.RawMessage `json:"rid"` // SocketCluster
+		ID    json.RawMessage `json:"id"`  // Centrifugo
 		Error json.RawMessage `json:"error"`
 	}
+	var packets []reply
 	if len(frame) > 0 && frame[0] == '[' {
 		if json.Unmarshal(frame, &packets) != nil {
 			return
 		}
 	} else {
-		packets = packets[:0]
-		packets = append(packets, struct {
-			Rid   json.RawMessage `json:"rid"`
-			Error json.RawMessage `json:"error"`
-		}{})
-		if json.Unmarshal(frame, &packets[0]) != nil {
-			return
+		// One object, or (Centrifugo) several, one per line.
+		dec := json.NewDecoder(bytes.NewReader(frame))
+		for {
+			var p reply
+			if dec.Decode(&p) != nil {
+				break
+			}
+			packets = append(packets, p)
 		}
 	}
 	now := c.r.now()
 	for _, p := range packets {
-		cid, err := strconv.ParseInt(string(p.Rid), 10, 64)
+		id := p.Rid
+		if c.r.wire == centrifugo {
+			id = p.ID
+		}
+		cid, err := strconv.ParseInt(string(id), 10, 64)
 		if err != nil {
 			continue
 		}

@@ -35,7 +35,7 @@ func tcpConnPair(t *testing.T) (client, server net.Conn) {
 // readerConn is a conn whose reader runs on c, waiting for the answer to call 7.
 func readerConn(c net.Conn) (*conn, chan error) {
 	waiter := make(chan error, 1)
-	cn := &conn{r: &runner{base: time.Now()}, nc: c, rsize: 512, calls: map[int64]chan error{7: waiter}, done: make(chan struct{})}
+	cn := &conn{r: &runner{base: time.Now(), wire: socketCluster}, nc: c, rsize: 512, calls: map[int64]chan error{7: waiter}, done: make(chan struct{})}
 	go cn.readLoop()
 	return cn, waiter
 }

@@ -69,7 +69,8 @@ func (r *runner) deliveries(c *conn, frame []byte) {
 type publisher struct {
 	c      *conn
 	id     uint32
-	prefix [][]byte // per channel: `{"event":"#publish","data":{"channel":"…","data":`
+	prefix [][]byte // per channel: the publication up to its data (wire.publishPrefix)
+	nextID int64    // ids of publications without acks (wire.ids)
 	seqs   []uint32 // per channel
 	rng    *rand.Rand
 	ack    bool
@@ -223,9 +224,7 @@ func (r *runner) setupTraffic(ctx context.Context, kind string) (*trafficSetup, 
 	ts.subs = subs
 	prefixes := make([][]byte, len(ts.channels))
 	for i, ch := range ts.channels {
-		b := []byte(`{"event":"#publish","data":{"channel":`)
-		b = strconv.AppendQuote(b, ch)
-		prefixes[i] = append(b, `,"data":`...)
+		prefixes[i] = r.wire.publishPrefix(ch)
 	}
 	for i, c := range pcs {
 		p := &publisher{c: c, id: uint32(i), prefix: prefixes, seqs: make([]uint32, len(ts.channels)),
@@ -412,19 +411,20 @@ func (r *runner) publish(ctx context.Context, ts *trafficSetup, p *publisher, s 
 				}
 				cid = acks.nextCid
 				acks.nextCid++
+			} else if r.wire.ids {
+				// An id the answer is not waited for (publishers without acks ignore answers).
+				p.nextID++
+				cid = setupCids + p.nextID
 			}
 			p.seqs[ch]++
 			now := r.now()
 			b := append(p.pkt[:0], p.prefix[ch]...)
 			b = AppendPayload(b, Payload{Step: s, Publisher: p.id, Seq: p.seqs[ch], SentNanos: now}, r.cfg.Payload)
-			b = append(b, '}')
-			if cid != 0 {
-				b = append(b, `,"cid":`...)
-				b = strconv.AppendInt(b, cid, 10)
+			b = r.wire.endPublish(b, cid)
+			if acks != nil {
 				acks.sent[cid&(ackWindow-1)].Store(now)
 				acks.issued.Add(1)
 			}
-			b = append(b, '}')
 			p.pkt = b
 			p.buf = appendFrame(p.buf, b)
 		}

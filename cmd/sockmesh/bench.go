@@ -59,8 +59,9 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `usage: sockmesh bench [flags]
 
-Generates load against any SocketCluster-compatible server and reports delivered
-messages/s, loss, latency percentiles, server CPU/RSS (with --server-pid) and the
+Generates load against any SocketCluster-compatible server (or Centrifugo, with
+--protocol centrifugo) and reports delivered messages/s, loss, latency
+percentiles, server CPU/RSS (with --server-pid) and the
 tool's own CPU. Scenarios:
   fanout    --subscribers S on one channel, --rate R publications/s in total
   channels  --connections C each on its own channel, acknowledged publications
@@ -100,6 +101,7 @@ flags:
 		perSrc   = fs.Int("per-source-addr", 10000, "connections per source address 127.0.0.x when more go to a loopback server")
 		connWith = fs.String("connector", "raw", "connect: raw (one goroutine over epoll, a fraction of the CPU per connection; Linux and ws:// only, else gorilla) or gorilla (gorilla/websocket, a goroutine per connection, as the other scenarios)")
 		label    = fs.String("label", "", "name of the system under test, carried into every result")
+		protocol = fs.String("protocol", "socketcluster", "client protocol: socketcluster, or centrifugo (Centrifugo's JSON protocol, for side-by-side runs)")
 		asJSON   = fs.Bool("json", false, "print JSON lines on stdout (the table goes to stderr)")
 		quiet    = fs.Bool("q", false, "no progress messages")
 		cpuProf  = fs.String("cpuprofile", "", "write the tool's own CPU profile to this file")
@@ -120,7 +122,7 @@ flags:
 		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, Connections: *conns, Channels: *channels,
 		Publishers: *pubs, Rate: *rate, Payload: *payload, Duration: *duration, Warmup: *warmup,
 		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Refine: *refine, Concurrency: *conc, Drain: *drain,
-		ServerPIDs: pids, PerSourceAddr: *perSrc, Connector: *connWith, Label: *label,
+		ServerPIDs: pids, PerSourceAddr: *perSrc, Connector: *connWith, Label: *label, Protocol: *protocol,
 	}
 	// One count flag is enough for the scenarios that use the other one.
 	if cfg.Connections == 0 && *subs > 0 {
