@@ -42,6 +42,16 @@ type AuthConfig struct {
 	Issuer, Audience string
 	// DefaultExpiry is added as exp to issued tokens without one; zero value 24 h.
 	DefaultExpiry time.Duration
+	// The token policy for presented tokens. The zero value is socketcluster-server's
+	// (jsonwebtoken's defaults): a token without exp is valid for as long as the connection
+	// lives, no skew is allowed, iat is not checked. RequireExp refuses tokens without exp;
+	// MaxLifetime > 0 refuses tokens valid for longer (exp - iat, or exp - now without iat;
+	// it implies RequireExp); ClockSkew is the leeway on exp, nbf and iat; CheckIssuedAt
+	// refuses tokens issued in the future (beyond ClockSkew). See StrictPolicy.
+	RequireExp    bool
+	MaxLifetime   time.Duration
+	ClockSkew     time.Duration
+	CheckIssuedAt bool
 	HTTPClient    *http.Client
 	Logger        *slog.Logger
 }
@@ -96,7 +106,13 @@ func NewAuthWith(cfg AuthConfig) (*Auth, error) {
 	if len(cfg.PublicKeyFiles) > 0 || cfg.JWKSURL != "" {
 		methods = append(methods, "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(methods)}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithLeeway(cfg.ClockSkew)}
+	if cfg.RequireExp || cfg.MaxLifetime > 0 {
+		opts = append(opts, jwt.WithExpirationRequired())
+	}
+	if cfg.CheckIssuedAt {
+		opts = append(opts, jwt.WithIssuedAt())
+	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
@@ -362,7 +378,30 @@ func (a *Auth) Verify(raw json.RawMessage) (Claims, time.Time, *scproto.Error) {
 	if e, _ := claims.GetExpirationTime(); e != nil {
 		exp = e.Time
 	}
+	if max := a.cfg.MaxLifetime; max > 0 {
+		from := a.now()
+		if iat, _ := claims.GetIssuedAt(); iat != nil {
+			from = iat.Time
+		}
+		if exp.Sub(from) > max+a.cfg.ClockSkew {
+			return nil, time.Time{}, scproto.NewError("AuthTokenInvalidError", "jwt lifetime exceeds the maximum of "+max.String(), "isBadToken", true)
+		}
+	}
 	return Claims(claims), exp, nil
+}
+
+// StrictPolicy is the "strict" token profile (--auth-profile strict): exp required, a
+// lifetime of at most maxLifetime (24 h when 0), iat not in the future, skew (5 s when 0)
+// allowed on each check. It returns cfg with the policy fields set.
+func StrictPolicy(cfg AuthConfig, maxLifetime, skew time.Duration) AuthConfig {
+	if maxLifetime <= 0 {
+		maxLifetime = 24 * time.Hour
+	}
+	if skew <= 0 {
+		skew = 5 * time.Second
+	}
+	cfg.RequireExp, cfg.CheckIssuedAt, cfg.MaxLifetime, cfg.ClockSkew = true, true, maxLifetime, skew
+	return cfg
 }
 
 // tokenError maps a verification failure to the error jsonwebtoken/socketcluster would give.
@@ -382,6 +421,10 @@ func tokenError(err error, claims jwt.MapClaims, cfg AuthConfig) *scproto.Error 
 			e.Fields["date"] = nbf.UTC().Format("2006-01-02T15:04:05.000Z")
 		}
 		return e
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return scproto.NewError("AuthTokenInvalidError", "jwt has no exp: this server requires one", "isBadToken", true)
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return scproto.NewError("AuthTokenInvalidError", "jwt issued in the future (iat)", "isBadToken", true)
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return scproto.NewError("AuthTokenInvalidError", "jwt issuer invalid. expected: "+cfg.Issuer, "isBadToken", true)
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):

@@ -193,3 +193,60 @@ func TestJWKSWithKeyRotation(t *testing.T) {
 		t.Fatalf("%d JWKS fetches, want 2 (start, unknown kid)", fetches)
 	}
 }
+
+// The token policy: by default (socketcluster-server's) a token without exp is accepted; the
+// flags and the strict profile refuse it, refuse lifetimes over the maximum and iat in the
+// future, and allow the configured clock skew, each with an error a client can read.
+func TestTokenPolicy(t *testing.T) {
+	now := time.Now()
+	sign := func(c jwt.MapClaims) json.RawMessage {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte("secret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rawString(s)
+	}
+	noExp := sign(jwt.MapClaims{"u": 1})
+	day := sign(jwt.MapClaims{"u": 1, "iat": now.Unix(), "exp": now.Add(24 * time.Hour).Unix()})
+	week := sign(jwt.MapClaims{"u": 1, "iat": now.Unix(), "exp": now.Add(7 * 24 * time.Hour).Unix()})
+	weekNoIat := sign(jwt.MapClaims{"u": 1, "exp": now.Add(7 * 24 * time.Hour).Unix()})
+	oldIatLongExp := sign(jwt.MapClaims{"u": 1, "iat": now.Add(-30 * 24 * time.Hour).Unix(), "exp": now.Add(time.Hour).Unix()})
+	expired3s := sign(jwt.MapClaims{"u": 1, "exp": now.Add(-3 * time.Second).Unix()})
+	issuedLater := sign(jwt.MapClaims{"u": 1, "iat": now.Add(time.Minute).Unix(), "exp": now.Add(time.Hour).Unix()})
+	base := AuthConfig{HMACKey: "secret"}
+	for _, c := range []struct {
+		name string
+		cfg  AuthConfig
+		tok  json.RawMessage
+		want string // "" accepted, else the message's start
+	}{
+		{"default: no exp", base, noExp, ""},
+		{"default: a week", base, week, ""},
+		{"default: iat in the future", base, issuedLater, ""},
+		{"default: expired 3 s ago", base, expired3s, "jwt expired"},
+		{"require exp: no exp", AuthConfig{HMACKey: "secret", RequireExp: true}, noExp, "jwt has no exp"},
+		{"require exp: with exp", AuthConfig{HMACKey: "secret", RequireExp: true}, day, ""},
+		{"max lifetime: no exp", AuthConfig{HMACKey: "secret", MaxLifetime: time.Hour}, noExp, "jwt has no exp"},
+		{"skew 5 s: expired 3 s ago", AuthConfig{HMACKey: "secret", ClockSkew: 5 * time.Second}, expired3s, ""},
+		{"strict: no exp", StrictPolicy(base, 0, 0), noExp, "jwt has no exp"},
+		{"strict: a day", StrictPolicy(base, 0, 0), day, ""},
+		{"strict: a week", StrictPolicy(base, 0, 0), week, "jwt lifetime exceeds the maximum of 24h0m0s"},
+		{"strict: a week, no iat", StrictPolicy(base, 0, 0), weekNoIat, "jwt lifetime exceeds"},
+		{"strict: issued 30 days ago, exp in an hour", StrictPolicy(base, 0, 0), oldIatLongExp, "jwt lifetime exceeds"},
+		{"strict: iat a minute ahead", StrictPolicy(base, 0, 0), issuedLater, "jwt issued in the future"},
+		{"strict: expired 3 s ago (5 s skew)", StrictPolicy(base, 0, 0), expired3s, ""},
+		{"strict, 1 h max: a day", StrictPolicy(base, time.Hour, 0), day, "jwt lifetime exceeds the maximum of 1h0m0s"},
+	} {
+		a, err := NewAuthWith(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, e := a.Verify(c.tok)
+		switch {
+		case c.want == "" && e != nil:
+			t.Errorf("%s: refused: %v", c.name, e.Message)
+		case c.want != "" && (e == nil || !strings.HasPrefix(e.Message, c.want) || e.Name != "AuthTokenInvalidError" && e.Name != "AuthTokenExpiredError"):
+			t.Errorf("%s: %+v, want %q", c.name, e, c.want)
+		}
+	}
+}

@@ -492,14 +492,24 @@ func TestDrainCommand(t *testing.T) {
 	}
 	waitWanted(t, nodes, "n2", 1)
 	pub := dial(t, n1.URL())
+	// Without the admin token the node refuses, and does not drain.
 	out, err := exec.Command(harness.Binary(t), "drain", "--admin", n2.AdminURL(), "--wait=false").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "401") {
+		t.Fatalf("sockmesh drain without the admin token: %v\n%s", err, out)
+	}
+	if _, err := n2.Get("/readyz"); err != nil {
+		t.Fatalf("readyz after a refused drain: %v", err)
+	}
+	out, err = exec.Command(harness.Binary(t), "drain", "--admin", n2.AdminURL(), "--admin-token", n2.AdminToken, "--wait=false").CombinedOutput()
 	if err != nil {
 		t.Fatalf("sockmesh drain: %v\n%s", err, out)
 	}
 	if _, err := n2.Get("/readyz"); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("readyz right after the drain request: %v, want 503", err)
 	}
-	out, err = exec.Command(harness.Binary(t), "drain", "--admin", n2.AdminURL(), "--timeout", "30s").CombinedOutput()
+	cmd := exec.Command(harness.Binary(t), "drain", "--admin", n2.AdminURL(), "--timeout", "30s")
+	cmd.Env = append(os.Environ(), "SOCKMESH_ADMIN_TOKEN="+n2.AdminToken) // as the k8s preStop hook passes it
+	out, err = cmd.CombinedOutput()
 	t.Logf("sockmesh drain (again, waiting):\n%s", out)
 	if err != nil {
 		t.Fatalf("sockmesh drain --wait: %v", err)

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sockmesh/sockmesh/integration/harness"
 )
 
 // chromium returns Debian's chromium, installing it when it is missing and the test runs as
@@ -78,7 +80,22 @@ func headless(t *testing.T, bin, url string, extra ...string) []byte {
 // cluster (reading the other nodes' admin endpoints from the browser), with live rates.
 func TestStatusPageInChromium(t *testing.T) {
 	bin := chromium(t)
-	nodes := startCluster(t, 3)
+	// Each node lets the others' status pages read it (its admin origin allow-list); every
+	// admin listener wants the token, which the page gets once, in the link.
+	nodes := make([]*harness.Node, 3)
+	var origins []string
+	for i := range nodes {
+		nodes[i] = harness.NewNode(t, fmt.Sprintf("n%d", i+1))
+		origins = append(origins, nodes[i].AdminURL())
+	}
+	for i, n := range nodes {
+		n.Args = append(n.Args, "--admin-allow-origins", strings.Join(origins, ","))
+		if i > 0 {
+			n.Args = append(n.Args, "--join", nodes[0].GossipAddr)
+		}
+		n.Start()
+	}
+	waitConverged(t, nodes)
 
 	// Some traffic, so that rates and charts show something: a subscriber on every node, a
 	// publisher on n1 at about 50/s for the rest of the test.
@@ -111,7 +128,11 @@ func TestStatusPageInChromium(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 
-	url := nodes[1].AdminURL() + "/ui"
+	// Without the token the page is refused, and tells nothing.
+	if dom := string(headless(t, bin, nodes[1].AdminURL()+"/ui", "--dump-dom")); strings.Contains(dom, "data-node=") || !strings.Contains(dom, `"code":"unauthorized"`) {
+		t.Fatalf("the status page without the token:\n%s", tail([]byte(dom), 2000))
+	}
+	url := nodes[1].AdminURL() + "/ui?token=" + nodes[1].AdminToken
 	dom := string(headless(t, bin, url, "--dump-dom"))
 	for _, n := range nodes {
 		if !regexp.MustCompile(`data-node="` + n.Name + `" data-status="alive"`).MatchString(dom) {

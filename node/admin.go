@@ -6,6 +6,7 @@ import (
 	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sockmesh/sockmesh/adminguard"
 	"github.com/sockmesh/sockmesh/mesh"
 )
 
@@ -43,9 +44,22 @@ func (n *Node) adminHandler() http.Handler {
 	})
 	n.api.RegisterLocal(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
-	// Profiles for operators (the admin address is loopback by default).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if n.cfg.Pprof {
+		// Profiles cost CPU on demand: only when asked for (--pprof), behind the guard.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return n.withUI(mux)
+}
+
+// newAdminGuard is the admin listener's door (adminguard): the probes stay open, everything
+// else needs the admin token or the API key when either is configured.
+func (n *Node) newAdminGuard() (*adminguard.Guard, error) {
+	cfg := adminguard.Config{Token: n.cfg.AdminToken, Open: []string{"/healthz", "/readyz"},
+		AllowOrigins: n.cfg.AdminAllowOrigins, Page: "/ui"}
+	if n.cfg.APIKey != "" {
+		cfg.Also = n.api.Authorized
+	}
+	return adminguard.New(cfg)
 }

@@ -7,9 +7,11 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/sockmesh/sockmesh/access"
+	"github.com/sockmesh/sockmesh/adminguard"
 	"github.com/sockmesh/sockmesh/mesh"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
@@ -75,6 +77,14 @@ type Config struct {
 	AuthJWKSURL    string
 	AuthIssuer     string
 	AuthAudience   string
+	// The policy for presented tokens (access.AuthConfig). AuthProfile "socketcluster" (or
+	// empty) is socketcluster-server's: tokens without exp accepted, no skew; "strict" is
+	// access.StrictPolicy (exp required, lifetime at most AuthMaxLifetime or 24 h, iat not in
+	// the future, AuthClockSkew or 5 s of skew). The other fields tighten either profile.
+	AuthProfile     string
+	AuthRequireExp  bool
+	AuthMaxLifetime time.Duration
+	AuthClockSkew   time.Duration
 	// AccessPolicyFile is a YAML channel access policy (see access.Policy); empty
 	// allows every channel to everyone.
 	AccessPolicyFile string
@@ -99,6 +109,15 @@ type Config struct {
 	// APIEnforcePolicy checks API publications against the access policy's publish rules
 	// as an unauthenticated client; off, the API is trusted like Node.Publish.
 	APIEnforcePolicy bool
+	// AdminToken guards the admin listener: every path but /healthz and /readyz needs it
+	// ("Authorization: Bearer <token>") or the API key. AdminAllowOrigins are the browser
+	// origins whose pages may read the admin answers (CORS; empty: none). An admin listener
+	// that other hosts can reach needs a token or an API key unless AdminInsecure is set.
+	AdminToken        string
+	AdminAllowOrigins []string
+	AdminInsecure     bool
+	// Pprof serves /debug/pprof on the admin listener (behind the admin token).
+	Pprof bool
 	// Demo installs the demo application (not for production).
 	Demo bool
 	// Logger receives the node's logs; nil discards them.
@@ -147,6 +166,7 @@ func (c *Config) setDefaults() error {
 	def(&c.MeshAddr, "127.0.0.1:8002")
 	def(&c.GossipAddr, "127.0.0.1:8003")
 	def(&c.GossipProfile, "lan")
+	def(&c.AuthProfile, "socketcluster")
 	if c.Shards <= 0 {
 		c.Shards = runtime.NumCPU()
 	}
@@ -178,6 +198,22 @@ func (c *Config) setDefaults() error {
 			errs = append(errs, errors.New("api-addr needs api-key: the HTTP API is never served without a key"))
 		}
 	}
+	if c.AdminToken == "" && c.APIKey == "" && !c.AdminInsecure && !loopbackAddr(c.AdminAddr) {
+		errs = append(errs, fmt.Errorf("admin-addr %s can be reached from other hosts and nothing guards it: set --admin-token (env SOCKMESH_ADMIN_TOKEN) or --api-key, or --admin-insecure to serve /metrics, /cluster and /ui to anyone who reaches it", c.AdminAddr))
+	}
+	for _, o := range c.AdminAllowOrigins {
+		if _, err := adminguard.NormalizeOrigin(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch c.AuthProfile {
+	case "socketcluster", "strict":
+	default:
+		errs = append(errs, fmt.Errorf("auth-profile: %q is not socketcluster or strict", c.AuthProfile))
+	}
+	if c.AuthMaxLifetime < 0 || c.AuthClockSkew < 0 {
+		errs = append(errs, errors.New("auth-max-lifetime and auth-clock-skew cannot be negative"))
+	}
 	if v := c.Front.ProtocolVersion; v != 0 && v != 1 && v != 2 {
 		errs = append(errs, fmt.Errorf("protocol-version: %d is not 1 or 2", v))
 	}
@@ -202,4 +238,18 @@ func (c *Config) advertised(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// loopbackAddr: host:port names a loopback address (or localhost), which only this host's
+// processes can reach.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sockmesh/sockmesh/access"
+	"github.com/sockmesh/sockmesh/adminguard"
 	"github.com/sockmesh/sockmesh/demo"
 	"github.com/sockmesh/sockmesh/httpapi"
 	"github.com/sockmesh/sockmesh/mesh"
@@ -29,6 +30,7 @@ type Node struct {
 	broker *Broker
 	mesh   *mesh.Mesh
 	api    *httpapi.API
+	guard  *adminguard.Guard // the admin listener's door
 	policy *access.Policy
 
 	mu        sync.Mutex
@@ -54,11 +56,16 @@ func New(cfg Config) (*Node, error) {
 	n.reg.MustRegister(newMeshStats(n))
 	var auth *access.Auth
 	if cfg.AuthKey != "" || len(cfg.AuthPublicKeys) > 0 || cfg.AuthJWKSURL != "" {
-		a, err := access.NewAuthWith(access.AuthConfig{
+		ac := access.AuthConfig{
 			HMACKey: cfg.AuthKey, PublicKeyFiles: cfg.AuthPublicKeys, JWKSURL: cfg.AuthJWKSURL,
 			Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, DefaultExpiry: cfg.AuthExpiry,
+			RequireExp: cfg.AuthRequireExp, MaxLifetime: cfg.AuthMaxLifetime, ClockSkew: cfg.AuthClockSkew,
 			Logger: cfg.Logger,
-		})
+		}
+		if cfg.AuthProfile == "strict" {
+			ac = access.StrictPolicy(ac, cfg.AuthMaxLifetime, cfg.AuthClockSkew)
+		}
+		a, err := access.NewAuthWith(ac)
 		if err != nil {
 			return nil, err
 		}
@@ -88,6 +95,11 @@ func New(cfg Config) (*Node, error) {
 		Key: cfg.APIKey, Policy: n.policy, EnforcePolicy: cfg.APIEnforcePolicy,
 		MaxPayload: n.front.Config().MaxPayload, MaxChannelLength: n.front.Config().MaxChannelLength,
 	}, n.reg)
+	guard, err := n.newAdminGuard()
+	if err != nil {
+		return nil, err
+	}
+	n.guard = guard
 	return n, nil
 }
 
@@ -198,7 +210,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.mesh = m
 	n.broker.SetMesh(m, m)
-	n.adminSrv = &http.Server{Handler: n.withDrain(n.adminHandler()), ReadHeaderTimeout: 10 * time.Second}
+	n.adminSrv = &http.Server{Handler: n.guard.Handler(n.withDrain(n.adminHandler())), ReadHeaderTimeout: 10 * time.Second}
 	n.serveDone.Add(2)
 	go func() { defer n.serveDone.Done(); _ = n.front.Serve(wsLn) }()
 	go func() { defer n.serveDone.Done(); _ = n.adminSrv.Serve(adminLn) }()
@@ -259,12 +271,20 @@ func (n *Node) listenAddr(ln net.Listener, configured string) string {
 // leaves the cluster and stops. ctx bounds it all. Done is closed when it has finished.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
-	if !n.started || n.stopped {
+	if n.stopped {
 		n.mu.Unlock()
 		return nil
 	}
 	n.stopped = true
+	started := n.started
 	n.mu.Unlock()
+	if !started {
+		// Created, never started: only what New started (the front's poller and workers,
+		// the API's state) is to be released.
+		n.front.Close()
+		n.api.Close()
+		return nil
+	}
 	spread := n.cfg.DrainDuration
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < spread+drainReserve() {
 		spread = max(0, time.Until(dl)-drainReserve())

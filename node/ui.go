@@ -13,9 +13,9 @@ import (
 //go:embed ui/index.html ui/app.js ui/style.css
 var uiFiles embed.FS
 
-// withUI adds the status page (/ui) to the admin mux and returns the admin handler: GET
-// /cluster and /metrics answer any origin (the page on one node's admin port reads the other
-// nodes' admin ports; both are read-only).
+// withUI adds the status page (/ui) to the admin mux and returns the admin handler. The page
+// on one node's admin port reads the other nodes' /cluster and /metrics: their
+// --admin-allow-origins must list this node's admin origin (see adminguard).
 func (n *Node) withUI(mux *http.ServeMux) http.Handler {
 	sub, _ := fs.Sub(uiFiles, "ui")
 	files := http.StripPrefix("/ui/", http.FileServerFS(sub))
@@ -26,8 +26,6 @@ func (n *Node) withUI(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			switch r.URL.Path {
-			case "/cluster", "/metrics":
-				w.Header().Set("Access-Control-Allow-Origin", "*")
 			case "/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/style.css":
 				w.Header().Set("Cache-Control", "no-cache")
 			}

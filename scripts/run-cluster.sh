@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${SOCKMESH_BIN:-./bin/sockmesh}
 KEY=${SOCKMESH_AUTH_KEY:-local-dev-key-change-me}
+# The admin listeners (metrics, cluster view, status page, drain) want a token: one is made
+# up for this run unless SOCKMESH_ADMIN_TOKEN is set.
+TOKEN=${SOCKMESH_ADMIN_TOKEN:-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')}
+ADMINS=http://127.0.0.1:8001,http://127.0.0.1:8011,http://127.0.0.1:8021
 LOGDIR=${LOGDIR:-$(mktemp -d -t sockmesh-run-XXXX)}
 pids=()
 
@@ -26,7 +30,8 @@ for i in 1 2 3; do
   [ "$i" -gt 1 ] && join=(--join 127.0.0.1:8003)
   "$BIN" serve --name "n$i" --ws-addr "127.0.0.1:$base" --admin-addr "127.0.0.1:$((base + 1))" \
     --mesh-addr "127.0.0.1:$((base + 2))" --gossip-addr "127.0.0.1:$((base + 3))" \
-    --auth-key "$KEY" --demo --drain-duration 1s "${join[@]}" >"$LOGDIR/n$i.log" 2>&1 &
+    --auth-key "$KEY" --admin-token "$TOKEN" --admin-allow-origins "$ADMINS" \
+    --demo --drain-duration 1s "${join[@]}" >"$LOGDIR/n$i.log" 2>&1 &
   pids+=($!)
 done
 
@@ -47,6 +52,7 @@ for i in 1 2 3; do
   base=$((8000 + (i - 1) * 10))
   printf '  n%d  clients ws://127.0.0.1:%d/socketcluster/   admin http://127.0.0.1:%d\n' "$i" "$base" "$((base + 1))"
 done
-echo "  see the cluster: $BIN cluster --admin http://127.0.0.1:8001"
+echo "  status page: http://127.0.0.1:8001/ui?token=$TOKEN"
+echo "  see the cluster: SOCKMESH_ADMIN_TOKEN=$TOKEN $BIN cluster --admin http://127.0.0.1:8001"
 echo "  logs in $LOGDIR; Ctrl-C stops all three."
 wait

@@ -19,6 +19,7 @@ func runCluster(args []string) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	admin := fs.String("admin", envOr("SOCKMESH_ADMIN", "http://127.0.0.1:8001"), "admin base URL of any node")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
+	token := fs.String("admin-token", "", "the node's --admin-token (env SOCKMESH_ADMIN_TOKEN; or the API key in SOCKMESH_API_KEY)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -26,8 +27,7 @@ func runCluster(args []string) error {
 	if !strings.Contains(url, "://") {
 		url = "http://" + url
 	}
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url + "/cluster")
+	resp, err := adminClient(*token, "").Get(url + "/cluster")
 	if err != nil {
 		return err
 	}

@@ -28,16 +28,14 @@ func runDrain(args []string) error {
 	admin := fs.String("admin", "http://127.0.0.1:8001", "the node's admin base URL")
 	wait := fs.Bool("wait", true, "follow the drain until the node has stopped")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up waiting after this long (exit 1)")
-	apiKey := fs.String("api-key", "", "the cluster's --api-key, needed when the admin address is not loopback (env SOCKMESH_API_KEY)")
+	token := fs.String("admin-token", "", "the node's --admin-token (env SOCKMESH_ADMIN_TOKEN)")
+	apiKey := fs.String("api-key", "", "the cluster's --api-key, instead of the admin token (env SOCKMESH_API_KEY)")
 	quiet := fs.Bool("quiet", false, "print nothing but errors")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	if *apiKey == "" {
-		*apiKey = os.Getenv("SOCKMESH_API_KEY")
 	}
 	base := strings.TrimRight(*admin, "/")
 	if !strings.Contains(base, "://") {
@@ -48,15 +46,8 @@ func runDrain(args []string) error {
 			fmt.Fprintf(os.Stderr, format+"\n", a...)
 		}
 	}
-	hc := &http.Client{Timeout: 5 * time.Second}
-	req, err := http.NewRequest(http.MethodPost, base+"/drain", nil)
-	if err != nil {
-		return err
-	}
-	if *apiKey != "" {
-		req.Header.Set("X-API-Key", *apiKey)
-	}
-	resp, err := hc.Do(req)
+	hc := adminClient(*token, *apiKey)
+	resp, err := hc.Post(base+"/drain", "", nil)
 	if err != nil {
 		return err
 	}
@@ -76,6 +67,10 @@ func runDrain(args []string) error {
 	for time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 		st, err := getDrain(hc, base)
+		var refused *httpStatusError
+		if errors.As(err, &refused) {
+			return err
+		}
 		if err != nil {
 			// The admin listener closes as the node stops: the drain is over.
 			say("drained: %s has stopped", base)
@@ -102,7 +97,12 @@ func getDrain(hc *http.Client, base string) (drainStatus, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /drain: %s", resp.Status)
+		return st, &httpStatusError{"GET /drain: " + resp.Status}
 	}
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
+
+// httpStatusError: the node answered, with an error status (not: it has stopped).
+type httpStatusError struct{ msg string }
+
+func (e *httpStatusError) Error() string { return e.msg }

@@ -70,7 +70,7 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	d := node.Defaults()
 	fs.StringVar(&cfg.Name, "name", d.Name, "node name, unique in the cluster")
 	fs.StringVar(&cfg.WSAddr, "ws-addr", d.WSAddr, "client listener; WebSocket path /socketcluster/")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", d.AdminAddr, "operator HTTP: /healthz, /readyz, /metrics, /cluster")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", d.AdminAddr, "operator HTTP: /healthz, /readyz (open); /metrics, /cluster, /ui, /drain (behind --admin-token)")
 	fs.StringVar(&cfg.MeshAddr, "mesh-addr", d.MeshAddr, "ZeroMQ publish socket bind address")
 	fs.StringVar(&cfg.GossipAddr, "gossip-addr", d.GossipAddr, "Serf bind address (TCP and UDP)")
 	fs.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host others should dial, when it differs from the bind host")
@@ -128,6 +128,10 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	fs.StringVar(&cfg.AuthJWKSURL, "auth-jwks-url", "", "JWKS URL of your auth service (refreshed every 5 min and on an unknown key id)")
 	fs.StringVar(&cfg.AuthIssuer, "auth-issuer", "", "required iss of client tokens (empty: not checked)")
 	fs.StringVar(&cfg.AuthAudience, "auth-audience", "", "required aud of client tokens (empty: not checked)")
+	fs.StringVar(&cfg.AuthProfile, "auth-profile", "socketcluster", "token policy: socketcluster (as socketcluster-server: tokens without exp accepted, no clock skew) or strict (exp required, lifetime at most --auth-max-lifetime or 24h, iat not in the future, --auth-clock-skew or 5s)")
+	fs.BoolVar(&cfg.AuthRequireExp, "auth-require-exp", false, "refuse client tokens without exp")
+	fs.DurationVar(&cfg.AuthMaxLifetime, "auth-max-lifetime", 0, "refuse client tokens valid for longer than this (exp - iat; implies --auth-require-exp; 0: no limit)")
+	fs.DurationVar(&cfg.AuthClockSkew, "auth-clock-skew", 0, "leeway on a token's exp, nbf and iat for clocks that disagree")
 	fs.StringVar(&cfg.AccessPolicyFile, "access-policy", "", "YAML channel access policy (who may subscribe and publish, by channel pattern); empty: all allowed")
 	fs.StringVar(&cfg.Hook.URL, "hook-url", "", "your backend's decision endpoint (POST JSON) for handshake/subscribe/publish/invoke; empty: none")
 	hookActions := fs.String("hook-actions", strings.Join(d.Hook.Actions, ","), "what the hook decides: any of handshake, subscribe, publish, invoke")
@@ -135,6 +139,10 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	fs.BoolVar(&cfg.Hook.FailOpen, "hook-fail-open", false, "allow when the hook is unreachable or fails (default: deny with HookUnavailableError)")
 	fs.StringVar(&cfg.APIAddr, "api-addr", "", "HTTP API listener (/api/publish, /api/channels, ...); empty: no API")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "key the HTTP API requires (header Authorization: apikey KEY, or X-API-Key); shared by every node")
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token the admin listener requires for everything but /healthz and /readyz (Authorization: Bearer TOKEN; the API key works too); needed when --admin-addr is not loopback")
+	adminOrigins := fs.String("admin-allow-origins", "", "comma-separated browser origins (http://host:port) whose pages may read the admin endpoints, e.g. the other nodes' status pages; empty: none")
+	fs.BoolVar(&cfg.AdminInsecure, "admin-insecure", false, "serve the admin listener on a non-loopback address without --admin-token or --api-key (anyone who reaches it reads the cluster)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on the admin listener (behind --admin-token)")
 	fs.BoolVar(&cfg.APIEnforcePolicy, "api-enforce-policy", false, "check API publications against --access-policy's publish rules as an unauthenticated client (default: the API is trusted)")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", d.AuthExpiry, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", d.DrainDuration, "spread client closes over this long when draining (SIGTERM, sockmesh drain)")
@@ -204,6 +212,11 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	for _, o := range strings.Split(*origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.Front.Limits.AllowedOrigins = append(cfg.Front.Limits.AllowedOrigins, o)
+		}
+	}
+	for _, o := range strings.Split(*adminOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AdminAllowOrigins = append(cfg.AdminAllowOrigins, o)
 		}
 	}
 	if *join != "" {

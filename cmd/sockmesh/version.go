@@ -47,7 +47,7 @@ func printEffective(w io.Writer, fs *flag.FlagSet) error {
 		switch f.Name {
 		case "print-config", "version", "config":
 			return
-		case "auth-key", "api-key", "cluster-key":
+		case "auth-key", "api-key", "cluster-key", "admin-token":
 			if f.Value.String() != "" {
 				out[f.Name] = "(set, hidden)"
 				return

@@ -109,6 +109,9 @@ type Node struct {
 	GossipAddr string
 	Args       []string // extra serve flags
 	Env        []string
+	// AdminToken is the node's --admin-token (AdminTokenDefault unless changed before
+	// Launch; empty: none); Get sends it.
+	AdminToken string
 	// Wrap, when set, is a command prefix the binary runs under, e.g.
 	// {"ip", "netns", "exec", "ns1"}; it must exec the binary (so Pid and signals reach it).
 	Wrap    []string
@@ -119,10 +122,14 @@ type Node struct {
 	log     bytes.Buffer
 }
 
+// AdminTokenDefault is every test node's admin token unless the test sets another: the
+// admin listener is guarded in every test, as in production.
+const AdminTokenDefault = "harness-admin-token"
+
 // NewNode picks ports for a node named name; Start runs it.
 func NewNode(t testing.TB, name string, args ...string) *Node {
 	return &Node{
-		t: t, Name: name, Args: args,
+		t: t, Name: name, Args: args, AdminToken: AdminTokenDefault,
 		WSAddr:     fmt.Sprintf("127.0.0.1:%d", FreePort(t, false)),
 		AdminAddr:  fmt.Sprintf("127.0.0.1:%d", FreePort(t, false)),
 		MeshAddr:   fmt.Sprintf("127.0.0.1:%d", FreePort(t, false)),
@@ -134,7 +141,7 @@ func NewNode(t testing.TB, name string, args ...string) *Node {
 // ws basePort, admin basePort+1, mesh basePort+2, gossip basePort+3.
 func NewNodeAt(t testing.TB, name, host string, basePort int, args ...string) *Node {
 	hp := func(off int) string { return net.JoinHostPort(host, fmt.Sprint(basePort+off)) }
-	return &Node{t: t, Name: name, Args: args, WSAddr: hp(0), AdminAddr: hp(1), MeshAddr: hp(2), GossipAddr: hp(3)}
+	return &Node{t: t, Name: name, Args: args, AdminToken: AdminTokenDefault, WSAddr: hp(0), AdminAddr: hp(1), MeshAddr: hp(2), GossipAddr: hp(3)}
 }
 
 // URL is the node's client WebSocket URL.
@@ -159,6 +166,9 @@ func (n *Node) Launch() {
 	n.t.Helper()
 	args := append([]string{"serve", "--name", n.Name, "--ws-addr", n.WSAddr, "--admin-addr", n.AdminAddr,
 		"--mesh-addr", n.MeshAddr, "--gossip-addr", n.GossipAddr, "--log-level", "debug"}, n.Args...)
+	if n.AdminToken != "" {
+		args = append(args, "--admin-token", n.AdminToken)
+	}
 	if len(n.Wrap) > 0 {
 		args = append(append(append([]string{}, n.Wrap[1:]...), Binary(n.t)), args...)
 		n.cmd = exec.Command(n.Wrap[0], args...)
@@ -214,7 +224,14 @@ func (n *Node) Log() string {
 // Get fetches an admin path and returns the body of a 200 answer.
 func (n *Node) Get(path string) ([]byte, error) {
 	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(n.AdminURL() + path)
+	req, err := http.NewRequest(http.MethodGet, n.AdminURL()+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if n.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+n.AdminToken)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}

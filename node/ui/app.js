@@ -1,7 +1,21 @@
 // sockmesh status page: polls /cluster and /metrics of this node and of every member (their
-// admin URLs, which answer any origin) once a second, and draws the cluster, the links and
-// the last minutes. No dependencies, no build step.
+// admin URLs, which must list this page's origin in --admin-allow-origins) once a second, and
+// draws the cluster, the links and the last minutes. No dependencies, no build step.
 'use strict';
+
+// The admin token comes once in the link (/ui?token=...), is kept for this tab only and
+// taken out of the address bar; every request sends it as a bearer token.
+const TOKEN_KEY = 'sockmesh_admin_token';
+const token = (() => {
+  const q = new URLSearchParams(location.search);
+  const t = q.get('token');
+  if (t === null) return sessionStorage.getItem(TOKEN_KEY) || '';
+  sessionStorage.setItem(TOKEN_KEY, t);
+  q.delete('token');
+  const rest = q.toString();
+  window.history.replaceState(null, '', location.pathname + (rest ? '?' + rest : '') + location.hash);
+  return t;
+})();
 
 const POLL_MS = 1000;
 const HISTORY = 300; // points kept (5 minutes at 1 s)
@@ -19,7 +33,9 @@ async function fetchWithTimeout(url) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
   try {
-    const r = await fetch(url, { cache: 'no-store', signal: ctl.signal });
+    const headers = token ? { Authorization: 'Bearer ' + token } : {};
+    const r = await fetch(url, { cache: 'no-store', signal: ctl.signal, headers });
+    if (r.status === 401) throw new Error((url || 'this node') + ': needs the admin token (open /ui?token=TOKEN)');
     if (!r.ok) throw new Error(url + ': HTTP ' + r.status);
     return r;
   } finally {

@@ -24,6 +24,9 @@ import AGTransport from 'socketcluster-client/lib/transport.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 export const AUTH_KEY = 'conformance-test-auth-key-0123456789';
+/** Every server's --admin-token; httpText and httpStatus send it. */
+export const ADMIN_TOKEN = 'conformance-test-admin-token';
+const adminHeaders = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 export const PING_INTERVAL_MS = 200;
 export const PING_TIMEOUT_MS = 1000;
 export const HANDSHAKE_TIMEOUT_MS = 1000;
@@ -175,7 +178,7 @@ export function packetsOf(entry) {
 /** GET `url` on a fresh connection; resolves the body (or null on error / non-200). */
 export function httpText(url, ms = 2000) {
   return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: ms }, (res) => {
+    const req = http.get(url, { agent: false, timeout: ms, headers: adminHeaders }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { body += c; });
@@ -189,7 +192,7 @@ export function httpText(url, ms = 2000) {
 /** GET `url` on a fresh connection (no keep-alive left behind); resolves the status or 0. */
 export function httpStatus(url, ms = 500) {
   return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: ms }, (res) => {
+    const req = http.get(url, { agent: false, timeout: ms, headers: adminHeaders }, (res) => {
       res.resume();
       resolve(res.statusCode);
     });
@@ -229,6 +232,7 @@ export class Server {
       '--ping-timeout', `${PING_TIMEOUT_MS / 1000}s`,
       '--handshake-timeout', `${HANDSHAKE_TIMEOUT_MS / 1000}s`,
       '--auth-key', AUTH_KEY,
+      '--admin-token', ADMIN_TOKEN,
       '--demo',
       ...this.args,
     ];
