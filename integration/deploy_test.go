@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -54,7 +55,7 @@ func TestKubernetesManifests(t *testing.T) {
 			byKind[kind] = append(byKind[kind], doc)
 		}
 	}
-	for _, k := range []string{"StatefulSet", "Service", "PodDisruptionBudget", "Secret", "Kustomization"} {
+	for _, k := range []string{"StatefulSet", "Service", "PodDisruptionBudget", "Secret", "Kustomization", "NetworkPolicy"} {
 		if len(byKind[k]) == 0 {
 			t.Fatalf("no %s", k)
 		}
@@ -103,9 +104,31 @@ func TestKubernetesManifests(t *testing.T) {
 	if need := drain + 5*time.Second + 3*time.Second; grace <= need {
 		t.Errorf("terminationGracePeriodSeconds %v must exceed drain %v + handoff 5s + leave 3s", grace, drain)
 	}
-	for _, k := range []string{"SOCKMESH_CLUSTER_KEY", "SOCKMESH_AUTH_KEY"} {
+	for _, k := range []string{"SOCKMESH_CLUSTER_KEY", "SOCKMESH_AUTH_KEY", "SOCKMESH_ADMIN_TOKEN"} {
 		if get(env[k], "valueFrom", "secretKeyRef", "name") != "sockmesh-keys" {
 			t.Errorf("%s not from the sockmesh-keys Secret", k)
+		}
+	}
+	for _, k := range []string{"SOCKMESH_ADMIN_INSECURE", "SOCKMESH_PPROF", "SOCKMESH_ADMIN_ALLOW_ORIGINS"} {
+		if env[k] != nil {
+			t.Errorf("%s set: the admin port must stay closed", k)
+		}
+	}
+	if ann, _ := get(ss, "spec", "template", "metadata", "annotations").(map[string]any); ann["prometheus.io/scrape"] != nil {
+		t.Error("prometheus.io/scrape annotation: annotation scraping cannot send the admin token")
+	}
+	checkNetworkPolicy(t, byKind["NetworkPolicy"])
+	// kubectl apply -k applies what the Kustomization lists: every manifest but the example
+	// Secret (created by hand from random bytes).
+	listed := map[string]bool{}
+	res, _ := get(byKind["Kustomization"][0], "resources").([]any)
+	for _, r := range res {
+		listed[r.(string)] = true
+	}
+	for _, f := range files {
+		base := filepath.Base(f)
+		if want := base != "kustomization.yaml" && base != "secret.example.yaml"; listed[base] != want {
+			t.Errorf("%s listed in kustomization.yaml: %v, want %v", base, listed[base], want)
 		}
 	}
 	join := env["SOCKMESH_JOIN"]["value"].(string)
@@ -115,6 +138,73 @@ func TestKubernetesManifests(t *testing.T) {
 	pdb := byKind["PodDisruptionBudget"][0]
 	if sel, _ := get(pdb, "spec", "selector", "matchLabels").(map[string]any); sel["app.kubernetes.io/name"] != "sockmesh" {
 		t.Error("PodDisruptionBudget does not select the pods")
+	}
+}
+
+// checkNetworkPolicy: the mesh and gossip ports (TCP and UDP) admit the sockmesh pods and
+// nothing else, the admin port no one beyond the pods and a named namespace, the client port
+// everyone.
+func checkNetworkPolicy(t *testing.T, pols []map[string]any) {
+	t.Helper()
+	if len(pols) != 1 {
+		t.Fatalf("%d NetworkPolicies, want 1", len(pols))
+	}
+	np := pols[0]
+	if sel, _ := get(np, "spec", "podSelector", "matchLabels").(map[string]any); sel["app.kubernetes.io/name"] != "sockmesh" {
+		t.Fatal("NetworkPolicy does not select the sockmesh pods")
+	}
+	if types, _ := get(np, "spec", "policyTypes").([]any); len(types) != 1 || types[0] != "Ingress" {
+		t.Errorf("policyTypes %v, want [Ingress]", types)
+	}
+	// Who may reach port/protocol: "any", "pods", or "ns:<name>".
+	who := map[string][]string{}
+	rules, _ := get(np, "spec", "ingress").([]any)
+	for _, r := range rules {
+		var sources []string
+		from, _ := get(r, "from").([]any)
+		if len(from) == 0 {
+			sources = []string{"any"}
+		}
+		for _, f := range from {
+			switch {
+			case get(f, "podSelector") != nil && get(f, "namespaceSelector") == nil:
+				if get(f, "podSelector", "matchLabels", "app.kubernetes.io/name") == "sockmesh" {
+					sources = append(sources, "pods")
+				} else {
+					sources = append(sources, fmt.Sprint("pods:", get(f, "podSelector")))
+				}
+			case get(f, "namespaceSelector") != nil && get(f, "podSelector") == nil:
+				sources = append(sources, fmt.Sprint("ns:", get(f, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name")))
+			default:
+				sources = append(sources, fmt.Sprint("other:", f))
+			}
+		}
+		ports, _ := get(r, "ports").([]any)
+		if len(ports) == 0 {
+			t.Errorf("an ingress rule without ports opens every port: %v", r)
+		}
+		for _, p := range ports {
+			proto, _ := get(p, "protocol").(string)
+			key := fmt.Sprintf("%v/%s", get(p, "port"), proto)
+			who[key] = append(who[key], sources...)
+		}
+	}
+	want := map[string][]string{
+		"8000/TCP": {"any"},
+		"8001/TCP": {"pods", "ns:monitoring"},
+		"8002/TCP": {"pods"},
+		"8003/TCP": {"pods"},
+		"8003/UDP": {"pods"},
+	}
+	for port, w := range want {
+		if fmt.Sprint(who[port]) != fmt.Sprint(w) {
+			t.Errorf("port %s reachable from %v, want %v", port, who[port], w)
+		}
+	}
+	for port := range who {
+		if want[port] == nil {
+			t.Errorf("port %s opened, not expected", port)
+		}
 	}
 }
 

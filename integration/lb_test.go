@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,8 +85,9 @@ func ensureJSClient(t *testing.T) string {
 }
 
 // nginxConfig turns deploy/nginx/sockmesh.conf into a runnable nginx.conf in dir: the three
-// upstream servers become the nodes' client addresses and it listens on listen.
-func nginxConfig(t *testing.T, dir, listen string, nodes []*harness.Node) string {
+// upstream servers become the nodes' client addresses and it listens on listen; the
+// operators' server listens on opsListen in front of the first node's admin listener.
+func nginxConfig(t *testing.T, dir, listen, opsListen string, nodes []*harness.Node) string {
 	t.Helper()
 	tmpl, err := os.ReadFile(filepath.Join("..", "deploy", "nginx", "sockmesh.conf"))
 	if err != nil {
@@ -99,10 +101,12 @@ func nginxConfig(t *testing.T, dir, listen string, nodes []*harness.Node) string
 		}
 		site = strings.ReplaceAll(site, from, n.WSAddr)
 	}
-	if !strings.Contains(site, "listen 80;") {
-		t.Fatal("deploy/nginx/sockmesh.conf has no `listen 80;`")
+	if !strings.Contains(site, "listen 80;") || !strings.Contains(site, "listen 10.0.0.1:8081;") || !strings.Contains(site, "http://10.0.0.11:8001;") {
+		t.Fatal("deploy/nginx/sockmesh.conf has no `listen 80;`, no operators' `listen 10.0.0.1:8081;` or no admin upstream 10.0.0.11:8001")
 	}
 	site = strings.Replace(site, "listen 80;", "listen "+listen+";", 1)
+	site = strings.Replace(site, "listen 10.0.0.1:8081;", "listen "+opsListen+";", 1)
+	site = strings.Replace(site, "http://10.0.0.11:8001;", "http://"+nodes[0].AdminAddr+";", 1)
 	if err := os.WriteFile(filepath.Join(dir, "sockmesh.conf"), []byte(site), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -128,12 +132,14 @@ http {
 	return conf
 }
 
-// startNginx runs nginx in the foreground in front of nodes and returns its host:port.
-func startNginx(t *testing.T, bin string, nodes []*harness.Node) string {
+// startNginx runs nginx in the foreground in front of nodes and returns its host:port and
+// the operators' host:port.
+func startNginx(t *testing.T, bin string, nodes []*harness.Node) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t, false))
-	conf := nginxConfig(t, dir, addr, nodes)
+	ops := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t, false))
+	conf := nginxConfig(t, dir, addr, ops, nodes)
 	base := []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", conf}
 	if out, err := exec.Command(bin, append(base, "-t")...).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s", err, out)
@@ -166,7 +172,7 @@ func startNginx(t *testing.T, bin string, nodes []*harness.Node) string {
 		}
 		return err
 	})
-	return addr
+	return addr, ops
 }
 
 // lbEvent is one line of integration/jsclient/lb-sub.cjs.
@@ -265,8 +271,9 @@ func TestLoadBalancerKillAndDrain(t *testing.T) {
 	jsdir := ensureJSClient(t)
 	const drain = 2 * time.Second
 	nodes := startCluster(t, 3, "--drain-duration", drain.String())
-	lb := startNginx(t, nginx, nodes)
+	lb, ops := startNginx(t, nginx, nodes)
 	t.Logf("nginx on %s in front of %s, %s, %s", lb, nodes[0].WSAddr, nodes[1].WSAddr, nodes[2].WSAddr)
+	checkNginxAdminDoors(t, lb, ops, nodes[0])
 
 	const nClients = 9
 	subs := make([]*lbSub, nClients)
@@ -526,4 +533,38 @@ func TestDrainCommand(t *testing.T) {
 		}
 		return fmt.Errorf("got %v", col.snapshot())
 	})
+}
+
+// checkNginxAdminDoors: the public endpoint of deploy/nginx/sockmesh.conf reaches no admin
+// path (404 from NGINX itself), and the operators' server passes the probes through and the
+// rest only with the admin token.
+func checkNginxAdminDoors(t *testing.T, public, ops string, n *harness.Node) {
+	t.Helper()
+	get := func(url, token string) int {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, p := range []string{"/metrics", "/cluster", "/ui", "/healthz", "/debug/pprof/", "/drain", "/socketcluster/../metrics"} {
+		if code := get("http://"+public+p, n.AdminToken); code != http.StatusNotFound {
+			t.Errorf("public endpoint %s: %d, want 404 (not proxied)", p, code)
+		}
+	}
+	for p, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 401, "/cluster": 401, "/ui": 401} {
+		if code := get("http://"+ops+p, ""); code != want {
+			t.Errorf("operators' door %s without the token: %d, want %d", p, code, want)
+		}
+	}
+	for _, p := range []string{"/metrics", "/cluster"} {
+		if code := get("http://"+ops+p, n.AdminToken); code != http.StatusOK {
+			t.Errorf("operators' door %s with the token: %d", p, code)
+		}
+	}
 }
