@@ -20,6 +20,13 @@
 //     concurrency, each completing the SocketCluster handshake (on Linux by
 //     one goroutine over epoll, cheap enough that the server is the limit;
 //     see Config.Connector).
+//   - hold: C connections (default 100,000) opened by the raw connector, each
+//     subscribed to one of K channels (connection i to channel i % K), held
+//     for the duration with every server ping answered; memory per
+//     connection from the server's RSS, disconnects during the hold, and
+//     halfway through one publication to every channel: how long until the
+//     first and the last of the C deliveries arrived, and the server CPU the
+//     fan-out took. Linux and ws:// only.
 //   - max: ramps the rate of fanout (or channels or cross) by a factor per
 //     step until p99 latency exceeds a bound or loss appears; reports the
 //     highest delivered rate that passed.
@@ -52,17 +59,20 @@ import (
 // Config describes one bench run. Zero values get the defaults noted.
 type Config struct {
 	URLs        []string // server WebSocket URLs; publishers use the first
-	Scenario    string   // fanout, channels, cross, idle, connect, max
+	Scenario    string   // fanout, channels, cross, idle, connect, hold, max
 	MaxOf       string   // the scenario max ramps: fanout (default), channels, cross
 	Subscribers int      // fanout/cross subscribers (default 1000)
-	Connections int      // channels/idle/connect connections (default 5000 / 10000 / 10000)
+	Connections int      // channels/idle/connect/hold connections (default 5000 / 10000 / 10000 / 100000)
 	Channels    int      // idle: channels subscribed per connection (default 0)
-	Publishers  int      // publisher connections (default 4)
-	Rate        float64  // publications per second, all publishers together (default: fanout 1000, channels 10000); max: the first step
-	Ack         *bool    // acknowledged publications (default: true for channels, false otherwise)
-	Payload     int      // JSON payload size in bytes (default 100)
-	Duration    time.Duration
-	Warmup      time.Duration
+	// ChannelsTotal: hold spreads its connections over this many channels,
+	// connection i on channel i % ChannelsTotal (default 1: all on one).
+	ChannelsTotal int
+	Publishers    int           // publisher connections (default 4)
+	Rate          float64       // publications per second, all publishers together (default: fanout 1000, channels 10000); max: the first step
+	Ack           *bool         // acknowledged publications (default: true for channels, false otherwise)
+	Payload       int           // JSON payload size in bytes (default 100)
+	Duration      time.Duration // measured time; idle and hold: time held (default 5s; hold 60s)
+	Warmup        time.Duration
 	// max: each step lasts StepDuration (default 3s) and multiplies the rate
 	// by StepFactor (default 1.5); it stops when p99 > MaxP99 (default
 	// 100ms), on loss, or after MaxSteps (default 30). Then Refine more steps
@@ -116,7 +126,7 @@ func (c *Config) defaults() error {
 		kind = c.MaxOf
 	}
 	switch c.Scenario {
-	case "fanout", "channels", "cross", "idle", "connect":
+	case "fanout", "channels", "cross", "idle", "connect", "hold":
 	case "max":
 		switch c.MaxOf {
 		case "fanout", "channels", "cross":
@@ -124,7 +134,7 @@ func (c *Config) defaults() error {
 			return fmt.Errorf("bench: max ramps fanout, channels or cross, not %q", c.MaxOf)
 		}
 	default:
-		return fmt.Errorf("bench: unknown scenario %q (fanout, channels, cross, idle, connect, max)", c.Scenario)
+		return fmt.Errorf("bench: unknown scenario %q (fanout, channels, cross, idle, connect, hold, max)", c.Scenario)
 	}
 	if kind == "cross" && len(c.URLs) < 2 {
 		return errors.New("bench: cross needs the URLs of at least two nodes")
@@ -133,10 +143,20 @@ func (c *Config) defaults() error {
 		c.Subscribers = 1000
 	}
 	if c.Connections <= 0 {
-		c.Connections = 10000
-		if kind == "channels" {
+		switch kind {
+		case "channels":
 			c.Connections = 5000
+		case "hold":
+			c.Connections = 100000
+		default:
+			c.Connections = 10000
 		}
+	}
+	if c.ChannelsTotal < 0 {
+		return fmt.Errorf("bench: channels-total %d < 0", c.ChannelsTotal)
+	}
+	if c.ChannelsTotal == 0 {
+		c.ChannelsTotal = 1
 	}
 	if c.Publishers <= 0 {
 		c.Publishers = 4
@@ -156,6 +176,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Duration <= 0 {
 		c.Duration = 5 * time.Second
+		if kind == "hold" {
+			c.Duration = time.Minute
+		}
 	}
 	if c.Warmup < 0 {
 		c.Warmup = 0
@@ -253,6 +276,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		err = r.idle(ctx, emit)
 	case "connect":
 		err = r.connect(ctx, emit)
+	case "hold":
+		err = r.hold(ctx, emit)
 	default:
 		err = r.traffic(ctx, emit)
 	}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,13 +28,17 @@ import (
 // nonblocking sockets through an epoll set of its own, each connection a
 // small state machine (connecting → upgrading → handshaking → open). A
 // connection then costs the tool about ten system calls and little else, so
-// the server, not the tool, limits the rate measured.
+// the server, not the tool, limits the rate measured. The hold scenario adds
+// a state (subscribing: each connection subscribes to one channel after its
+// handshake) and keeps the loop running once every connection is open
+// (serve): it answers pings and counts the deliveries of a fan-out.
 
 const (
 	rawIdle uint8 = iota // not started
 	rawConnecting
 	rawUpgrading
 	rawHandshaking
+	rawSubscribing // hold: waiting for the #subscribe answer
 	rawOpen
 	rawClosed // failed, or closed by the server
 )
@@ -52,6 +57,7 @@ var (
 	status101    = []byte("HTTP/1.1 101")
 	acceptName   = []byte("Sec-WebSocket-Accept")
 	rid1         = []byte(`"rid":1`)
+	rid2         = []byte(`"rid":2`) // the answer to a hold connection's #subscribe (cid 2)
 )
 
 const (
@@ -74,6 +80,7 @@ type rawConn struct {
 	fd    int32
 	state uint8
 	slot  int32
+	got   uint32 // hold: deliveries of the fan-out publication
 	rest  []byte // open: the start of a frame not fully received (rare)
 }
 
@@ -110,8 +117,31 @@ type rawLoop struct {
 	inflight int
 	open     int
 	failed   int
-	down     int   // closed by the server after their handshake
-	nextScan int64 // r.now() when the earliest in-flight connection times out
+	down     atomic.Int64 // closed by the server (or broken) after their handshake
+	nextScan int64        // r.now() when the earliest in-flight connection times out
+
+	// hold: subFrame, when set, is the #subscribe frame (cid 2) connection i
+	// sends after its handshake answer; it counts as open once subscribed.
+	// Open connections then count the deliveries of fan (when set).
+	subFrame  func(i int) []byte
+	fan       *rawFanout
+	pings     int64 // pings answered on open connections
+	firstDrop error // why the first open connection ended
+}
+
+// rawFanout counts the deliveries of one publication to every connection of
+// the hold scenario. The loop goroutine records; the scenario reads the
+// atomics (and everything else once the loop has stopped).
+type rawFanout struct {
+	step    uint32        // the payload step that marks the publication
+	hist    Histogram     // arrival - send time of each delivery
+	want    atomic.Int64  // deliveries that complete the fan-out (0: not armed)
+	firstAt atomic.Int64  // r.now() of the first delivery
+	lastAt  atomic.Int64  // r.now() of the latest delivery
+	got     int64         // loop only
+	done    chan struct{} // closed when got reaches want
+	closed  bool          // loop only
+	extra   int64         // loop only: deliveries to connections that already had one
 }
 
 // rawTargets resolves the URLs; an error means the raw connector cannot be
@@ -181,7 +211,7 @@ func (r *runner) rawConnect(ctx context.Context, hist *shardedHist) (oc openedCo
 		l.closeAll()
 		return oc, true, err
 	}
-	return openedConns{open: l.open, failed: l.failed, down: func() int { return l.down }, close: l.closeAll}, true, nil
+	return openedConns{open: l.open, failed: l.failed, down: func() int { return int(l.down.Load()) }, close: l.closeAll}, true, nil
 }
 
 func newRawLoop(r *runner, targets []rawTarget, hist *shardedHist) (*rawLoop, error) {
@@ -300,8 +330,18 @@ func stateName(s uint8) string {
 		return "waiting for the upgrade response"
 	case rawHandshaking:
 		return "waiting for the #handshake answer"
+	case rawSubscribing:
+		return "waiting for the #subscribe answer"
 	}
 	return "?"
+}
+
+// phase names the call a connection in flight waits for, in its errors.
+func phase(s uint8) string {
+	if s == rawSubscribing {
+		return "subscribe"
+	}
+	return "handshake"
 }
 
 // start opens connection i: socket, (bind,) connect, add to the epoll set.
@@ -492,10 +532,10 @@ func (l *rawLoop) consume(i int, s *rawSlot) {
 		if used < s.n {
 			c.rest = append([]byte(nil), s.buf[used:s.n]...)
 		}
-	case rawHandshaking:
+	case rawHandshaking, rawSubscribing:
 		s.n = copy(s.buf[:], s.buf[used:s.n])
 		if s.n == len(s.buf) {
-			l.fail(i, fmt.Errorf("handshake: frame larger than %d bytes", rawBufSize))
+			l.fail(i, fmt.Errorf("%s: frame larger than %d bytes", phase(c.state), rawBufSize))
 		}
 	}
 }
@@ -510,8 +550,11 @@ func (l *rawLoop) readOpen(i int, ev uint32) {
 			continue
 		case err == unix.EAGAIN:
 			return
-		case err != nil || m == 0:
-			l.drop(i)
+		case err != nil:
+			l.drop(i, fmt.Errorf("read: %w", err))
+			return
+		case m == 0:
+			l.drop(i, errors.New("connection closed by the server (no close frame)"))
 			return
 		}
 		data := l.scratch[:m]
@@ -527,7 +570,7 @@ func (l *rawLoop) readOpen(i int, ev uint32) {
 		case len(left) == 0:
 			c.rest = nil
 		case len(left) > rawMaxRest:
-			l.drop(i)
+			l.drop(i, fmt.Errorf("frame larger than %d bytes", rawMaxRest))
 			return
 		default:
 			c.rest = append([]byte(nil), left...)
@@ -543,7 +586,7 @@ func (l *rawLoop) readOpen(i int, ev uint32) {
 func (l *rawLoop) frames(i int, b []byte) int {
 	c := &l.conns[i]
 	used := 0
-	for c.state == rawHandshaking || c.state == rawOpen {
+	for c.state == rawHandshaking || c.state == rawSubscribing || c.state == rawOpen {
 		f, size, err := wsframe.Parse(b[used:], rawMaxRest)
 		if err != nil {
 			l.broken(i, err)
@@ -568,40 +611,54 @@ func (l *rawLoop) frame(i int, f wsframe.Frame) {
 	case wsframe.Text:
 		switch {
 		case len(p) == 0:
-			l.send(i, pongV2)
+			l.pong(i, pongV2)
 		case len(p) == 2 && p[0] == '#' && p[1] == '1':
-			l.send(i, pongV1)
-		case c.state == rawHandshaking && isHandshakeAnswer(p):
+			l.pong(i, pongV1)
+		case c.state == rawHandshaking && isAnswer(p, rid1):
 			if bytes.Contains(p, errKey) {
 				l.fail(i, fmt.Errorf("handshake: server error %s", p))
 				return
 			}
+			if l.subFrame != nil {
+				c.state = rawSubscribing
+				l.send(i, l.subFrame(i))
+				return
+			}
 			l.connected(i)
+		case c.state == rawSubscribing && isAnswer(p, rid2):
+			if bytes.Contains(p, errKey) {
+				l.fail(i, fmt.Errorf("subscribe: server error %s", p))
+				return
+			}
+			l.connected(i)
+		case c.state == rawOpen && l.fan != nil:
+			l.deliveries(i, p)
 		}
 	case wsframe.Ping:
 		var tmp [wsframe.MaxHeader + wsframe.MaxControlPayload]byte
 		l.send(i, wsframe.AppendClientFrame(tmp[:0], wsframe.Pong, p))
 	case wsframe.Close:
-		if c.state == rawOpen {
-			l.send(i, rawClose)
-			l.drop(i)
-			return
-		}
 		code := -1
 		if len(p) >= 2 {
 			code = int(binary.BigEndian.Uint16(p))
 		}
-		l.fail(i, fmt.Errorf("handshake: connection closed by the server (close %d %q)", code, p[min(2, len(p)):]))
+		if c.state == rawOpen {
+			l.send(i, rawClose)
+			l.drop(i, fmt.Errorf("closed by the server (close %d %q)", code, p[min(2, len(p)):]))
+			return
+		}
+		l.fail(i, fmt.Errorf("%s: connection closed by the server (close %d %q)", phase(c.state), code, p[min(2, len(p)):]))
 	}
 }
 
-func isHandshakeAnswer(p []byte) bool {
+// isAnswer: p holds the answer whose "rid":N is key (not followed by another digit).
+func isAnswer(p, key []byte) bool {
 	for {
-		k := bytes.Index(p, rid1)
+		k := bytes.Index(p, key)
 		if k < 0 {
 			return false
 		}
-		p = p[k+len(rid1):]
+		p = p[k+len(key):]
 		if len(p) == 0 || p[0] < '0' || p[0] > '9' {
 			return true
 		}
@@ -611,10 +668,53 @@ func isHandshakeAnswer(p []byte) bool {
 // broken ends a connection that sent something this client cannot read.
 func (l *rawLoop) broken(i int, err error) {
 	if l.conns[i].state == rawOpen {
-		l.drop(i)
+		l.drop(i, err)
 		return
 	}
-	l.fail(i, fmt.Errorf("handshake: %w", err))
+	l.fail(i, fmt.Errorf("%s: %w", phase(l.conns[i].state), err))
+}
+
+// pong answers a ping; pings of open connections are counted.
+func (l *rawLoop) pong(i int, frame []byte) {
+	if l.conns[i].state == rawOpen {
+		l.pings++
+	}
+	l.send(i, frame)
+}
+
+// deliveries counts the fan-out publications in frame p of open connection i.
+func (l *rawLoop) deliveries(i int, p []byte) {
+	f := l.fan
+	var now, n int64
+	scanPayloads(p, func(pl Payload) {
+		if pl.Step != f.step {
+			return
+		}
+		if now == 0 {
+			now = l.r.now()
+		}
+		f.hist.Record(now - pl.SentNanos)
+		n++
+	})
+	if n == 0 {
+		return
+	}
+	c := &l.conns[i]
+	if c.got > 0 {
+		f.extra += n
+	} else if n > 1 {
+		f.extra += n - 1
+	}
+	c.got += uint32(n)
+	if f.got == 0 {
+		f.firstAt.Store(now)
+	}
+	f.got += n
+	f.lastAt.Store(now)
+	if want := f.want.Load(); !f.closed && want > 0 && f.got >= want {
+		f.closed = true
+		close(f.done)
+	}
 }
 
 func (l *rawLoop) connected(i int) {
@@ -642,11 +742,13 @@ func (l *rawLoop) fail(i int, err error) {
 }
 
 // drop ends an open connection the server closed or broke.
-func (l *rawLoop) drop(i int) {
+func (l *rawLoop) drop(i int, why error) {
 	c := &l.conns[i]
 	unix.Close(int(c.fd))
 	c.fd, c.state, c.rest = -1, rawClosed, nil
-	l.down++
+	if l.down.Add(1) == 1 {
+		l.firstDrop = fmt.Errorf("connection %d, %v after the start: %w", i, time.Duration(l.r.now()).Round(time.Millisecond), why)
+	}
 }
 
 func (l *rawLoop) release(c *rawConn) {
@@ -655,6 +757,30 @@ func (l *rawLoop) release(c *rawConn) {
 	l.free = append(l.free, c.slot)
 	c.slot = -1
 	l.inflight--
+}
+
+// serve handles the open connections (pings, deliveries, the server closing
+// them) until ctx ends. It runs after run, on one goroutine, and nothing else
+// may touch l until it returned.
+func (l *rawLoop) serve(ctx context.Context) error {
+	_ = l.file.SetReadDeadline(time.Time{}) // run's timeout scans are over
+	stop := context.AfterFunc(ctx, func() { _ = l.file.SetReadDeadline(time.Now()) })
+	defer stop()
+	for ctx.Err() == nil {
+		err := l.rc.Read(l.wait)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
+		case err != nil:
+			return err
+		case l.werr != nil:
+			return fmt.Errorf("epoll_wait: %w", l.werr)
+		}
+		for _, ev := range l.events[:l.ready] {
+			l.event(int(ev.Fd), ev.Events)
+		}
+	}
+	return nil
 }
 
 // closeAll sends a 1000 close frame on every open connection and closes it.

@@ -67,6 +67,25 @@ type Result struct {
 	ToolCPUs           int     `json:"tool_cpus"`
 	ToolLimited        bool    `json:"tool_limited,omitempty"`
 
+	// hold: the open phase (DurationSec is the hold), disconnects during the
+	// hold (also counted in Disconnects, with those between a connection's
+	// subscription and the end of the open phase), pings answered, and the
+	// publication to every connection: deliveries (Expected and Delivered
+	// count the same, the latency columns are theirs), connections that got it,
+	// the time from its send until the first and the last delivery, and the
+	// server's and the tool's CPU from just before the publication until the
+	// last delivery. The counts are pointers so that a 0 is written.
+	OpenSec           float64 `json:"open_s,omitempty"`
+	HoldDisconnects   *int    `json:"hold_disconnects,omitempty"`
+	PingsAnswered     int64   `json:"pings_answered,omitempty"`
+	FanoutDelivered   *int64  `json:"fanout_delivered,omitempty"`
+	FanoutReceivers   int     `json:"fanout_receivers,omitempty"`
+	FanoutFirstMs     float64 `json:"fanout_first_ms,omitempty"`
+	FanoutAllMs       float64 `json:"fanout_all_ms,omitempty"`
+	FanoutServerCPUMs float64 `json:"fanout_server_cpu_ms,omitempty"`
+	FanoutToolCPUMs   float64 `json:"fanout_tool_cpu_ms,omitempty"`
+	ServerRSSEndMiB   float64 `json:"server_rss_end_mib,omitempty"` // hold: at the end of the hold (ServerRSSMiB: once all were subscribed)
+
 	MaxDeliveredPerSec float64 `json:"max_delivered_per_s,omitempty"`
 	StopReason         string  `json:"stop_reason,omitempty"`
 
@@ -141,11 +160,40 @@ func WriteTable(w io.Writer, results []Result) error {
 		if r.Summary && r.StopReason != "" {
 			fmt.Fprintf(w, "max(%s): highest sustained %s delivered/s; stopped: %s\n", r.Of, num(r.MaxDeliveredPerSec), r.StopReason)
 		}
+		if r.Scenario == "hold" {
+			writeHold(w, r)
+		}
 		for _, m := range r.Warnings {
 			fmt.Fprintf(w, "WARNING (%s): %s\n", r.Scenario, m)
 		}
 	}
 	return nil
+}
+
+// writeHold writes the hold scenario's own numbers under the table.
+func writeHold(w io.Writer, r Result) {
+	deref := func(p *int) int {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	fmt.Fprintf(w, "hold: %d connections on %d channel(s), opened and subscribed in %.1fs (%s/s, %d failed), held %.0fs: %d disconnects during the hold (%d in all), %d pings answered\n",
+		r.Connections, r.Channels, r.OpenSec, num(r.ConnectsPerSec), r.ConnectErrors, r.DurationSec, deref(r.HoldDisconnects), r.Disconnects, r.PingsAnswered)
+	if r.MemPerConnKiB != 0 {
+		fmt.Fprintf(w, "hold: server RSS %.0f MiB before, %.0f MiB subscribed (%.2f KiB per connection), %.0f MiB at the end\n",
+			r.ServerRSSBeforeMiB, r.ServerRSSMiB, r.MemPerConnKiB, r.ServerRSSEndMiB)
+	}
+	if r.FanoutDelivered == nil {
+		fmt.Fprintln(w, "hold: publish to all: not measured")
+		return
+	}
+	srv := "server CPU unknown (no --server-pid)"
+	if r.FanoutServerCPUMs > 0 {
+		srv = fmt.Sprintf("server CPU %.1f ms", r.FanoutServerCPUMs)
+	}
+	fmt.Fprintf(w, "hold: publish to all: %d of %d delivered (%d connections), first after %.2f ms, all after %.1f ms; %s, tool CPU %.1f ms\n",
+		*r.FanoutDelivered, r.Expected, r.FanoutReceivers, r.FanoutFirstMs, r.FanoutAllMs, srv, r.FanoutToolCPUMs)
 }
 
 func loss(r Result) string {

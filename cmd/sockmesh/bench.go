@@ -70,6 +70,12 @@ tool's own CPU. Scenarios:
   idle      --connections C (--channels K each) held for --duration; memory per
             connection from --server-pid's RSS
   connect   open --connections C as fast as --concurrency allows (handshake included)
+  hold      --connections C (default 100000) each subscribed to one of
+            --channels-total K channels, held for --duration (default 60s) with every
+            ping answered; memory per connection, connect rate, disconnects during
+            the hold, and halfway one publication to every channel: time until the
+            first and the last of the C deliveries, server CPU of that fan-out
+            (Linux, ws:// only: one goroutine drives every connection over epoll)
   max       ramp --of (fanout|channels|cross) from --rate by --step-factor every
             --step until p99 > --max-p99 or loss, then --refine steps between the
             last rate that passed and the first that failed; reports the best
@@ -81,23 +87,24 @@ flags:
 	}
 	var (
 		urls     = fs.String("url", envOr("SOCKMESH_URL", defaultURL), "comma-separated server URLs (cross: one per node; publishers use the first)")
-		scenario = fs.String("scenario", "fanout", "fanout, channels, cross, idle, connect or max")
+		scenario = fs.String("scenario", "fanout", "fanout, channels, cross, idle, connect, hold or max")
 		of       = fs.String("of", "fanout", "max: the scenario to ramp (fanout, channels, cross)")
 		subs     = fs.Int("subscribers", 0, "fanout/cross subscribers (default 1000; also --connections when that is unset)")
-		conns    = fs.Int("connections", 0, "channels/idle/connect connections (default 5000 for channels, else 10000)")
+		conns    = fs.Int("connections", 0, "channels/idle/connect/hold connections (default 5000 for channels, 100000 for hold, else 10000)")
 		channels = fs.Int("channels", 0, "idle: channels subscribed per connection")
+		chTotal  = fs.Int("channels-total", 1, "hold: channels the connections are spread over (connection i on channel i % K)")
 		pubs     = fs.Int("publishers", 4, "publisher connections")
 		rate     = fs.Float64("rate", 0, "publications per second in total (default fanout/cross 1000, channels 10000); max: the first step")
 		ack      = fs.String("ack", "", "acknowledged publications: true or false (default: true for channels)")
 		payload  = fs.Int("payload", 100, "payload size in bytes")
-		duration = fs.Duration("duration", 5*time.Second, "measured time (idle: time held)")
+		duration = fs.Duration("duration", 5*time.Second, "measured time (idle and hold: time held; hold's default is 60s)")
 		warmup   = fs.Duration("warmup", 2*time.Second, "publishing before the measurement (not counted)")
 		step     = fs.Duration("step", 3*time.Second, "max: duration of each step")
 		factor   = fs.Float64("step-factor", 1.5, "max: rate multiplier per step")
 		maxP99   = fs.Duration("max-p99", 100*time.Millisecond, "max: stop when p99 latency exceeds this")
 		refine   = fs.Int("refine", 0, "max: after the ramp stops, this many more steps halve the gap between the last rate that passed and the one that failed")
 		conc     = fs.Int("concurrency", 200, "connections opened at once")
-		drain    = fs.Duration("drain", 5*time.Second, "longest wait for late deliveries after publishing stops")
+		drain    = fs.Duration("drain", 5*time.Second, "longest wait for late deliveries after publishing stops (hold: after the hold ends)")
 		perSrc   = fs.Int("per-source-addr", 10000, "connections per source address 127.0.0.x when more go to a loopback server")
 		connWith = fs.String("connector", "raw", "connect: raw (one goroutine over epoll, a fraction of the CPU per connection; Linux and ws:// only, else gorilla) or gorilla (gorilla/websocket, a goroutine per connection, as the other scenarios)")
 		label    = fs.String("label", "", "name of the system under test, carried into every result")
@@ -115,11 +122,16 @@ flags:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *scenario == "hold" && !set["duration"] {
+		*duration = 0 // the scenario's own default
+	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gcPct)
 	}
 	cfg := bench.Config{
-		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, Connections: *conns, Channels: *channels,
+		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, Connections: *conns, Channels: *channels, ChannelsTotal: *chTotal,
 		Publishers: *pubs, Rate: *rate, Payload: *payload, Duration: *duration, Warmup: *warmup,
 		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Refine: *refine, Concurrency: *conc, Drain: *drain,
 		ServerPIDs: pids, PerSourceAddr: *perSrc, Connector: *connWith, Label: *label, Protocol: *protocol,
