@@ -57,6 +57,7 @@ func (r *runner) hold(ctx context.Context, emit func(Result)) error {
 	l.subFrame = func(i int) []byte { return subFrames[i%nChans] }
 	fan := &rawFanout{step: holdStep, done: make(chan struct{})}
 	l.fan = fan
+	l.stallAfter = l.timeout // 100,000 attempts at 20 s each would not end
 
 	r.logf("opening %d connections, %d at a time, subscribed to %d channel(s)", nConns, cfg.Concurrency, nChans)
 	start := time.Now()
@@ -119,6 +120,11 @@ func (r *runner) hold(ctx context.Context, emit func(Result)) error {
 	}
 	if l.failed > 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections failed, the first with: %v", l.failed, r.firstConnErr.Load()))
+	}
+	if l.notStarted > 0 {
+		res.NotAttempted = l.notStarted
+		res.Warnings = append(res.Warnings, fmt.Sprintf("stopped opening connections after %d attempts: none completed for %v while others failed; %d not attempted",
+			nConns-l.notStarted, time.Duration(l.stallAfter), l.notStarted))
 	}
 	if res.Disconnects > 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%d connections were closed by the server or broke after subscribing (%d during the hold), the first: %v",

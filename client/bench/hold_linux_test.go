@@ -278,3 +278,41 @@ func TestHoldSubscribeRefused(t *testing.T) {
 		t.Fatalf("hold: %+v", r)
 	}
 }
+
+// TestHoldStopsWhenStalled: a server that stops answering after the first
+// connections; the open phase gives up once none completed for the
+// connection timeout, instead of trying every connection in turn.
+func TestHoldStopsWhenStalled(t *testing.T) {
+	t.Parallel()
+	const n, answered = 50, 3
+	var seq atomic.Int64
+	url, _ := fakeServer(t, func(c net.Conn, br *bufio.Reader) {
+		if seq.Add(1) > answered+1 { // the publisher, then the first raw connections
+			io.Copy(io.Discard, br)
+			return
+		}
+		if !acceptAndReadHandshake(t, c, br) {
+			return
+		}
+		io.WriteString(c, serverFrame(1, `{"rid":1,"data":{"id":"x","pingTimeout":20000,"isAuthenticated":false}}`))
+		if op, _, err := readFrame(br); err != nil || op != 1 {
+			return
+		}
+		io.WriteString(c, serverFrame(1, `{"rid":2}`)) // the publisher's publication gets it too: no cid 2, ignored
+		io.Copy(io.Discard, br)
+	})
+	start := time.Now()
+	res := runOne(t, Config{URLs: []string{url}, Scenario: "hold", Connections: n, Concurrency: 2, connectTimeout: 200 * time.Millisecond,
+		Duration: 200 * time.Millisecond, Drain: 100 * time.Millisecond})
+	r := res[0]
+	if r.Connections != answered || r.NotAttempted == 0 || r.ConnectErrors+r.NotAttempted != n-answered ||
+		!hasWarning(r, "not attempted") || !hasWarning(r, "no handshake answer within 200ms") {
+		t.Fatalf("hold: %+v", r)
+	}
+	if !hasWarning(r, "publish to all incomplete: 0 of 3") || r.FanoutDelivered == nil || *r.FanoutDelivered != 0 {
+		t.Fatalf("fan-out: %+v", r)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}

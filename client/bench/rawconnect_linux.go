@@ -123,10 +123,15 @@ type rawLoop struct {
 	// hold: subFrame, when set, is the #subscribe frame (cid 2) connection i
 	// sends after its handshake answer; it counts as open once subscribed.
 	// Open connections then count the deliveries of fan (when set).
-	subFrame  func(i int) []byte
-	fan       *rawFanout
-	pings     int64 // pings answered on open connections
-	firstDrop error // why the first open connection ended
+	subFrame func(i int) []byte
+	fan      *rawFanout
+	pings    int64 // pings answered on open connections
+	// stallAfter (0: never): run stops starting connections once none has
+	// completed for this long while some failed; notStarted counts the rest.
+	stallAfter int64
+	lastOK     int64 // r.now() of the latest connection completed
+	notStarted int
+	firstDrop  error // why the first open connection ended
 }
 
 // rawFanout counts the deliveries of one publication to every connection of
@@ -264,7 +269,12 @@ func (l *rawLoop) run(ctx context.Context) error {
 	defer stop()
 	n := len(l.conns)
 	next := 0
+	l.lastOK = l.r.now()
 	for {
+		if l.stallAfter > 0 && next < n && l.failed > 0 && l.r.now()-l.lastOK > l.stallAfter {
+			l.notStarted = n - next // the server stopped taking connections: give up on the rest
+			next = n
+		}
 		for len(l.free) > 0 && next < n && ctx.Err() == nil {
 			l.start(next)
 			next++
@@ -723,6 +733,7 @@ func (l *rawLoop) connected(i int) {
 	l.hist.shard(i).Record(l.r.now() - s.t0)
 	c.state = rawOpen
 	l.open++
+	l.lastOK = l.r.now()
 	l.release(c)
 }
 

@@ -76,6 +76,7 @@ type Result struct {
 	// server's and the tool's CPU from just before the publication until the
 	// last delivery. The counts are pointers so that a 0 is written.
 	OpenSec           float64 `json:"open_s,omitempty"`
+	NotAttempted      int     `json:"not_attempted,omitempty"` // hold: connections never tried (the server stopped taking them)
 	HoldDisconnects   *int    `json:"hold_disconnects,omitempty"`
 	PingsAnswered     int64   `json:"pings_answered,omitempty"`
 	FanoutDelivered   *int64  `json:"fanout_delivered,omitempty"`
