@@ -415,13 +415,19 @@ func (p *peer) handle(msg zmq4.Msg) error {
 			m.requestSnapshot(p)
 		}
 		m.mu.Unlock()
-		for _, t := range hb.Tails {
+		for _, t := range hb.Tails { // senders of earlier versions (see meshpb.Heartbeat)
 			if t.Target == m.self {
 				p.rmu.Lock()
 				p.rx.tail(t.Epoch, t.Last, now.UnixNano(), m.rxCfg, rxOut{p})
 				p.rmu.Unlock()
 				break
 			}
+		}
+	case *meshpb.Envelope_Tail:
+		if t := body.Tail; toMe && t.Target == m.self {
+			p.rmu.Lock()
+			p.rx.tail(t.Epoch, t.Last, now.UnixNano(), m.rxCfg, rxOut{p})
+			p.rmu.Unlock()
 		}
 	case *meshpb.Envelope_RepairRequest:
 		if toMe {

@@ -400,10 +400,13 @@ func (m *Mesh) controlLoop() {
 				m.log.Info("mesh: failed peer not back; no longer keeping publications for it", "peer", name)
 			}
 			b := m.table.LocalBeat()
-			tails := m.linkTails(now)
 			m.sendControl([]byte(controlTopic), &meshpb.Envelope{Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{
-				InterestVersion: b.Version, InterestDigest: b.Digest, InterestCount: uint32(min(b.Count, math.MaxUint32)),
-				Tails: tails}}})
+				InterestVersion: b.Version, InterestDigest: b.Digest, InterestCount: uint32(min(b.Count, math.MaxUint32))}}})
+			// Each link's tail goes to its receiver alone (its mailbox): in the broadcast every
+			// peer received every link's tail, which grew with the square of the cluster.
+			for _, t := range m.linkTails(now) {
+				m.sendControl([]byte(mailboxTopic(t.Target)), &meshpb.Envelope{Target: t.Target, Body: &meshpb.Envelope_Tail{Tail: t}})
+			}
 			peers = peers[:0]
 			for _, p := range m.peers {
 				p.syncByteMetric()
@@ -436,7 +439,7 @@ func (p *peer) syncByteMetric() {
 	}
 }
 
-// linkTails lists our send links' tails for the heartbeat (retain.go: active links, and links
+// linkTails lists our send links' tails for the heartbeat tick (retain.go: active links, and links
 // that numbered what they could not send, including those of peers away), and expires old
 // window entries of every link. m.mu held.
 func (m *Mesh) linkTails(now time.Time) []*meshpb.LinkTail {

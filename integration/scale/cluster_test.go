@@ -24,24 +24,27 @@ type ClusterResult struct {
 	Nodes     int    `json:"nodes"`
 	Isolation string `json:"isolation"` // netns or loopback
 
-	JoinSeconds     float64          `json:"join_s"`                // launch of all to every node ready with N-1 links up
-	JoinPerNode     []float64        `json:"join_per_node_s"`       // the same per node
-	RoutePublished  int              `json:"route_published"`       // publications in the all-to-all routing check
-	RouteExpected   int              `json:"route_expected"`        // deliveries expected
-	RouteDelivered  int              `json:"route_delivered"`       // deliveries received
-	SubLiveP50Ms    float64          `json:"sub_live_p50_ms"`       // new subscription to a publication from every node
-	SubLiveP99Ms    float64          `json:"sub_live_p99_ms"`       //
-	SubLiveMaxMs    float64          `json:"sub_live_max_ms"`       //
-	SubLiveTries    int              `json:"sub_live_tries"`        //
-	IdleCPUPct      float64          `json:"idle_cpu_pct"`          // per node, mean over nodes, % of one core
-	IdleCPUMaxPct   float64          `json:"idle_cpu_max_pct"`      //
-	GossipBytesPerS float64          `json:"gossip_bytes_per_s"`    // per node, sent, mean (netns only)
-	MeshBytesPerS   float64          `json:"mesh_idle_bytes_per_s"` // per node, sent while idle (heartbeats), mean (netns only)
-	RSSMiB          float64          `json:"rss_mib"`               // per node, idle, mean
-	Interest        []InterestResult `json:"interest"`
-	PublishCost     []PublishCost    `json:"publish_cost"`
-	FailDetectS     float64          `json:"fail_detect_s"`     // kill -9 to failed on every other node
-	FailDetectP50S  float64          `json:"fail_detect_p50_s"` // median over the other nodes
+	JoinSeconds     float64   `json:"join_s"`                // launch of all to every node ready with N-1 links up
+	JoinPerNode     []float64 `json:"join_per_node_s"`       // the same per node
+	RoutePublished  int       `json:"route_published"`       // publications in the all-to-all routing check
+	RouteExpected   int       `json:"route_expected"`        // deliveries expected
+	RouteDelivered  int       `json:"route_delivered"`       // deliveries received
+	SubLiveP50Ms    float64   `json:"sub_live_p50_ms"`       // new subscription to a publication from every node
+	SubLiveP99Ms    float64   `json:"sub_live_p99_ms"`       //
+	SubLiveMaxMs    float64   `json:"sub_live_max_ms"`       //
+	SubLiveTries    int       `json:"sub_live_tries"`        //
+	IdleCPUPct      float64   `json:"idle_cpu_pct"`          // per node, mean over nodes, % of one core
+	IdleCPUMaxPct   float64   `json:"idle_cpu_max_pct"`      //
+	GossipBytesPerS float64   `json:"gossip_bytes_per_s"`    // per node, sent, mean (netns only)
+	MeshBytesPerS   float64   `json:"mesh_idle_bytes_per_s"` // per node, sent while idle (heartbeats), mean (netns only)
+	// ActiveMeshBytesPerS: per node, mesh bytes sent while every node publishes 2 small
+	// messages/s to a channel every node wants (every link active), mean (netns only).
+	ActiveMeshBytesPerS float64          `json:"mesh_active_bytes_per_s"`
+	RSSMiB              float64          `json:"rss_mib"` // per node, idle, mean
+	Interest            []InterestResult `json:"interest"`
+	PublishCost         []PublishCost    `json:"publish_cost"`
+	FailDetectS         float64          `json:"fail_detect_s"`     // kill -9 to failed on every other node
+	FailDetectP50S      float64          `json:"fail_detect_p50_s"` // median over the other nodes
 }
 
 // InterestResult: channels subscribed, spread evenly over the nodes.
@@ -68,6 +71,9 @@ type cluster struct {
 	t     *testing.T
 	nw    *netns.Net // nil: loopback
 	nodes []*harness.Node
+	// idle is each node's CPU use while idle, in CPU seconds per second: subtracted from the
+	// cost of publications, which would otherwise grow with the cluster's idle work.
+	idle []float64
 }
 
 const basePort = 7400
@@ -215,8 +221,10 @@ func measureCluster(t *testing.T, n int, interestSizes []int) ClusterResult {
 	time.Sleep(idle)
 	cpu1 := c.cpuSeconds()
 	g1, m1 := c.sentBytes()
+	c.idle = make([]float64, n)
 	for i := range c.nodes {
-		pct := 100 * (cpu1[i] - cpu0[i]) / idle.Seconds()
+		c.idle[i] = (cpu1[i] - cpu0[i]) / idle.Seconds()
+		pct := 100 * c.idle[i]
 		res.IdleCPUPct += pct / float64(n)
 		res.IdleCPUMaxPct = max(res.IdleCPUMaxPct, pct)
 		if g0 != nil {
@@ -232,6 +240,9 @@ func measureCluster(t *testing.T, n int, interestSizes []int) ClusterResult {
 	if res.RouteDelivered != res.RouteExpected {
 		t.Errorf("%d nodes: %d of %d deliveries in the all-to-all check", n, res.RouteDelivered, res.RouteExpected)
 	}
+
+	res.ActiveMeshBytesPerS = activeMeshBytes(c, 6*time.Second)
+	t.Logf("%d nodes, every link active (2 publications/s per node): mesh %.0f B/s sent per node", n, res.ActiveMeshBytesPerS)
 
 	lives := subscriptionLiveness(c, 100)
 	res.SubLiveTries = len(lives)
@@ -289,6 +300,46 @@ func routeAllToAll(c *cluster, k int) (published, expected, delivered int) {
 	}
 	time.Sleep(200 * time.Millisecond) // duplicates would show
 	return published, expected, int(got.Load())
+}
+
+// activeMeshBytes: every node publishes a small message to route.N (wanted by every node
+// since routeAllToAll) every 500 ms; the mesh bytes each node sends per second, mean.
+func activeMeshBytes(c *cluster, d time.Duration) float64 {
+	if c.nw == nil {
+		return 0
+	}
+	n := len(c.nodes)
+	ch := "route." + strconv.Itoa(n)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		p := c.dial(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk := time.NewTicker(500 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+					_ = p.Publish(ch, i)
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond) // every link active
+	_, m0 := c.sentBytes()
+	time.Sleep(d)
+	_, m1 := c.sentBytes()
+	close(stop)
+	wg.Wait()
+	var sum float64
+	for i := range n {
+		sum += m1[i] - m0[i]
+	}
+	return sum / float64(n) / d.Seconds()
 }
 
 // waitWanted waits until every node knows that each of its peers wants a channel from it

@@ -19,7 +19,8 @@ import (
 )
 
 // publishCost: a publisher on node 0 at rate for d, a subscriber on k other nodes; the CPU
-// the publisher's node and the whole cluster spent per publication.
+// the publisher's node and the whole cluster spent per publication, above their idle use
+// (the publisher's and subscribers' clients included: they are the nodes' work too).
 func publishCost(c *cluster, k int, rate float64, d time.Duration) PublishCost {
 	n := len(c.nodes)
 	ch := fmt.Sprintf("cost.%d.%d", n, k)
@@ -68,11 +69,14 @@ func publishCost(c *cluster, k int, rate float64, d time.Duration) PublishCost {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cpu1 := c.cpuSeconds()
+	el := time.Since(start).Seconds()
+	used := make([]float64, len(cpu0)) // above each node's idle use
 	var total float64
 	for i := range cpu0 {
-		total += cpu1[i] - cpu0[i]
+		used[i] = max(0, cpu1[i]-cpu0[i]-c.idle[i]*el)
+		total += used[i]
 	}
-	return PublishCost{Interested: k, Rate: rate, CPUUsPerMsg: 1e6 * (cpu1[0] - cpu0[0]) / float64(sent),
+	return PublishCost{Interested: k, Rate: rate, CPUUsPerMsg: 1e6 * used[0] / float64(sent),
 		ClusterUsPer: 1e6 * total / float64(sent), Delivered: int(got.Load()), Expected: expected}
 }
 

@@ -44,6 +44,7 @@ type Envelope struct {
 	//	*Envelope_SnapshotRequest
 	//	*Envelope_RepairRequest
 	//	*Envelope_RepairReply
+	//	*Envelope_Tail
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -163,6 +164,15 @@ func (x *Envelope) GetRepairReply() *RepairReply {
 	return nil
 }
 
+func (x *Envelope) GetTail() *LinkTail {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Tail); ok {
+			return x.Tail
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -195,6 +205,12 @@ type Envelope_RepairReply struct {
 	RepairReply *RepairReply `protobuf:"bytes,9,opt,name=repair_reply,json=repairReply,proto3,oneof"`
 }
 
+type Envelope_Tail struct {
+	// The tail of the link from origin to target, on the target's mailbox (only the target
+	// receives it): sent every heartbeat for the links a heartbeat's tails used to list.
+	Tail *LinkTail `protobuf:"bytes,10,opt,name=tail,proto3,oneof"`
+}
+
 func (*Envelope_Batch) isEnvelope_Body() {}
 
 func (*Envelope_Heartbeat) isEnvelope_Body() {}
@@ -208,6 +224,8 @@ func (*Envelope_SnapshotRequest) isEnvelope_Body() {}
 func (*Envelope_RepairRequest) isEnvelope_Body() {}
 
 func (*Envelope_RepairReply) isEnvelope_Body() {}
+
+func (*Envelope_Tail) isEnvelope_Body() {}
 
 // Batch carries publications from origin to target, in publish order.
 type Batch struct {
@@ -366,6 +384,10 @@ type Heartbeat struct {
 	// The last sequence the sender handed out on some of its links (those that sent within
 	// the last second, and those that numbered publications they could not send: the peer
 	// was away), so that a receiver that missed the end of a stream learns it and asks.
+	// Senders since the scale measurements (docs/scaling.md) leave it empty and send each tail
+	// to its receiver's mailbox instead (Envelope.tail): in a broadcast every receiver got every
+	// link's tail, N-1 tails to N-1 receivers, quadratic per node. Still read, for senders of
+	// earlier versions during a rolling upgrade.
 	Tails         []*LinkTail `protobuf:"bytes,4,rep,name=tails,proto3" json:"tails,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -837,7 +859,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x10sockmesh.mesh.v1\"\x89\x04\n" +
+	"\x11meshpb/mesh.proto\x12\x10sockmesh.mesh.v1\"\xbb\x04\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12/\n" +
@@ -847,7 +869,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\bsnapshot\x18\x06 \x01(\v2\".sockmesh.mesh.v1.InterestSnapshotH\x00R\bsnapshot\x12N\n" +
 	"\x10snapshot_request\x18\a \x01(\v2!.sockmesh.mesh.v1.SnapshotRequestH\x00R\x0fsnapshotRequest\x12H\n" +
 	"\x0erepair_request\x18\b \x01(\v2\x1f.sockmesh.mesh.v1.RepairRequestH\x00R\rrepairRequest\x12B\n" +
-	"\frepair_reply\x18\t \x01(\v2\x1d.sockmesh.mesh.v1.RepairReplyH\x00R\vrepairReplyB\x06\n" +
+	"\frepair_reply\x18\t \x01(\v2\x1d.sockmesh.mesh.v1.RepairReplyH\x00R\vrepairReply\x120\n" +
+	"\x04tail\x18\n" +
+	" \x01(\v2\x1a.sockmesh.mesh.v1.LinkTailH\x00R\x04tailB\x06\n" +
 	"\x04body\"\xc3\x01\n" +
 	"\x05Batch\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12A\n" +
@@ -918,20 +942,21 @@ var file_meshpb_mesh_proto_goTypes = []any{
 	(*SnapshotRequest)(nil),  // 9: sockmesh.mesh.v1.SnapshotRequest
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
-	1, // 0: sockmesh.mesh.v1.Envelope.batch:type_name -> sockmesh.mesh.v1.Batch
-	3, // 1: sockmesh.mesh.v1.Envelope.heartbeat:type_name -> sockmesh.mesh.v1.Heartbeat
-	7, // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
-	8, // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
-	9, // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
-	5, // 5: sockmesh.mesh.v1.Envelope.repair_request:type_name -> sockmesh.mesh.v1.RepairRequest
-	6, // 6: sockmesh.mesh.v1.Envelope.repair_reply:type_name -> sockmesh.mesh.v1.RepairReply
-	2, // 7: sockmesh.mesh.v1.Batch.publications:type_name -> sockmesh.mesh.v1.Publication
-	4, // 8: sockmesh.mesh.v1.Heartbeat.tails:type_name -> sockmesh.mesh.v1.LinkTail
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	1,  // 0: sockmesh.mesh.v1.Envelope.batch:type_name -> sockmesh.mesh.v1.Batch
+	3,  // 1: sockmesh.mesh.v1.Envelope.heartbeat:type_name -> sockmesh.mesh.v1.Heartbeat
+	7,  // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
+	8,  // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
+	9,  // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
+	5,  // 5: sockmesh.mesh.v1.Envelope.repair_request:type_name -> sockmesh.mesh.v1.RepairRequest
+	6,  // 6: sockmesh.mesh.v1.Envelope.repair_reply:type_name -> sockmesh.mesh.v1.RepairReply
+	4,  // 7: sockmesh.mesh.v1.Envelope.tail:type_name -> sockmesh.mesh.v1.LinkTail
+	2,  // 8: sockmesh.mesh.v1.Batch.publications:type_name -> sockmesh.mesh.v1.Publication
+	4,  // 9: sockmesh.mesh.v1.Heartbeat.tails:type_name -> sockmesh.mesh.v1.LinkTail
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -947,6 +972,7 @@ func file_meshpb_mesh_proto_init() {
 		(*Envelope_SnapshotRequest)(nil),
 		(*Envelope_RepairRequest)(nil),
 		(*Envelope_RepairReply)(nil),
+		(*Envelope_Tail)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -103,6 +103,9 @@ func New(t testing.TB, n int) *Net {
 		must("ip", "netns", "exec", ns, "iptables", "-w", "-I", "INPUT", "-j", "CHAOS")
 		must("ip", "netns", "exec", ns, "iptables", "-w", "-I", "OUTPUT", "-j", "CHAOS")
 	}
+	if err := nw.staticNeighbors(); err != nil {
+		t.Fatal(err)
+	}
 	// The bridge forwards once the ports are up; wait until every node answers.
 	for i := range nw.NS {
 		deadline := time.Now().Add(10 * time.Second)
@@ -121,6 +124,62 @@ func New(t testing.TB, n int) *Net {
 		}
 	}
 	return nw
+}
+
+// staticNeighbors gives every namespace (and the test's own leg) a permanent neighbour
+// entry for every other address on the bridge. The kernel's neighbour table is shared by all
+// namespaces and holds at most gc_thresh3 (1,024 by default) learned entries: 32 namespaces
+// that each learn 32 neighbours overflow it, and packets are dropped until entries expire
+// (32-node clusters took 49 s to join, clients timed out). Permanent entries do not count.
+func (nw *Net) staticNeighbors() error {
+	mac := func(args ...string) (string, error) {
+		out, err := exec.Command("ip", append([]string{"-o"}, args...)...).Output()
+		if err != nil {
+			return "", err
+		}
+		f := strings.Fields(string(out))
+		for i, w := range f {
+			if w == "link/ether" && i+1 < len(f) {
+				return f[i+1], nil
+			}
+		}
+		return "", fmt.Errorf("no MAC in %q", out)
+	}
+	macs := make([]string, len(nw.NS))
+	for i, ns := range nw.NS {
+		m, err := mac("-n", ns, "link", "show", "eth0")
+		if err != nil {
+			return fmt.Errorf("MAC of %s: %w", ns, err)
+		}
+		macs[i] = m
+	}
+	hostMAC, err := mac("link", "show", nw.hostIf)
+	if err != nil {
+		return fmt.Errorf("MAC of %s: %w", nw.hostIf, err)
+	}
+	batch := func(ns []string, lines []string) error {
+		args := append(ns, "-batch", "-")
+		cmd := exec.Command("ip", args...)
+		cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %v: %v %s", args, err, out)
+		}
+		return nil
+	}
+	var host []string
+	for i, ns := range nw.NS {
+		lines := []string{fmt.Sprintf("neigh replace %s lladdr %s dev eth0 nud permanent", nw.HostIP, hostMAC)}
+		for j := range nw.NS {
+			if j != i {
+				lines = append(lines, fmt.Sprintf("neigh replace %s lladdr %s dev eth0 nud permanent", nw.IP(j), macs[j]))
+			}
+		}
+		if err := batch([]string{"-n", ns}, lines); err != nil {
+			return err
+		}
+		host = append(host, fmt.Sprintf("neigh replace %s lladdr %s dev %s nud permanent", nw.IP(i), macs[i], nw.hostIf))
+	}
+	return batch(nil, host)
 }
 
 // IP is node i's address (0-based).
