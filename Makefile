@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin/sockmesh
 export SOCKMESH_BIN := $(BIN)
 
-.PHONY: all build run test vet unit fuzz fuzz-long integration goclient chaos-short chaos conformance bench bench-centrifugo bench-go proto lint clean
+.PHONY: all build run test vet unit fuzz fuzz-long integration goclient chaos-short chaos conformance bench bench-centrifugo bench-go scale proto lint clean
 
 all: build
 
@@ -79,6 +79,14 @@ chaos: build
 # writes docs/benchmarks.md. QUICK=1 for a one-minute smoke run.
 bench: build
 	./scripts/bench.sh
+
+# How far it scales (docs/scaling.md): clusters of 4-32 real nodes (one network namespace each
+# as root, else loopback) and 100,000 connections on one node; about 20 minutes; writes
+# docs/scale/*.json and draws the plots (tools/scaleplot, a module of its own). Not in make test.
+scale: build
+	@command -v iptables >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get install -y -qq iptables >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq iptables >/dev/null 2>&1) || echo "could not install iptables: clusters run on loopback"; }
+	set -o pipefail; SOCKMESH_SCALE=1 $(GO) test -count=1 -timeout 40m -v -run 'TestClusterSizes|TestConnections' ./integration/scale/ 2>&1 | grep -v 'level=' | tee bin/scale.log
+	cd tools/scaleplot && $(GO) run . ../../docs/scale
 
 # sockmesh and Centrifugo side by side (installs Centrifugo from the Go module proxy if missing).
 bench-centrifugo: build

@@ -1,0 +1,111 @@
+package scale
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockmesh/sockmesh/client/bench"
+	"github.com/sockmesh/sockmesh/integration/harness"
+)
+
+// ConnectionsResult is what one node with many connections measured.
+type ConnectionsResult struct {
+	Machine Machine        `json:"machine"`
+	Hold    []bench.Result `json:"hold"`    // idle connections held, one publication to all
+	Traffic []bench.Result `json:"traffic"` // publications to channels of many subscribers
+}
+
+// raiseNoFile lifts this process's open-file limit (inherited by the node and the load
+// generator it starts), instead of the host's.
+func raiseNoFile(t *testing.T, want uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= want {
+		return
+	}
+	lim.Cur = want
+	if lim.Max < want {
+		lim.Max = want
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("cannot raise the open-file limit to %d (needs root or a higher hard limit): %v", want, err)
+	}
+}
+
+// runBench runs `sockmesh bench` with args and returns its JSON results.
+func runBench(t *testing.T, timeout time.Duration, args ...string) []bench.Result {
+	t.Helper()
+	cmd := exec.Command(harness.Binary(t), append([]string{"bench", "-q", "--json"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sockmesh bench %v: %v\n%s", args, err, errb.Bytes())
+		}
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		t.Fatalf("sockmesh bench %v: still running after %v\n%s", args, timeout, errb.Bytes())
+	}
+	var res []bench.Result
+	sc := bufio.NewScanner(&out)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r bench.Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err == nil {
+			res = append(res, r)
+		}
+	}
+	if len(res) == 0 {
+		t.Fatalf("sockmesh bench %v: no result\n%s", args, errb.Bytes())
+	}
+	return res
+}
+
+// TestConnections: 100,000 idle connections on one node (SCALE_CONNECTIONS), held for 60 s
+// with every ping answered and one publication to all of them; then the same number of
+// connections on 1,000 channels with publications at 10,000/s.
+func TestConnections(t *testing.T) {
+	enabled(t)
+	conns := 100000
+	if v := intsFromEnv("SCALE_CONNECTIONS", nil); len(v) > 0 {
+		conns = v[0]
+	}
+	raiseNoFile(t, uint64(conns)*2+10000)
+	nd := harness.NewNode(t, "c1", "--log-level", "warn", "--max-connections-per-ip", "-1", "--handshake-rate-per-ip", "-1",
+		"--max-connections", "-1", "--publish-rate", "-1")
+	nd.Start()
+	pid := strconv.Itoa(nd.Pid())
+	out := ConnectionsResult{Machine: machine()}
+
+	hold := runBench(t, 10*time.Minute, "--scenario", "hold", "--url", nd.URL(), "--server-pid", pid,
+		"--connections", strconv.Itoa(conns), "--duration", "60s")
+	out.Hold = hold
+	h := hold[len(hold)-1]
+	t.Logf("%d connections: %.0f/s opened, %d errors, %.2f KiB per connection, RSS %.0f -> %.0f MiB; one publication to all: first %.1f ms, all %.1f ms, server CPU %.1f ms",
+		h.Connections, h.ConnectsPerSec, h.ConnectErrors, h.MemPerConnKiB, h.ServerRSSBeforeMiB, h.ServerRSSMiB, h.FanoutFirstMs, h.FanoutAllMs, h.FanoutServerCPUMs)
+	if h.ConnectErrors != 0 || h.NotAttempted != 0 || h.HoldDisconnects == nil || *h.HoldDisconnects != 0 {
+		t.Errorf("holding %d connections: %d connect errors, %d not attempted, disconnects %v", conns, h.ConnectErrors, h.NotAttempted, h.HoldDisconnects)
+	}
+	if h.FanoutDelivered == nil || *h.FanoutDelivered != int64(conns) {
+		t.Errorf("one publication to %d connections: delivered %v", conns, h.FanoutDelivered)
+	}
+	writeJSON(t, "connections.json", out)
+	if nd.Exited() {
+		t.Fatalf("the node exited: %s", nd.Log())
+	}
+}
