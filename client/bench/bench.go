@@ -62,8 +62,12 @@ type Config struct {
 	Scenario    string   // fanout, channels, cross, idle, connect, hold, max
 	MaxOf       string   // the scenario max ramps: fanout (default), channels, cross
 	Subscribers int      // fanout/cross subscribers (default 1000)
-	Connections int      // channels/idle/connect/hold connections (default 5000 / 10000 / 10000 / 100000)
-	Channels    int      // idle: channels subscribed per connection (default 0)
+	// FanoutChannels spreads fanout/cross subscribers over this many channels (subscriber i
+	// on channel i % FanoutChannels; Subscribers is rounded down to a multiple of it), each
+	// publication going to one of them at random. Default 1: every subscriber on one channel.
+	FanoutChannels int
+	Connections    int // channels/idle/connect/hold connections (default 5000 / 10000 / 10000 / 100000)
+	Channels       int // idle: channels subscribed per connection (default 0)
 	// ChannelsTotal: hold spreads its connections over this many channels,
 	// connection i on channel i % ChannelsTotal (default 1: all on one).
 	ChannelsTotal int
@@ -141,6 +145,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Subscribers <= 0 {
 		c.Subscribers = 1000
+	}
+	if c.FanoutChannels > 1 {
+		if c.Subscribers < c.FanoutChannels {
+			return fmt.Errorf("bench: %d subscribers cannot cover %d fan-out channels", c.Subscribers, c.FanoutChannels)
+		}
+		c.Subscribers -= c.Subscribers % c.FanoutChannels
 	}
 	if c.Connections <= 0 {
 		switch kind {

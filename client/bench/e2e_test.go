@@ -133,3 +133,17 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// Fan-out over several channels: subscriber i on channel i % K, each publication reaching a
+// K-th of them, nothing lost (the subscribers are rounded down to a multiple of K).
+func TestFanoutOverChannelsLosesNothing(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	res := runOne(t, Config{URLs: []string{n.WSURL()}, Scenario: "fanout", Subscribers: 42, FanoutChannels: 4, Publishers: 2,
+		Rate: 200, Warmup: 200 * time.Millisecond, Duration: 500 * time.Millisecond, ServerPIDs: []int{os.Getpid()}})
+	r := res[0]
+	if r.Subscribers != 40 || r.Channels != 4 {
+		t.Fatalf("%d subscribers on %d channels, want 40 on 4", r.Subscribers, r.Channels)
+	}
+	checkTraffic(t, r, 10)
+}

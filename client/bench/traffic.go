@@ -184,6 +184,14 @@ func (r *runner) setupTraffic(ctx context.Context, kind string) (*trafficSetup, 
 			ts.channels[i] = "bench." + r.run + "." + strconv.Itoa(i)
 		}
 		ts.perPub = 1
+	} else if k := cfg.FanoutChannels; k > 1 {
+		// Subscriber i on channel i % k; each publication to one of them at random reaches
+		// nSubs/k subscribers (nSubs is made a multiple of k).
+		ts.channels = make([]string, k)
+		for i := range ts.channels {
+			ts.channels[i] = "bench." + r.run + ".fanout." + strconv.Itoa(i)
+		}
+		ts.perPub = int64(nSubs / k)
 	} else {
 		ts.channels = []string{"bench." + r.run + ".fanout"}
 		ts.perPub = int64(nSubs)
@@ -202,8 +210,11 @@ func (r *runner) setupTraffic(ctx context.Context, kind string) (*trafficSetup, 
 		},
 		func(c *conn) error {
 			ch := ts.channels[0]
-			if kind == "channels" {
+			switch {
+			case kind == "channels":
 				ch = ts.channels[c.idx]
+			case len(ts.channels) > 1:
+				ch = ts.channels[c.idx%len(ts.channels)]
 			}
 			return c.subscribe(ctx, ch)
 		}, nil, false)

@@ -90,6 +90,7 @@ flags:
 		scenario = fs.String("scenario", "fanout", "fanout, channels, cross, idle, connect, hold or max")
 		of       = fs.String("of", "fanout", "max: the scenario to ramp (fanout, channels, cross)")
 		subs     = fs.Int("subscribers", 0, "fanout/cross subscribers (default 1000; also --connections when that is unset)")
+		fanChans = fs.Int("fanout-channels", 1, "fanout/cross: spread the subscribers over this many channels (subscriber i on channel i % K), each publication to one at random")
 		conns    = fs.Int("connections", 0, "channels/idle/connect/hold connections (default 5000 for channels, 100000 for hold, else 10000)")
 		channels = fs.Int("channels", 0, "idle: channels subscribed per connection")
 		chTotal  = fs.Int("channels-total", 1, "hold: channels the connections are spread over (connection i on channel i % K)")
@@ -131,7 +132,7 @@ flags:
 		debug.SetGCPercent(*gcPct)
 	}
 	cfg := bench.Config{
-		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, Connections: *conns, Channels: *channels, ChannelsTotal: *chTotal,
+		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, FanoutChannels: *fanChans, Connections: *conns, Channels: *channels, ChannelsTotal: *chTotal,
 		Publishers: *pubs, Rate: *rate, Payload: *payload, Duration: *duration, Warmup: *warmup,
 		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Refine: *refine, Concurrency: *conc, Drain: *drain,
 		ServerPIDs: pids, PerSourceAddr: *perSrc, Connector: *connWith, Label: *label, Protocol: *protocol,
