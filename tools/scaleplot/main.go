@@ -11,6 +11,7 @@ import (
 	"image/color"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -32,6 +33,13 @@ type clusterFile struct {
 		IdleCPU        float64 `json:"idle_cpu_pct"`
 		GossipBytes    float64 `json:"gossip_bytes_per_s"`
 		MeshBytes      float64 `json:"mesh_idle_bytes_per_s"`
+		ActiveMesh     float64 `json:"mesh_active_bytes_per_s"`
+		Isolation      string  `json:"isolation"`
+		IdleCPUMax     float64 `json:"idle_cpu_max_pct"`
+		SubLiveMax     float64 `json:"sub_live_max_ms"`
+		SubLiveTries   int     `json:"sub_live_tries"`
+		RouteExpected  int     `json:"route_expected"`
+		RouteDelivered int     `json:"route_delivered"`
 		RSSMiB         float64 `json:"rss_mib"`
 		FailDetectS    float64 `json:"fail_detect_s"`
 		FailDetectP50S float64 `json:"fail_detect_p50_s"`
@@ -39,11 +47,15 @@ type clusterFile struct {
 			Channels    int     `json:"channels"`
 			SyncS       float64 `json:"sync_s"`
 			RSSDeltaMiB float64 `json:"rss_delta_mib"`
+			PerEntry    float64 `json:"bytes_per_entry"`
+			Bytes       float64 `json:"interest_bytes"`
 		} `json:"interest"`
 		PublishCost []struct {
 			Interested int     `json:"interested_nodes"`
 			NodeUs     float64 `json:"publisher_node_cpu_us_per_msg"`
 			ClusterUs  float64 `json:"cluster_cpu_us_per_msg"`
+			Delivered  int     `json:"delivered"`
+			Expected   int     `json:"expected"`
 		} `json:"publish_cost"`
 	} `json:"clusters"`
 }
@@ -54,7 +66,15 @@ func main() {
 		os.Exit(2)
 	}
 	dir := os.Args[1]
-	if err := clusterPlots(dir); err != nil {
+	f, err := clusterPlots(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scaleplot:", err)
+		os.Exit(1)
+	}
+	// docs/scaling.md holds the tables between markers; they are rewritten from the JSON so
+	// that the text and the last run never disagree.
+	doc := filepath.Join(dir, "..", "scaling.md")
+	if err := rewriteTables(doc, f, readConnections(dir)); err != nil {
 		fmt.Fprintln(os.Stderr, "scaleplot:", err)
 		os.Exit(1)
 	}
@@ -97,14 +117,14 @@ func save(dir, file, title, xl, yl string, lines ...series) error {
 	return nil
 }
 
-func clusterPlots(dir string) error {
+func clusterPlots(dir string) (*clusterFile, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var f clusterFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return err
+		return nil, err
 	}
 	var join, fail, failMed, live50, live99, cpu, gossip, meshB, rss series
 	join.name, fail.name, failMed.name = "start to joined and linked", "kill -9 to failed everywhere", "kill -9 to failed (median node)"
@@ -160,8 +180,107 @@ func clusterPlots(dir string) error {
 	steps = append(steps, save(dir, "publish-cost.svg", "CPU per publication, whole cluster", "nodes with a subscriber", "µs", co...))
 	for _, err := range steps {
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return &f, nil
+}
+
+// connFile is docs/scale/connections.json (only what the tables show).
+type connFile struct {
+	Hold []struct {
+		Connections     int     `json:"connections"`
+		ConnectsPerSec  float64 `json:"connects_per_s"`
+		ConnectErrors   int     `json:"connect_errors"`
+		MemPerConnKiB   float64 `json:"mem_per_conn_kib"`
+		RSSBefore       float64 `json:"server_rss_before_mib"`
+		RSS             float64 `json:"server_rss_mib"`
+		RSSEnd          float64 `json:"server_rss_end_mib"`
+		HoldDisconnects *int    `json:"hold_disconnects"`
+		PingsAnswered   int64   `json:"pings_answered"`
+		FanoutDelivered *int64  `json:"fanout_delivered"`
+		FanoutFirstMs   float64 `json:"fanout_first_ms"`
+		FanoutAllMs     float64 `json:"fanout_all_ms"`
+		FanoutCPUMs     float64 `json:"fanout_server_cpu_ms"`
+		DurationSec     float64 `json:"duration_s"`
+	} `json:"hold"`
+	Traffic []struct {
+		Connections int     `json:"connections"`
+		PublishRate float64 `json:"pub_per_s"`
+		Delivered   float64 `json:"delivered_per_s"`
+		Lost        int64   `json:"lost"`
+		P50         float64 `json:"lat_p50_ms"`
+		P99         float64 `json:"lat_p99_ms"`
+		CPU         float64 `json:"server_cpu_pct"`
+	} `json:"traffic"`
+}
+
+func readConnections(dir string) *connFile {
+	b, err := os.ReadFile(filepath.Join(dir, "connections.json"))
+	if err != nil {
+		return nil
+	}
+	var c connFile
+	if json.Unmarshal(b, &c) != nil {
+		return nil
+	}
+	return &c
+}
+
+const beginMark, endMark = "<!-- scale:tables (written by make scale) -->", "<!-- /scale:tables -->"
+
+// rewriteTables replaces what stands between the markers of doc with tables of f and c.
+func rewriteTables(doc string, f *clusterFile, c *connFile) error {
+	b, err := os.ReadFile(doc)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q ... %q section", doc, beginMark, endMark)
+	}
+	var w strings.Builder
+	fmt.Fprintf(&w, "%s\n\nRun of %s on %s, %d cores.\n\n", beginMark, f.Machine.When, f.Machine.CPU, f.Machine.Cores)
+	w.WriteString("| nodes | network | joined and linked | routing all-to-all | new subscription hears every node p50 / p99 / max | kill -9 seen failed (all / median) | idle CPU per node (max) | idle RSS | gossip sent | mesh sent idle | mesh sent, every link active |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range f.Clusters {
+		fmt.Fprintf(&w, "| %d | %s | %.1f s | %d of %d | %.1f / %.1f / %.1f ms (%d tries) | %.2f / %.2f s | %.1f %% (%.1f) | %.1f MiB | %.1f KiB/s | %.1f KiB/s | %.1f KiB/s |\n",
+			x.Nodes, x.Isolation, x.JoinS, x.RouteDelivered, x.RouteExpected, x.SubLiveP50, x.SubLiveP99, x.SubLiveMax, x.SubLiveTries,
+			x.FailDetectS, x.FailDetectP50S, x.IdleCPU, x.IdleCPUMax, x.RSSMiB, x.GossipBytes/1024, x.MeshBytes/1024, x.ActiveMesh/1024)
+	}
+	w.WriteString("\n**Interest table** (channels subscribed evenly over the nodes, one subscriber each; every node then holds every channel: its own with their subscribers, the others' as remote interest):\n\n| nodes | channels | known cluster-wide after | RSS per node above idle | per channel | interest bytes sent per node |\n|---|---|---|---|---|---|\n")
+	for _, x := range f.Clusters {
+		for _, in := range x.Interest {
+			fmt.Fprintf(&w, "| %d | %d | %.2f s | %.1f MiB | %.0f B | %.0f KiB |\n", x.Nodes, in.Channels, in.SyncS, in.RSSDeltaMiB, in.PerEntry, in.Bytes/1024)
+		}
+	}
+	w.WriteString("\n**Publish cost** (a publisher on one node at 2,000 publications/s of 100 bytes for 4 s, one subscriber on each of k other nodes; CPU above each node's idle use, clients included):\n\n| nodes | k | publisher's node µs/publication | whole cluster µs/publication | delivered |\n|---|---|---|---|---|\n")
+	for _, x := range f.Clusters {
+		for _, pc := range x.PublishCost {
+			fmt.Fprintf(&w, "| %d | %d | %.0f | %.0f | %d of %d |\n", x.Nodes, pc.Interested, pc.NodeUs, pc.ClusterUs, pc.Delivered, pc.Expected)
+		}
+	}
+	if c != nil && len(c.Hold) > 0 {
+		w.WriteString("\n**Connections on one node** (`sockmesh bench --scenario hold`: the raw connector opens them from 127.0.0.x, each subscribes, all are held with every ping answered; halfway one publication to all):\n\n| connections | opened/s | errors | KiB per connection | RSS before / subscribed / end | disconnects in the hold | one publication to all: first / last delivery | server CPU for it | delivered |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, h := range c.Hold {
+			disc, del := "?", "?"
+			if h.HoldDisconnects != nil {
+				disc = fmt.Sprint(*h.HoldDisconnects)
+			}
+			if h.FanoutDelivered != nil {
+				del = fmt.Sprint(*h.FanoutDelivered)
+			}
+			fmt.Fprintf(&w, "| %d | %.0f | %d | %.2f | %.0f / %.0f / %.0f MiB | %s (%.0f s) | %.1f / %.1f ms | %.0f ms | %s |\n",
+				h.Connections, h.ConnectsPerSec, h.ConnectErrors, h.MemPerConnKiB, h.RSSBefore, h.RSS, h.RSSEnd, disc, h.DurationSec, h.FanoutFirstMs, h.FanoutAllMs, h.FanoutCPUMs, del)
+		}
+	}
+	if c != nil && len(c.Traffic) > 0 {
+		w.WriteString("\n| connections | publications/s | delivered/s | lost | p50 | p99 | server CPU |\n|---|---|---|---|---|---|---|\n")
+		for _, x := range c.Traffic {
+			fmt.Fprintf(&w, "| %d | %.0f | %.0f | %d | %.1f ms | %.1f ms | %.0f %% |\n", x.Connections, x.PublishRate, x.Delivered, x.Lost, x.P50, x.P99, x.CPU)
+		}
+	}
+	w.WriteString("\n" + endMark)
+	s = s[:i] + w.String() + s[j+len(endMark):]
+	return os.WriteFile(doc, []byte(s), 0o644)
 }
