@@ -85,7 +85,7 @@ bench: build
 # docs/scale/*.json and draws the plots (tools/scaleplot, a module of its own). Not in make test.
 scale: build
 	@command -v iptables >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get install -y -qq iptables >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq iptables >/dev/null 2>&1) || echo "could not install iptables: clusters run on loopback"; }
-	set -o pipefail; SOCKMESH_SCALE=1 $(GO) test -count=1 -timeout 40m -v -run 'TestClusterSizes|TestConnections' ./integration/scale/ 2>&1 | grep -v 'level=' | tee bin/scale.log
+	set -o pipefail; SOCKMESH_SCALE=1 $(GO) test -count=1 -timeout 40m -v -run 'TestClusterSizes|TestConnections' ./integration/scale/ 2>&1 | grep --line-buffered -v 'level=' | tee bin/scale.log
 	cd tools/scaleplot && $(GO) run . ../../docs/scale
 
 # sockmesh and Centrifugo side by side (installs Centrifugo from the Go module proxy if missing).

@@ -103,6 +103,7 @@ flags:
 		step     = fs.Duration("step", 3*time.Second, "max: duration of each step")
 		factor   = fs.Float64("step-factor", 1.5, "max: rate multiplier per step")
 		maxP99   = fs.Duration("max-p99", 100*time.Millisecond, "max: stop when p99 latency exceeds this")
+		maxSteps = fs.Int("max-steps", 30, "max: at most this many steps")
 		refine   = fs.Int("refine", 0, "max: after the ramp stops, this many more steps halve the gap between the last rate that passed and the one that failed")
 		conc     = fs.Int("concurrency", 200, "connections opened at once")
 		drain    = fs.Duration("drain", 5*time.Second, "longest wait for late deliveries after publishing stops (hold: after the hold ends)")
@@ -134,7 +135,7 @@ flags:
 	cfg := bench.Config{
 		Scenario: *scenario, MaxOf: *of, Subscribers: *subs, FanoutChannels: *fanChans, Connections: *conns, Channels: *channels, ChannelsTotal: *chTotal,
 		Publishers: *pubs, Rate: *rate, Payload: *payload, Duration: *duration, Warmup: *warmup,
-		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Refine: *refine, Concurrency: *conc, Drain: *drain,
+		StepDuration: *step, StepFactor: *factor, MaxP99: *maxP99, Refine: *refine, MaxSteps: *maxSteps, Concurrency: *conc, Drain: *drain,
 		ServerPIDs: pids, PerSourceAddr: *perSrc, Connector: *connWith, Label: *label, Protocol: *protocol,
 	}
 	// One count flag is enough for the scenarios that use the other one.
