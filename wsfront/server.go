@@ -277,12 +277,37 @@ func (s *Server) Close() {
 
 // keptRequest is what a socket keeps of its upgrade request for its whole life: method, URL,
 // headers, host and remote address. The original also holds the server connection's context
-// and buffers, which an idle connection should not pin.
+// and buffers, which an idle connection should not pin; and its header map, sized for the
+// handshake's headers, is replaced by one without them (they mean nothing after the upgrade),
+// which an idle connection holds for hours.
 func keptRequest(r *http.Request) *http.Request {
 	return &http.Request{
 		Method: r.Method, URL: r.URL, Proto: r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
-		Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr, RequestURI: r.RequestURI, TLS: r.TLS,
+		Header: keptHeader(r.Header), Host: r.Host, RemoteAddr: r.RemoteAddr, RequestURI: r.RequestURI, TLS: r.TLS,
 	}
+}
+
+// handshakeOnly are the upgrade's own headers (canonical form), dropped from the kept request;
+// Sec-WebSocket-Protocol stays (an application may ask which was offered).
+var handshakeOnly = map[string]bool{
+	"Connection": true, "Upgrade": true, "Sec-Websocket-Key": true, "Sec-Websocket-Version": true,
+	"Sec-Websocket-Extensions": true,
+}
+
+func keptHeader(h http.Header) http.Header {
+	n := 0
+	for k := range h {
+		if !handshakeOnly[k] {
+			n++
+		}
+	}
+	out := make(http.Header, n)
+	for k, v := range h {
+		if !handshakeOnly[k] {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // closeEmpty closes s.empty once; s.mu held.

@@ -865,3 +865,36 @@ func TestServedSocketReadsRaw(t *testing.T) {
 		t.Fatal("the socket's reads do not go through its poll state")
 	}
 }
+
+// The request a socket keeps for its life has the client's headers but not the handshake's
+// own (Connection, Upgrade, Sec-WebSocket-Key/Version/Extensions), which an idle connection
+// would otherwise hold for hours.
+func TestKeptRequestDropsHandshakeHeaders(t *testing.T) {
+	srv, url := startFront(t, Config{})
+	srv.HandleInvoke("headers", func(_ context.Context, inv *Invocation) (any, error) {
+		return inv.Socket.Request().Header, nil
+	})
+	hdr := http.Header{"Cookie": {"session=abc"}, "X-App": {"7"}, "Origin": {"http://app.example"}}
+	ws, _, err := websocket.DefaultDialer.Dial(url, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	c := &rawClient{t: t, ws: ws}
+	c.handshake()
+	c.send(`{"event":"headers","cid":2}`)
+	m, err := c.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"Cookie":["session=abc"]`, `"X-App":["7"]`, `"Origin":["http://app.example"]`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("kept headers lack %s: %s", want, m)
+		}
+	}
+	for _, gone := range []string{"Sec-Websocket-Key", "Sec-Websocket-Version", "Upgrade", "Connection"} {
+		if strings.Contains(m, `"`+gone+`"`) {
+			t.Errorf("kept headers still hold %s: %s", gone, m)
+		}
+	}
+}
