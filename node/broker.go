@@ -43,6 +43,18 @@ type Broker struct {
 	shards []shard
 	hooks  atomic.Pointer[meshHooks]
 	m      brokerMetrics
+	rec    *recovery // nil: no recovery channels (recovery.go)
+}
+
+// SetRecovery makes the channels cfg selects recoverable (docs/recovery.md); origin names
+// this process in positions (the mesh's Serf name). Call before the broker is used.
+func (b *Broker) SetRecovery(cfg RecoverConfig, origin string) {
+	if len(cfg.Channels) == 0 {
+		b.rec = nil
+		return
+	}
+	b.rec = newRecovery(cfg)
+	b.rec.origin = origin
 }
 
 type meshHooks struct {
@@ -190,6 +202,18 @@ func (b *Broker) shardOf(ch string) *shard {
 
 // SubscribeSub adds sub to channel; a second subscribe of the same sub is a no-op.
 func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
+	if b.subscribe(sub, ch) {
+		if rg := b.rec.ringOf(ch); rg != nil {
+			// Publications from other nodes reach this one again only from now on.
+			rg.mu.Lock()
+			rg.since = time.Now().UnixNano()
+			rg.mu.Unlock()
+		}
+	}
+}
+
+// subscribe adds sub to ch; true when ch gained its first local subscriber.
+func (b *Broker) subscribe(sub Subscriber, ch string) bool {
 	sh := b.shardOf(ch)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -198,14 +222,16 @@ func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
 		cs = &subscribers{}
 		sh.chans[ch] = cs
 	} else if cs.find(sub) >= 0 {
-		return
+		return false
 	}
 	cs.add(sub)
 	b.m.subscriptions.Inc()
 	if len(cs.list) == 1 {
 		b.m.channels.Inc()
 		b.hooks.Load().interest.AddInterest(ch)
+		return true
 	}
+	return false
 }
 
 // UnsubscribeSub removes sub from channel.
@@ -272,6 +298,19 @@ func (b *Broker) Publish(ch string, data json.RawMessage) { b.PublishIn(nil, ch,
 // fo (when not nil) for its reader to write.
 func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) {
 	b.m.pubLocal.Inc()
+	if rg := b.rec.ringOf(ch); rg != nil {
+		// Numbered, kept, delivered and forwarded under the ring's lock (see ring). Frames go
+		// through each socket's own queue (no fan-out collection), in order with replays.
+		rg.mu.Lock()
+		rg.next++
+		at := time.Now().UnixNano()
+		frame := encodeRetained(ch, data, b.rec.origin, rg.next, at)
+		rg.keep(retained{b.rec.origin, rg.next, at, frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
+		b.deliverFrame(nil, ch, frame, b.m.delLocal, b.m.latLocal)
+		b.hooks.Load().forward.Publish(ch, withPosition(b.rec.origin, rg.next, at, data))
+		rg.mu.Unlock()
+		return
+	}
 	b.deliver(fo, ch, data, b.m.delLocal, b.m.latLocal)
 	b.hooks.Load().forward.Publish(ch, data)
 }
@@ -280,10 +319,60 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 // mesh is one hop, a received publication is never forwarded again.
 func (b *Broker) DeliverRemote(ch string, data []byte) {
 	b.m.pubMesh.Inc()
+	if origin, seq, at, d, ok := splitPosition(data); ok {
+		rg := b.rec.ringOf(ch)
+		if rg == nil { // not a recovery channel here (configured on the origin only)
+			b.deliver(nil, ch, d, b.m.delMesh, b.m.latMesh)
+			return
+		}
+		rg.mu.Lock()
+		frame := encodeRetained(ch, d, origin, seq, at)
+		rg.keep(retained{origin, seq, at, frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
+		b.deliverFrame(nil, ch, frame, b.m.delMesh, b.m.latMesh)
+		rg.mu.Unlock()
+		return
+	}
 	b.deliver(nil, ch, data, b.m.delMesh, b.m.latMesh)
 }
 
+// SubscribeRecover implements wsfront.RecoveringBroker: on a recovery channel, a subscribe
+// with data {"recover": position} registers s and queues what it missed, under the channel's
+// ring lock (so nothing is both replayed and delivered, and nothing falls between).
+func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMessage) (any, bool) {
+	rg := b.rec.ringOf(ch)
+	if rg == nil {
+		return nil, false
+	}
+	var req struct {
+		Recover *Position `json:"recover"`
+	}
+	if len(data) == 0 || json.Unmarshal(data, &req) != nil || req.Recover == nil {
+		return nil, false
+	}
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	now := time.Now().UnixNano()
+	if b.subscribe(s, ch) {
+		rg.since = now
+	}
+	frames, ans := rg.replay(*req.Recover, now, b.rec.cfg.Age)
+	ans.Channel = ch
+	for i, f := range frames {
+		if !s.Deliver(f) {
+			// The socket's send queue is full (or it closed): the rest would be lost.
+			ans.Recovered, ans.Missed = false, i
+			ans.Reason = "the replay did not fit the connection's send queue"
+			break
+		}
+	}
+	return ans, true
+}
+
 func (b *Broker) deliver(fo *wsfront.Fanout, ch string, data []byte, delivered prometheus.Counter, latency prometheus.Observer) {
+	b.deliverFrame(fo, ch, scproto.EncodePublish(ch, data), delivered, latency)
+}
+
+func (b *Broker) deliverFrame(fo *wsfront.Fanout, ch string, frame []byte, delivered prometheus.Counter, latency prometheus.Observer) {
 	sh := b.shardOf(ch)
 	subs := sh.subscribersOf(ch)
 	if len(subs) == 0 {
@@ -294,7 +383,6 @@ func (b *Broker) deliver(fo *wsfront.Fanout, ch string, data []byte, delivered p
 	if sampled {
 		since = time.Now()
 	}
-	frame := scproto.EncodePublish(ch, data)
 	n := 0
 	last := len(subs) - 1
 	for i, s := range subs {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"runtime"
 	"strings"
 	"time"
@@ -118,6 +119,9 @@ type Config struct {
 	AdminInsecure     bool
 	// Pprof serves /debug/pprof on the admin listener (behind the admin token).
 	Pprof bool
+	// Recover makes channels recoverable across reconnects (docs/recovery.md); empty
+	// Channels: none.
+	Recover RecoverConfig
 	// Demo installs the demo application (not for production).
 	Demo bool
 	// Logger receives the node's logs; nil discards them.
@@ -173,6 +177,12 @@ func (c *Config) setDefaults() error {
 	if c.AuthExpiry <= 0 {
 		c.AuthExpiry = 24 * time.Hour
 	}
+	if c.Recover.Messages <= 0 {
+		c.Recover.Messages = 1000
+	}
+	if c.Recover.Age <= 0 {
+		c.Recover.Age = 5 * time.Minute
+	}
 	if c.DrainDuration <= 0 {
 		c.DrainDuration = 10 * time.Second
 	}
@@ -204,6 +214,11 @@ func (c *Config) setDefaults() error {
 	for _, o := range c.AdminAllowOrigins {
 		if _, err := adminguard.NormalizeOrigin(o); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, p := range c.Recover.Channels {
+		if _, err := path.Match(p, ""); err != nil {
+			errs = append(errs, fmt.Errorf("recover-channels: %q: %w", p, err))
 		}
 	}
 	switch c.AuthProfile {

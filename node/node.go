@@ -210,6 +210,8 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.mesh = m
 	n.broker.SetMesh(m, m)
+	st := m.Status()
+	n.broker.SetRecovery(n.cfg.Recover, st.Self+"-"+st.Incarnation)
 	n.adminSrv = &http.Server{Handler: n.guard.Handler(n.withDrain(n.adminHandler())), ReadHeaderTimeout: 10 * time.Second}
 	n.serveDone.Add(2)
 	go func() { defer n.serveDone.Done(); _ = n.front.Serve(wsLn) }()

@@ -22,6 +22,13 @@ type Broker interface {
 	Publish(channel string, data json.RawMessage)
 }
 
+// RecoveringBroker is a Broker that can replay what a subscriber missed (node.Broker on its
+// recovery channels, docs/recovery.md). SubscribeRecover subscribes s with the subscribe's
+// data and returns the answer for the client, or handled false to subscribe as usual.
+type RecoveringBroker interface {
+	SubscribeRecover(s *Socket, channel string, data json.RawMessage) (answer any, handled bool)
+}
+
 // Config holds a front's limits. Every zero value means the documented default.
 type Config struct {
 	// Path is the WebSocket path; zero value "/socketcluster/".

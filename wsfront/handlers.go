@@ -128,6 +128,16 @@ func (s *Socket) subscribe(ctx context.Context, p *scproto.Packet) {
 	}
 	s.subs[ch] = struct{}{}
 	s.mu.Unlock()
+	if rb, ok := s.srv.broker.(RecoveringBroker); ok && len(sd.Data) > 0 {
+		if ans, handled := rb.SubscribeRecover(s, ch, sd.Data); handled {
+			m.Subscribes.Inc()
+			s.respond(p, ans, nil, "subscribe")
+			// socketcluster-client ignores the acknowledgement's data: the answer also comes
+			// as an event (docs/recovery.md).
+			_ = s.Transmit("sockmesh:recovery", ans)
+			return
+		}
+	}
 	s.srv.broker.Subscribe(s, ch)
 	m.Subscribes.Inc()
 	s.respond(p, nil, nil, "subscribe")

@@ -146,6 +146,9 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	fs.BoolVar(&cfg.APIEnforcePolicy, "api-enforce-policy", false, "check API publications against --access-policy's publish rules as an unauthenticated client (default: the API is trusted)")
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", d.AuthExpiry, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", d.DrainDuration, "spread client closes over this long when draining (SIGTERM, sockmesh drain)")
+	recoverChans := fs.String("recover-channels", "", "comma-separated channel patterns (chat.*) whose recent publications every serving node keeps, so that a client subscribing with data {\"recover\": position} gets what it missed (docs/recovery.md); empty: none")
+	fs.IntVar(&cfg.Recover.Messages, "recover-messages", d.Recover.Messages, "publications kept per recovery channel")
+	fs.DurationVar(&cfg.Recover.Age, "recover-age", d.Recover.Age, "how long a recovery channel's publications are kept")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration (flags, environment, file) as YAML and exit")
 	version := fs.Bool("version", false, "print the version and build information and exit")
@@ -212,6 +215,11 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	for _, o := range strings.Split(*origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.Front.Limits.AllowedOrigins = append(cfg.Front.Limits.AllowedOrigins, o)
+		}
+	}
+	for _, p := range strings.Split(*recoverChans, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.Recover.Channels = append(cfg.Recover.Channels, p)
 		}
 	}
 	for _, o := range strings.Split(*adminOrigins, ",") {

@@ -1,0 +1,256 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"path"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sockmesh/sockmesh/scproto"
+)
+
+// Recovery across reconnects (docs/recovery.md): on the channels that opt in, every node that
+// serves the channel keeps its recent publications with their positions (origin, origin's
+// sequence on the channel), and a client that subscribes with data {"recover": position} gets
+// what it missed before anything new.
+
+// RecoverConfig selects the recovery channels and bounds what each keeps.
+type RecoverConfig struct {
+	// Channels are path.Match patterns ("chat.*", "prices.eur"); empty: no recovery.
+	Channels []string
+	// Messages and Age bound each channel's retained publications; zero: 1,000 and 5 min.
+	Messages int
+	Age      time.Duration
+}
+
+func (c RecoverConfig) matches(ch string) bool {
+	for _, p := range c.Channels {
+		if ok, _ := path.Match(p, ch); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// posPrefix marks a publication that travels the mesh with its position: a byte no JSON
+// value starts with, then origin NUL sequence NUL time (unix ns at the origin) NUL, then the
+// data. The mesh carries data opaquely; a node of an earlier version would hand it to
+// clients as it is, so recovery channels are configured once every node runs this version.
+const posPrefix = 0x00
+
+func withPosition(origin string, seq uint64, at int64, data []byte) []byte {
+	b := make([]byte, 0, 3+len(origin)+40+len(data))
+	b = append(b, posPrefix)
+	b = append(b, origin...)
+	b = append(b, 0)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, 0)
+	b = strconv.AppendInt(b, at, 10)
+	b = append(b, 0)
+	return append(b, data...)
+}
+
+// splitPosition undoes withPosition; ok is false for data without a position.
+func splitPosition(b []byte) (origin string, seq uint64, at int64, data []byte, ok bool) {
+	if len(b) == 0 || b[0] != posPrefix {
+		return "", 0, 0, b, false
+	}
+	f := bytes.SplitN(b[1:], []byte{0}, 4)
+	if len(f) != 4 || len(f[0]) == 0 {
+		return "", 0, 0, b, false
+	}
+	seq, err1 := strconv.ParseUint(string(f[1]), 10, 64)
+	at, err2 := strconv.ParseInt(string(f[2]), 10, 64)
+	if err1 != nil || err2 != nil || seq == 0 {
+		return "", 0, 0, b, false
+	}
+	return string(f[0]), seq, at, f[3], true
+}
+
+// retained is one kept publication: its position, arrival time and encoded #publish frame.
+type retained struct {
+	origin string
+	seq    uint64
+	at     int64
+	frame  []byte
+}
+
+// ring is one recovery channel's kept publications, in arrival order. Its lock orders a
+// publication's numbering, keeping and fan-out against a recovering subscriber's
+// registration and replay, so that nothing is both replayed and delivered, and nothing falls
+// between.
+type ring struct {
+	mu      sync.Mutex
+	next    uint64 // this node's last sequence as the channel's origin
+	entries []retained
+	head    int // index of the oldest entry (entries is a circular buffer once full)
+	n       int
+	since   int64 // when this node began keeping the channel (unix ns)
+	// evicted[o] is the highest sequence of origin o dropped by the bounds; lastOut the
+	// arrival time of the newest dropped entry.
+	evicted map[string]uint64
+	lastOut int64
+}
+
+type recovery struct {
+	cfg    RecoverConfig
+	origin string // this process (the mesh's Serf name, set at Start)
+	mu     sync.Mutex
+	rings  map[string]*ring
+}
+
+func newRecovery(cfg RecoverConfig) *recovery {
+	if cfg.Messages <= 0 {
+		cfg.Messages = 1000
+	}
+	if cfg.Age <= 0 {
+		cfg.Age = 5 * time.Minute
+	}
+	return &recovery{cfg: cfg, rings: map[string]*ring{}}
+}
+
+// ringOf returns the channel's ring, creating it; nil when the channel does not recover.
+func (r *recovery) ringOf(ch string) *ring {
+	if r == nil || !r.cfg.matches(ch) {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rg := r.rings[ch]
+	if rg == nil {
+		rg = &ring{since: time.Now().UnixNano(), evicted: map[string]uint64{}}
+		r.rings[ch] = rg
+	}
+	return rg
+}
+
+// keep appends a publication; ring lock held.
+func (rg *ring) keep(e retained, limit int, age time.Duration) {
+	rg.expire(e.at, age)
+	if rg.n == limit {
+		rg.drop()
+	}
+	if rg.n == len(rg.entries) { // full below the limit: grow, oldest first
+		grown := make([]retained, min(limit, max(16, 2*len(rg.entries))))
+		for i := 0; i < rg.n; i++ {
+			grown[i] = rg.entries[(rg.head+i)%len(rg.entries)]
+		}
+		rg.entries, rg.head = grown, 0
+	}
+	rg.entries[(rg.head+rg.n)%len(rg.entries)] = e
+	rg.n++
+}
+
+func (rg *ring) drop() {
+	old := &rg.entries[rg.head]
+	if old.seq > rg.evicted[old.origin] {
+		rg.evicted[old.origin] = old.seq
+	}
+	rg.lastOut = old.at
+	*old = retained{}
+	rg.head = (rg.head + 1) % len(rg.entries)
+	rg.n--
+}
+
+func (rg *ring) expire(now int64, age time.Duration) {
+	for rg.n > 0 && now-rg.entries[rg.head].at > int64(age) {
+		rg.drop()
+	}
+}
+
+// Position is what a client hands back: per origin the last sequence it received, and the
+// arrival time (unix ms, from the publications' positions) of the last one, which bounds what
+// it may have missed from origins it never heard of.
+type Position struct {
+	Seqs map[string]uint64 `json:"seqs"`
+	Time int64             `json:"time"`
+}
+
+// RecoverAnswer is the answer to a recovering subscribe.
+type RecoverAnswer struct {
+	Channel   string `json:"channel"`
+	Recovered bool   `json:"recovered"`
+	Missed    int    `json:"missed"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// replay lists the frames a client at pos missed, oldest first, and whether that is all it
+// missed; ring lock held.
+//
+// Complete means: for every origin the position names, the kept publications after its
+// sequence start right after it and have no hole (so none was lost to the bounds, or to a
+// time this node was not receiving the channel), and if there are none, nothing can have
+// been missed (this node has received the channel since before the position); for origins the position does not name, this node has received the channel
+// since before the position's time and dropped nothing newer than it.
+func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, RecoverAnswer) {
+	rg.expire(now, age)
+	var out [][]byte
+	floor := pos.Time * int64(time.Millisecond)
+	next := map[string]uint64{} // per named origin, the sequence expected next
+	for o, last := range pos.Seqs {
+		next[o] = last + 1
+	}
+	ans := RecoverAnswer{Recovered: true}
+	fail := func(why string) {
+		if ans.Recovered {
+			ans.Recovered, ans.Reason = false, why
+		}
+	}
+	for i := 0; i < rg.n; i++ {
+		e := &rg.entries[(rg.head+i)%len(rg.entries)]
+		want, known := next[e.origin]
+		switch {
+		case known && e.seq < want:
+			continue // seen
+		case known:
+			switch {
+			case e.seq == want:
+			case rg.evicted[e.origin] >= want:
+				fail("publications after the position are past the retention bound")
+			default:
+				fail("publications of " + e.origin + " after the position are missing here")
+			}
+			next[e.origin] = e.seq + 1
+		case e.at <= floor:
+			continue // before the position
+		}
+		out = append(out, e.frame)
+	}
+	ans.Missed = len(out)
+	if rg.since > floor {
+		// What another origin published between the position and then never reached this
+		// node, and an origin the position does not name cannot be vouched for.
+		fail("this node began receiving the channel after the position")
+	}
+	for o, last := range pos.Seqs {
+		if rg.evicted[o] > last && next[o] == last+1 {
+			fail("publications after the position are past the retention bound")
+		}
+	}
+	if rg.lastOut > floor {
+		for o, ev := range rg.evicted {
+			if _, known := pos.Seqs[o]; !known && ev > 0 {
+				fail("publications after the position are past the retention bound")
+			}
+		}
+	}
+	return out, ans
+}
+
+// encodeRetained is the #publish frame of a kept publication: the packet with its position
+// beside data, which socketcluster-client ignores (apps get data alone).
+func encodeRetained(ch string, data json.RawMessage, origin string, seq uint64, at int64) []byte {
+	f := scproto.EncodePublish(ch, data)
+	// f ends with "}}": the position goes inside the inner object.
+	b := make([]byte, 0, len(f)+len(origin)+48)
+	b = append(b, f[:len(f)-2]...)
+	b = append(b, `,"pos":[`...)
+	b = scproto.AppendJSONString(b, origin)
+	b = append(b, ',')
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, at/int64(time.Millisecond), 10)
+	return append(b, "]}}"...)
+}

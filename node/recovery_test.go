@@ -1,0 +1,88 @@
+package node
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+func TestPositionPrefixRoundTrip(t *testing.T) {
+	b := withPosition("n1-abc", 42, 1234567, []byte(`{"x":1}`))
+	o, seq, at, d, ok := splitPosition(b)
+	if !ok || o != "n1-abc" || seq != 42 || at != 1234567 || string(d) != `{"x":1}` {
+		t.Fatalf("%q %d %d %q %v", o, seq, at, d, ok)
+	}
+	for _, plain := range [][]byte{[]byte(`"x"`), nil, {0}, {0, 'a', 0, '0', 0, '1', 0}, {0, 0, '1', 0, '1', 0}, {0, 'a', 0, 'x', 0, '1', 0}} {
+		if _, _, _, d, ok := splitPosition(plain); ok || !bytes.Equal(d, plain) {
+			t.Errorf("%q taken for a positioned publication", plain)
+		}
+	}
+}
+
+func FuzzSplitPosition(f *testing.F) {
+	f.Add(withPosition("o", 1, 2, []byte("d")))
+	f.Add([]byte(`{"a":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, seq, at, d, ok := splitPosition(b)
+		if !ok {
+			return
+		}
+		if again := withPosition(o, seq, at, d); len(again) > len(b)+40 {
+			t.Fatalf("round trip grew: %q -> %q", b, again)
+		}
+	})
+}
+
+// ring fills a ring with publications (origin, seq), one millisecond apart from t0.
+func ringWith(t0 time.Time, limit int, pubs ...retained) *ring {
+	rg := &ring{since: t0.UnixNano(), evicted: map[string]uint64{}}
+	for i, p := range pubs {
+		p.at = t0.Add(time.Duration(i+1) * time.Millisecond).UnixNano()
+		p.frame = []byte(p.origin + ":" + string(rune('0'+p.seq)))
+		rg.keep(p, limit, time.Hour)
+	}
+	return rg
+}
+
+func frames(fs [][]byte) string { return string(bytes.Join(fs, []byte(" "))) }
+
+// What a client at a position missed comes back once, in order, and the answer says whether
+// it is all: a hole in an origin's sequence, the retention bound, or a node that began
+// receiving the channel after the position each make it incomplete.
+func TestRingReplay(t *testing.T) {
+	t0 := time.Now().Add(-time.Minute)
+	ms := func(i int) int64 {
+		return t0.Add(time.Duration(i)*time.Millisecond).UnixNano() / int64(time.Millisecond)
+	}
+	pubs := []retained{{origin: "a", seq: 1}, {origin: "b", seq: 1}, {origin: "a", seq: 2}, {origin: "a", seq: 3}, {origin: "b", seq: 2}}
+	now := time.Now().UnixNano()
+	for _, c := range []struct {
+		name     string
+		limit    int
+		pubs     []retained
+		since    time.Time
+		pos      Position
+		want     string
+		complete bool
+	}{
+		{"both origins named", 10, pubs, t0, Position{Seqs: map[string]uint64{"a": 1, "b": 1}, Time: ms(2)}, "a:2 a:3 b:2", true},
+		{"one origin unknown, after the time", 10, pubs, t0, Position{Seqs: map[string]uint64{"a": 2}, Time: ms(3)}, "a:3 b:2", true},
+		{"nothing missed", 10, pubs, t0, Position{Seqs: map[string]uint64{"a": 3, "b": 2}, Time: ms(5)}, "", true},
+		{"past the bound", 3, pubs, t0, Position{Seqs: map[string]uint64{"a": 0, "b": 0}, Time: ms(0)}, "a:2 a:3 b:2", false},
+		{"a hole in an origin", 10, []retained{{origin: "a", seq: 1}, {origin: "a", seq: 3}}, t0, Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, "a:3", false},
+		{"began receiving after the position", 10, pubs, t0.Add(time.Hour), Position{Seqs: map[string]uint64{"a": 1, "b": 1}, Time: ms(2)}, "a:2 a:3 b:2", false},
+	} {
+		rg := ringWith(t0, c.limit, c.pubs...)
+		rg.since = c.since.UnixNano()
+		got, ans := rg.replay(c.pos, now, time.Hour)
+		if frames(got) != c.want || ans.Recovered != c.complete || ans.Missed != len(got) || (!ans.Recovered && ans.Reason == "") {
+			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
+		}
+	}
+	// The age bound drops old entries and counts them as past the bound.
+	rg := ringWith(t0, 10, pubs...)
+	got, ans := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), time.Second)
+	if len(got) != 0 || ans.Recovered {
+		t.Errorf("after the age bound: %q complete %v", frames(got), ans.Recovered)
+	}
+}
