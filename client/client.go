@@ -86,6 +86,15 @@ type Options struct {
 	// them). Returning true consumes the delivery: no handler is called.
 	RawPublish func(channel, data []byte) bool
 
+	// Recover resubscribes each channel with the position of the last publication received
+	// on it, so that a sockmesh node serving the channel as a recovery channel
+	// (--recover-channels, docs/recovery.md) replays what was missed while the client was
+	// away, before anything newer. Other channels and servers are unaffected.
+	Recover bool
+	// OnRecovery, with Recover, is told the server's answer to each recovering
+	// resubscription: whether everything missed was replayed, how much, and if not, why.
+	OnRecovery func(channel string, recovered bool, missed int, reason string)
+
 	// Logger receives connection events. Zero value: discard.
 	Logger *slog.Logger
 	// Dialer is used for every connection. Zero value: a copy of
@@ -140,6 +149,16 @@ type subscription struct {
 	acked   bool   // the server acknowledged it on the current connection
 	sentOn  *conn  // connection the #subscribe was sent on
 	waiters []chan error
+	// pos is the position of the last publication received (Options.Recover), sent with
+	// the next #subscribe; nil before the first one that carried a position.
+	pos *position
+}
+
+// position is a sockmesh recovery position: per origin the last sequence received, and the
+// origin's time (unix ms) of the last publication.
+type position struct {
+	Seqs map[string]uint64 `json:"seqs"`
+	Time int64             `json:"time"`
 }
 
 func (s *subscription) notify(err error) {
@@ -621,13 +640,24 @@ func (c *Client) sendUnsubscribe(cn *conn, channel string) error {
 // reader goroutine by subscribeResult.
 func (c *Client) sendSubscribe(cn *conn, sub *subscription) {
 	cid := c.cid.Add(1)
-	if !cn.addCall(cid, &pendingCall{event: "#subscribe", fn: func(_ json.RawMessage, err error) {
+	var recover []byte
+	if c.opts.Recover {
+		c.mu.Lock()
+		if sub.pos != nil {
+			recover, _ = json.Marshal(map[string]*position{"recover": sub.pos})
+		}
+		c.mu.Unlock()
+	}
+	if !cn.addCall(cid, &pendingCall{event: "#subscribe", fn: func(data json.RawMessage, err error) {
+		if recover != nil && err == nil {
+			c.recoveryResult(sub.channel, data)
+		}
 		c.subscribeResult(cn, sub, err)
 	}}) {
 		return // cn is gone; the next connection re-subscribes
 	}
 	bp := getBuf()
-	*bp = appendSubscribe((*bp)[:0], sub.channel, cid)
+	*bp = appendSubscribeData((*bp)[:0], sub.channel, recover, cid)
 	err := cn.write(*bp)
 	putBuf(bp)
 	if err != nil {
@@ -659,4 +689,42 @@ func (c *Client) subscribeResult(cn *conn, sub *subscription, err error) {
 	if !hadWaiters && c.opts.OnSubscribeFail != nil {
 		c.opts.OnSubscribeFail(sub.channel, err)
 	}
+}
+
+// recoveryResult passes the server's answer to a recovering subscription to OnRecovery.
+func (c *Client) recoveryResult(channel string, data json.RawMessage) {
+	var ans struct {
+		Recovered *bool  `json:"recovered"`
+		Missed    int    `json:"missed"`
+		Reason    string `json:"reason"`
+	}
+	if json.Unmarshal(data, &ans) != nil || ans.Recovered == nil {
+		return // a server without recovery on this channel answers nothing
+	}
+	if c.opts.OnRecovery != nil {
+		c.opts.OnRecovery(channel, *ans.Recovered, ans.Missed, ans.Reason)
+	}
+}
+
+// notePosition records the position of a publication received on channel (Options.Recover).
+func (c *Client) notePosition(channel string, pos []json.RawMessage) {
+	var origin string
+	var seq uint64
+	var at int64
+	if len(pos) != 3 || json.Unmarshal(pos[0], &origin) != nil || json.Unmarshal(pos[1], &seq) != nil || json.Unmarshal(pos[2], &at) != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sub := c.subs[channel]
+	if sub == nil {
+		return
+	}
+	if sub.pos == nil {
+		sub.pos = &position{Seqs: map[string]uint64{}}
+	}
+	if seq > sub.pos.Seqs[origin] {
+		sub.pos.Seqs[origin] = seq
+	}
+	sub.pos.Time = max(sub.pos.Time, at)
 }

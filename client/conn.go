@@ -313,11 +313,15 @@ func (c *Client) handleEvent(cn *conn, event string, data json.RawMessage, cid [
 	switch event {
 	case "#publish":
 		var pub struct {
-			Channel *string         `json:"channel"`
-			Data    json.RawMessage `json:"data"`
+			Channel *string           `json:"channel"`
+			Data    json.RawMessage   `json:"data"`
+			Pos     []json.RawMessage `json:"pos"` // sockmesh recovery channels
 		}
 		if json.Unmarshal(data, &pub) != nil || pub.Channel == nil {
 			return
+		}
+		if pub.Pos != nil && c.opts.Recover {
+			c.notePosition(*pub.Channel, pub.Pos)
 		}
 		d := pub.Data
 		if len(d) == 0 {

@@ -121,8 +121,17 @@ func appendHandshake(dst []byte, token string, cid int64) []byte {
 
 // appendSubscribe appends {"event":"#subscribe","data":{"channel":C},"cid":N}.
 func appendSubscribe(dst []byte, channel string, cid int64) []byte {
+	return appendSubscribeData(dst, channel, nil, cid)
+}
+
+// appendSubscribeData is appendSubscribe with the subscription's data (JSON; nil: none).
+func appendSubscribeData(dst []byte, channel string, data []byte, cid int64) []byte {
 	dst = append(dst, `{"event":"#subscribe","data":{"channel":`...)
 	dst = appendString(dst, channel)
+	if data != nil {
+		dst = append(dst, `,"data":`...)
+		dst = append(dst, data...)
+	}
 	dst = append(dst, `},"cid":`...)
 	dst = strconv.AppendInt(dst, cid, 10)
 	return append(dst, '}')

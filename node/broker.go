@@ -206,7 +206,7 @@ func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
 		if rg := b.rec.ringOf(ch); rg != nil {
 			// Publications from other nodes reach this one again only from now on.
 			rg.mu.Lock()
-			rg.since = time.Now().UnixNano()
+			rg.began(time.Now().UnixNano())
 			rg.mu.Unlock()
 		}
 	}
@@ -305,7 +305,7 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 		rg.next++
 		at := time.Now().UnixNano()
 		frame := encodeRetained(ch, data, b.rec.origin, rg.next, at)
-		rg.keep(retained{b.rec.origin, rg.next, at, frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
+		rg.keep(retained{origin: b.rec.origin, seq: rg.next, at: at, frame: frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
 		b.deliverFrame(nil, ch, frame, b.m.delLocal, b.m.latLocal)
 		b.hooks.Load().forward.Publish(ch, withPosition(b.rec.origin, rg.next, at, data))
 		rg.mu.Unlock()
@@ -327,7 +327,7 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 		}
 		rg.mu.Lock()
 		frame := encodeRetained(ch, d, origin, seq, at)
-		rg.keep(retained{origin, seq, at, frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
+		rg.keep(retained{origin: origin, seq: seq, at: at, frame: frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
 		b.deliverFrame(nil, ch, frame, b.m.delMesh, b.m.latMesh)
 		rg.mu.Unlock()
 		return
@@ -353,7 +353,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	defer rg.mu.Unlock()
 	now := time.Now().UnixNano()
 	if b.subscribe(s, ch) {
-		rg.since = now
+		rg.began(now)
 	}
 	frames, ans := rg.replay(*req.Recover, now, b.rec.cfg.Age)
 	ans.Channel = ch

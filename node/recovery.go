@@ -75,6 +75,7 @@ type retained struct {
 	seq    uint64
 	at     int64
 	frame  []byte
+	idx    uint64 // the ring's append count when it was kept
 }
 
 // ring is one recovery channel's kept publications, in arrival order. Its lock orders a
@@ -87,7 +88,10 @@ type ring struct {
 	entries []retained
 	head    int // index of the oldest entry (entries is a circular buffer once full)
 	n       int
-	since   int64 // when this node began keeping the channel (unix ns)
+	since   int64 // when this node last began receiving the channel (unix ns)
+	// appended counts the entries ever kept; start is its value when the node last began
+	// receiving the channel: an entry kept since then proves the node was receiving it.
+	appended, start uint64
 	// evicted[o] is the highest sequence of origin o dropped by the bounds; lastOut the
 	// arrival time of the newest dropped entry.
 	evicted map[string]uint64
@@ -139,8 +143,15 @@ func (rg *ring) keep(e retained, limit int, age time.Duration) {
 		}
 		rg.entries, rg.head = grown, 0
 	}
+	rg.appended++
+	e.idx = rg.appended
 	rg.entries[(rg.head+rg.n)%len(rg.entries)] = e
 	rg.n++
+}
+
+// began records that the node began receiving the channel now; ring lock held.
+func (rg *ring) began(now int64) {
+	rg.since, rg.start = now, rg.appended
 }
 
 func (rg *ring) drop() {
@@ -198,11 +209,15 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, Re
 			ans.Recovered, ans.Reason = false, why
 		}
 	}
+	anchored := false // an entry the client received was kept while this node was receiving
 	for i := 0; i < rg.n; i++ {
 		e := &rg.entries[(rg.head+i)%len(rg.entries)]
 		want, known := next[e.origin]
 		switch {
 		case known && e.seq < want:
+			if e.seq == pos.Seqs[e.origin] && e.idx > rg.start {
+				anchored = true
+			}
 			continue // seen
 		case known:
 			switch {
@@ -219,7 +234,7 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, Re
 		out = append(out, e.frame)
 	}
 	ans.Missed = len(out)
-	if rg.since > floor {
+	if !anchored && rg.since >= floor {
 		// What another origin published between the position and then never reached this
 		// node, and an origin the position does not name cannot be vouched for.
 		fail("this node began receiving the channel after the position")

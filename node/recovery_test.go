@@ -73,7 +73,9 @@ func TestRingReplay(t *testing.T) {
 		{"began receiving after the position", 10, pubs, t0.Add(time.Hour), Position{Seqs: map[string]uint64{"a": 1, "b": 1}, Time: ms(2)}, "a:2 a:3 b:2", false},
 	} {
 		rg := ringWith(t0, c.limit, c.pubs...)
-		rg.since = c.since.UnixNano()
+		if c.since.After(t0) { // began receiving after every kept entry
+			rg.began(c.since.UnixNano())
+		}
 		got, ans := rg.replay(c.pos, now, time.Hour)
 		if frames(got) != c.want || ans.Recovered != c.complete || ans.Missed != len(got) || (!ans.Recovered && ans.Reason == "") {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
