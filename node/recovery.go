@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
+	"math"
 	"path"
 	"strconv"
 	"sync"
@@ -193,15 +195,17 @@ type RecoverAnswer struct {
 // Complete means: for every origin the position names, the kept publications after its
 // sequence start right after it and have no hole (so none was lost to the bounds, or to a
 // time this node was not receiving the channel), and if there are none, nothing can have
-// been missed (this node has received the channel since before the position); for origins the position does not name, this node has received the channel
-// since before the position's time and dropped nothing newer than it.
+// been missed (this node has received the channel since before the position); for origins
+// the position does not name, this node has received the channel since before the
+// position's time and dropped nothing newer than it.
 func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, RecoverAnswer) {
 	rg.expire(now, age)
 	var out [][]byte
-	floor := pos.Time * int64(time.Millisecond)
-	next := map[string]uint64{} // per named origin, the sequence expected next
-	for o, last := range pos.Seqs {
-		next[o] = last + 1
+	// A client's time is clamped so that a hostile one cannot overflow the comparison.
+	floor := min(max(pos.Time, 0), math.MaxInt64/int64(time.Millisecond)) * int64(time.Millisecond)
+	seen := maps.Clone(pos.Seqs) // per named origin, the last sequence the client has
+	if seen == nil {
+		seen = map[string]uint64{}
 	}
 	ans := RecoverAnswer{Recovered: true}
 	fail := func(why string) {
@@ -212,22 +216,23 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, Re
 	anchored := false // an entry the client received was kept while this node was receiving
 	for i := 0; i < rg.n; i++ {
 		e := &rg.entries[(rg.head+i)%len(rg.entries)]
-		want, known := next[e.origin]
+		last, known := seen[e.origin]
 		switch {
-		case known && e.seq < want:
+		case known && e.seq <= last:
 			if e.seq == pos.Seqs[e.origin] && e.idx > rg.start {
 				anchored = true
 			}
-			continue // seen
+			continue // the client has it
 		case known:
+			// e.seq > last, so last+1 cannot overflow.
 			switch {
-			case e.seq == want:
-			case rg.evicted[e.origin] >= want:
+			case e.seq == last+1:
+			case rg.evicted[e.origin] > last:
 				fail("publications after the position are past the retention bound")
 			default:
 				fail("publications of " + e.origin + " after the position are missing here")
 			}
-			next[e.origin] = e.seq + 1
+			seen[e.origin] = e.seq
 		case e.at <= floor:
 			continue // before the position
 		}
@@ -240,7 +245,7 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, Re
 		fail("this node began receiving the channel after the position")
 	}
 	for o, last := range pos.Seqs {
-		if rg.evicted[o] > last && next[o] == last+1 {
+		if rg.evicted[o] > last && seen[o] == last {
 			fail("publications after the position are past the retention bound")
 		}
 	}

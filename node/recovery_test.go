@@ -2,6 +2,8 @@ package node
 
 import (
 	"bytes"
+	"encoding/json"
+	"math"
 	"testing"
 	"time"
 )
@@ -86,5 +88,49 @@ func TestRingReplay(t *testing.T) {
 	got, ans := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), time.Second)
 	if len(got) != 0 || ans.Recovered {
 		t.Errorf("after the age bound: %q complete %v", frames(got), ans.Recovered)
+	}
+}
+
+// Positions come from clients: a sequence of 2^64-1, times far in the past or future, ten
+// thousand invented origins. Nothing overflows, the client gets only what it could have
+// missed, and the answer never claims more than the ring can vouch for.
+func TestRingReplayHostilePositions(t *testing.T) {
+	t0 := time.Now().Add(-time.Minute)
+	pubs := []retained{{origin: "a", seq: 1}, {origin: "a", seq: 2}}
+	now := time.Now().UnixNano()
+	many := map[string]uint64{"a": 1}
+	for i := range 10_000 {
+		many["x"+string(rune('a'+i%26))+time.Duration(i).String()] = uint64(i)
+	}
+	for _, c := range []struct {
+		name     string
+		pos      Position
+		want     string
+		complete bool
+	}{
+		{"sequence 2^64-1: has everything", Position{Seqs: map[string]uint64{"a": math.MaxUint64}, Time: t0.UnixMilli() + 2}, "", true},
+		{"time 2^63-1", Position{Seqs: map[string]uint64{"a": 1}, Time: math.MaxInt64}, "a:2", true},
+		{"negative time, no origins", Position{Time: math.MinInt64}, "a:1 a:2", false},
+		{"10,000 invented origins", Position{Seqs: many, Time: t0.UnixMilli() + 1}, "a:2", true},
+	} {
+		rg := ringWith(t0, 10, pubs...)
+		got, ans := rg.replay(c.pos, now, time.Hour)
+		if frames(got) != c.want || ans.Recovered != c.complete {
+			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
+		}
+	}
+}
+
+// Subscribe data that is not a recovery request is left to the ordinary subscribe.
+func TestSubscribeRecoverIgnoresOtherData(t *testing.T) {
+	b := NewBroker(1, nil, nil, nil)
+	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me")
+	for _, d := range []string{``, `null`, `"x"`, `[1,2]`, `{"recover":null}`, `{"recover":"pos"}`, `{"other":1}`, `{"recover":{"seqs":{"a":-1}}}`} {
+		if _, handled := b.SubscribeRecover(nil, "rc.x", json.RawMessage(d)); handled {
+			t.Errorf("%q taken for a recovery request", d)
+		}
+	}
+	if _, handled := b.SubscribeRecover(nil, "other", json.RawMessage(`{"recover":{"seqs":{},"time":1}}`)); handled {
+		t.Error("a channel that does not recover took a recovery request")
 	}
 }

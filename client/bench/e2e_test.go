@@ -9,11 +9,15 @@ import (
 	"github.com/sockmesh/sockmesh/node"
 )
 
-// startNode starts a real sockmesh node in this process.
-func startNode(t *testing.T) *node.Node {
+// startNode starts a real sockmesh node in this process (mods change its configuration).
+func startNode(t *testing.T, mods ...func(*node.Config)) *node.Node {
 	t.Helper()
-	n, err := node.New(node.Config{WSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
-		GossipAddr: "127.0.0.1:0", Name: "b", DrainDuration: time.Millisecond})
+	cfg := node.Config{WSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
+		GossipAddr: "127.0.0.1:0", Name: "b", DrainDuration: time.Millisecond}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

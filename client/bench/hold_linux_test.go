@@ -5,10 +5,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,22 +24,10 @@ import (
 // silent for 400 ms: a hold whose connections did not answer would lose them.
 func startPingingNode(t *testing.T) *node.Node {
 	t.Helper()
-	front := wsfront.DefaultConfig()
-	front.PingInterval, front.PingTimeout = 50*time.Millisecond, 400*time.Millisecond
-	n, err := node.New(node.Config{WSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
-		GossipAddr: "127.0.0.1:0", Name: "h", DrainDuration: time.Millisecond, Front: front})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
+	return startNode(t, func(c *node.Config) {
+		c.Front = wsfront.DefaultConfig()
+		c.Front.PingInterval, c.Front.PingTimeout = 50*time.Millisecond, 400*time.Millisecond
 	})
-	return n
 }
 
 func TestHoldAgainstNode(t *testing.T) {
@@ -123,36 +108,6 @@ func abs(x float64) float64 {
 	return x
 }
 
-// readFrame reads one masked client frame of any length up to 64 KiB.
-func readFrame(br *bufio.Reader) (op byte, p []byte, err error) {
-	var h [2]byte
-	if _, err := io.ReadFull(br, h[:]); err != nil {
-		return 0, nil, err
-	}
-	if h[0]&0x80 == 0 || h[1]&0x80 == 0 {
-		return 0, nil, fmt.Errorf("not a final masked frame: %x", h)
-	}
-	n := int(h[1] & 0x7f)
-	switch n {
-	case 127:
-		return 0, nil, errors.New("frame too long")
-	case 126:
-		var l [2]byte
-		if _, err := io.ReadFull(br, l[:]); err != nil {
-			return 0, nil, err
-		}
-		n = int(binary.BigEndian.Uint16(l[:]))
-	}
-	p = make([]byte, 4+n)
-	if _, err := io.ReadFull(br, p); err != nil {
-		return 0, nil, err
-	}
-	for i := range p[4:] {
-		p[4+i] ^= p[i&3]
-	}
-	return h[0] & 0x0f, p[4:], nil
-}
-
 // TestHoldAgainstBroker: a fake server that relays publications to its
 // subscribers, pings each once it subscribed (the pong must come back) and
 // closes every fifth 200 ms later, during the hold, with 4001: those are
@@ -176,7 +131,7 @@ func TestHoldAgainstBroker(t *testing.T) {
 			return
 		}
 		io.WriteString(c, serverFrame(1, `{"rid":1,"data":{"id":"x","pingTimeout":20000,"isAuthenticated":false}}`))
-		_, p, err := readFrame(br)
+		_, p, err := readClientFrame(br)
 		if err != nil {
 			t.Error(err)
 			return
@@ -265,7 +220,7 @@ func TestHoldSubscribeRefused(t *testing.T) {
 			return
 		}
 		io.WriteString(c, serverFrame(1, `{"rid":1,"data":{"id":"x","pingTimeout":20000,"isAuthenticated":false}}`))
-		if op, _, err := readFrame(br); err != nil || op != 1 {
+		if op, _, err := readClientFrame(br); err != nil || op != 1 {
 			return // the publisher: closed at the end, its socket perhaps by the cleanup first
 		}
 		io.WriteString(c, serverFrame(1, `{"rid":2,"error":{"name":"BrokerError","message":"no"}}`))
@@ -295,7 +250,7 @@ func TestHoldStopsWhenStalled(t *testing.T) {
 			return
 		}
 		io.WriteString(c, serverFrame(1, `{"rid":1,"data":{"id":"x","pingTimeout":20000,"isAuthenticated":false}}`))
-		if op, _, err := readFrame(br); err != nil || op != 1 {
+		if op, _, err := readClientFrame(br); err != nil || op != 1 {
 			return
 		}
 		io.WriteString(c, serverFrame(1, `{"rid":2}`)) // the publisher's publication gets it too: no cid 2, ignored

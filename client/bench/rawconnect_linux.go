@@ -293,20 +293,32 @@ func (l *rawLoop) run(ctx context.Context) error {
 		if l.r.now() >= l.nextScan {
 			l.scan()
 		}
-		err := l.rc.Read(l.wait)
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			l.scan()
-			continue
-		case err != nil:
+		timedOut, err := l.poll()
+		if err != nil {
 			return err
-		case l.werr != nil:
-			return fmt.Errorf("epoll_wait: %w", l.werr)
 		}
-		for _, ev := range l.events[:l.ready] {
-			l.event(int(ev.Fd), ev.Events)
+		if timedOut {
+			l.scan()
 		}
 	}
+}
+
+// poll waits for events (until the file's read deadline) and handles them; timedOut: the
+// deadline passed first.
+func (l *rawLoop) poll() (timedOut bool, err error) {
+	err = l.rc.Read(l.wait)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return true, nil
+	case err != nil:
+		return false, err
+	case l.werr != nil:
+		return false, fmt.Errorf("epoll_wait: %w", l.werr)
+	}
+	for _, ev := range l.events[:l.ready] {
+		l.event(int(ev.Fd), ev.Events)
+	}
+	return false, nil
 }
 
 // scan fails the in-flight connections that timed out and sets the wake-up
@@ -778,17 +790,8 @@ func (l *rawLoop) serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = l.file.SetReadDeadline(time.Now()) })
 	defer stop()
 	for ctx.Err() == nil {
-		err := l.rc.Read(l.wait)
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			continue
-		case err != nil:
+		if _, err := l.poll(); err != nil {
 			return err
-		case l.werr != nil:
-			return fmt.Errorf("epoll_wait: %w", l.werr)
-		}
-		for _, ev := range l.events[:l.ready] {
-			l.event(int(ev.Fd), ev.Events)
 		}
 	}
 	return nil

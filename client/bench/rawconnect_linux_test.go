@@ -137,7 +137,7 @@ func serverFrame(op byte, p string) string {
 	return string([]byte{0x80 | op, 126, byte(len(p) >> 8), byte(len(p))}) + p
 }
 
-// readClientFrame reads one masked frame.
+// readClientFrame reads one masked client frame of up to 64 KiB.
 func readClientFrame(br *bufio.Reader) (op byte, p []byte, err error) {
 	var h [2]byte
 	if _, err := io.ReadFull(br, h[:]); err != nil {
@@ -147,8 +147,15 @@ func readClientFrame(br *bufio.Reader) (op byte, p []byte, err error) {
 		return 0, nil, fmt.Errorf("not a final masked frame: %x", h)
 	}
 	n := int(h[1] & 0x7f)
-	if n >= 126 {
-		return 0, nil, errors.New("long frame")
+	switch n {
+	case 127:
+		return 0, nil, errors.New("frame too long")
+	case 126:
+		var l [2]byte
+		if _, err := io.ReadFull(br, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = int(binary.BigEndian.Uint16(l[:]))
 	}
 	p = make([]byte, 4+n)
 	if _, err := io.ReadFull(br, p); err != nil {

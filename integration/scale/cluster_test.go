@@ -310,31 +310,12 @@ func activeMeshBytes(c *cluster, d time.Duration) float64 {
 	}
 	n := len(c.nodes)
 	ch := "route." + strconv.Itoa(n)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		p := c.dial(i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tk := time.NewTicker(500 * time.Millisecond)
-			defer tk.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tk.C:
-					_ = p.Publish(ch, i)
-				}
-			}
-		}()
-	}
+	stop := publishEvery(c, 500*time.Millisecond, func() string { return ch })
 	time.Sleep(1500 * time.Millisecond) // every link active
 	_, m0 := c.sentBytes()
 	time.Sleep(d)
 	_, m1 := c.sentBytes()
-	close(stop)
-	wg.Wait()
+	stop()
 	var sum float64
 	for i := range n {
 		sum += m1[i] - m0[i]
@@ -368,27 +349,7 @@ func subscriptionLiveness(c *cluster, tries int) []float64 {
 	n := len(c.nodes)
 	var cur atomic.Value
 	cur.Store("")
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		p := c.dial(i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tk := time.NewTicker(5 * time.Millisecond)
-			defer tk.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tk.C:
-				}
-				if ch := cur.Load().(string); ch != "" {
-					_ = p.Publish(ch, i)
-				}
-			}
-		}()
-	}
+	stop := publishEvery(c, 5*time.Millisecond, func() string { return cur.Load().(string) })
 	subs := make([]*client.Client, n)
 	for i := range n {
 		subs[i] = c.dial(i)
@@ -425,7 +386,33 @@ func subscriptionLiveness(c *cluster, tries int) []float64 {
 		}
 		_ = subs[s].Unsubscribe(ch)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	return out
+}
+
+// publishEvery starts a publisher on every node that publishes its node index to
+// channel() at every tick (nothing while channel() is empty); stop ends them all.
+func publishEvery(c *cluster, every time.Duration, channel func() string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range c.nodes {
+		p := c.dial(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk := time.NewTicker(every)
+			defer tk.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-tk.C:
+				}
+				if ch := channel(); ch != "" {
+					_ = p.Publish(ch, i)
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }
