@@ -104,6 +104,8 @@ type result struct {
 	Repaired         int      `json:"repaired"`
 	LostBeyondWindow int      `json:"lost_beyond_window"`
 	Notes            []string `json:"notes,omitempty"`
+	// Recovery: the subscribers that resubscribe with their position (docs/recovery.md).
+	Recovery *checker.RecoveryCounts `json:"recovery,omitempty"`
 	Pass             bool     `json:"pass"`
 	Seconds          float64  `json:"seconds"`
 }
@@ -184,6 +186,32 @@ func (sc *scenario) account(l *load, end time.Time, tr *metricsTracker) checker.
 		sc.t.Errorf("nothing was expected: the load did not run")
 	}
 	return c
+}
+
+// recovered asserts the promise of recovery (docs/recovery.md): subscribers that resubscribe
+// with their position receive every publication once and in order across their reconnects —
+// none excused by the disconnect — and every node's answer says the recovery was complete.
+// Publications that died with a failed origin before any other node held them are counted
+// apart (no node can replay them). want is how many recovering subscribers must have been
+// moved (answered at least once).
+func (sc *scenario) recovered(l *load, end time.Time, wantAnswers int) {
+	sc.t.Helper()
+	rc, losses := l.rec.AnalyzeRecovering(end, l.failed...)
+	sc.r.Recovery = &rc
+	for i, ls := range losses {
+		if i == 20 {
+			sc.t.Logf("... %d more", len(losses)-20)
+			break
+		}
+		sc.t.Logf("recovery loss: sub %s %s→%s pub %s seq %d ch %s at %s: %s", ls.Sub, ls.Origin, ls.Receiver, ls.M.P, ls.M.S, ls.M.C, time.Unix(0, ls.M.T).Format("15:04:05.000"), ls.Why)
+	}
+	sc.t.Logf("recovery counts: %+v", rc)
+	sc.bound("recovering clients: lost, duplicated, reordered, incomplete recoveries", "= 0, 0, 0, 0",
+		fmt.Sprintf("%d, %d, %d, %d (%d expected, %d replayed in %d recoveries)", rc.Lost, rc.Duplicated, rc.Reordered, rc.Incomplete, rc.Expected, rc.Replayed, rc.Answers), rc.OK() && rc.Expected > 0)
+	sc.bound("recovering resubscriptions answered", fmt.Sprintf("≥ %d", wantAnswers), rc.Answers, rc.Answers >= wantAnswers)
+	if rc.DiedWithOrigin > 0 {
+		sc.note("%d publications died with their failed origin before any node held them (no client received them; not expected)", rc.DiedWithOrigin)
+	}
 }
 
 // repairedAll asserts the promise of the repair window: every client that stayed connected

@@ -295,6 +295,9 @@ type load struct {
 	subs map[string]*subscriber
 	pubs map[string]*publisher
 	mu   sync.Mutex
+	// failed: nodes the scenario killed or stopped (publications that died with them are not
+	// expected by recovering subscribers).
+	failed []string
 }
 
 type subscriber struct {
@@ -321,9 +324,20 @@ func newLoad(t *testing.T, c *cluster) *load {
 
 func (l *load) dial(urls []string, log *checker.ConnLog, raw func(ch, data []byte) bool, onClose func(int)) *client.Client {
 	l.t.Helper()
+	return l.dialWith(urls, log, raw, onClose, nil)
+}
+
+// dialWith is dial with the recovery options of a recovering subscriber (rec not nil).
+func (l *load) dialWith(urls []string, log *checker.ConnLog, raw func(ch, data []byte) bool, onClose func(int), rec *checker.Sub) *client.Client {
+	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var onRecovery func(string, bool, int, string)
+	if rec != nil {
+		onRecovery = rec.Answered
+	}
 	cl, err := client.Dial(ctx, client.Options{
+		Recover: rec != nil, OnRecovery: onRecovery,
 		URLs: urls, MinBackoff: ClientMinBackoff, MaxBackoff: ClientMaxBackoff, AckTimeout: 5 * time.Second,
 		ConnectTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
 		RawPublish: raw,
@@ -355,12 +369,29 @@ func (l *load) dial(urls []string, log *checker.ConnLog, raw func(ch, data []byt
 // Nothing is expected until expectFrom is called.
 func (l *load) subscribe(id, at string, channels ...string) *subscriber {
 	l.t.Helper()
+	return l.subscribeWith(id, at, false, channels...)
+}
+
+// subscribeRecovering starts a subscriber that resubscribes with its position after every
+// reconnect (client.Options.Recover), accounted by checker.AnalyzeRecovering.
+func (l *load) subscribeRecovering(id, at string, channels ...string) *subscriber {
+	l.t.Helper()
+	return l.subscribeWith(id, at, true, channels...)
+}
+
+func (l *load) subscribeWith(id, at string, recovering bool, channels ...string) *subscriber {
+	l.t.Helper()
 	s := &subscriber{Sub: l.rec.NewSub(id), closes: map[int]int{}}
-	s.cl = l.dial(l.c.urls(at), &s.Conns, s.OnRaw, func(code int) {
+	var rec *checker.Sub
+	if recovering {
+		s.SetRecovering()
+		rec = s.Sub
+	}
+	s.cl = l.dialWith(l.c.urls(at), &s.Conns, s.OnRaw, func(code int) {
 		s.closesMu.Lock()
 		s.closes[code]++
 		s.closesMu.Unlock()
-	})
+	}, rec)
 	for _, ch := range channels {
 		s.Holding(ch, time.Now())
 		if err := s.cl.Subscribe(l.ctx, ch, func(string, json.RawMessage) {}); err != nil {
@@ -437,10 +468,13 @@ func (l *load) waitDelivered(end time.Time, within time.Duration) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		c, _ := l.rec.Analyze(end, nil)
-		if c.Delivered+c.LostTold >= c.Expected {
-			return nil
+		if c.Delivered+c.LostTold < c.Expected {
+			return fmt.Errorf("%d of %d delivered", c.Delivered, c.Expected)
 		}
-		return fmt.Errorf("%d of %d delivered", c.Delivered, c.Expected)
+		if rc, _ := l.rec.AnalyzeRecovering(end, l.failed...); rc.Delivered < rc.Expected {
+			return fmt.Errorf("%d of %d delivered to recovering subscribers", rc.Delivered, rc.Expected)
+		}
+		return nil
 	})
 }
 

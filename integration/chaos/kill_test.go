@@ -39,6 +39,20 @@ func standardLoad(t *testing.T, c *cluster, l *load) {
 	}
 }
 
+// Recovery settings of the scenarios with recovering subscribers: the load's channels recover,
+// and each keeps enough for the longest a client is away (the load is 225 publications per
+// second per channel; a killed node's clients are back within ClientRecoverBound, a drained
+// node's within DrainDuration more).
+var recoverArgs = []string{"--recover-channels", "c*", "--recover-messages", "10000", "--recover-age", "1m"}
+
+// recoveringLoad adds, on every node, a subscriber of both channels that resubscribes with its
+// position after each reconnect (docs/recovery.md).
+func recoveringLoad(c *cluster, l *load) {
+	for _, n := range c.nodes {
+		l.subscribeRecovering("rsub-"+n.Name, n.Name, chans...)
+	}
+}
+
 // failedErr: every node in `at` shows `gone` not alive and holds no link from it.
 func (c *cluster) failedErr(gone string, at ...string) error {
 	for _, name := range at {
@@ -63,9 +77,10 @@ func (c *cluster) failedErr(gone string, at ...string) error {
 // Scenario 1: kill -9 one of three nodes under load.
 func TestKill9(t *testing.T) {
 	sc := newScenario(t, "1 kill -9 one of 3")
-	c := startLoopbackCluster(t, 3)
+	c := startLoopbackCluster(t, 3, recoverArgs...)
 	l := newLoad(t, c)
 	standardLoad(t, c, l)
+	recoveringLoad(c, l)
 	js := l.jsSubscribe("js-n1", "n1", chans...)
 	harness.Eventually(t, 10*time.Second, "js subscriber's interest", func() error { return c.wantedErr("n1", len(chans), c.names()...) })
 	l.expectAll()
@@ -79,6 +94,7 @@ func TestKill9(t *testing.T) {
 	survivors := []string{"n1", "n2"}
 	kill := time.Now()
 	f := l.rec.AddFault(&checker.Fault{Name: "kill -9 n3", Start: kill.Add(-InFlightSlack), Settle: FaultSettle, Crosses: checker.NodeFault("n3")})
+	l.failed = append(l.failed, "n3")
 	victim.Kill()
 
 	// Failure detected and link freed on every survivor.
@@ -109,8 +125,8 @@ func TestKill9(t *testing.T) {
 	end := l.stopPublishing()
 	l.waitDelivered(end, DeliverTailBound)
 	tr.finish(c.nodes)
-	cn := sc.account(l, end, tr)
-	_ = cn
+	sc.account(l, end, tr)
+	sc.recovered(l, end, len(chans)) // rsub-n3 resubscribes both channels elsewhere
 	if js.Count() == 0 {
 		t.Errorf("socketcluster-client subscriber received nothing")
 	}

@@ -24,15 +24,17 @@ import (
 func TestKilledNodeRestarts(t *testing.T) {
 	needFull(t)
 	sc := newScenario(t, "2 killed node restarts, same name")
-	c := startLoopbackCluster(t, 3)
+	c := startLoopbackCluster(t, 3, recoverArgs...)
 	l := newLoad(t, c)
 	standardLoad(t, c, l)
+	recoveringLoad(c, l)
 	l.expectAll()
 	tr := newMetricsTracker(func() []*harness.Node { return c.nodes })
 	waitSent(t, l, time.Second)
 	victim := c.byName("n3")
 	kill := time.Now()
 	f := l.rec.AddFault(&checker.Fault{Name: "kill -9 n3 until ready again", Start: kill.Add(-InFlightSlack), Crosses: checker.NodeFault("n3")})
+	l.failed = append(l.failed, "n3")
 	victim.Kill()
 	harness.Eventually(t, 10*time.Second, "n3 seen failed", func() error { return c.failedErr("n3", "n1", "n2") })
 	restart := time.Now()
@@ -66,6 +68,7 @@ func TestKilledNodeRestarts(t *testing.T) {
 	l.waitDelivered(end, DeliverTailBound)
 	tr.finish(c.nodes)
 	sc.account(l, end, tr)
+	sc.recovered(l, end, len(chans)) // rsub-n3 resubscribes both channels elsewhere
 }
 
 func rssKiB(pid int) int {
@@ -195,9 +198,10 @@ func freezeScenario(t *testing.T, name string, freeze time.Duration, pastWindow 
 func TestRollingRestart(t *testing.T) {
 	needFull(t)
 	sc := newScenario(t, "5 rolling restart with SIGTERM (drain)")
-	c := startLoopbackCluster(t, 3)
+	c := startLoopbackCluster(t, 3, recoverArgs...)
 	l := newLoad(t, c)
 	standardLoad(t, c, l)
+	recoveringLoad(c, l)
 	l.expectAll()
 	tr := newMetricsTracker(func() []*harness.Node { return c.nodes })
 	waitSent(t, l, 2*time.Second)
@@ -253,6 +257,9 @@ func TestRollingRestart(t *testing.T) {
 	l.waitDelivered(end, DeliverTailBound)
 	tr.finish(c.nodes)
 	sc.account(l, end, tr)
+	// Nothing dies with a drained origin (it hands over before it exits), so nothing is
+	// excused; every node's recovering subscriber moves at least once.
+	sc.recovered(l, end, len(c.nodes)*len(chans))
 }
 
 // SlowQueue is the --send-queue of the slow-consumer scenario.

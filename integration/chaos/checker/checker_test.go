@@ -132,3 +132,62 @@ func TestSilentEndTells(t *testing.T) {
 		t.Fatal("a silent close a minute later tells of this")
 	}
 }
+
+// Recovering subscribers: a disconnect excuses nothing, incomplete answers count, and only
+// what no subscriber received from a failed origin is not expected.
+func TestAnalyzeRecovering(t *testing.T) {
+	var r Recorder
+	t0 := time.Now().Add(-10 * time.Second)
+	pa, pb := r.NewPub("pa"), r.NewPub("pb")
+	send := func(p *Pub, origin string, i int) Msg {
+		m := Msg{P: p.ID, S: int64(i), C: "ch", O: origin, T: t0.Add(time.Duration(i+1) * 100 * time.Millisecond).UnixNano()}
+		p.Record(m, nil)
+		return m
+	}
+	plain := r.NewSub("plain")
+	plain.Conns.Up("a", t0)
+	plain.Holding("ch", t0)
+	plain.Expect("ch", t0)
+	rs := r.NewSub("rec")
+	rs.SetRecovering()
+	rs.Conns.Up("b", t0)
+	rs.Holding("ch", t0)
+	rs.Expect("ch", t0)
+	var a, b []Msg
+	for i := 0; i < 6; i++ {
+		a = append(a, send(pa, "a", i))
+		b = append(b, send(pb, "b", i))
+	}
+	deliver := func(s *Sub, m Msg) {
+		data, _ := json.Marshal(m)
+		s.Deliver("ch", data)
+	}
+	for _, m := range a[:5] {
+		deliver(plain, m) // a[5] reached no subscriber: it died with origin a
+	}
+	for _, m := range b {
+		deliver(plain, m)
+	}
+	// rec was away between a[2] and b[4] (told by the disconnect, which excuses nothing here):
+	// it misses b[3]; gets a[4] twice and b[2] after b[4].
+	rs.Conns.Down(time.Unix(0, a[2].T))
+	rs.Conns.Up("c", time.Unix(0, b[4].T))
+	for _, m := range []Msg{a[0], a[1], a[2], b[0], b[1], b[4], b[2], a[3], a[4], a[4], b[5]} {
+		deliver(rs, m)
+	}
+	rs.Answered("ch", false, 3, "past the retention bound")
+	c, losses := r.AnalyzeRecovering(time.Now(), "a")
+	want := RecoveryCounts{Subscribers: 1, Expected: 11, Delivered: 10, Lost: 1, Duplicated: 1, Reordered: 1, DiedWithOrigin: 1, Answers: 1, Incomplete: 1, Replayed: 3}
+	if c != want || c.OK() {
+		t.Fatalf("got %+v\nwant %+v\nlosses %+v", c, want, losses)
+	}
+	// The plain subscriber is accounted by Analyze alone, and the recovering one is not.
+	pc, _ := r.Analyze(time.Now(), nil)
+	if pc.Expected != 12 || pc.Delivered != 11 {
+		t.Fatalf("Analyze: %+v", pc)
+	}
+	// Without the failed origin, a[5] is expected and lost too.
+	if c, _ = r.AnalyzeRecovering(time.Now()); c.Lost != 2 || c.DiedWithOrigin != 0 {
+		t.Fatalf("no failed origin: %+v", c)
+	}
+}
