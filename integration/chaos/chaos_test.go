@@ -106,8 +106,8 @@ type result struct {
 	Notes            []string `json:"notes,omitempty"`
 	// Recovery: the subscribers that resubscribe with their position (docs/recovery.md).
 	Recovery *checker.RecoveryCounts `json:"recovery,omitempty"`
-	Pass             bool     `json:"pass"`
-	Seconds          float64  `json:"seconds"`
+	Pass     bool                    `json:"pass"`
+	Seconds  float64                 `json:"seconds"`
 }
 
 var (
