@@ -136,6 +136,15 @@ type Config struct {
 	// traffic. Zero means 32 MiB/s.
 	RepairRate int
 
+	// Fetch answers a peer's FetchRequest (Mesh.Fetch on its side): the node layer's recovery
+	// of a channel's recent publications (docs/recovery.md). It gets the request's bytes and
+	// the most the reply may hold, and returns the reply; it runs on the peer's receive
+	// goroutine, so it must be quick. Nil: requests are refused.
+	Fetch func(channel string, request []byte, max int) []byte
+	// FetchRate bounds the FetchRequests one peer may make per second (burst: one second's
+	// worth); past it they are refused at once. Zero means 50.
+	FetchRate int
+
 	// ClusterKey closes the mesh. It must be exactly 32 random bytes (ClusterKeyLen), the same
 	// on every node; generate one with `head -c 32 /dev/urandom | base64`. From it two keys are
 	// derived with HKDF-SHA256 under distinct labels:
@@ -232,6 +241,7 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	def(&cfg.ReorderBytes, 16<<20)
 	def(&cfg.RepairRate, 32<<20)
+	def(&cfg.FetchRate, 50)
 	if cfg.MaxFrame < 16<<10 {
 		return cfg, fmt.Errorf("mesh: MaxFrame %d is below 16 KiB", cfg.MaxFrame)
 	}

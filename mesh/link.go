@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sockmesh/sockmesh/proto/meshpb"
@@ -67,6 +68,9 @@ type peer struct {
 	// mesh's memo when the peer is removed.
 	rmu sync.Mutex
 	rx  rxLink
+	// fetchLim paces the peer's FetchRequests (fetch.go).
+	fetchOnce sync.Once
+	fetchLim  *rate.Limiter
 	// rxBuf is the reader's reusable slice of a batch's publications.
 	rxBuf []pubIn
 	// lostLogged: a loss on this link was logged (once per link).
@@ -439,6 +443,14 @@ func (p *peer) handle(msg zmq4.Msg) error {
 			p.rmu.Lock()
 			p.rx.reply(repairReply{r.Epoch, r.LostFrom, r.LostTo, r.Last, r.CurrentEpoch}, now.UnixNano(), m.rxCfg, rxOut{p})
 			p.rmu.Unlock()
+		}
+	case *meshpb.Envelope_FetchRequest:
+		if toMe {
+			m.fetchRequested(p, body.FetchRequest)
+		}
+	case *meshpb.Envelope_FetchReply:
+		if toMe {
+			m.fetchReplied(p, body.FetchReply)
 		}
 	case *meshpb.Envelope_Delta:
 		d := body.Delta

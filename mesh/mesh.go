@@ -58,6 +58,7 @@ type Mesh struct {
 	mu    sync.RWMutex
 	table *Table[*peer]
 	peers map[string]*peer // by serf name
+	fetch fetches          // Fetch requests in flight (fetch.go)
 	// failed: what peers removed as failed wanted; Publish counts drops through it.
 	failed  *FailedRoutes[*peer]
 	closing bool

@@ -18,6 +18,7 @@ type metrics struct {
 	reconnect *prometheus.CounterVec // subscribe-socket recreations per peer
 	rejected  *prometheus.CounterVec // envelopes dropped per peer and reason (labels peer, reason)
 	unwanted  prometheus.Counter     // received publications for channels not wanted here
+	fetches   *prometheus.CounterVec // peers' fetch requests, by outcome
 	stalled   prometheus.Counter     // PUB connections closed by the stall watchdog
 	rejConns  *prometheus.CounterVec // mesh connections closed for what the peer sent (label reason)
 	slowPeers *prometheus.CounterVec // peers cut because their send queue passed PeerBuffer
@@ -78,6 +79,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sockmesh_mesh_unwanted_messages_total",
 			Help: "Publications received for channels this node does not want (discarded).",
 		}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sockmesh_mesh_fetch_requests_total",
+			Help: "Peers' requests for a channel's recent publications (recovery, docs/recovery.md), by outcome: answered, refused (over --mesh-fetch-rate, or recovery off).",
+		}, []string{"outcome"}),
 		stalled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sockmesh_mesh_stalled_connections_total",
 			Help: "Peer connections to the publish socket closed by the stall watchdog.",
@@ -158,6 +163,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.reconnect = register(reg, m.reconnect)
 		m.rejected = register(reg, m.rejected)
 		m.unwanted = register(reg, m.unwanted)
+		m.fetches = register(reg, m.fetches)
 		m.stalled = register(reg, m.stalled)
 		m.rejConns = register(reg, m.rejConns)
 		m.slowPeers = register(reg, m.slowPeers)

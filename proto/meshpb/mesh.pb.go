@@ -45,6 +45,8 @@ type Envelope struct {
 	//	*Envelope_RepairRequest
 	//	*Envelope_RepairReply
 	//	*Envelope_Tail
+	//	*Envelope_FetchRequest
+	//	*Envelope_FetchReply
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -173,6 +175,24 @@ func (x *Envelope) GetTail() *LinkTail {
 	return nil
 }
 
+func (x *Envelope) GetFetchRequest() *FetchRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_FetchRequest); ok {
+			return x.FetchRequest
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetFetchReply() *FetchReply {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_FetchReply); ok {
+			return x.FetchReply
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -211,6 +231,14 @@ type Envelope_Tail struct {
 	Tail *LinkTail `protobuf:"bytes,10,opt,name=tail,proto3,oneof"`
 }
 
+type Envelope_FetchRequest struct {
+	FetchRequest *FetchRequest `protobuf:"bytes,11,opt,name=fetch_request,json=fetchRequest,proto3,oneof"`
+}
+
+type Envelope_FetchReply struct {
+	FetchReply *FetchReply `protobuf:"bytes,12,opt,name=fetch_reply,json=fetchReply,proto3,oneof"`
+}
+
 func (*Envelope_Batch) isEnvelope_Body() {}
 
 func (*Envelope_Heartbeat) isEnvelope_Body() {}
@@ -226,6 +254,136 @@ func (*Envelope_RepairRequest) isEnvelope_Body() {}
 func (*Envelope_RepairReply) isEnvelope_Body() {}
 
 func (*Envelope_Tail) isEnvelope_Body() {}
+
+func (*Envelope_FetchRequest) isEnvelope_Body() {}
+
+func (*Envelope_FetchReply) isEnvelope_Body() {}
+
+// FetchRequest asks the target for what it keeps of a channel (the recovery of docs/recovery.md:
+// the publications after a client's position). The mesh carries request and reply opaquely
+// for the node layer; the target answers each request it accepts with one FetchReply.
+type FetchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the requester, echoed in the reply.
+	Id            uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Channel       string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	Request       []byte `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FetchRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *FetchRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *FetchRequest) GetRequest() []byte {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// FetchReply answers the FetchRequest with the same id.
+type FetchReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Body  []byte                 `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// The target refused the request (over its request rate, or it serves none): body is empty.
+	Refused       bool `protobuf:"varint,3,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchReply) Reset() {
+	*x = FetchReply{}
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchReply) ProtoMessage() {}
+
+func (x *FetchReply) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchReply.ProtoReflect.Descriptor instead.
+func (*FetchReply) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FetchReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *FetchReply) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *FetchReply) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
+}
 
 // Batch carries publications from origin to target, in publish order.
 type Batch struct {
@@ -256,7 +414,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +426,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +439,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Batch) GetFirstSeq() uint64 {
@@ -330,7 +488,7 @@ type Publication struct {
 
 func (x *Publication) Reset() {
 	*x = Publication{}
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +500,7 @@ func (x *Publication) String() string {
 func (*Publication) ProtoMessage() {}
 
 func (x *Publication) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,7 +513,7 @@ func (x *Publication) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Publication.ProtoReflect.Descriptor instead.
 func (*Publication) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Publication) GetChannel() string {
@@ -395,7 +553,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +565,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +578,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Heartbeat) GetInterestVersion() uint64 {
@@ -464,7 +622,7 @@ type LinkTail struct {
 
 func (x *LinkTail) Reset() {
 	*x = LinkTail{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +634,7 @@ func (x *LinkTail) String() string {
 func (*LinkTail) ProtoMessage() {}
 
 func (x *LinkTail) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +647,7 @@ func (x *LinkTail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkTail.ProtoReflect.Descriptor instead.
 func (*LinkTail) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LinkTail) GetTarget() string {
@@ -529,7 +687,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +699,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +712,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RepairRequest) GetEpoch() uint64 {
@@ -601,7 +759,7 @@ type RepairReply struct {
 
 func (x *RepairReply) Reset() {
 	*x = RepairReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +771,7 @@ func (x *RepairReply) String() string {
 func (*RepairReply) ProtoMessage() {}
 
 func (x *RepairReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +784,7 @@ func (x *RepairReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairReply.ProtoReflect.Descriptor instead.
 func (*RepairReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RepairReply) GetEpoch() uint64 {
@@ -681,7 +839,7 @@ type InterestDelta struct {
 
 func (x *InterestDelta) Reset() {
 	*x = InterestDelta{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +851,7 @@ func (x *InterestDelta) String() string {
 func (*InterestDelta) ProtoMessage() {}
 
 func (x *InterestDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +864,7 @@ func (x *InterestDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterestDelta.ProtoReflect.Descriptor instead.
 func (*InterestDelta) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InterestDelta) GetVersion() uint64 {
@@ -746,7 +904,7 @@ type InterestSnapshot struct {
 
 func (x *InterestSnapshot) Reset() {
 	*x = InterestSnapshot{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +916,7 @@ func (x *InterestSnapshot) String() string {
 func (*InterestSnapshot) ProtoMessage() {}
 
 func (x *InterestSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +929,7 @@ func (x *InterestSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterestSnapshot.ProtoReflect.Descriptor instead.
 func (*InterestSnapshot) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InterestSnapshot) GetVersion() uint64 {
@@ -820,7 +978,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +990,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1003,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SnapshotRequest) GetKnownVersion() uint64 {
@@ -859,7 +1017,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x10sockmesh.mesh.v1\"\xbb\x04\n" +
+	"\x11meshpb/mesh.proto\x12\x10sockmesh.mesh.v1\"\xc3\x05\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12/\n" +
@@ -871,8 +1029,20 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x0erepair_request\x18\b \x01(\v2\x1f.sockmesh.mesh.v1.RepairRequestH\x00R\rrepairRequest\x12B\n" +
 	"\frepair_reply\x18\t \x01(\v2\x1d.sockmesh.mesh.v1.RepairReplyH\x00R\vrepairReply\x120\n" +
 	"\x04tail\x18\n" +
-	" \x01(\v2\x1a.sockmesh.mesh.v1.LinkTailH\x00R\x04tailB\x06\n" +
-	"\x04body\"\xc3\x01\n" +
+	" \x01(\v2\x1a.sockmesh.mesh.v1.LinkTailH\x00R\x04tail\x12E\n" +
+	"\rfetch_request\x18\v \x01(\v2\x1e.sockmesh.mesh.v1.FetchRequestH\x00R\ffetchRequest\x12?\n" +
+	"\vfetch_reply\x18\f \x01(\v2\x1c.sockmesh.mesh.v1.FetchReplyH\x00R\n" +
+	"fetchReplyB\x06\n" +
+	"\x04body\"R\n" +
+	"\fFetchRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\x12\x18\n" +
+	"\arequest\x18\x03 \x01(\fR\arequest\"J\n" +
+	"\n" +
+	"FetchReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\x12\x18\n" +
+	"\arefused\x18\x03 \x01(\bR\arefused\"\xc3\x01\n" +
 	"\x05Batch\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12A\n" +
 	"\fpublications\x18\x02 \x03(\v2\x1d.sockmesh.mesh.v1.PublicationR\fpublications\x12\x14\n" +
@@ -928,35 +1098,39 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 	return file_meshpb_mesh_proto_rawDescData
 }
 
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(*Envelope)(nil),         // 0: sockmesh.mesh.v1.Envelope
-	(*Batch)(nil),            // 1: sockmesh.mesh.v1.Batch
-	(*Publication)(nil),      // 2: sockmesh.mesh.v1.Publication
-	(*Heartbeat)(nil),        // 3: sockmesh.mesh.v1.Heartbeat
-	(*LinkTail)(nil),         // 4: sockmesh.mesh.v1.LinkTail
-	(*RepairRequest)(nil),    // 5: sockmesh.mesh.v1.RepairRequest
-	(*RepairReply)(nil),      // 6: sockmesh.mesh.v1.RepairReply
-	(*InterestDelta)(nil),    // 7: sockmesh.mesh.v1.InterestDelta
-	(*InterestSnapshot)(nil), // 8: sockmesh.mesh.v1.InterestSnapshot
-	(*SnapshotRequest)(nil),  // 9: sockmesh.mesh.v1.SnapshotRequest
+	(*FetchRequest)(nil),     // 1: sockmesh.mesh.v1.FetchRequest
+	(*FetchReply)(nil),       // 2: sockmesh.mesh.v1.FetchReply
+	(*Batch)(nil),            // 3: sockmesh.mesh.v1.Batch
+	(*Publication)(nil),      // 4: sockmesh.mesh.v1.Publication
+	(*Heartbeat)(nil),        // 5: sockmesh.mesh.v1.Heartbeat
+	(*LinkTail)(nil),         // 6: sockmesh.mesh.v1.LinkTail
+	(*RepairRequest)(nil),    // 7: sockmesh.mesh.v1.RepairRequest
+	(*RepairReply)(nil),      // 8: sockmesh.mesh.v1.RepairReply
+	(*InterestDelta)(nil),    // 9: sockmesh.mesh.v1.InterestDelta
+	(*InterestSnapshot)(nil), // 10: sockmesh.mesh.v1.InterestSnapshot
+	(*SnapshotRequest)(nil),  // 11: sockmesh.mesh.v1.SnapshotRequest
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
-	1,  // 0: sockmesh.mesh.v1.Envelope.batch:type_name -> sockmesh.mesh.v1.Batch
-	3,  // 1: sockmesh.mesh.v1.Envelope.heartbeat:type_name -> sockmesh.mesh.v1.Heartbeat
-	7,  // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
-	8,  // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
-	9,  // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
-	5,  // 5: sockmesh.mesh.v1.Envelope.repair_request:type_name -> sockmesh.mesh.v1.RepairRequest
-	6,  // 6: sockmesh.mesh.v1.Envelope.repair_reply:type_name -> sockmesh.mesh.v1.RepairReply
-	4,  // 7: sockmesh.mesh.v1.Envelope.tail:type_name -> sockmesh.mesh.v1.LinkTail
-	2,  // 8: sockmesh.mesh.v1.Batch.publications:type_name -> sockmesh.mesh.v1.Publication
-	4,  // 9: sockmesh.mesh.v1.Heartbeat.tails:type_name -> sockmesh.mesh.v1.LinkTail
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 0: sockmesh.mesh.v1.Envelope.batch:type_name -> sockmesh.mesh.v1.Batch
+	5,  // 1: sockmesh.mesh.v1.Envelope.heartbeat:type_name -> sockmesh.mesh.v1.Heartbeat
+	9,  // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
+	10, // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
+	11, // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
+	7,  // 5: sockmesh.mesh.v1.Envelope.repair_request:type_name -> sockmesh.mesh.v1.RepairRequest
+	8,  // 6: sockmesh.mesh.v1.Envelope.repair_reply:type_name -> sockmesh.mesh.v1.RepairReply
+	6,  // 7: sockmesh.mesh.v1.Envelope.tail:type_name -> sockmesh.mesh.v1.LinkTail
+	1,  // 8: sockmesh.mesh.v1.Envelope.fetch_request:type_name -> sockmesh.mesh.v1.FetchRequest
+	2,  // 9: sockmesh.mesh.v1.Envelope.fetch_reply:type_name -> sockmesh.mesh.v1.FetchReply
+	4,  // 10: sockmesh.mesh.v1.Batch.publications:type_name -> sockmesh.mesh.v1.Publication
+	6,  // 11: sockmesh.mesh.v1.Heartbeat.tails:type_name -> sockmesh.mesh.v1.LinkTail
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -973,6 +1147,8 @@ func file_meshpb_mesh_proto_init() {
 		(*Envelope_RepairRequest)(nil),
 		(*Envelope_RepairReply)(nil),
 		(*Envelope_Tail)(nil),
+		(*Envelope_FetchRequest)(nil),
+		(*Envelope_FetchReply)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -980,7 +1156,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

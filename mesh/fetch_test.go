@@ -1,0 +1,98 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sockmesh/sockmesh/proto/meshpb"
+)
+
+// A fetch reaches the peer's handler with the request and a bound that fits a frame, and the
+// reply comes back; past the peer's rate it is refused at once; a peer without a handler
+// refuses; an unknown peer is an error; a reply from another peer than the one asked, or to
+// no request, is ignored.
+func TestFetch(t *testing.T) {
+	var gotMax atomic.Int64
+	a := startMesh(t, "a", nil, func(c *Config) {
+		c.FetchRate = 3
+		c.Fetch = func(ch string, req []byte, max int) []byte {
+			gotMax.Store(int64(max))
+			return append([]byte(ch+":"), req...)
+		}
+	})
+	b := startMesh(t, "b", []string{a.GossipEndpoint()})
+	waitFor(t, 10*time.Second, "ready", func() bool { return a.Ready() && b.Ready() })
+	b.AddInterest("x")
+	waitInterest(t, []*testNode{a, b}, "b", "x", true)
+	if w := a.Wanting("x"); len(w) != 1 || w[0] != b.SerfName() {
+		t.Fatalf("a.Wanting(x) = %v, want [%s]", w, b.SerfName())
+	}
+	if w := b.Wanting("x"); len(w) != 0 {
+		t.Fatalf("b.Wanting(x) = %v, want none", w)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		got, err := b.Fetch(ctx, a.SerfName(), "chan", []byte("req"))
+		if err != nil || string(got) != "chan:req" {
+			t.Fatalf("fetch %d: %q, %v", i, got, err)
+		}
+	}
+	if m := gotMax.Load(); m <= 0 || m > int64(a.frameBudget()) {
+		t.Fatalf("handler's bound %d, frame budget %d", m, a.frameBudget())
+	}
+	if _, err := b.Fetch(ctx, a.SerfName(), "chan", nil); !errors.Is(err, ErrFetchRefused) {
+		t.Fatalf("fourth fetch within a second: %v, want refused", err)
+	}
+	if _, err := a.Fetch(ctx, b.SerfName(), "chan", nil); !errors.Is(err, ErrFetchRefused) {
+		t.Fatalf("fetch from a node without a handler: %v, want refused", err)
+	}
+	if _, err := b.Fetch(ctx, "nobody-1", "chan", nil); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("unknown peer: %v", err)
+	}
+	if _, err := b.Fetch(ctx, a.SerfName(), "", nil); err == nil {
+		t.Fatal("empty channel accepted")
+	}
+	// A reply must come from the peer asked: one injected as if from b is ignored.
+	b.fetch.mu.Lock()
+	b.fetch.next++
+	id := b.fetch.next
+	pf := &pendingFetch{peer: a.SerfName(), reply: make(chan *meshpb.FetchReply, 1)}
+	b.fetch.pending[id] = pf
+	b.fetch.mu.Unlock()
+	b.mu.RLock()
+	var fromOther *peer
+	for _, p := range a.peers {
+		fromOther = p // a's peer object for b: not the one b asked
+	}
+	b.mu.RUnlock()
+	b.fetchReplied(fromOther, &meshpb.FetchReply{Id: id, Body: []byte("forged")})
+	b.fetchReplied(fromOther, &meshpb.FetchReply{Id: id + 100, Body: []byte("stray")})
+	select {
+	case r := <-pf.reply:
+		t.Fatalf("reply from the wrong peer accepted: %q", r.Body)
+	default:
+	}
+	time.Sleep(1100 * time.Millisecond) // a's limiter refills
+	if got, err := b.Fetch(ctx, a.SerfName(), "chan", bytes.Repeat([]byte{1}, 10)); err != nil || len(got) != 15 {
+		t.Fatalf("after the limiter refilled: %q, %v", got, err)
+	}
+	// A fetch whose reply does not come in time ends with its context, and leaves nothing
+	// pending.
+	a.Close()
+	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if _, err := b.Fetch(short, a.SerfName(), "chan", nil); err == nil {
+		t.Fatal("fetch from a closed peer succeeded")
+	}
+	b.fetch.mu.Lock()
+	left := len(b.fetch.pending)
+	b.fetch.mu.Unlock()
+	if left != 1 { // the injected one only
+		t.Fatalf("%d fetches left pending", left)
+	}
+}
