@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,4 +174,179 @@ func TestRecoveryAcrossNodes(t *testing.T) {
 			break
 		}
 	}
+}
+
+// position is what a recovering client keeps: per origin the last sequence, and the last time.
+type position struct {
+	Seqs map[string]uint64 `json:"seqs"`
+	Time int64             `json:"time"`
+}
+
+// take reads n publications, returning their data (as strings) and advancing pos.
+func (r *recoverer) take(n int, pos *position) []string {
+	r.t.Helper()
+	var out []string
+	for len(out) < n {
+		m := r.next()
+		var p pubPacket
+		if err := json.Unmarshal([]byte(m), &p); err != nil || p.Event != "#publish" {
+			r.t.Fatalf("want a publication, got %s", m)
+		}
+		out = append(out, r.note(p, pos))
+	}
+	return out
+}
+
+func (r *recoverer) note(p pubPacket, pos *position) string {
+	r.t.Helper()
+	if len(p.Data.Pos) != 3 {
+		r.t.Fatalf("publication without a position: %+v", p)
+	}
+	var o string
+	var seq uint64
+	_ = json.Unmarshal(p.Data.Pos[0], &o)
+	_ = json.Unmarshal(p.Data.Pos[1], &seq)
+	_ = json.Unmarshal(p.Data.Pos[2], &pos.Time)
+	if pos.Seqs == nil {
+		pos.Seqs = map[string]uint64{}
+	}
+	pos.Seqs[o] = seq
+	var s string
+	_ = json.Unmarshal(p.Data.Data, &s)
+	return s
+}
+
+// resubscribe subscribes ch with pos and returns what was replayed before the answer, and the
+// answer (acknowledgement data).
+func (r *recoverer) resubscribe(ch string, pos *position) (replayed []string, ack string) {
+	r.t.Helper()
+	b, _ := json.Marshal(map[string]any{"recover": pos})
+	r.send(`{"event":"#subscribe","data":{"channel":"` + ch + `","data":` + string(b) + `},"cid":7}`)
+	for {
+		m := r.next()
+		switch {
+		case strings.Contains(m, `"rid":7`):
+			ack = m
+		case strings.Contains(m, `"sockmesh:recovery"`):
+			if ack == "" {
+				r.t.Fatalf("the recovery event came before the acknowledgement: %s", m)
+			}
+			return replayed, ack
+		case strings.Contains(m, `"#publish"`):
+			if ack != "" {
+				r.t.Fatalf("a publication between the acknowledgement and the event: %s", m)
+			}
+			var p pubPacket
+			_ = json.Unmarshal([]byte(m), &p)
+			replayed = append(replayed, r.note(p, pos))
+		default:
+			r.t.Fatalf("unexpected %s", m)
+		}
+	}
+}
+
+// TestRecoveryFromPeer: a client that resubscribes on a node that was not receiving the
+// channel while it was away — a node without subscribers of it, the same node restarted after
+// kill -9 — gets what it missed from a peer that was, once and in order, then the live ones,
+// and is told the recovery is complete. A frozen peer or one past its retention bound makes
+// the answer incomplete, with a reason, in bounded time.
+func TestRecoveryFromPeer(t *testing.T) {
+	nodes := startCluster(t, 3, "--recover-channels", "rc.*", "--recover-messages", "30", "--recover-fetch-timeout", "1s")
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	keeper := dial(t, n2.URL()) // n2 receives the channel all along; n1 and n3 have no subscriber
+	if err := keeper.Subscribe(context.Background(), "rc.feed", func(string, json.RawMessage) {}); err != nil {
+		t.Fatal(err)
+	}
+	waitWanted(t, nodes, n2.Name, 1)
+	pub := dial(t, n2.URL())
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			if err := pub.PublishAck(context.Background(), "rc.feed", fmt.Sprintf("m%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seq := func(from, to int) string {
+		var s []string
+		for i := from; i <= to; i++ {
+			s = append(s, fmt.Sprintf("m%d", i))
+		}
+		return strings.Join(s, ",")
+	}
+
+	// 1. On n2, then away, then back on n1, which has never received the channel.
+	var pos position
+	a := dialRecoverer(t, n2.URL())
+	a.send(`{"event":"#subscribe","data":{"channel":"rc.feed"},"cid":2}`)
+	if m := a.next(); !strings.Contains(m, `"rid":2`) {
+		t.Fatalf("subscribe: %s", m)
+	}
+	publish(1, 5)
+	a.take(5, &pos)
+	a.ws.Close()
+	publish(6, 9)
+	b := dialRecoverer(t, n1.URL())
+	replayed, ack := b.resubscribe("rc.feed", &pos)
+	if strings.Join(replayed, ",") != seq(6, 9) || !strings.Contains(ack, `"recovered":true`) || !strings.Contains(ack, `"missed":4`) {
+		t.Fatalf("from a node that never received the channel: replayed %v, answer %s; want m6..m9, complete", replayed, ack)
+	}
+	publish(10, 12)
+	if got := b.take(3, &pos); strings.Join(got, ",") != seq(10, 12) {
+		t.Fatalf("live after the replay: %v", got)
+	}
+
+	// 2. n1 is killed and restarts; the client comes back to it with its position.
+	b.ws.Close()
+	n1.Kill()
+	publish(13, 16)
+	n1.Start()
+	waitConverged(t, nodes)
+	c := dialRecoverer(t, n1.URL())
+	replayed, ack = c.resubscribe("rc.feed", &pos)
+	if strings.Join(replayed, ",") != seq(13, 16) || !strings.Contains(ack, `"recovered":true`) {
+		t.Fatalf("on the restarted node: replayed %v, answer %s; want m13..m16, complete", replayed, ack)
+	}
+	publish(17, 17)
+	if got := c.take(1, &pos); got[0] != "m17" {
+		t.Fatalf("live after the replay: %v", got)
+	}
+	c.ws.Close()
+
+	// 3. Past the peer's retention bound (30 kept): incomplete, with the peer's reason.
+	old := position{Seqs: map[string]uint64{}, Time: pos.Time}
+	for o, s := range pos.Seqs {
+		old.Seqs[o] = s
+	}
+	publish(18, 60)
+	d := dialRecoverer(t, n3.URL())
+	replayed, ack = d.resubscribe("rc.feed", &old)
+	if !strings.Contains(ack, `"recovered":false`) || !strings.Contains(ack, "retention bound") {
+		t.Fatalf("past the bound: answer %s (replayed %d)", ack, len(replayed))
+	}
+	d.ws.Close()
+
+	// 4. The only peer that receives the channel is frozen: the answer comes within the fetch
+	// timeout and says incomplete.
+	var cur position
+	e := dialRecoverer(t, n2.URL())
+	e.send(`{"event":"#subscribe","data":{"channel":"rc.feed"},"cid":2}`)
+	if m := e.next(); !strings.Contains(m, `"rid":2`) {
+		t.Fatalf("subscribe: %s", m)
+	}
+	publish(61, 61)
+	e.take(1, &cur)
+	e.ws.Close()
+	publish(62, 62) // missed; n3 never received the channel since case 3
+	n2.Signal(syscall.SIGSTOP)
+	defer n2.Signal(syscall.SIGCONT)
+	f := dialRecoverer(t, n3.URL())
+	start := time.Now()
+	_, ack = f.resubscribe("rc.feed", &cur)
+	took := time.Since(start)
+	n2.Signal(syscall.SIGCONT)
+	if !strings.Contains(ack, `"recovered":false`) || took > 3*time.Second {
+		t.Fatalf("with the peer frozen: answer %s after %v; want incomplete within the 1 s fetch timeout", ack, took)
+	}
+	t.Logf("frozen peer: answered incomplete after %v: %s", took.Round(time.Millisecond), ack)
 }

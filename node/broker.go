@@ -139,6 +139,7 @@ type brokerMetrics struct {
 	published     *prometheus.CounterVec
 	deliveries    *prometheus.CounterVec
 	dropped       prometheus.Counter
+	recoveries    *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	latLocal      prometheus.Observer
 	latMesh       prometheus.Observer
@@ -163,6 +164,7 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 		published:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_publications_total", Help: "Publications handled by this node, by origin (local client or server, or mesh peer)."}, []string{"origin"}),
 		deliveries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_deliveries_total", Help: "Publication frames queued to local subscribers, by origin."}, []string{"origin"}),
 		dropped:       prometheus.NewCounter(prometheus.CounterOpts{Name: "sockmesh_delivery_drops_total", Help: "Deliveries refused by a closing or overflowing subscriber."}),
+		recoveries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_recoveries_total", Help: "Recovering subscriptions answered (docs/recovery.md), by outcome (complete, incomplete) and source (local: from this node's ring alone; peer: a peer that receives the channel was asked)."}, []string{"outcome", "source"}),
 	}
 	b.m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sockmesh_publish_to_write_seconds",
@@ -173,7 +175,7 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 	b.m.pubLocal, b.m.pubMesh = b.m.published.WithLabelValues("local"), b.m.published.WithLabelValues("mesh")
 	b.m.delLocal, b.m.delMesh = b.m.deliveries.WithLabelValues("local"), b.m.deliveries.WithLabelValues("mesh")
 	if reg != nil {
-		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped, b.m.latency)
+		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped, b.m.recoveries, b.m.latency)
 	}
 	return b
 }
@@ -304,9 +306,9 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 		rg.mu.Lock()
 		rg.next++
 		at := time.Now().UnixNano()
-		frame := encodeRetained(ch, data, b.rec.origin, rg.next, at)
-		rg.keep(retained{origin: b.rec.origin, seq: rg.next, at: at, frame: frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
-		b.deliverFrame(nil, ch, frame, b.m.delLocal, b.m.latLocal)
+		e := newRetained(ch, data, b.rec.origin, rg.next, at)
+		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
+		b.deliverFrame(nil, ch, e.frame, b.m.delLocal, b.m.latLocal)
 		b.hooks.Load().forward.Publish(ch, withPosition(b.rec.origin, rg.next, at, data))
 		rg.mu.Unlock()
 		return
@@ -326,9 +328,9 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 			return
 		}
 		rg.mu.Lock()
-		frame := encodeRetained(ch, d, origin, seq, at)
-		rg.keep(retained{origin: origin, seq: seq, at: at, frame: frame}, b.rec.cfg.Messages, b.rec.cfg.Age)
-		b.deliverFrame(nil, ch, frame, b.m.delMesh, b.m.latMesh)
+		e := newRetained(ch, d, origin, seq, at)
+		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
+		b.deliverFrame(nil, ch, e.frame, b.m.delMesh, b.m.latMesh)
 		rg.mu.Unlock()
 		return
 	}
@@ -337,35 +339,83 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 
 // SubscribeRecover implements wsfront.RecoveringBroker: on a recovery channel, a subscribe
 // with data {"recover": position} registers s and queues what it missed, under the channel's
-// ring lock (so nothing is both replayed and delivered, and nothing falls between).
-func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMessage) (any, bool) {
+// ring lock (so nothing is both replayed and delivered, and nothing falls between). When this
+// node cannot replay all of it but a peer that receives the channel might, the peer is asked
+// first (recoverFromPeer) and answer is called when that is done.
+func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMessage, answer func(any)) bool {
 	rg := b.rec.ringOf(ch)
 	if rg == nil {
-		return nil, false
+		return false
 	}
 	var req struct {
 		Recover *Position `json:"recover"`
 	}
 	if len(data) == 0 || json.Unmarshal(data, &req) != nil || req.Recover == nil {
-		return nil, false
+		return false
 	}
+	pos := *req.Recover
 	rg.mu.Lock()
-	defer rg.mu.Unlock()
 	now := time.Now().UnixNano()
-	if b.subscribe(s, ch) {
+	if b.Subscribers(ch) == 0 {
+		// This node has not been receiving the channel (or stopped for a while): what it kept
+		// before proves nothing about what came since. It receives it again from now (s or a
+		// placeholder joins below).
 		rg.began(now)
 	}
-	frames, ans := rg.replay(*req.Recover, now, b.rec.cfg.Age)
-	ans.Channel = ch
-	for i, f := range frames {
-		if !s.Deliver(f) {
-			// The socket's send queue is full (or it closed): the rest would be lost.
-			ans.Recovered, ans.Missed = false, i
-			ans.Reason = "the replay did not fit the connection's send queue"
-			break
-		}
+	entries, ans, fixable := rg.replay(pos, now, b.rec.cfg.Age, false)
+	var peers []string
+	if f := b.rec.fetcher.Load(); fixable && f != nil {
+		peers = (*f).Wanting(ch)
 	}
-	return ans, true
+	if len(peers) == 0 {
+		b.subscribe(s, ch)
+		ans = queueReplay(s, ch, nil, entries, ans)
+		rg.mu.Unlock()
+		b.m.recoveries.WithLabelValues(outcome(ans.Recovered), "local").Inc()
+		answer(ans)
+		return true
+	}
+	// A placeholder subscriber keeps this node receiving the channel while the peer is asked,
+	// so that the ring keeps what arrives meanwhile; s joins once all of it is queued.
+	hold := &holdSub{}
+	first := b.subscribe(hold, ch)
+	rg.mu.Unlock()
+	go b.recoverFromPeer(s, ch, rg, pos, peers, hold, first, answer)
+	return true
+}
+
+func outcome(complete bool) string {
+	if complete {
+		return "complete"
+	}
+	return "incomplete"
+}
+
+// queueReplay queues for s the fetched publications, then the kept ones, and sets the
+// answer's count; ring lock held.
+func queueReplay(s *wsfront.Socket, ch string, fetched []fetchedPub, kept []retained, ans RecoverAnswer) RecoverAnswer {
+	ans.Channel = ch
+	ans.Missed = 0
+	full := func() RecoverAnswer {
+		// The socket's send queue is full (or it closed): the rest would be lost.
+		ans.Recovered = false
+		ans.Reason = "the replay did not fit the connection's send queue"
+		return ans
+	}
+	for _, p := range fetched {
+		frame, _ := encodeRetained(ch, p.data, p.origin, p.seq, p.at)
+		if !s.Deliver(frame) {
+			return full()
+		}
+		ans.Missed++
+	}
+	for i := range kept {
+		if !s.Deliver(kept[i].frame) {
+			return full()
+		}
+		ans.Missed++
+	}
+	return ans
 }
 
 func (b *Broker) deliver(fo *wsfront.Fanout, ch string, data []byte, delivered prometheus.Counter, latency prometheus.Observer) {

@@ -67,6 +67,8 @@ type Config struct {
 	MeshRepairWait   time.Duration
 	MeshReorderBytes int
 	MeshRepairRate   int
+	// MeshFetchRate bounds the recovery fetch requests one peer may make per second (zero: 50).
+	MeshFetchRate int
 	// Shards is the number of broker shards; zero value: the number of CPUs.
 	Shards int
 	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.
@@ -146,7 +148,7 @@ func Defaults() Config {
 	c.MeshMaxHandshakes, c.MeshHandshakeTimeout = m.MaxPendingHandshakes, m.HandshakeTimeout
 	c.MeshInterestInterval, c.MeshInterestBytes = m.InterestFlushInterval, m.InterestMessageBytes
 	c.MeshRetainBytes, c.MeshRetainAge, c.MeshRepairWait = m.RetainBytes, m.RetainAge, m.RepairWait
-	c.MeshReorderBytes, c.MeshRepairRate = m.ReorderBytes, m.RepairRate
+	c.MeshReorderBytes, c.MeshRepairRate, c.MeshFetchRate = m.ReorderBytes, m.RepairRate, m.FetchRate
 	c.Hook.Actions = access.DefaultHookActions()
 	c.Hook.Timeout = access.DefaultHookTimeout
 	return c
@@ -182,6 +184,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Recover.Age <= 0 {
 		c.Recover.Age = 5 * time.Minute
+	}
+	if c.Recover.FetchTimeout <= 0 {
+		c.Recover.FetchTimeout = 2 * time.Second
+	}
+	if c.Recover.Fetches <= 0 {
+		c.Recover.Fetches = 16
 	}
 	if c.DrainDuration <= 0 {
 		c.DrainDuration = 10 * time.Second

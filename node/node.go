@@ -193,8 +193,14 @@ func (n *Node) Start(ctx context.Context) error {
 		RepairWait:            n.cfg.MeshRepairWait,
 		ReorderBytes:          n.cfg.MeshReorderBytes,
 		RepairRate:            n.cfg.MeshRepairRate,
+		Fetch:                 n.broker.ServeFetch,
+		FetchRate:             n.cfg.MeshFetchRate,
 	})
 	if err == nil {
+		// Positions name this process by its Serf name; peers may ask for what it keeps as
+		// soon as the mesh runs.
+		n.broker.SetRecovery(n.cfg.Recover, m.SerfName())
+		n.broker.SetFetcher(m)
 		err = m.Start(ctx)
 		if err != nil {
 			_ = m.Close()
@@ -210,8 +216,6 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.mesh = m
 	n.broker.SetMesh(m, m)
-	st := m.Status()
-	n.broker.SetRecovery(n.cfg.Recover, st.Self+"-"+st.Incarnation)
 	n.adminSrv = &http.Server{Handler: n.guard.Handler(n.withDrain(n.adminHandler())), ReadHeaderTimeout: 10 * time.Second}
 	n.serveDone.Add(2)
 	go func() { defer n.serveDone.Done(); _ = n.front.Serve(wsLn) }()

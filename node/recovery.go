@@ -8,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sockmesh/sockmesh/scproto"
@@ -25,6 +26,10 @@ type RecoverConfig struct {
 	// Messages and Age bound each channel's retained publications; zero: 1,000 and 5 min.
 	Messages int
 	Age      time.Duration
+	// FetchTimeout bounds asking peers for what this node did not receive; zero: 2 s.
+	FetchTimeout time.Duration
+	// Fetches bounds the recoveries asking peers at once (others wait); zero: 16.
+	Fetches int
 }
 
 func (c RecoverConfig) matches(ch string) bool {
@@ -77,7 +82,18 @@ type retained struct {
 	seq    uint64
 	at     int64
 	frame  []byte
-	idx    uint64 // the ring's append count when it was kept
+	// frame[dataOff:dataOff+dataLen] is the publication's data (what a peer is sent).
+	dataOff, dataLen int32
+	idx              uint64 // the ring's append count when it was kept
+}
+
+// data is the publication's data, inside its frame.
+func (e *retained) data() []byte { return e.frame[e.dataOff : e.dataOff+e.dataLen] }
+
+// newRetained encodes a publication's frame and keeps it with its position.
+func newRetained(ch string, data []byte, origin string, seq uint64, at int64) retained {
+	frame, off := encodeRetained(ch, data, origin, seq, at)
+	return retained{origin: origin, seq: seq, at: at, frame: frame, dataOff: int32(off), dataLen: int32(len(data))}
 }
 
 // ring is one recovery channel's kept publications, in arrival order. Its lock orders a
@@ -105,6 +121,20 @@ type recovery struct {
 	origin string // this process (the mesh's Serf name, set at Start)
 	mu     sync.Mutex
 	rings  map[string]*ring
+	// fetcher asks peers (recovery_fetch.go); fetching bounds the recoveries doing so at once.
+	fetcher  atomic.Pointer[Fetcher]
+	fetching chan struct{}
+}
+
+// ringIfAny returns the channel's ring, or nil; it never creates one (a peer's request must
+// not make this node keep channels).
+func (r *recovery) ringIfAny(ch string) *ring {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rings[ch]
 }
 
 func newRecovery(cfg RecoverConfig) *recovery {
@@ -114,7 +144,13 @@ func newRecovery(cfg RecoverConfig) *recovery {
 	if cfg.Age <= 0 {
 		cfg.Age = 5 * time.Minute
 	}
-	return &recovery{cfg: cfg, rings: map[string]*ring{}}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = 2 * time.Second
+	}
+	if cfg.Fetches <= 0 {
+		cfg.Fetches = 16
+	}
+	return &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches)}
 }
 
 // ringOf returns the channel's ring, creating it; nil when the channel does not recover.
@@ -198,17 +234,25 @@ type RecoverAnswer struct {
 // been missed (this node has received the channel since before the position); for origins
 // the position does not name, this node has received the channel since before the
 // position's time and dropped nothing newer than it.
-func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, RecoverAnswer) {
+//
+// vouched waives the proof that this node was receiving the channel at the position (a peer
+// that was receiving it has sent what came before): only holes and the bounds then make the
+// answer incomplete. fixable reports whether a peer could complete an incomplete answer (the
+// node was not receiving the channel, or misses publications; not the retention bound).
+func (rg *ring) replay(pos Position, now int64, age time.Duration, vouched bool) (out []retained, ans RecoverAnswer, fixable bool) {
 	rg.expire(now, age)
-	var out [][]byte
 	// A client's time is clamped so that a hostile one cannot overflow the comparison.
 	floor := min(max(pos.Time, 0), math.MaxInt64/int64(time.Millisecond)) * int64(time.Millisecond)
 	seen := maps.Clone(pos.Seqs) // per named origin, the last sequence the client has
 	if seen == nil {
 		seen = map[string]uint64{}
 	}
-	ans := RecoverAnswer{Recovered: true}
+	ans = RecoverAnswer{Recovered: true}
+	bound := false // incomplete because of the retention bound (a peer keeps no more)
 	fail := func(why string) {
+		if why == reasonBound {
+			bound = true
+		}
 		if ans.Recovered {
 			ans.Recovered, ans.Reason = false, why
 		}
@@ -228,7 +272,7 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, Re
 			switch {
 			case e.seq == last+1:
 			case rg.evicted[e.origin] > last:
-				fail("publications after the position are past the retention bound")
+				fail(reasonBound)
 			default:
 				fail("publications of " + e.origin + " after the position are missing here")
 			}
@@ -236,33 +280,40 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration) ([][]byte, Re
 		case e.at <= floor:
 			continue // before the position
 		}
-		out = append(out, e.frame)
+		out = append(out, *e)
 	}
 	ans.Missed = len(out)
-	if !anchored && rg.since >= floor {
+	if !vouched && !anchored && rg.since >= floor {
 		// What another origin published between the position and then never reached this
 		// node, and an origin the position does not name cannot be vouched for.
 		fail("this node began receiving the channel after the position")
 	}
 	for o, last := range pos.Seqs {
 		if rg.evicted[o] > last && seen[o] == last {
-			fail("publications after the position are past the retention bound")
+			fail(reasonBound)
 		}
 	}
 	if rg.lastOut > floor {
 		for o, ev := range rg.evicted {
 			if _, known := pos.Seqs[o]; !known && ev > 0 {
-				fail("publications after the position are past the retention bound")
+				fail(reasonBound)
 			}
 		}
 	}
-	return out, ans
+	return out, ans, !ans.Recovered && !bound
 }
+
+const reasonBound = "publications after the position are past the retention bound"
 
 // encodeRetained is the #publish frame of a kept publication: the packet with its position
 // beside data, which socketcluster-client ignores (apps get data alone).
-func encodeRetained(ch string, data json.RawMessage, origin string, seq uint64, at int64) []byte {
+// It also returns where data starts in the frame.
+func encodeRetained(ch string, data json.RawMessage, origin string, seq uint64, at int64) ([]byte, int) {
 	f := scproto.EncodePublish(ch, data)
+	off := len(f) - 2 - len(data) // EncodePublish ends with data and "}}"
+	if len(data) == 0 {
+		off = len(f) - 2
+	}
 	// f ends with "}}": the position goes inside the inner object.
 	b := make([]byte, 0, len(f)+len(origin)+48)
 	b = append(b, f[:len(f)-2]...)
@@ -272,5 +323,5 @@ func encodeRetained(ch string, data json.RawMessage, origin string, seq uint64, 
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, ',')
 	b = strconv.AppendInt(b, at/int64(time.Millisecond), 10)
-	return append(b, "]}}"...)
+	return append(b, "]}}"...), off
 }

@@ -46,7 +46,13 @@ func ringWith(t0 time.Time, limit int, pubs ...retained) *ring {
 	return rg
 }
 
-func frames(fs [][]byte) string { return string(bytes.Join(fs, []byte(" "))) }
+func frames(es []retained) string {
+	var fs [][]byte
+	for _, e := range es {
+		fs = append(fs, e.frame)
+	}
+	return string(bytes.Join(fs, []byte(" ")))
+}
 
 // What a client at a position missed comes back once, in order, and the answer says whether
 // it is all: a hole in an origin's sequence, the retention bound, or a node that began
@@ -78,14 +84,14 @@ func TestRingReplay(t *testing.T) {
 		if c.since.After(t0) { // began receiving after every kept entry
 			rg.began(c.since.UnixNano())
 		}
-		got, ans := rg.replay(c.pos, now, time.Hour)
+		got, ans, _ := rg.replay(c.pos, now, time.Hour, false)
 		if frames(got) != c.want || ans.Recovered != c.complete || ans.Missed != len(got) || (!ans.Recovered && ans.Reason == "") {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
 	}
 	// The age bound drops old entries and counts them as past the bound.
 	rg := ringWith(t0, 10, pubs...)
-	got, ans := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), time.Second)
+	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), time.Second, false)
 	if len(got) != 0 || ans.Recovered {
 		t.Errorf("after the age bound: %q complete %v", frames(got), ans.Recovered)
 	}
@@ -114,7 +120,7 @@ func TestRingReplayHostilePositions(t *testing.T) {
 		{"10,000 invented origins", Position{Seqs: many, Time: t0.UnixMilli() + 1}, "a:2", true},
 	} {
 		rg := ringWith(t0, 10, pubs...)
-		got, ans := rg.replay(c.pos, now, time.Hour)
+		got, ans, _ := rg.replay(c.pos, now, time.Hour, false)
 		if frames(got) != c.want || ans.Recovered != c.complete {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
@@ -126,11 +132,11 @@ func TestSubscribeRecoverIgnoresOtherData(t *testing.T) {
 	b := NewBroker(1, nil, nil, nil)
 	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me")
 	for _, d := range []string{``, `null`, `"x"`, `[1,2]`, `{"recover":null}`, `{"recover":"pos"}`, `{"other":1}`, `{"recover":{"seqs":{"a":-1}}}`} {
-		if _, handled := b.SubscribeRecover(nil, "rc.x", json.RawMessage(d)); handled {
+		if b.SubscribeRecover(nil, "rc.x", json.RawMessage(d), func(any) { t.Error("answered") }) {
 			t.Errorf("%q taken for a recovery request", d)
 		}
 	}
-	if _, handled := b.SubscribeRecover(nil, "other", json.RawMessage(`{"recover":{"seqs":{},"time":1}}`)); handled {
+	if b.SubscribeRecover(nil, "other", json.RawMessage(`{"recover":{"seqs":{},"time":1}}`), func(any) { t.Error("answered") }) {
 		t.Error("a channel that does not recover took a recovery request")
 	}
 }

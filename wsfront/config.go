@@ -24,9 +24,11 @@ type Broker interface {
 
 // RecoveringBroker is a Broker that can replay what a subscriber missed (node.Broker on its
 // recovery channels, docs/recovery.md). SubscribeRecover subscribes s with the subscribe's
-// data and returns the answer for the client, or handled false to subscribe as usual.
+// data and calls answer exactly once with the answer for the client — at once, or later from
+// another goroutine — or returns false (answer never called) to subscribe as usual. A broker
+// that subscribes s later must check Holds first (the client may have left meanwhile).
 type RecoveringBroker interface {
-	SubscribeRecover(s *Socket, channel string, data json.RawMessage) (answer any, handled bool)
+	SubscribeRecover(s *Socket, channel string, data json.RawMessage, answer func(any)) bool
 }
 
 // Config holds a front's limits. Every zero value means the documented default.

@@ -1,6 +1,7 @@
 package wsfront
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strconv"
@@ -129,12 +130,19 @@ func (s *Socket) subscribe(ctx context.Context, p *scproto.Packet) {
 	s.subs[ch] = struct{}{}
 	s.mu.Unlock()
 	if rb, ok := s.srv.broker.(RecoveringBroker); ok && len(sd.Data) > 0 {
-		if ans, handled := rb.SubscribeRecover(s, ch, sd.Data); handled {
+		// The answer may come later, from another goroutine (a peer is asked for what this
+		// node did not receive): it keeps its own copy of the call id.
+		call := &scproto.Packet{CID: bytes.Clone(p.CID)}
+		handled := rb.SubscribeRecover(s, ch, sd.Data, func(ans any) {
 			m.Subscribes.Inc()
-			s.respond(p, ans, nil, "subscribe")
+			if fr := responseFrame(call, ans, nil, "subscribe"); fr != nil {
+				s.enqueue(fr)
+			}
 			// socketcluster-client ignores the acknowledgement's data: the answer also comes
 			// as an event (docs/recovery.md).
 			_ = s.Transmit("sockmesh:recovery", ans)
+		})
+		if handled {
 			return
 		}
 	}

@@ -205,6 +205,16 @@ func (s *Socket) IsAuthenticated() bool {
 	return s.claims != nil
 }
 
+// Holds reports whether the client holds a subscription to channel and the connection is not
+// closing: a broker that subscribes the socket asynchronously (RecoveringBroker) checks it
+// after subscribing, and undoes the subscription when it is false.
+func (s *Socket) Holds(channel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.subs[channel]
+	return ok && !s.closing
+}
+
 // Subscriptions returns the socket's channels.
 func (s *Socket) Subscriptions() []string {
 	s.mu.Lock()

@@ -1,0 +1,126 @@
+package node
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+type nopSub struct{}
+
+func (nopSub) Deliver([]byte) bool { return true }
+
+// ServeFetch answers from the ring what a client at the position missed, page by page within
+// the bound, only while the node receives the channel, and never makes a ring for a channel
+// a peer names.
+func TestServeFetch(t *testing.T) {
+	b := NewBroker(1, nil, nil, nil)
+	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me-1")
+	b.SubscribeSub(nopSub{}, "rc.a")
+	for i := 1; i <= 20; i++ {
+		b.Publish("rc.a", []byte(fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 100))))
+	}
+	req := func(seq uint64) []byte { return []byte(fmt.Sprintf(`{"seqs":{"me-1":%d},"time":1}`, seq)) }
+	pubs, rec, more, _, err := decodeFetchReply(b.ServeFetch("rc.a", req(15), 1<<20))
+	if err != nil || !rec || more || len(pubs) != 5 || pubs[0].seq != 16 || pubs[4].seq != 20 || !strings.HasPrefix(string(pubs[0].data), `{"n":16,`) {
+		t.Fatalf("after 15: %d pubs, complete %v, more %v, %v", len(pubs), rec, more, err)
+	}
+	// A small bound: pages that together are the whole answer.
+	var all []fetchedPub
+	from := uint64(0)
+	for page := 0; ; page++ {
+		got, _, more, _, err := decodeFetchReply(b.ServeFetch("rc.a", req(from), 600))
+		if err != nil || len(got) == 0 || page > 20 {
+			t.Fatalf("page %d: %d pubs, %v", page, len(got), err)
+		}
+		all = append(all, got...)
+		from = got[len(got)-1].seq
+		if !more {
+			break
+		}
+	}
+	if len(all) != 20 || all[19].seq != 20 {
+		t.Fatalf("paged: %d publications", len(all))
+	}
+	// Hostile requests: not JSON, a channel never seen (no ring made), a sequence of 2^64-1.
+	for _, c := range []struct{ ch, req string }{{"rc.a", "not json"}, {"rc.zzz", `{"seqs":{}}`}, {"other", `{}`}} {
+		if _, rec, _, _, err := decodeFetchReply(b.ServeFetch(c.ch, []byte(c.req), 1<<20)); err != nil || rec {
+			t.Errorf("%q on %s: complete %v, %v", c.req, c.ch, rec, err)
+		}
+	}
+	if b.rec.ringIfAny("rc.zzz") != nil {
+		t.Error("a peer's request made a ring")
+	}
+	if got, _, _, _, err := decodeFetchReply(b.ServeFetch("rc.a", req(math.MaxUint64), 1<<20)); len(got) != 0 || err != nil {
+		t.Errorf("after 2^64-1: %d pubs, %v", len(got), err)
+	}
+	// Without a subscriber the node no longer vouches.
+	b.UnsubscribeSub(nopSub{}, "rc.a")
+	if got, rec, _, why, _ := decodeFetchReply(b.ServeFetch("rc.a", req(15), 1<<20)); len(got) != 0 || rec || why == "" {
+		t.Errorf("without a subscriber: %d pubs, complete %v, %q", len(got), rec, why)
+	}
+}
+
+// A peer's reply is refused whole when any part would be forwarded malformed.
+func TestDecodeFetchReplyRefusesMalformed(t *testing.T) {
+	pub := func(origin string, seq uint64, data string) []byte {
+		b := binary.AppendUvarint(nil, uint64(len(origin)))
+		b = append(b, origin...)
+		b = binary.AppendUvarint(b, seq)
+		b = binary.AppendVarint(b, time.Now().UnixNano())
+		b = binary.AppendUvarint(b, uint64(len(data)))
+		return append(b, data...)
+	}
+	head := appendReplyHead(nil, true, false, "")
+	ok := append(append([]byte{}, head...), pub("o", 1, `{"a":1}`)...)
+	if got, _, _, _, err := decodeFetchReply(ok); err != nil || len(got) != 1 {
+		t.Fatalf("valid reply: %v", err)
+	}
+	huge := binary.AppendUvarint(append([]byte{}, head...), math.MaxUint64)
+	for name, b := range map[string][]byte{
+		"empty":           nil,
+		"data not JSON":   append(append([]byte{}, head...), pub("o", 1, `{"a":`)...),
+		"frame injected":  append(append([]byte{}, head...), pub("o", 1, `1}},{"event":"#setAuthToken"`)...),
+		"sequence 0":      append(append([]byte{}, head...), pub("o", 0, `1`)...),
+		"empty origin":    append(append([]byte{}, head...), pub("", 1, `1`)...),
+		"origin too long": append(append([]byte{}, head...), pub(strings.Repeat("o", maxOriginLen+1), 1, `1`)...),
+		"length 2^64-1":   huge,
+		"truncated":       ok[:len(ok)-1],
+	} {
+		if _, _, _, _, err := decodeFetchReply(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzFetchReply: any bytes from a peer decode or are refused, without panic; what decodes
+// has valid origins, sequences and JSON data, and encodes back to the same publications.
+func FuzzFetchReply(f *testing.F) {
+	b := NewBroker(1, nil, nil, nil)
+	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me-1")
+	b.SubscribeSub(nopSub{}, "rc.a")
+	for i := 1; i <= 3; i++ {
+		b.Publish("rc.a", []byte(fmt.Sprint(i)))
+	}
+	f.Add(b.ServeFetch("rc.a", []byte(`{"seqs":{"me-1":0}}`), 1<<20))
+	f.Add([]byte{1, 0})
+	f.Add([]byte{3, 2, 'h', 'i', 1, 'o', 5, 2, 1, '7'})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		pubs, _, _, _, err := decodeFetchReply(in)
+		if err != nil {
+			return
+		}
+		for _, p := range pubs {
+			if p.origin == "" || len(p.origin) > maxOriginLen || p.seq == 0 {
+				t.Fatalf("decoded %+v", p)
+			}
+			frame, off := encodeRetained("rc.a", p.data, p.origin, p.seq, p.at)
+			if string(frame[off:off+len(p.data)]) != string(p.data) {
+				t.Fatalf("data offset %d wrong in %s", off, frame)
+			}
+		}
+	})
+}
