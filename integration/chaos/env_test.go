@@ -487,10 +487,27 @@ type jsSubscriber struct {
 
 func (l *load) jsSubscribe(id, at string, channels ...string) *jsSubscriber {
 	l.t.Helper()
+	return l.jsSubscribeWith(id, at, false, channels...)
+}
+
+// jsSubscribeRecovering is jsSubscribe through the repository's recovery helper
+// (clients/js/sockmesh-recovery.js): socketcluster-client reconnects to the same node, and
+// the helper resubscribes with the channel's position.
+func (l *load) jsSubscribeRecovering(id, at string, channels ...string) *jsSubscriber {
+	l.t.Helper()
+	return l.jsSubscribeWith(id, at, true, channels...)
+}
+
+func (l *load) jsSubscribeWith(id, at string, recovering bool, channels ...string) *jsSubscriber {
+	l.t.Helper()
 	js := &jsSubscriber{Sub: l.rec.NewSub(id), ready: make(chan struct{})}
 	node := l.c.byName(at)
 	host, port, _ := strings.Cut(node.WSAddr, ":")
 	cmd := nodeCommand(l.t, "chaos-sub.cjs", host, port, strings.Join(channels, ","))
+	if recovering {
+		js.SetRecovering()
+		cmd.Env = append(cmd.Env, "RECOVER=1")
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		l.t.Fatal(err)
@@ -506,9 +523,12 @@ func (l *load) jsSubscribe(id, at string, channels ...string) *jsSubscriber {
 		readyOnce := sync.Once{}
 		for sc.Scan() {
 			var ev struct {
-				Ev   string          `json:"ev"`
-				Ch   string          `json:"ch"`
-				Data json.RawMessage `json:"data"`
+				Ev        string          `json:"ev"`
+				Ch        string          `json:"ch"`
+				Data      json.RawMessage `json:"data"`
+				Recovered bool            `json:"recovered"`
+				Missed    int             `json:"missed"`
+				Reason    string          `json:"reason"`
 			}
 			if json.Unmarshal(sc.Bytes(), &ev) != nil {
 				continue
@@ -524,6 +544,8 @@ func (l *load) jsSubscribe(id, at string, channels ...string) *jsSubscriber {
 				readyOnce.Do(func() { close(js.ready) })
 			case "msg":
 				js.Deliver(ev.Ch, ev.Data)
+			case "answer":
+				js.Answered(ev.Ch, ev.Recovered, ev.Missed, ev.Reason)
 			}
 		}
 	}()
