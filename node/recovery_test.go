@@ -3,7 +3,10 @@ package node
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -139,4 +142,48 @@ func TestSubscribeRecoverIgnoresOtherData(t *testing.T) {
 	if b.SubscribeRecover(nil, "other", json.RawMessage(`{"recover":{"seqs":{},"time":1}}`), func(any) { t.Error("answered") }) {
 		t.Error("a channel that does not recover took a recovery request")
 	}
+}
+
+// BenchmarkRetainedMemory measures what recovery keeps: heap bytes per retained publication
+// (its frame with the position, and the ring's bookkeeping), by payload size, and per
+// recovery channel (its ring with one publication). docs/operations.md quotes it.
+func BenchmarkRetainedMemory(b *testing.B) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, size := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("per-message/payload=%d", size), func(b *testing.B) {
+			const n = 10_000
+			data := []byte(`"` + strings.Repeat("x", size-2) + `"`)
+			for range b.N {
+				br := NewBroker(1, nil, nil, nil)
+				br.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}, Messages: n}, "node-01234567")
+				br.SubscribeSub(nopSub{}, "rc.chat.room-42")
+				before := heap()
+				for range n {
+					br.Publish("rc.chat.room-42", data)
+				}
+				after := heap()
+				b.ReportMetric(float64(after-before)/n, "B/retained")
+				runtime.KeepAlive(br)
+			}
+		})
+	}
+	b.Run("per-channel", func(b *testing.B) {
+		const n = 10_000
+		for range b.N {
+			br := NewBroker(1, nil, nil, nil)
+			br.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "node-01234567")
+			before := heap()
+			for i := range n {
+				br.Publish(fmt.Sprintf("rc.chat.room-%05d", i), []byte(`1`))
+			}
+			after := heap()
+			b.ReportMetric(float64(after-before)/n, "B/channel")
+			runtime.KeepAlive(br)
+		}
+	})
 }
