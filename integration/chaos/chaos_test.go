@@ -170,13 +170,7 @@ func (sc *scenario) account(l *load, end time.Time, tr *metricsTracker) checker.
 		sc.note("nodes counted %d gaps (unrepaired) and %d dropped publications; %d repaired by retransmission, %d duplicates skipped, %d lost beyond the window",
 			g, d, sc.r.Repaired, tr.sum("sockmesh_mesh_duplicate_messages_total", ""), sc.r.LostBeyondWindow)
 	}
-	for i, ls := range losses {
-		if i == 20 {
-			sc.t.Logf("... %d more", len(losses)-20)
-			break
-		}
-		sc.t.Logf("loss: sub %s %s→%s pub %s seq %d ch %s at %s: %s", ls.Sub, ls.Origin, ls.Receiver, ls.M.P, ls.M.S, ls.M.C, time.Unix(0, ls.M.T).Format("15:04:05.000"), ls.Why)
-	}
+	sc.logLosses("loss", losses)
 	sc.t.Logf("counts: %+v", c)
 	if !c.OK() {
 		sc.t.Errorf("accounting failed: %d undetected losses, %d losses outside any fault, %d duplicated, %d reordered, %d leaked",
@@ -186,6 +180,18 @@ func (sc *scenario) account(l *load, end time.Time, tr *metricsTracker) checker.
 		sc.t.Errorf("nothing was expected: the load did not run")
 	}
 	return c
+}
+
+// logLosses logs the first 20 losses.
+func (sc *scenario) logLosses(what string, losses []checker.Loss) {
+	sc.t.Helper()
+	for i, ls := range losses {
+		if i == 20 {
+			sc.t.Logf("... %d more", len(losses)-20)
+			break
+		}
+		sc.t.Logf("%s: sub %s %s→%s pub %s seq %d ch %s at %s: %s", what, ls.Sub, ls.Origin, ls.Receiver, ls.M.P, ls.M.S, ls.M.C, time.Unix(0, ls.M.T).Format("15:04:05.000"), ls.Why)
+	}
 }
 
 // recovered asserts the promise of recovery (docs/recovery.md): subscribers that resubscribe
@@ -198,13 +204,7 @@ func (sc *scenario) recovered(l *load, end time.Time, wantAnswers int) {
 	sc.t.Helper()
 	rc, losses := l.rec.AnalyzeRecovering(end, l.failed...)
 	sc.r.Recovery = &rc
-	for i, ls := range losses {
-		if i == 20 {
-			sc.t.Logf("... %d more", len(losses)-20)
-			break
-		}
-		sc.t.Logf("recovery loss: sub %s %s→%s pub %s seq %d ch %s at %s: %s", ls.Sub, ls.Origin, ls.Receiver, ls.M.P, ls.M.S, ls.M.C, time.Unix(0, ls.M.T).Format("15:04:05.000"), ls.Why)
-	}
+	sc.logLosses("recovery loss", losses)
 	sc.t.Logf("recovery counts: %+v", rc)
 	sc.bound("recovering clients: lost, duplicated, reordered, incomplete recoveries", "= 0, 0, 0, 0",
 		fmt.Sprintf("%d, %d, %d, %d (%d expected, %d replayed in %d recoveries)", rc.Lost, rc.Duplicated, rc.Reordered, rc.Incomplete, rc.Expected, rc.Replayed, rc.Answers), rc.OK() && rc.Expected > 0)

@@ -467,10 +467,7 @@ func (r *Recorder) Analyze(end time.Time, pool Pool) (Counts, []Loss) {
 		}
 		p.mu.Unlock()
 	}
-	type key struct {
-		p string
-		s int64
-	}
+	type key = pubKey
 	type pathKey struct{ o, r string }
 	type pending struct {
 		sub  string
@@ -486,28 +483,11 @@ func (r *Recorder) Analyze(end time.Time, pool Pool) (Counts, []Loss) {
 			s.mu.Unlock()
 			continue // AnalyzeRecovering
 		}
-		seen := map[key]int{}
-		lastSeq := map[string]int64{}
-		for _, d := range s.got {
-			if d.Bad != "" || d.M.C != d.Ch || !holds(s.subd[d.Ch], d.At) {
-				c.Leaked++
-				continue
-			}
-			k := key{d.M.P, d.M.S}
-			seen[k]++
-			if seen[k] > 1 {
-				c.Duplicated++
-				losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, "duplicated (delivered " + d.At.Format("15:04:05.000") + ")"})
-				continue
-			}
-			lk := d.M.P + "\x00" + d.Ch
-			if l, ok := lastSeq[lk]; ok && d.M.S < l {
-				c.Reordered++
-				losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, fmt.Sprintf("reordered: after %d", l)})
-			} else {
-				lastSeq[lk] = d.M.S
-			}
-		}
+		seen, leaked, dup, reord, ls := s.scan()
+		c.Leaked += leaked
+		c.Duplicated += dup
+		c.Reordered += reord
+		losses = append(losses, ls...)
 		for ch, ws := range s.wins {
 			for _, w := range ws {
 				for _, m := range byCh[ch] {
@@ -576,6 +556,39 @@ func (r *Recorder) Analyze(end time.Time, pool Pool) (Counts, []Loss) {
 		losses = append(losses, Loss{np.sub, np.m.O, np.recv, np.m, fmt.Sprintf("path %s→%s lost %d distinct, nodes counted %d", pk.o, pk.r, len(lostOnPath[pk]), budget[pk])})
 	}
 	return c, losses
+}
+
+// pubKey names a publication: publisher and its sequence.
+type pubKey struct {
+	p string
+	s int64
+}
+
+// scan counts s's deliveries: how often each publication arrived, and those leaked (not
+// held, or undecodable), duplicated and reordered (per publisher and channel); s.mu held.
+func (s *Sub) scan() (seen map[pubKey]int, leaked, dup, reord int, losses []Loss) {
+	seen = map[pubKey]int{}
+	lastSeq := map[string]int64{}
+	for _, d := range s.got {
+		if d.Bad != "" || d.M.C != d.Ch || !holds(s.subd[d.Ch], d.At) {
+			leaked++
+			continue
+		}
+		k := pubKey{d.M.P, d.M.S}
+		if seen[k]++; seen[k] > 1 {
+			dup++
+			losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, "duplicated (delivered " + d.At.Format("15:04:05.000") + ")"})
+			continue
+		}
+		lk := d.M.P + "\x00" + d.Ch
+		if l, ok := lastSeq[lk]; ok && d.M.S < l {
+			reord++
+			losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, fmt.Sprintf("reordered: after %d", l)})
+		} else {
+			lastSeq[lk] = d.M.S
+		}
+	}
+	return seen, leaked, dup, reord, losses
 }
 
 func holds(ws []window, t time.Time) bool {
@@ -739,10 +752,7 @@ func (c RecoveryCounts) OK() bool {
 func (r *Recorder) AnalyzeRecovering(end time.Time, failed ...string) (RecoveryCounts, []Loss) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	type key struct {
-		p string
-		s int64
-	}
+	type key = pubKey
 	var c RecoveryCounts
 	byCh := map[string][]Sent{}
 	for _, p := range r.pubs {
@@ -789,27 +799,11 @@ func (r *Recorder) AnalyzeRecovering(end time.Time, failed ...string) (RecoveryC
 				losses = append(losses, Loss{Sub: s.ID, Receiver: a.Ch, Why: "recovery incomplete: " + a.Reason})
 			}
 		}
-		seen := map[key]int{}
-		lastSeq := map[string]int64{}
-		for _, d := range s.got {
-			if d.Bad != "" || d.M.C != d.Ch || !holds(s.subd[d.Ch], d.At) {
-				c.Leaked++
-				continue
-			}
-			k := key{d.M.P, d.M.S}
-			if seen[k]++; seen[k] > 1 {
-				c.Duplicated++
-				losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, "duplicated (delivered " + d.At.Format("15:04:05.000") + ")"})
-				continue
-			}
-			lk := d.M.P + "\x00" + d.Ch
-			if l, ok := lastSeq[lk]; ok && d.M.S < l {
-				c.Reordered++
-				losses = append(losses, Loss{s.ID, d.M.O, s.Conns.NodeAt(d.At), d.M, fmt.Sprintf("reordered: after %d", l)})
-			} else {
-				lastSeq[lk] = d.M.S
-			}
-		}
+		seen, leaked, dup, reord, ls := s.scan()
+		c.Leaked += leaked
+		c.Duplicated += dup
+		c.Reordered += reord
+		losses = append(losses, ls...)
 		for ch, ws := range s.wins {
 			for _, w := range ws {
 				for _, m := range byCh[ch] {
