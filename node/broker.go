@@ -55,6 +55,7 @@ func (b *Broker) SetRecovery(cfg RecoverConfig, origin string) {
 	}
 	b.rec = newRecovery(cfg)
 	b.rec.origin = origin
+	b.rec.subscribed = func(ch string) bool { return b.Subscribers(ch) > 0 }
 }
 
 type meshHooks struct {
@@ -174,8 +175,22 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 	b.m.latLocal, b.m.latMesh = b.m.latency.WithLabelValues("local"), b.m.latency.WithLabelValues("mesh")
 	b.m.pubLocal, b.m.pubMesh = b.m.published.WithLabelValues("local"), b.m.published.WithLabelValues("mesh")
 	b.m.delLocal, b.m.delMesh = b.m.deliveries.WithLabelValues("local"), b.m.deliveries.WithLabelValues("mesh")
+	rings := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sockmesh_recovery_channels", Help: "Recovery channels whose recent publications this node keeps (docs/recovery.md)."}, func() float64 {
+		if b.rec == nil {
+			return 0
+		}
+		b.rec.mu.Lock()
+		defer b.rec.mu.Unlock()
+		return float64(len(b.rec.rings))
+	})
+	refused := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sockmesh_recovery_refused_channels_total", Help: "Recovery channels served without positions because this node already kept --recover-max-channels."}, func() float64 {
+		if b.rec == nil {
+			return 0
+		}
+		return float64(b.rec.refused.Load())
+	})
 	if reg != nil {
-		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped, b.m.recoveries, b.m.latency)
+		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped, b.m.recoveries, b.m.latency, rings, refused)
 	}
 	return b
 }
@@ -205,9 +220,8 @@ func (b *Broker) shardOf(ch string) *shard {
 // SubscribeSub adds sub to channel; a second subscribe of the same sub is a no-op.
 func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
 	if b.subscribe(sub, ch) {
-		if rg := b.rec.ringOf(ch); rg != nil {
+		if rg := b.rec.lockRing(ch); rg != nil {
 			// Publications from other nodes reach this one again only from now on.
-			rg.mu.Lock()
 			rg.began(time.Now().UnixNano())
 			rg.mu.Unlock()
 		}
@@ -300,16 +314,15 @@ func (b *Broker) Publish(ch string, data json.RawMessage) { b.PublishIn(nil, ch,
 // fo (when not nil) for its reader to write.
 func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) {
 	b.m.pubLocal.Inc()
-	if rg := b.rec.ringOf(ch); rg != nil {
+	if rg := b.rec.lockRing(ch); rg != nil {
 		// Numbered, kept, delivered and forwarded under the ring's lock (see ring). Frames go
 		// through each socket's own queue (no fan-out collection), in order with replays.
-		rg.mu.Lock()
 		rg.next++
 		at := time.Now().UnixNano()
-		e := newRetained(ch, data, b.rec.origin, rg.next, at)
+		e := newRetained(ch, data, rg.origin, rg.next, at)
 		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
 		b.deliverFrame(nil, ch, e.frame, b.m.delLocal, b.m.latLocal)
-		b.hooks.Load().forward.Publish(ch, withPosition(b.rec.origin, rg.next, at, data))
+		b.hooks.Load().forward.Publish(ch, withPosition(rg.origin, rg.next, at, data))
 		rg.mu.Unlock()
 		return
 	}
@@ -322,12 +335,11 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 func (b *Broker) DeliverRemote(ch string, data []byte) {
 	b.m.pubMesh.Inc()
 	if origin, seq, at, d, ok := splitPosition(data); ok {
-		rg := b.rec.ringOf(ch)
-		if rg == nil { // not a recovery channel here (configured on the origin only)
+		rg := b.rec.lockRing(ch)
+		if rg == nil { // not a recovery channel here (configured on the origin only), or past the bound
 			b.deliver(nil, ch, d, b.m.delMesh, b.m.latMesh)
 			return
 		}
-		rg.mu.Lock()
 		e := newRetained(ch, d, origin, seq, at)
 		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
 		b.deliverFrame(nil, ch, e.frame, b.m.delMesh, b.m.latMesh)
@@ -343,8 +355,7 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 // node cannot replay all of it but a peer that receives the channel might, the peer is asked
 // first (recoverFromPeer) and answer is called when that is done.
 func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMessage, answer func(any)) bool {
-	rg := b.rec.ringOf(ch)
-	if rg == nil {
+	if b.rec == nil || !b.rec.cfg.matches(ch) {
 		return false
 	}
 	var req struct {
@@ -354,7 +365,10 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		return false
 	}
 	pos := *req.Recover
-	rg.mu.Lock()
+	rg := b.rec.lockRing(ch)
+	if rg == nil {
+		return false // past --recover-max-channels: an ordinary subscription
+	}
 	now := time.Now().UnixNano()
 	if b.Subscribers(ch) == 0 {
 		// This node has not been receiving the channel (or stopped for a while): what it kept
@@ -378,9 +392,10 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	// A placeholder subscriber keeps this node receiving the channel while the peer is asked,
 	// so that the ring keeps what arrives meanwhile; s joins once all of it is queued.
 	hold := &holdSub{}
-	first := b.subscribe(hold, ch)
+	b.subscribe(hold, ch)
+	since := rg.since
 	rg.mu.Unlock()
-	go b.recoverFromPeer(s, ch, rg, pos, peers, hold, first, answer)
+	go b.recoverFromPeer(s, ch, rg, pos, peers, hold, since, answer)
 	return true
 }
 

@@ -191,6 +191,9 @@ func (c *Config) setDefaults() error {
 	if c.Recover.Fetches <= 0 {
 		c.Recover.Fetches = 16
 	}
+	if c.Recover.MaxChannels <= 0 {
+		c.Recover.MaxChannels = 100_000
+	}
 	if c.DrainDuration <= 0 {
 		c.DrainDuration = 10 * time.Second
 	}

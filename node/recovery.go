@@ -30,6 +30,9 @@ type RecoverConfig struct {
 	FetchTimeout time.Duration
 	// Fetches bounds the recoveries asking peers at once (others wait); zero: 16.
 	Fetches int
+	// MaxChannels bounds the channels a node keeps publications of; past it a new channel
+	// is served without positions here (and counted). Zero: 100,000.
+	MaxChannels int
 }
 
 func (c RecoverConfig) matches(ch string) bool {
@@ -114,6 +117,10 @@ type ring struct {
 	// arrival time of the newest dropped entry.
 	evicted map[string]uint64
 	lastOut int64
+	// origin names this node in the positions of its publications on the channel; dead: the
+	// ring was reclaimed (lockRing looks again).
+	origin string
+	dead   bool
 }
 
 type recovery struct {
@@ -124,17 +131,33 @@ type recovery struct {
 	// fetcher asks peers (recovery_fetch.go); fetching bounds the recoveries doing so at once.
 	fetcher  atomic.Pointer[Fetcher]
 	fetching chan struct{}
+	// subscribed reports whether a channel has a local subscriber (the broker's; nil in
+	// tests of the ring alone). Rings are swept when their count reaches sweepAt; reclaimed
+	// counts the rings reclaimed, refused the rings not made past MaxChannels.
+	subscribed func(ch string) bool
+	sweepAt    int
+	reclaimed  uint64
+	refused    atomic.Uint64
 }
 
-// ringIfAny returns the channel's ring, or nil; it never creates one (a peer's request must
-// not make this node keep channels).
-func (r *recovery) ringIfAny(ch string) *ring {
+// lockRingIfAny returns the channel's ring locked, or nil; it never creates one (a peer's
+// request must not make this node keep channels).
+func (r *recovery) lockRingIfAny(ch string) *ring {
 	if r == nil {
 		return nil
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.rings[ch]
+	rg := r.rings[ch]
+	r.mu.Unlock()
+	if rg == nil {
+		return nil
+	}
+	rg.mu.Lock()
+	if rg.dead {
+		rg.mu.Unlock()
+		return nil
+	}
+	return rg
 }
 
 func newRecovery(cfg RecoverConfig) *recovery {
@@ -150,22 +173,77 @@ func newRecovery(cfg RecoverConfig) *recovery {
 	if cfg.Fetches <= 0 {
 		cfg.Fetches = 16
 	}
-	return &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches)}
+	if cfg.MaxChannels <= 0 {
+		cfg.MaxChannels = 100_000
+	}
+	return &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep}
 }
 
-// ringOf returns the channel's ring, creating it; nil when the channel does not recover.
-func (r *recovery) ringOf(ch string) *ring {
+// lockRing returns the channel's ring, created if need be, locked; nil when the channel does
+// not recover, or when it would be a ring past MaxChannels (then counted, and the channel is
+// served without positions on this node).
+func (r *recovery) lockRing(ch string) *ring {
 	if r == nil || !r.cfg.matches(ch) {
 		return nil
 	}
+	for {
+		rg := r.ringOf(ch)
+		if rg == nil {
+			return nil
+		}
+		rg.mu.Lock()
+		if !rg.dead {
+			return rg
+		}
+		rg.mu.Unlock() // reclaimed between the lookup and the lock: look again
+	}
+}
+
+// ringOf returns the channel's ring, creating it (nil past MaxChannels). Rings of channels
+// that nobody here subscribes to and that kept nothing for Age are reclaimed whenever the
+// number of rings has doubled since the last sweep, so the sweeps cost O(1) per ring made.
+func (r *recovery) ringOf(ch string) *ring {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rg := r.rings[ch]
-	if rg == nil {
-		rg = &ring{since: time.Now().UnixNano(), evicted: map[string]uint64{}}
-		r.rings[ch] = rg
+	if rg != nil {
+		return rg
 	}
+	if len(r.rings) >= r.sweepAt {
+		r.sweep(time.Now().UnixNano())
+		r.sweepAt = max(minSweep, 2*len(r.rings))
+	}
+	if len(r.rings) >= r.cfg.MaxChannels {
+		r.refused.Add(1)
+		return nil
+	}
+	// A ring made again after a reclamation numbers this node's publications under a new
+	// origin name, so that no client mistakes the new sequence for the old one's.
+	origin := r.origin
+	if r.reclaimed > 0 {
+		origin += "~" + strconv.FormatUint(r.reclaimed, 36)
+	}
+	rg = &ring{since: time.Now().UnixNano(), evicted: map[string]uint64{}, origin: origin}
+	r.rings[ch] = rg
 	return rg
+}
+
+// minSweep: below this many rings no sweep runs.
+const minSweep = 1024
+
+// sweep reclaims the rings that serve nobody: no local subscriber (so this node does not
+// vouch for them, docs/recovery.md) and nothing kept younger than Age; r.mu held.
+func (r *recovery) sweep(now int64) {
+	for ch, rg := range r.rings {
+		rg.mu.Lock()
+		rg.expire(now, r.cfg.Age)
+		if rg.n == 0 && (r.subscribed == nil || !r.subscribed(ch)) {
+			rg.dead = true
+			delete(r.rings, ch)
+			r.reclaimed++
+		}
+		rg.mu.Unlock()
+	}
 }
 
 // keep appends a publication; ring lock held.

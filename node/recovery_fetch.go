@@ -35,10 +35,10 @@ func (b *Broker) SetFetcher(f Fetcher) {
 
 // Bounds of a recovery from a peer.
 const (
-	// interestSettle: when the recovering client is the channel's first subscriber here, the
-	// peer is asked this long after this node announced its interest, so that the channel's
-	// origins send here before the peer answers (what they publish in between then reaches
-	// both; a hole between the two is found and reported).
+	// interestSettle: a peer is asked no earlier than this long after this node began
+	// receiving the channel (announced its interest), so that the channel's origins send here
+	// before the peer answers (what they publish in between then reaches both; a hole between
+	// the two is found and reported).
 	interestSettle = 100 * time.Millisecond
 	// fetchPeers: how many peers are tried for a complete answer.
 	fetchPeers = 2
@@ -123,16 +123,18 @@ func decodeFetchReply(b []byte) (pubs []fetchedPub, recovered, more bool, reason
 // they are all the client missed (as for a client of this node).
 func (b *Broker) ServeFetch(ch string, request []byte, max int) []byte {
 	var pos Position
-	rg := b.rec.ringIfAny(ch)
-	if rg == nil || json.Unmarshal(request, &pos) != nil {
-		return appendReplyHead(nil, false, false, "this node keeps nothing of the channel")
+	if json.Unmarshal(request, &pos) != nil {
+		return appendReplyHead(nil, false, false, "the request is not a position")
 	}
 	if b.Subscribers(ch) == 0 {
 		// Without a subscriber this node may have stopped receiving the channel (its interest
 		// is withdrawn after a delay): it cannot vouch for anything since.
 		return appendReplyHead(nil, false, false, "this node does not receive the channel")
 	}
-	rg.mu.Lock()
+	rg := b.rec.lockRingIfAny(ch)
+	if rg == nil {
+		return appendReplyHead(nil, false, false, "this node keeps nothing of the channel")
+	}
 	entries, ans, _ := rg.replay(pos, time.Now().UnixNano(), b.rec.cfg.Age, false)
 	rg.mu.Unlock()
 	more := false
@@ -216,13 +218,16 @@ func (b *Broker) fetchFrom(ctx context.Context, f Fetcher, peer, ch string, pos 
 // it asks the peers that receive the channel (one after the other, until one vouches for all
 // it sends), then, under the ring's lock, queues the peer's publications, then what this node
 // kept after them, subscribes s and answers.
-func (b *Broker) recoverFromPeer(s *wsfront.Socket, ch string, rg *ring, pos Position, peers []string, hold *holdSub, first bool, answer func(any)) {
+//
+// since is when this node last began receiving the channel: the peer is asked no earlier than
+// interestSettle after it (each of a burst of recovering clients waits for the same instant).
+func (b *Broker) recoverFromPeer(s *wsfront.Socket, ch string, rg *ring, pos Position, peers []string, hold *holdSub, since int64, answer func(any)) {
 	defer b.UnsubscribeSub(hold, ch) // after s has joined: the interest does not flap
+	if wait := time.Until(time.Unix(0, since).Add(interestSettle)); wait > 0 {
+		time.Sleep(wait)
+	}
 	b.rec.fetching <- struct{}{}
 	defer func() { <-b.rec.fetching }()
-	if first {
-		time.Sleep(interestSettle)
-	}
 	f := *b.rec.fetcher.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), b.rec.cfg.FetchTimeout)
 	defer cancel()

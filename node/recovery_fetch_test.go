@@ -51,7 +51,7 @@ func TestServeFetch(t *testing.T) {
 			t.Errorf("%q on %s: complete %v, %v", c.req, c.ch, rec, err)
 		}
 	}
-	if b.rec.ringIfAny("rc.zzz") != nil {
+	if b.rec.lockRingIfAny("rc.zzz") != nil {
 		t.Error("a peer's request made a ring")
 	}
 	if got, _, _, _, err := decodeFetchReply(b.ServeFetch("rc.a", req(math.MaxUint64), 1<<20)); len(got) != 0 || err != nil {
@@ -123,4 +123,70 @@ func FuzzFetchReply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Rings of channels nobody here subscribes to are reclaimed once they keep nothing within the
+// age bound, so a publisher naming ever new channels cannot grow a node without bound; a ring
+// made again numbers under a new origin name (a client's old position never swallows the new
+// sequence); past MaxChannels a channel is served without positions.
+func TestRingSweepAndBound(t *testing.T) {
+	b := NewBroker(1, nil, nil, nil)
+	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}, Age: 20 * time.Millisecond, MaxChannels: 5000}, "me-1")
+	got := &recordSub{}
+	b.SubscribeSub(got, "rc.kept")
+	b.Publish("rc.kept", []byte(`1`))
+	b.Publish("rc.gone", []byte(`1`))
+	firstOrigin := got.lastOrigin(t)
+	time.Sleep(30 * time.Millisecond)
+	for i := range 4000 {
+		b.Publish(fmt.Sprintf("rc.%d", i), []byte(`1`))
+	}
+	b.rec.mu.Lock()
+	n, reclaimed := len(b.rec.rings), b.rec.reclaimed
+	_, kept := b.rec.rings["rc.kept"]
+	_, gone := b.rec.rings["rc.gone"]
+	b.rec.mu.Unlock()
+	if reclaimed == 0 || n >= 4002 || !kept || gone {
+		t.Fatalf("after 4,000 channels: %d rings, %d reclaimed, subscribed ring kept %v, idle ring kept %v", n, reclaimed, kept, gone)
+	}
+	// rc.kept's ring (subscribed) keeps its origin name; rc.gone's is made again under a new one.
+	b.Publish("rc.kept", []byte(`2`))
+	if o := got.lastOrigin(t); o != firstOrigin {
+		t.Errorf("subscribed ring's origin changed: %q → %q", firstOrigin, o)
+	}
+	b.SubscribeSub(got, "rc.gone")
+	b.Publish("rc.gone", []byte(`2`))
+	if o := got.lastOrigin(t); o == firstOrigin || !strings.HasPrefix(o, "me-1~") {
+		t.Errorf("ring made again numbers as %q (first %q)", o, firstOrigin)
+	}
+	// The bound: with nothing reclaimable, channels past it get no ring, and still deliver.
+	b2 := NewBroker(1, nil, nil, nil)
+	b2.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}, MaxChannels: 10}, "me-1")
+	for i := range 10 {
+		b2.Publish(fmt.Sprintf("rc.%d", i), []byte(`1`))
+	}
+	late := &recordSub{}
+	b2.SubscribeSub(late, "rc.late")
+	b2.Publish("rc.late", []byte(`7`))
+	if b2.rec.refused.Load() == 0 || len(late.frames) != 1 || strings.Contains(string(late.frames[0]), `"pos"`) {
+		t.Fatalf("past the bound: refused %d, frames %q", b2.rec.refused.Load(), late.frames)
+	}
+}
+
+type recordSub struct{ frames [][]byte }
+
+func (r *recordSub) Deliver(f []byte) bool { r.frames = append(r.frames, f); return true }
+
+func (r *recordSub) lastOrigin(t *testing.T) string {
+	t.Helper()
+	if len(r.frames) == 0 {
+		t.Fatal("nothing delivered")
+	}
+	f := string(r.frames[len(r.frames)-1])
+	i := strings.Index(f, `"pos":["`)
+	if i < 0 {
+		t.Fatalf("no position in %s", f)
+	}
+	rest := f[i+len(`"pos":["`):]
+	return rest[:strings.IndexByte(rest, '"')]
 }

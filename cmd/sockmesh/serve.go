@@ -151,6 +151,7 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	fs.DurationVar(&cfg.Recover.Age, "recover-age", d.Recover.Age, "how long a recovery channel's publications are kept")
 	fs.DurationVar(&cfg.Recover.FetchTimeout, "recover-fetch-timeout", 2*time.Second, "how long a recovering subscription waits for a peer that receives the channel, when this node did not receive all the client missed")
 	fs.IntVar(&cfg.Recover.Fetches, "recover-fetches", 16, "recoveries asking peers at once (more wait their turn)")
+	fs.IntVar(&cfg.Recover.MaxChannels, "recover-max-channels", 100_000, "recovery channels one node keeps publications of; past it new ones are served without positions (memory is at most this × --recover-messages × the publication size)")
 	fs.IntVar(&cfg.MeshFetchRate, "mesh-fetch-rate", d.MeshFetchRate, "recovery fetch requests one peer may make per second (past it they are refused)")
 	fs.BoolVar(&cfg.Demo, "demo", false, "install the demo application (NOT for production)")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration (flags, environment, file) as YAML and exit")
