@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin/sockmesh
 export SOCKMESH_BIN := $(BIN)
 
-.PHONY: all build run test vet unit fuzz fuzz-long integration goclient chaos-short chaos conformance bench bench-centrifugo bench-go scale proto lint clean
+.PHONY: all build run test vet unit fuzz fuzz-long integration goclient chaos-short chaos conformance bench bench-centrifugo bench-go scale storm proto lint clean
 
 all: build
 
@@ -88,6 +88,11 @@ scale: build
 	@command -v iptables >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get install -y -qq iptables >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq iptables >/dev/null 2>&1) || echo "could not install iptables: clusters run on loopback"; }
 	set -o pipefail; SOCKMESH_SCALE=1 $(GO) test -count=1 -timeout 40m -v -run 'TestClusterSizes|TestConnections' ./integration/scale/ 2>&1 | grep --line-buffered -v 'level=' | tee bin/scale.log
 	cd tools/scaleplot && $(GO) run . ../../docs/scale
+
+# A recovery storm (docs/recovery.md): 10,000 clients of a node that dies resubscribe on a
+# survivor at once, with and without recovery; prints the survivor's other clients' p99.
+storm: build
+	SOCKMESH_STORM=1 $(GO) test -count=1 -timeout 20m -v -run TestRecoveryStorm ./integration/storm/ 2>&1 | grep --line-buffered -E 'RESULT|--- |^ok|FAIL|storm_test'
 
 # sockmesh and Centrifugo side by side (installs Centrifugo from the Go module proxy if missing).
 bench-centrifugo: build

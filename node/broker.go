@@ -56,6 +56,7 @@ func (b *Broker) SetRecovery(cfg RecoverConfig, origin string) {
 	b.rec = newRecovery(cfg)
 	b.rec.origin = origin
 	b.rec.subscribed = func(ch string) bool { return b.Subscribers(ch) > 0 }
+	b.rec.release = func(ch string) { b.hooks.Load().interest.RemoveInterest(ch) }
 }
 
 type meshHooks struct {
@@ -221,8 +222,10 @@ func (b *Broker) shardOf(ch string) *shard {
 func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
 	if b.subscribe(sub, ch) {
 		if rg := b.rec.lockRing(ch); rg != nil {
-			// Publications from other nodes reach this one again only from now on.
-			rg.began(time.Now().UnixNano())
+			if !rg.holding {
+				// Publications from other nodes reach this one again only from now on.
+				rg.began(time.Now().UnixNano())
+			}
 			rg.mu.Unlock()
 		}
 	}
@@ -319,6 +322,16 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 		// through each socket's own queue (no fan-out collection), in order with replays.
 		rg.next++
 		at := time.Now().UnixNano()
+		if !rg.holding {
+			// An origin of the channel receives it too (from the other origins), so that its
+			// ring is a complete history its subscribers' clients can recover from even when
+			// nobody here subscribes (the common case: publishers here, subscribers elsewhere).
+			if b.Subscribers(ch) == 0 {
+				rg.began(at)
+			}
+			rg.holding = true
+			b.hooks.Load().interest.AddInterest(ch)
+		}
 		e := newRetained(ch, data, rg.origin, rg.next, at)
 		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
 		b.deliverFrame(nil, ch, e.frame, b.m.delLocal, b.m.latLocal)
@@ -369,8 +382,9 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	if rg == nil {
 		return false // past --recover-max-channels: an ordinary subscription
 	}
-	now := time.Now().UnixNano()
-	if b.Subscribers(ch) == 0 {
+	nowT := time.Now()
+	now := nowT.UnixNano()
+	if !b.receiving(ch, rg) {
 		// This node has not been receiving the channel (or stopped for a while): what it kept
 		// before proves nothing about what came since. It receives it again from now (s or a
 		// placeholder joins below).
@@ -381,7 +395,13 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	if f := b.rec.fetcher.Load(); fixable && f != nil {
 		peers = (*f).Wanting(ch)
 	}
-	if len(peers) == 0 {
+	// Replays share a node-wide rate (--recover-replay-rate), so that a storm of recovering
+	// clients does not crowd out the live traffic: past it, the replay waits its turn.
+	var delay time.Duration
+	if n := len(entries); n > 0 && b.rec.replayLim != nil {
+		delay = b.rec.replayLim.ReserveN(nowT, min(n, b.rec.replayLim.Burst())).DelayFrom(nowT)
+	}
+	if len(peers) == 0 && delay == 0 {
 		b.subscribe(s, ch)
 		ans = queueReplay(s, ch, nil, entries, ans)
 		rg.mu.Unlock()
@@ -389,14 +409,21 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		answer(ans)
 		return true
 	}
-	// A placeholder subscriber keeps this node receiving the channel while the peer is asked,
-	// so that the ring keeps what arrives meanwhile; s joins once all of it is queued.
+	// A placeholder subscriber keeps this node receiving the channel while the replay waits or
+	// a peer is asked, so that the ring keeps what arrives meanwhile; s joins once all of it is
+	// queued.
 	hold := &holdSub{}
 	b.subscribe(hold, ch)
 	since := rg.since
 	rg.mu.Unlock()
-	go b.recoverFromPeer(s, ch, rg, pos, peers, hold, since, answer)
+	go b.recoverLater(s, ch, rg, pos, peers, hold, since, delay, answer)
 	return true
+}
+
+// receiving reports whether this node receives ch from the mesh: it has a local subscriber,
+// or holds the channel as one of its origins; ring lock held.
+func (b *Broker) receiving(ch string, rg *ring) bool {
+	return rg.holding || b.Subscribers(ch) > 0
 }
 
 func outcome(complete bool) string {

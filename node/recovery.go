@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
@@ -33,6 +35,10 @@ type RecoverConfig struct {
 	// MaxChannels bounds the channels a node keeps publications of; past it a new channel
 	// is served without positions here (and counted). Zero: 100,000.
 	MaxChannels int
+	// ReplayRate bounds the publications replayed per second by the node, over all its
+	// recovering clients (a burst of 10 ms' worth); past it replays wait their turn.
+	// Zero: 100,000; negative: unpaced.
+	ReplayRate int
 }
 
 func (c RecoverConfig) matches(ch string) bool {
@@ -117,10 +123,12 @@ type ring struct {
 	// arrival time of the newest dropped entry.
 	evicted map[string]uint64
 	lastOut int64
-	// origin names this node in the positions of its publications on the channel; dead: the
+	// origin names this node in the positions of its publications on the channel; holding:
+	// this node, an origin of the channel, holds an interest in it (receives it); dead: the
 	// ring was reclaimed (lockRing looks again).
-	origin string
-	dead   bool
+	origin  string
+	holding bool
+	dead    bool
 }
 
 type recovery struct {
@@ -135,9 +143,13 @@ type recovery struct {
 	// tests of the ring alone). Rings are swept when their count reaches sweepAt; reclaimed
 	// counts the rings reclaimed, refused the rings not made past MaxChannels.
 	subscribed func(ch string) bool
+	release    func(ch string) // withdraws the interest a ring held as an origin
 	sweepAt    int
+	lastSweep  int64
 	reclaimed  uint64
 	refused    atomic.Uint64
+	// replayLim paces replays node-wide (nil: unpaced).
+	replayLim *rate.Limiter
 }
 
 // lockRingIfAny returns the channel's ring locked, or nil; it never creates one (a peer's
@@ -176,7 +188,15 @@ func newRecovery(cfg RecoverConfig) *recovery {
 	if cfg.MaxChannels <= 0 {
 		cfg.MaxChannels = 100_000
 	}
-	return &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep}
+	if cfg.ReplayRate == 0 {
+		cfg.ReplayRate = 100_000
+	}
+	r := &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep, lastSweep: time.Now().UnixNano()}
+	if cfg.ReplayRate > 0 {
+		// A burst of 10 ms' worth: the node's other clients see the replays spread evenly.
+		r.replayLim = rate.NewLimiter(rate.Limit(cfg.ReplayRate), max(1, cfg.ReplayRate/100))
+	}
+	return r
 }
 
 // lockRing returns the channel's ring, created if need be, locked; nil when the channel does
@@ -200,8 +220,10 @@ func (r *recovery) lockRing(ch string) *ring {
 }
 
 // ringOf returns the channel's ring, creating it (nil past MaxChannels). Rings of channels
-// that nobody here subscribes to and that kept nothing for Age are reclaimed whenever the
-// number of rings has doubled since the last sweep, so the sweeps cost O(1) per ring made.
+// that nobody here subscribes to and that kept nothing for Age are reclaimed when a ring is
+// made after the number of rings doubled since the last sweep, or Age after it (the sweeps
+// cost O(1) per ring made, and an origin's interest is withdrawn within 2 × Age of its last
+// publication once channels come and go).
 func (r *recovery) ringOf(ch string) *ring {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -209,9 +231,9 @@ func (r *recovery) ringOf(ch string) *ring {
 	if rg != nil {
 		return rg
 	}
-	if len(r.rings) >= r.sweepAt {
-		r.sweep(time.Now().UnixNano())
-		r.sweepAt = max(minSweep, 2*len(r.rings))
+	if now := time.Now().UnixNano(); len(r.rings) >= r.sweepAt || now-r.lastSweep > int64(r.cfg.Age) {
+		r.sweep(now)
+		r.sweepAt, r.lastSweep = max(minSweep, 2*len(r.rings)), now
 	}
 	if len(r.rings) >= r.cfg.MaxChannels {
 		r.refused.Add(1)
@@ -238,6 +260,9 @@ func (r *recovery) sweep(now int64) {
 		rg.mu.Lock()
 		rg.expire(now, r.cfg.Age)
 		if rg.n == 0 && (r.subscribed == nil || !r.subscribed(ch)) {
+			if rg.holding && r.release != nil {
+				r.release(ch)
+			}
 			rg.dead = true
 			delete(r.rings, ch)
 			r.reclaimed++

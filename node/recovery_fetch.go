@@ -126,14 +126,15 @@ func (b *Broker) ServeFetch(ch string, request []byte, max int) []byte {
 	if json.Unmarshal(request, &pos) != nil {
 		return appendReplyHead(nil, false, false, "the request is not a position")
 	}
-	if b.Subscribers(ch) == 0 {
-		// Without a subscriber this node may have stopped receiving the channel (its interest
-		// is withdrawn after a delay): it cannot vouch for anything since.
-		return appendReplyHead(nil, false, false, "this node does not receive the channel")
-	}
 	rg := b.rec.lockRingIfAny(ch)
 	if rg == nil {
 		return appendReplyHead(nil, false, false, "this node keeps nothing of the channel")
+	}
+	if !b.receiving(ch, rg) {
+		// Without a subscriber this node may have stopped receiving the channel (its interest
+		// is withdrawn after a delay): it cannot vouch for anything since.
+		rg.mu.Unlock()
+		return appendReplyHead(nil, false, false, "this node does not receive the channel")
 	}
 	entries, ans, _ := rg.replay(pos, time.Now().UnixNano(), b.rec.cfg.Age, false)
 	rg.mu.Unlock()
@@ -214,17 +215,27 @@ func (b *Broker) fetchFrom(ctx context.Context, f Fetcher, peer, ch string, pos 
 	return pubs, false, "the peer had more than a recovery takes", nil
 }
 
-// recoverFromPeer completes a recovering subscription that this node could not serve alone:
-// it asks the peers that receive the channel (one after the other, until one vouches for all
-// it sends), then, under the ring's lock, queues the peer's publications, then what this node
-// kept after them, subscribes s and answers.
+// recoverLater completes a recovering subscription that waits its turn (delay, the replay
+// rate) or that this node could not serve alone (peers not empty): it asks the peers that
+// receive the channel (one after the other, until one vouches for all it sends), then, under
+// the ring's lock, queues the peer's publications, then what this node kept after them,
+// subscribes s and answers.
 //
-// since is when this node last began receiving the channel: the peer is asked no earlier than
+// since is when this node last began receiving the channel: a peer is asked no earlier than
 // interestSettle after it (each of a burst of recovering clients waits for the same instant).
-func (b *Broker) recoverFromPeer(s *wsfront.Socket, ch string, rg *ring, pos Position, peers []string, hold *holdSub, since int64, answer func(any)) {
+func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Position, peers []string, hold *holdSub, since int64, delay time.Duration, answer func(any)) {
 	defer b.UnsubscribeSub(hold, ch) // after s has joined: the interest does not flap
-	if wait := time.Until(time.Unix(0, since).Add(interestSettle)); wait > 0 {
-		time.Sleep(wait)
+	if len(peers) > 0 {
+		delay = max(delay, time.Until(time.Unix(0, since).Add(interestSettle)))
+	}
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	if len(peers) == 0 {
+		rg.mu.Lock() // not reclaimed: hold subscribes to it
+		kept, ans, _ := rg.replay(pos, time.Now().UnixNano(), b.rec.cfg.Age, false)
+		b.finishRecovery(s, ch, rg, nil, kept, ans, "local", answer)
+		return
 	}
 	b.rec.fetching <- struct{}{}
 	defer func() { <-b.rec.fetching }()
@@ -264,16 +275,22 @@ func (b *Broker) recoverFromPeer(s *wsfront.Socket, ch string, rg *ring, pos Pos
 	if !complete {
 		ans.Recovered, ans.Reason = false, reason
 	}
+	b.finishRecovery(s, ch, rg, pubs, kept, ans, "peer", answer)
+}
+
+// finishRecovery subscribes s (unless the client left meanwhile), queues its replay, releases
+// the ring's lock (held) and answers.
+func (b *Broker) finishRecovery(s *wsfront.Socket, ch string, rg *ring, fetched []fetchedPub, kept []retained, ans RecoverAnswer, source string, answer func(any)) {
 	var joined bool
 	if s.Holds(ch) {
 		b.subscribe(s, ch)
 		joined = true
 	}
-	ans = queueReplay(s, ch, pubs, kept, ans)
+	ans = queueReplay(s, ch, fetched, kept, ans)
 	rg.mu.Unlock()
 	if joined && !s.Holds(ch) {
 		b.UnsubscribeSub(s, ch) // the client left while it was being subscribed
 	}
-	b.m.recoveries.WithLabelValues(outcome(ans.Recovered), "peer").Inc()
+	b.m.recoveries.WithLabelValues(outcome(ans.Recovered), source).Inc()
 	answer(ans)
 }

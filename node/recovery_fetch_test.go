@@ -57,9 +57,23 @@ func TestServeFetch(t *testing.T) {
 	if got, _, _, _, err := decodeFetchReply(b.ServeFetch("rc.a", req(math.MaxUint64), 1<<20)); len(got) != 0 || err != nil {
 		t.Errorf("after 2^64-1: %d pubs, %v", len(got), err)
 	}
-	// Without a subscriber the node no longer vouches.
+	// An origin of the channel keeps receiving it (and vouching) without a subscriber.
 	b.UnsubscribeSub(nopSub{}, "rc.a")
-	if got, rec, _, why, _ := decodeFetchReply(b.ServeFetch("rc.a", req(15), 1<<20)); len(got) != 0 || rec || why == "" {
+	if got, rec, _, _, _ := decodeFetchReply(b.ServeFetch("rc.a", req(15), 1<<20)); len(got) != 5 || !rec {
+		t.Errorf("origin without a subscriber: %d pubs, complete %v", len(got), rec)
+	}
+	// A node that only received the channel no longer vouches once nobody subscribes.
+	r := NewBroker(1, nil, nil, nil)
+	r.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me-2")
+	r.SubscribeSub(nopSub{}, "rc.a")
+	for i := uint64(1); i <= 5; i++ {
+		r.DeliverRemote("rc.a", withPosition("me-1", i, time.Now().UnixNano(), []byte(`1`)))
+	}
+	if got, rec, _, _, _ := decodeFetchReply(r.ServeFetch("rc.a", req(2), 1<<20)); len(got) != 3 || !rec {
+		t.Errorf("receiving node: %d pubs, complete %v", len(got), rec)
+	}
+	r.UnsubscribeSub(nopSub{}, "rc.a")
+	if got, rec, _, why, _ := decodeFetchReply(r.ServeFetch("rc.a", req(2), 1<<20)); len(got) != 0 || rec || why == "" {
 		t.Errorf("without a subscriber: %d pubs, complete %v, %q", len(got), rec, why)
 	}
 }

@@ -59,7 +59,7 @@ wait_ready() { # URL
 start_sockmesh() {
   taskset -c 0 "$SOCKMESH" serve --name b1 --ws-addr 127.0.0.1:19400 --admin-addr 127.0.0.1:19401 \
     --mesh-addr 127.0.0.1:19402 --gossip-addr 127.0.0.1:19403 --drain-duration 200ms --log-level warn \
-    --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 >"$OUT/sockmesh.log" 2>&1 &
+    --handshake-rate -1 --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 >"$OUT/sockmesh.log" 2>&1 &
   pid=$!
   wait_ready http://127.0.0.1:19401/readyz
   url=ws://127.0.0.1:19400/socketcluster/ protocol=socketcluster

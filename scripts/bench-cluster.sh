@@ -44,7 +44,7 @@ node() { # BIN NAME BASE [JOIN]
   taskset -c "$SERVER_CPU" "$bin" serve --name "$name" --ws-addr "127.0.0.1:$base" \
     --admin-addr "127.0.0.1:$((base + 1))" --mesh-addr "127.0.0.1:$((base + 2))" \
     --gossip-addr "127.0.0.1:$((base + 3))" --drain-duration 200ms --log-level warn \
-    --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 \
+    --handshake-rate -1 --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 \
     "${join[@]}" >"$OUT/$name.log" 2>&1 &
   pids+=("$!")
 }

@@ -31,7 +31,7 @@ trap cleanup EXIT INT TERM
 start() { # BIN
   taskset -c 0 "$1" serve --name b1 --ws-addr 127.0.0.1:19400 --admin-addr 127.0.0.1:19401 \
     --mesh-addr 127.0.0.1:19402 --gossip-addr 127.0.0.1:19403 --drain-duration 200ms --log-level warn \
-    --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 >"$OUT/node.log" 2>&1 &
+    --handshake-rate -1 --handshake-rate-per-ip -1 --max-connections-per-ip -1 --publish-rate -1 >"$OUT/node.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 150); do
     curl -fsS http://127.0.0.1:19401/readyz >/dev/null 2>&1 && return 0

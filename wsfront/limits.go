@@ -22,6 +22,14 @@ type Limits struct {
 	// HandshakeRatePerIP is the sustained rate of new connections accepted from one remote
 	// address, per second, with an equal burst; zero value 1,000/s.
 	HandshakeRatePerIP float64
+	// HandshakeRate paces new connections node-wide, per second (a burst of 10 ms' worth):
+	// past it an upgrade waits its turn, up to HandshakeWait, and is then
+	// refused with 503, so that a storm of reconnecting clients (the clients of a node that
+	// died) is spread out instead of crowding out this node's other clients. Zero value
+	// 2,000/s; negative: unpaced.
+	HandshakeRate float64
+	// HandshakeWait is the longest an upgrade waits for HandshakeRate; zero value 10 s.
+	HandshakeWait time.Duration
 	// PublishRate is the sustained rate of publications one connection may make, per
 	// second, with an equal burst; zero value 5,000/s. An acknowledged publish over the
 	// limit is answered with RateLimitError; a transmitted one is dropped and counted.
@@ -47,6 +55,12 @@ func (l *Limits) setDefaults() {
 	}
 	if l.HandshakeRatePerIP == 0 {
 		l.HandshakeRatePerIP = 1000
+	}
+	if l.HandshakeRate == 0 {
+		l.HandshakeRate = 2000
+	}
+	if l.HandshakeWait <= 0 {
+		l.HandshakeWait = 10 * time.Second
 	}
 	if l.PublishRate == 0 {
 		l.PublishRate = 5000

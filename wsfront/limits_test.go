@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -224,5 +225,43 @@ func TestEventRateLimit(t *testing.T) {
 	want := float64(limited) + float64(30-transmits.Load())
 	if n := testutil.ToFloat64(srv.cfg.Metrics.Events.WithLabelValues("rate_limited")); n != want {
 		t.Fatalf("%v events counted as rate limited, want %v", n, want)
+	}
+}
+
+// The node-wide handshake rate spreads a burst of connections (the clients of a node that died
+// arriving at once) over time instead of refusing them; past HandshakeWait they get 503.
+func TestHandshakeRatePacesABurst(t *testing.T) {
+	const rate, n = 200, 60 // burst 2: 60 connections take about 0.3 s
+	_, url := startFront(t, Config{Limits: Limits{HandshakeRate: rate, HandshakeRatePerIP: -1, HandshakeWait: 5 * time.Second}})
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, _, err := websocket.DefaultDialer.Dial(url, nil)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if failed.Load() != 0 || took < 250*time.Millisecond {
+		t.Fatalf("%d connections at %d/s: %d failed, all in %v (want all, spread over about %v)", n, rate, failed.Load(), took, time.Second*n/rate)
+	}
+	// A wait past HandshakeWait is refused at once with 503 and Retry-After.
+	_, url2 := startFront(t, Config{Limits: Limits{HandshakeRate: 1, HandshakeRatePerIP: -1, HandshakeWait: 100 * time.Millisecond}})
+	c, _, err := websocket.DefaultDialer.Dial(url2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	_, resp, err := websocket.DefaultDialer.Dial(url2, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("second connection within the second at 1/s: %v %+v", err, resp)
 	}
 }

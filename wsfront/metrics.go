@@ -24,6 +24,7 @@ type Metrics struct {
 	PublishFailures   *prometheus.CounterVec
 	Events            *prometheus.CounterVec
 	Refused           *prometheus.CounterVec
+	PacedHandshakes   prometheus.Counter
 	ProtocolCloses    *prometheus.CounterVec
 	HookCalls         *prometheus.CounterVec
 	HandlerPanics     prometheus.Counter
@@ -58,16 +59,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Publishes:         c("publishes_total", "Accepted client publications."),
 		PublishFailures:   cv("publish_failures_total", "Refused client publications, by reason.", "reason"),
 		Events:            cv("events_total", "Application events from clients, by kind.", "kind"),
+		PacedHandshakes:   c("paced_handshakes_total", "Upgrades that waited for the node-wide connection rate (--handshake-rate)."),
 		HookCalls:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_ws_hook_calls_total", Help: "Decision hook calls, by action and result (allowed, denied, failed)."}, []string{"action", "result"}),
 		WriteTimeouts:     c("write_timeouts_total", "Connections cut because one write to them took longer than --write-timeout (a client that stopped reading with its kernel buffers full)."),
 		HandlerPanics:     c("handler_panics_total", "Panics in an application handler, middleware or hook (the connection is closed with 1011; the node keeps serving)."),
 		ProtocolCloses:    cv("protocol_closes_total", "Connections this server closed for breaking RFC 6455, by reason (invalid_utf8: 1007, protocol_error: 1002, too_big: 1009).", "reason"),
-		Refused:           cv("refused_connections_total", "Upgrade requests refused by a limit, by reason (origin, node_limit, ip_limit, rate).", "reason"),
+		Refused:           cv("refused_connections_total", "Upgrade requests refused by a limit, by reason (origin, node_limit, ip_limit, rate, node_rate).", "reason"),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.UpgradeFailures, m.Handshakes, m.HandshakeFailures, m.AuthFailures,
 			m.TokensIssued, m.PongTimeouts, m.SlowConsumers, m.Oversized, m.RawFrames, m.FramesIn, m.FramesOut,
-			m.PacketsOut, m.Writes, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events, m.Refused, m.ProtocolCloses, m.HookCalls, m.HandlerPanics, m.WriteTimeouts)
+			m.PacketsOut, m.Writes, m.Subscribes, m.SubscribeFailures, m.Publishes, m.PublishFailures, m.Events, m.Refused, m.PacedHandshakes, m.ProtocolCloses, m.HookCalls, m.HandlerPanics, m.WriteTimeouts)
 	}
 	return m
 }

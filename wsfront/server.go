@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/netpoll"
 	"github.com/sockmesh/sockmesh/wsframe"
+	"golang.org/x/time/rate"
 )
 
 // Server is one WebSocket front. Register handlers and middleware before serving.
@@ -43,6 +45,7 @@ type Server struct {
 	draining bool
 	empty    chan struct{} // closed when the last socket is gone during a drain
 	admit    *admission
+	hsRate   *rate.Limiter // node-wide handshake pacing; nil: unpaced
 	// stopSweep ends the sweeper (closed by Shutdown or Close).
 	stopSweep chan struct{}
 	// lastTick is the unix-nano time of the sweeper's last tick. A gap longer than the ping
@@ -86,6 +89,9 @@ func New(cfg Config, broker Broker, auth *access.Auth) *Server {
 	}
 	if cfg.ProtocolVersion == 1 {
 		s.pingWire = pingV1
+	}
+	if r := cfg.Limits.HandshakeRate; r > 0 {
+		s.hsRate = rate.NewLimiter(rate.Limit(r), max(1, int(r/100)))
 	}
 	if cfg.WriteDelay > 0 {
 		// Without a write window, what coalesces a busy connection's publications is its
@@ -145,6 +151,36 @@ func (s *Server) OnClose(f func(*Socket)) { s.onClose = append(s.onClose, f) }
 
 // ServeHTTP upgrades requests on the configured path; anything else is 400 (wrong path, as
 // socketcluster-server answers) or the upgrader's own error.
+// paceHandshake waits for the node-wide handshake rate (Limits.HandshakeRate); false when the
+// wait would pass Limits.HandshakeWait (answered 503) or the client left.
+func (s *Server) paceHandshake(w http.ResponseWriter, r *http.Request) bool {
+	if s.hsRate == nil {
+		return true
+	}
+	res := s.hsRate.Reserve()
+	d := res.Delay()
+	if d == 0 {
+		return true
+	}
+	if d > s.cfg.Limits.HandshakeWait {
+		res.Cancel()
+		s.cfg.Metrics.Refused.WithLabelValues("node_rate").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)+1))
+		http.Error(w, "sockmesh: node connection rate limit: retry later", http.StatusServiceUnavailable)
+		return false
+	}
+	s.cfg.Metrics.PacedHandshakes.Inc()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		res.Cancel()
+		return false
+	}
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != s.cfg.Path {
 		http.Error(w, "sockmesh: WebSocket path is "+s.cfg.Path, http.StatusBadRequest)
@@ -173,6 +209,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.cfg.Metrics.Refused.WithLabelValues(reason).Inc()
 		http.Error(w, msg, code)
+		return
+	}
+	if !s.paceHandshake(w, r) {
+		s.admit.release(ip)
 		return
 	}
 	hw := &hijackWriter{ResponseWriter: w}

@@ -101,7 +101,7 @@ func startCluster(t *testing.T, n int) (*cluster, time.Duration, []float64) {
 	}
 	for _, nd := range c.nodes {
 		nd.Args = append(nd.Args, "--log-level", "warn", "--join", strings.Join(seeds, ","),
-			"--max-connections-per-ip", "-1", "--handshake-rate-per-ip", "-1", "--publish-rate", "-1", "--drain-duration", "100ms")
+			"--max-connections-per-ip", "-1", "--handshake-rate", "-1", "--handshake-rate-per-ip", "-1", "--publish-rate", "-1", "--drain-duration", "100ms")
 	}
 	start := time.Now()
 	for _, nd := range c.nodes {

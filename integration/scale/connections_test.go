@@ -103,7 +103,7 @@ func TestConnections(t *testing.T) {
 		conns = int(limit) - 200
 		t.Logf("measuring %d connections instead of %d: each process may hold %d files here", conns, out.Requested, limit)
 	}
-	nd := harness.NewNode(t, "c1", "--log-level", "warn", "--max-connections-per-ip", "-1", "--handshake-rate-per-ip", "-1",
+	nd := harness.NewNode(t, "c1", "--log-level", "warn", "--max-connections-per-ip", "-1", "--handshake-rate", "-1", "--handshake-rate-per-ip", "-1",
 		"--max-connections", "-1", "--publish-rate", "-1")
 	nd.Start()
 	pid := strconv.Itoa(nd.Pid())

@@ -1,0 +1,373 @@
+// Package storm measures a recovery storm (issue 22, docs/recovery.md): the clients of a node
+// that dies all reconnect to a survivor at once and resubscribe with their positions, and the
+// survivor's other clients must not notice much (the issue's bound: their p99 within
+// max(3×, +50 ms)). Run by `make storm` (SOCKMESH_STORM=1; STORM_CLIENTS, STORM_RATE,
+// STORM_FREEZE_S, STORM_CASE=plain|recovering); it asserts that every recovery is complete and
+// prints the latencies, which docs/benchmarks.md quotes (timings are reported, not asserted).
+package storm
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockmesh/sockmesh/client"
+	"github.com/sockmesh/sockmesh/integration/harness"
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// observers is the child process of observers (TestObserversProcess).
+type observers struct {
+	cmd   *exec.Cmd
+	lines chan []string // its output, once it exits
+}
+
+// startObservers runs n observers of the probe channel on url, and the probe's publisher, in
+// a child process (this test binary, TestObserversProcess).
+func startObservers(t *testing.T, url string, n int) *observers {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestObserversProcess$", "-test.v=false")
+	cmd.Env = append(os.Environ(), "STORM_OBSERVERS_URL="+url, "STORM_OBSERVERS="+strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	o := &observers{cmd: cmd, lines: make(chan []string, 1)}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		var lines []string
+		for sc.Scan() {
+			if sc.Text() == "READY" {
+				close(ready)
+				continue
+			}
+			lines = append(lines, sc.Text())
+		}
+		o.lines <- lines
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("observers not ready within 30 s")
+	}
+	return o
+}
+
+// stop ends the observers and reads their samples ("sent_ns latency_ns" lines).
+func (o *observers) stop(t *testing.T) *latencies {
+	t.Helper()
+	_ = o.cmd.Process.Signal(syscall.SIGTERM)
+	var l latencies
+	select {
+	case lines := <-o.lines:
+		for _, line := range lines {
+			var sent, d int64
+			if _, err := fmt.Sscanf(line, "%d %d", &sent, &d); err == nil {
+				l.add(sent, time.Duration(d))
+			}
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("observers did not report within 30 s")
+	}
+	_ = o.cmd.Wait()
+	return &l
+}
+
+// TestObserversProcess is the observers' child process (startObservers).
+func TestObserversProcess(t *testing.T) {
+	url := os.Getenv("STORM_OBSERVERS_URL")
+	if url == "" {
+		t.Skip("the child process of TestRecoveryStorm")
+	}
+	n := envInt("STORM_OBSERVERS", 100)
+	var lat latencies
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range n {
+		c, err := client.Dial(ctx, client.Options{URLs: []string{url}, AckTimeout: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Subscribe(ctx, "probe", func(_ string, d json.RawMessage) {
+			var p struct{ T int64 }
+			if json.Unmarshal(d, &p) == nil && p.T > 0 {
+				lat.add(p.T, time.Since(time.Unix(0, p.T)))
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe, err := client.Dial(ctx, client.Options{URLs: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	fmt.Println("READY")
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-term:
+			lat.mu.Lock()
+			w := bufio.NewWriter(os.Stdout)
+			for i := range lat.at {
+				fmt.Fprintf(w, "%d %d\n", lat.at[i], int64(lat.d[i]))
+			}
+			w.Flush()
+			lat.mu.Unlock()
+			return
+		case <-tick.C:
+			_ = probe.PublishRaw("probe", fmt.Appendf(nil, `{"t":%d}`, time.Now().UnixNano()))
+		}
+	}
+}
+
+// pin sets the CPU affinity of every thread of pid (taskset), so that the storm's clients do
+// not share a core with the observers and the node they observe.
+func pin(t *testing.T, pid int, cpus string) {
+	t.Helper()
+	if runtime.NumCPU() < 2 {
+		return
+	}
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		t.Logf("taskset %d: %v %s (not pinned)", pid, err, out)
+	}
+}
+
+// latencies collects the observers' publish-to-receive times, by send time.
+type latencies struct {
+	mu sync.Mutex
+	at []int64 // send time, unix ns
+	d  []time.Duration
+}
+
+func (l *latencies) add(sent int64, d time.Duration) {
+	l.mu.Lock()
+	l.at = append(l.at, sent)
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// p returns the q-quantile of what was sent in [from, to), and how many.
+func (l *latencies) p(q float64, from, to time.Time) (time.Duration, int) {
+	l.mu.Lock()
+	var ds []time.Duration
+	for i, a := range l.at {
+		if a >= from.UnixNano() && a < to.UnixNano() {
+			ds = append(ds, l.d[i])
+		}
+	}
+	l.mu.Unlock()
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(q*float64(len(ds))))], len(ds)
+}
+
+// TestRecoveryStorm: n2's clients (STORM_CLIENTS, 10,000), subscribed to a recovery channel
+// that n1 publishes on (STORM_RATE per second, 5), lose n2: it is frozen for STORM_FREEZE_S
+// (10 s; they miss what is published meanwhile) and then killed, and they all reconnect to n1
+// within 100 ms and resubscribe — with their positions (recovery) or without (the same storm,
+// nothing replayed). Meanwhile 100 observers on n1 receive a probe channel at 100/s; their p99
+// before and during the storm is what the issue bounds (max(3×, +50 ms)).
+func TestRecoveryStorm(t *testing.T) {
+	if os.Getenv("SOCKMESH_STORM") == "" {
+		t.Skip("a load measurement: make storm (SOCKMESH_STORM=1)")
+	}
+	cases := []bool{false, true}
+	switch os.Getenv("STORM_CASE") {
+	case "plain":
+		cases = cases[:1]
+	case "recovering":
+		cases = cases[1:]
+	}
+	for _, recovering := range cases {
+		name := map[bool]string{false: "plain", true: "recovering"}[recovering]
+		t.Run(name, func(t *testing.T) { storm(t, recovering) })
+	}
+}
+
+func storm(t *testing.T, recovering bool) {
+	clients, rate := envInt("STORM_CLIENTS", 10_000), envInt("STORM_RATE", 5)
+	freezeFor := time.Duration(envInt("STORM_FREEZE_S", 10)) * time.Second
+	const observers = 100
+	// One IP for every client: the per-IP limits are off (a real storm comes from many).
+	// Info logging: the harness default (debug) writes a line per connection, which at 10,000
+	// reconnections measures the logging.
+	args := []string{"--recover-channels", "storm.*", "--recover-messages", "5000", "--max-connections-per-ip", "-1", "--handshake-rate-per-ip", "-1", "--log-level", "info"}
+	n1 := harness.NewNode(t, "n1", args...)
+	n1.Start()
+	n2 := harness.NewNode(t, "n2", append(args, "--join", n1.GossipAddr)...)
+	n2.Start()
+	harness.Eventually(t, 10*time.Second, "cluster ready", func() error {
+		for _, n := range []*harness.Node{n1, n2} {
+			if _, err := n.Get("/readyz"); err != nil {
+				return fmt.Errorf("%s: %w", n.Name, err)
+			}
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dial := func(o client.Options) *client.Client {
+		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer dcancel()
+		o.AckTimeout, o.ConnectTimeout = 60*time.Second, 30*time.Second
+		c, err := client.Dial(dctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	// Observers and their probe in a process of their own, on n1's core: they see what n1's
+	// load does to its other clients, not what the storm's clients cost this process.
+	obs := startObservers(t, n1.URL(), observers)
+	pin(t, n1.Pid(), "0")
+	pin(t, obs.cmd.Process.Pid, "0")
+	pin(t, os.Getpid(), "1")
+	pin(t, n2.Pid(), "1")
+	feed := dial(client.Options{URLs: []string{n1.URL()}})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	every := func(per int, f func(i int)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(time.Second / time.Duration(per))
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					f(i)
+				}
+			}
+		}()
+	}
+	every(rate, func(i int) { _ = feed.PublishRaw("storm.feed", fmt.Appendf(nil, `{"i":%d,"pad":"%064d"}`, i, 0)) })
+
+	// The storm's clients on n2 (failing over to n1 within 100 ms).
+	var received, answers, complete, missed atomic.Int64
+	start := time.Now()
+	var reasons sync.Map
+	var dialers sync.WaitGroup
+	errs := make(chan error, clients)
+	sem := make(chan struct{}, 64)
+	for range clients {
+		sem <- struct{}{}
+		dialers.Add(1)
+		go func() {
+			defer func() { <-sem; dialers.Done() }()
+			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
+			defer dcancel()
+			c, err := client.Dial(dctx, client.Options{URLs: []string{n2.URL(), n1.URL()}, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
+				AckTimeout: 60 * time.Second, ConnectTimeout: 30 * time.Second,
+				Recover: recovering, OnRecovery: func(_ string, ok bool, n int, why string) {
+					answers.Add(1)
+					missed.Add(int64(n))
+					if ok {
+						complete.Add(1)
+					} else {
+						reasons.Store(why, true)
+					}
+				}})
+			if err == nil {
+				t.Cleanup(func() { c.Close() })
+				err = c.Subscribe(ctx, "storm.feed", func(string, json.RawMessage) { received.Add(1) })
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	dialers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	c1, _ := n1.Metric("sockmesh_ws_connections")
+	c2, _ := n2.Metric("sockmesh_ws_connections")
+	t.Logf("%d clients in %v: n1 holds %v connections, n2 %v", clients, time.Since(start).Round(time.Millisecond), c1, c2)
+	time.Sleep(3 * time.Second)
+	base := time.Now()
+	time.Sleep(5 * time.Second)
+
+	// The storm.
+	freeze := time.Now()
+	n2.Signal(syscall.SIGSTOP)
+	time.Sleep(freezeFor)
+	atKill, _ := n1.Metric("sockmesh_ws_connections")
+	kill := time.Now()
+	n2.Kill()
+	var settled time.Time
+	_ = harness.Poll(60*time.Second, func() error {
+		if recovering && answers.Load() < int64(clients) {
+			return fmt.Errorf("%d of %d answered", answers.Load(), clients)
+		}
+		if n, err := n1.Metric("sockmesh_ws_connections"); err != nil || n < float64(clients+observers+2) {
+			return fmt.Errorf("%v connections on n1 (%v)", n, err)
+		}
+		settled = time.Now()
+		return nil
+	})
+	if settled.IsZero() {
+		t.Fatalf("the storm did not settle within 60 s: %d of %d answered", answers.Load(), clients)
+	}
+	time.Sleep(2 * time.Second)
+	end := time.Now()
+	lat := obs.stop(t)
+
+	b99, bn := lat.p(0.99, base, freeze)
+	b50, _ := lat.p(0.50, base, freeze)
+	// The storm lasts from n2's failure (the freeze: clients start leaving when their writes to
+	// it time out) until every client is back and answered.
+	s99, sn := lat.p(0.99, freeze, end)
+	s50, _ := lat.p(0.50, freeze, end)
+	sMax, _ := lat.p(1, freeze, end)
+	bound := max(3*b99, b99+50*time.Millisecond)
+	paced, _ := n1.Metric("sockmesh_ws_paced_handshakes_total")
+	t.Logf("n1 held %v connections at the kill (clients whose writes to frozen n2 timed out left before); %v upgrades waited for --handshake-rate", atKill, paced)
+	t.Logf("RESULT %s: clients %d, feed %d/s, settled %v after the kill; answers %d (complete %d), replayed %d; observers p50/p99 before %v/%v (%d samples), during %v/%v max %v (%d samples); bound max(3x, +50ms) = %v",
+		map[bool]string{false: "plain", true: "recovering"}[recovering], clients, rate, settled.Sub(kill).Round(time.Millisecond),
+		answers.Load(), complete.Load(), missed.Load(), b50.Round(time.Microsecond*100), b99.Round(time.Microsecond*100), bn,
+		s50.Round(time.Microsecond*100), s99.Round(time.Microsecond*100), sMax.Round(time.Millisecond), sn, bound.Round(time.Millisecond))
+	if recovering && complete.Load() != int64(clients) {
+		var why []string
+		reasons.Range(func(k, _ any) bool { why = append(why, k.(string)); return true })
+		t.Errorf("%d of %d recoveries complete; reasons: %q", complete.Load(), clients, why)
+	}
+	// Reported, not asserted (a timing on a shared machine): docs/benchmarks.md quotes it.
+	t.Logf("within the bound: %v", s99 <= bound)
+}
