@@ -350,3 +350,49 @@ func TestRecoveryFromPeer(t *testing.T) {
 	}
 	t.Logf("frozen peer: answered incomplete after %v: %s", took.Round(time.Millisecond), ack)
 }
+
+// TestRecoveryReplayIsPaced: past --recover-replay-rate a recovery waits its turn; what is
+// published meanwhile is replayed too, in order, nothing twice, and the answer is complete.
+func TestRecoveryReplayIsPaced(t *testing.T) {
+	nodes := startCluster(t, 1, "--recover-channels", "rc.*", "--recover-replay-rate", "200") // bursts of 2
+	n1 := nodes[0]
+	pub := dial(t, n1.URL())
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			if err := pub.PublishAck(context.Background(), "rc.feed", fmt.Sprintf("m%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var pos position
+	a := dialRecoverer(t, n1.URL())
+	a.send(`{"event":"#subscribe","data":{"channel":"rc.feed"},"cid":2}`)
+	if m := a.next(); !strings.Contains(m, `"rid":2`) {
+		t.Fatalf("subscribe: %s", m)
+	}
+	publish(1, 2)
+	a.take(2, &pos)
+	a.ws.Close()
+	publish(3, 62) // 60 missed: 30 bursts at 200/s, about 0.3 s
+	b := dialRecoverer(t, n1.URL())
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		publish(63, 65) // while the replay waits
+	}()
+	start := time.Now()
+	replayed, ack := b.resubscribe("rc.feed", &pos)
+	took := time.Since(start)
+	if !strings.Contains(ack, `"recovered":true`) || took < 200*time.Millisecond {
+		t.Fatalf("answer %s after %v; want complete, paced (about 0.3 s)", ack, took)
+	}
+	all := append(replayed, b.take(65-2-len(replayed), &pos)...)
+	var want []string
+	for i := 3; i <= 65; i++ {
+		want = append(want, fmt.Sprintf("m%d", i))
+	}
+	if strings.Join(all, ",") != strings.Join(want, ",") {
+		t.Fatalf("got %v\nwant m3..m65 once, in order", all)
+	}
+	t.Logf("paced replay of %d answered after %v", len(replayed), took.Round(time.Millisecond))
+}

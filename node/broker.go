@@ -365,8 +365,9 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 // SubscribeRecover implements wsfront.RecoveringBroker: on a recovery channel, a subscribe
 // with data {"recover": position} registers s and queues what it missed, under the channel's
 // ring lock (so nothing is both replayed and delivered, and nothing falls between). When this
-// node cannot replay all of it but a peer that receives the channel might, the peer is asked
-// first (recoverFromPeer) and answer is called when that is done.
+// node cannot replay all of it but a peer that receives the channel might, or when the replay
+// must wait for the node's replay rate, that happens first (recoverLater) and answer is called
+// when it is done.
 func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMessage, answer func(any)) bool {
 	if b.rec == nil || !b.rec.cfg.matches(ch) {
 		return false
@@ -398,8 +399,10 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	// Replays share a node-wide rate (--recover-replay-rate), so that a storm of recovering
 	// clients does not crowd out the live traffic: past it, the replay waits its turn.
 	var delay time.Duration
-	if n := len(entries); n > 0 && b.rec.replayLim != nil {
-		delay = b.rec.replayLim.ReserveN(nowT, min(n, b.rec.replayLim.Burst())).DelayFrom(nowT)
+	if lim := b.rec.replayLim; lim != nil {
+		for n := len(entries); n > 0; n -= lim.Burst() { // reservations of at most a burst each
+			delay = lim.ReserveN(nowT, min(n, lim.Burst())).DelayFrom(nowT)
+		}
 	}
 	if len(peers) == 0 && delay == 0 {
 		b.subscribe(s, ch)
