@@ -194,6 +194,9 @@ func (c *Config) setDefaults() error {
 	if c.Recover.MaxChannels <= 0 {
 		c.Recover.MaxChannels = 100_000
 	}
+	if c.Recover.ReplayRate == 0 {
+		c.Recover.ReplayRate = 100_000
+	}
 	if c.DrainDuration <= 0 {
 		c.DrainDuration = 10 * time.Second
 	}
