@@ -91,6 +91,13 @@ func (m *Mesh) Wanting(channel string) []string {
 	return out
 }
 
+// Alone reports whether this node has no peer (member with a link, up or coming up).
+func (m *Mesh) Alone() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.peers) == 0
+}
+
 // fetchReplied hands a reply from p to the request it answers; replies to no request of ours,
 // or to one sent to another peer, are ignored.
 func (m *Mesh) fetchReplied(p *peer, r *meshpb.FetchReply) {

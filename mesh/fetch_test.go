@@ -26,6 +26,12 @@ func TestFetch(t *testing.T) {
 	})
 	b := startMesh(t, "b", []string{a.GossipEndpoint()})
 	waitFor(t, 10*time.Second, "ready", func() bool { return a.Ready() && b.Ready() })
+	if a.Alone() || b.Alone() {
+		t.Fatal("a node with a peer says it is alone")
+	}
+	if c := startMesh(t, "c", nil); !c.Alone() {
+		t.Fatal("a node without peers says it is not alone")
+	}
 	b.AddInterest("x")
 	waitInterest(t, []*testNode{a, b}, "b", "x", true)
 	if w := a.Wanting("x"); len(w) != 1 || w[0] != b.SerfName() {

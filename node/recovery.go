@@ -116,6 +116,7 @@ type ring struct {
 	head    int // index of the oldest entry (entries is a circular buffer once full)
 	n       int
 	since   int64 // when this node last began receiving the channel (unix ns)
+	settled int64 // since, plus the time its interest takes to reach the other origins
 	// appended counts the entries ever kept; start is its value when the node last began
 	// receiving the channel: an entry kept since then proves the node was receiving it.
 	appended, start uint64
@@ -150,6 +151,17 @@ type recovery struct {
 	refused    atomic.Uint64
 	// replayLim paces replays node-wide (nil: unpaced).
 	replayLim *rate.Limiter
+	// alone reports whether this node has no peers (nil: it may have some).
+	alone func() bool
+}
+
+// settle is how long this node's interest in a channel takes to reach the channel's other
+// origins: interestSettle, or nothing without peers.
+func (r *recovery) settle() time.Duration {
+	if a := r.alone; a != nil && a() {
+		return 0
+	}
+	return interestSettle
 }
 
 // lockRingIfAny returns the channel's ring locked, or nil; it never creates one (a peer's
@@ -245,7 +257,8 @@ func (r *recovery) ringOf(ch string) *ring {
 	if r.reclaimed > 0 {
 		origin += "~" + strconv.FormatUint(r.reclaimed, 36)
 	}
-	rg = &ring{since: time.Now().UnixNano(), evicted: map[string]uint64{}, origin: origin}
+	now := time.Now().UnixNano()
+	rg = &ring{since: now, settled: now + int64(interestSettle), evicted: map[string]uint64{}, origin: origin}
 	r.rings[ch] = rg
 	return rg
 }
@@ -291,8 +304,13 @@ func (rg *ring) keep(e retained, limit int, age time.Duration) {
 }
 
 // began records that the node began receiving the channel now; ring lock held.
-func (rg *ring) began(now int64) {
+func (rg *ring) began(now int64) { rg.beganSettling(now, interestSettle) }
+
+// beganSettling is began for a node whose interest reaches the channel's origins within
+// settle (zero for a node without peers: it is the only origin); ring lock held.
+func (rg *ring) beganSettling(now int64, settle time.Duration) {
 	rg.since, rg.start = now, rg.appended
+	rg.settled = now + int64(settle)
 }
 
 func (rg *ring) drop() {
@@ -361,12 +379,16 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration, vouched bool)
 		}
 	}
 	anchored := false // an entry the client received was kept while this node was receiving
+	// The node began receiving the channel when it announced its interest; the channel's
+	// origins send to it a little later (each once the announcement reaches it), so it vouches
+	// for the time from interestSettle after that.
+	settled := rg.settled
 	for i := 0; i < rg.n; i++ {
 		e := &rg.entries[(rg.head+i)%len(rg.entries)]
 		last, known := seen[e.origin]
 		switch {
 		case known && e.seq <= last:
-			if e.seq == pos.Seqs[e.origin] && e.idx > rg.start {
+			if e.seq == pos.Seqs[e.origin] && e.idx > rg.start && e.at >= settled {
 				anchored = true
 			}
 			continue // the client has it
@@ -380,13 +402,17 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration, vouched bool)
 				fail("publications of " + e.origin + " after the position are missing here")
 			}
 			seen[e.origin] = e.seq
-		case e.at <= floor:
-			continue // before the position
+		case e.at < floor:
+			// Before the position's millisecond. One in the same millisecond is sent: the
+			// position's time is truncated to it, and an origin the client never heard from
+			// may have published just after its last publication (found by
+			// TestRecoveryIsToldEveryTime).
+			continue
 		}
 		out = append(out, *e)
 	}
 	ans.Missed = len(out)
-	if !vouched && !anchored && rg.since >= floor {
+	if !vouched && !anchored && settled >= floor {
 		// What another origin published between the position and then never reached this
 		// node, and an origin the position does not name cannot be vouched for.
 		fail("this node began receiving the channel after the position")
@@ -396,7 +422,7 @@ func (rg *ring) replay(pos Position, now int64, age time.Duration, vouched bool)
 			fail(reasonBound)
 		}
 	}
-	if rg.lastOut > floor {
+	if rg.lastOut >= floor { // the same millisecond counts: the position's time is truncated
 		for o, ev := range rg.evicted {
 			if _, known := pos.Seqs[o]; !known && ev > 0 {
 				fail(reasonBound)

@@ -24,12 +24,16 @@ type Fetcher interface {
 	Fetch(ctx context.Context, peer, channel string, request []byte) ([]byte, error)
 	// Wanting lists the peers that receive channel.
 	Wanting(channel string) []string
+	// Alone reports whether this node has no peer (it is then every channel's only origin).
+	Alone() bool
 }
 
-// SetFetcher lets recovery ask peers (the mesh). Without it a node replays only what it kept.
+// SetFetcher lets recovery ask peers (the mesh). Without it a node replays only what it kept,
+// and takes itself for alone.
 func (b *Broker) SetFetcher(f Fetcher) {
 	if b.rec != nil {
 		b.rec.fetcher.Store(&f)
+		b.rec.alone = f.Alone
 	}
 }
 

@@ -20,6 +20,7 @@ func TestServeFetch(t *testing.T) {
 	b := NewBroker(1, nil, nil, nil)
 	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me-1")
 	b.SubscribeSub(nopSub{}, "rc.a")
+	time.Sleep(interestSettle + 10*time.Millisecond) // the origins know of the interest
 	for i := 1; i <= 20; i++ {
 		b.Publish("rc.a", []byte(fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 100))))
 	}
@@ -66,6 +67,7 @@ func TestServeFetch(t *testing.T) {
 	r := NewBroker(1, nil, nil, nil)
 	r.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me-2")
 	r.SubscribeSub(nopSub{}, "rc.a")
+	time.Sleep(interestSettle + 10*time.Millisecond)
 	for i := uint64(1); i <= 5; i++ {
 		r.DeliverRemote("rc.a", withPosition("me-1", i, time.Now().UnixNano(), []byte(`1`)))
 	}

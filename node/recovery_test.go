@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"testing"
@@ -40,7 +41,8 @@ func FuzzSplitPosition(f *testing.F) {
 
 // ring fills a ring with publications (origin, seq), one millisecond apart from t0.
 func ringWith(t0 time.Time, limit int, pubs ...retained) *ring {
-	rg := &ring{since: t0.UnixNano(), evicted: map[string]uint64{}}
+	// The node has been receiving the channel since well before t0 (past interestSettle).
+	rg := &ring{since: t0.Add(-time.Second).UnixNano(), evicted: map[string]uint64{}}
 	for i, p := range pubs {
 		p.at = t0.Add(time.Duration(i+1) * time.Millisecond).UnixNano()
 		p.frame = []byte(p.origin + ":" + string(rune('0'+p.seq)))
@@ -186,4 +188,63 @@ func BenchmarkRetainedMemory(b *testing.B) {
 			runtime.KeepAlive(br)
 		}
 	})
+}
+
+// TestRecoveryIsToldEveryTime is the promise as a property: over random histories (three
+// origins, several publications in one millisecond, a node that began receiving part-way,
+// bounds by count), and every position a client could hold, a replay answered complete is
+// exactly what the client missed, once and in order; anything else is answered incomplete.
+func TestRecoveryIsToldEveryTime(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	origins := []string{"a", "b", "c"}
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	complete, told := 0, 0
+	for trial := range 3000 {
+		n := 1 + rnd.IntN(40)
+		limit := 1 + rnd.IntN(n+5)
+		began := rnd.IntN(n) // the node receives hist[began:]
+		if rnd.IntN(3) > 0 {
+			began = 0
+		}
+		var hist []retained
+		seqs := map[string]uint64{}
+		at := t0
+		for i := range n {
+			o := origins[rnd.IntN(len(origins))]
+			seqs[o]++
+			at = at.Add(time.Duration(rnd.IntN(3)) * 300 * time.Microsecond) // often the same ms
+			if i == began {
+				// The node announced its interest 150 ms before the first publication it
+				// received (the origins learn of it within interestSettle); nothing was
+				// published in between.
+				at = at.Add(200 * time.Millisecond)
+			}
+			hist = append(hist, retained{origin: o, seq: seqs[o], at: at.UnixNano(), frame: []byte(fmt.Sprintf("%s%d", o, seqs[o]))})
+		}
+		rg := &ring{evicted: map[string]uint64{}}
+		rg.began(hist[began].at - int64(150*time.Millisecond))
+		for _, e := range hist[began:] {
+			rg.keep(e, limit, time.Hour)
+		}
+		for k := 1; k <= n; k++ { // the client received hist[:k]
+			pos := Position{Seqs: map[string]uint64{}, Time: hist[k-1].at / int64(time.Millisecond)}
+			for _, e := range hist[:k] {
+				pos.Seqs[e.origin] = e.seq
+			}
+			got, ans, _ := rg.replay(pos, time.Now().UnixNano(), time.Hour, false)
+			if frames(got) == frames(hist[k:]) && ans.Recovered {
+				complete++
+				continue
+			}
+			if ans.Recovered {
+				t.Fatalf("trial %d (n %d, limit %d, began %d), client has %d: answered complete with %q, missed %q",
+					trial, n, limit, began, k, frames(got), frames(hist[k:]))
+			}
+			told++
+		}
+	}
+	t.Logf("%d complete and exact, %d told incomplete", complete, told)
+	if complete == 0 || told == 0 {
+		t.Fatal("the histories never covered both outcomes")
+	}
 }
