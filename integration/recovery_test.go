@@ -81,6 +81,7 @@ func TestRecoveryAcrossNodes(t *testing.T) {
 	for _, n := range nodes {
 		waitWanted(t, nodes, n.Name, 1)
 	}
+	settle() // a node vouches for a channel from interestSettle after it began receiving it
 	p1, p3 := dial(t, nodes[0].URL()), dial(t, nodes[2].URL())
 	publish := func(from, to int) {
 		for i := from; i <= to; i++ {
@@ -176,6 +177,11 @@ func TestRecoveryAcrossNodes(t *testing.T) {
 	}
 }
 
+// settle waits out node.interestSettle (100 ms): a node vouches that it received a channel
+// only from that long after it began receiving it (its interest takes that long, at most, to
+// reach the channel's other origins).
+func settle() { time.Sleep(150 * time.Millisecond) }
+
 // position is what a recovering client keeps: per origin the last sequence, and the last time.
 type position struct {
 	Seqs map[string]uint64 `json:"seqs"`
@@ -258,6 +264,7 @@ func TestRecoveryFromPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitWanted(t, nodes, n2.Name, 1)
+	settle()
 	pub := dial(t, n2.URL())
 	publish := func(from, to int) {
 		t.Helper()

@@ -318,8 +318,9 @@ func (b *Broker) Publish(ch string, data json.RawMessage) { b.PublishIn(nil, ch,
 func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) {
 	b.m.pubLocal.Inc()
 	if rg := b.rec.lockRing(ch); rg != nil {
-		// Numbered, kept, delivered and forwarded under the ring's lock (see ring). Frames go
-		// through each socket's own queue (no fan-out collection), in order with replays.
+		// Numbered, kept, delivered and forwarded under the ring's lock (see ring). A frame is
+		// in each socket's queue when deliverFrame returns (fo only defers the writes), so it
+		// stays in order with replays, which are queued under the same lock.
 		rg.next++
 		at := time.Now().UnixNano()
 		if !rg.holding {
@@ -334,7 +335,7 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 		}
 		e := newRetained(ch, data, rg.origin, rg.next, at)
 		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
-		b.deliverFrame(nil, ch, e.frame, b.m.delLocal, b.m.latLocal)
+		b.deliverFrame(fo, ch, e.frame, b.m.delLocal, b.m.latLocal)
 		b.hooks.Load().forward.Publish(ch, withPosition(rg.origin, rg.next, at, data))
 		rg.mu.Unlock()
 		return

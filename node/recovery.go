@@ -135,7 +135,7 @@ type ring struct {
 type recovery struct {
 	cfg    RecoverConfig
 	origin string // this process (the mesh's Serf name, set at Start)
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	rings  map[string]*ring
 	// fetcher asks peers (recovery_fetch.go); fetching bounds the recoveries doing so at once.
 	fetcher  atomic.Pointer[Fetcher]
@@ -237,10 +237,15 @@ func (r *recovery) lockRing(ch string) *ring {
 // cost O(1) per ring made, and an origin's interest is withdrawn within 2 × Age of its last
 // publication once channels come and go).
 func (r *recovery) ringOf(ch string) *ring {
+	r.mu.RLock() // every publication comes here: readers share the lock
+	rg := r.rings[ch]
+	r.mu.RUnlock()
+	if rg != nil {
+		return rg
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rg := r.rings[ch]
-	if rg != nil {
+	if rg = r.rings[ch]; rg != nil {
 		return rg
 	}
 	if now := time.Now().UnixNano(); len(r.rings) >= r.sweepAt || now-r.lastSweep > int64(r.cfg.Age) {
