@@ -2,8 +2,10 @@
 // that dies all reconnect to a survivor at once and resubscribe with their positions, and the
 // survivor's other clients must not notice much (the issue's bound: their p99 within
 // max(3×, +50 ms)). Run by `make storm` (SOCKMESH_STORM=1; STORM_CLIENTS, STORM_RATE,
-// STORM_FREEZE_S, STORM_CASE=plain|recovering); it asserts that every recovery is complete and
-// prints the latencies, which docs/benchmarks.md quotes (timings are reported, not asserted).
+// STORM_FREEZE_S, STORM_CASE=plain|recovering, STORM_NODE_ARGS for the nodes' flags,
+// STORM_PROFILE=file for the survivor's CPU profile of the storm's first 5 s); it asserts that
+// every recovery is complete and prints the latencies, which docs/benchmarks.md quotes
+// (timings are reported, not asserted).
 package storm
 
 import (
@@ -11,12 +13,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -222,7 +227,10 @@ func storm(t *testing.T, recovering bool) {
 	// One IP for every client: the per-IP limits are off (a real storm comes from many).
 	// Info logging: the harness default (debug) writes a line per connection, which at 10,000
 	// reconnections measures the logging.
-	args := []string{"--recover-channels", "storm.*", "--recover-messages", "5000", "--max-connections-per-ip", "-1", "--handshake-rate-per-ip", "-1", "--log-level", "info"}
+	args := []string{"--recover-channels", "storm.*", "--recover-messages", "5000", "--max-connections-per-ip", "-1", "--handshake-rate-per-ip", "-1", "--log-level", "info", "--pprof"}
+	if extra := os.Getenv("STORM_NODE_ARGS"); extra != "" { // e.g. "--recover-replay-rate 20000"
+		args = append(args, strings.Fields(extra)...)
+	}
 	n1 := harness.NewNode(t, "n1", args...)
 	n1.Start()
 	n2 := harness.NewNode(t, "n2", append(args, "--join", n1.GossipAddr)...)
@@ -330,6 +338,22 @@ func storm(t *testing.T, recovering bool) {
 	n2.Signal(syscall.SIGSTOP)
 	time.Sleep(freezeFor)
 	atKill, _ := n1.Metric("sockmesh_ws_connections")
+	if path := os.Getenv("STORM_PROFILE"); path != "" { // n1's CPU profile of the storm's first 5 s
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, n1.AdminURL()+"/debug/pprof/profile?seconds=5", nil)
+			req.Header.Set("Authorization", "Bearer "+n1.AdminToken)
+			resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+			if err != nil {
+				t.Logf("profile: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			_ = os.WriteFile(path, b, 0o644)
+		}()
+	}
 	kill := time.Now()
 	n2.Kill()
 	var settled time.Time
