@@ -92,7 +92,8 @@ type Options struct {
 	// away, before anything newer. Other channels and servers are unaffected.
 	Recover bool
 	// OnRecovery, with Recover, is told the server's answer to each recovering
-	// resubscription: whether everything missed was replayed, how much, and if not, why.
+	// resubscription (its sockmesh:recovery event, which follows the replay): whether
+	// everything missed was replayed, how much, and if not, why.
 	OnRecovery func(channel string, recovered bool, missed int, reason string)
 
 	// Logger receives connection events. Zero value: discard.
@@ -649,9 +650,6 @@ func (c *Client) sendSubscribe(cn *conn, sub *subscription) {
 		c.mu.Unlock()
 	}
 	if !cn.addCall(cid, &pendingCall{event: "#subscribe", fn: func(data json.RawMessage, err error) {
-		if recover != nil && err == nil {
-			c.recoveryResult(sub.channel, data)
-		}
 		c.subscribeResult(cn, sub, err)
 	}}) {
 		return // cn is gone; the next connection re-subscribes
@@ -691,18 +689,23 @@ func (c *Client) subscribeResult(cn *conn, sub *subscription, err error) {
 	}
 }
 
+// recoveryEvent carries a sockmesh node's answer to a recovering subscription, after the
+// replay (the acknowledgement may come before it: the replay can wait its turn).
+const recoveryEvent = "sockmesh:recovery"
+
 // recoveryResult passes the server's answer to a recovering subscription to OnRecovery.
-func (c *Client) recoveryResult(channel string, data json.RawMessage) {
+func (c *Client) recoveryResult(data json.RawMessage) {
 	var ans struct {
+		Channel   string `json:"channel"`
 		Recovered *bool  `json:"recovered"`
 		Missed    int    `json:"missed"`
 		Reason    string `json:"reason"`
 	}
 	if json.Unmarshal(data, &ans) != nil || ans.Recovered == nil {
-		return // a server without recovery on this channel answers nothing
+		return
 	}
 	if c.opts.OnRecovery != nil {
-		c.opts.OnRecovery(channel, *ans.Recovered, ans.Missed, ans.Reason)
+		c.opts.OnRecovery(ans.Channel, *ans.Recovered, ans.Missed, ans.Reason)
 	}
 }
 

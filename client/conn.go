@@ -372,6 +372,10 @@ func (c *Client) handleEvent(cn *conn, event string, data json.RawMessage, cid [
 		if sub != nil && c.opts.OnKickOut != nil {
 			c.opts.OnKickOut(k.Channel, k.Message)
 		}
+	case recoveryEvent:
+		if c.opts.Recover {
+			c.recoveryResult(data)
+		}
 	}
 	c.mu.RLock()
 	h := c.events[event]

@@ -367,9 +367,9 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 // with data {"recover": position} registers s and queues what it missed, under the channel's
 // ring lock (so nothing is both replayed and delivered, and nothing falls between). When this
 // node cannot replay all of it but a peer that receives the channel might, or when the replay
-// must wait for the node's replay rate, that happens first (recoverLater) and answer is called
-// when it is done.
-func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMessage, answer func(any)) bool {
+// must wait for the node's replay rate, the subscription is acknowledged at once, that happens
+// next (recoverLater), and answer is called when the replay is queued.
+func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMessage, ack, answer func(any)) bool {
 	if b.rec == nil || !b.rec.cfg.matches(ch) {
 		return false
 	}
@@ -410,6 +410,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		ans = queueReplay(s, ch, nil, entries, ans)
 		rg.mu.Unlock()
 		b.m.recoveries.WithLabelValues(outcome(ans.Recovered), "local").Inc()
+		ack(ans)
 		answer(ans)
 		return true
 	}
@@ -420,6 +421,9 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	b.subscribe(hold, ch)
 	since := rg.since
 	rg.mu.Unlock()
+	// Acknowledged now (a client waits for that only so long: socketcluster-client's
+	// ackTimeout is 10 s); the answer follows the replay. Nothing reaches s before it.
+	ack(nil)
 	go b.recoverLater(s, ch, rg, pos, peers, hold, since, delay, answer)
 	return true
 }

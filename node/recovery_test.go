@@ -137,11 +137,11 @@ func TestSubscribeRecoverIgnoresOtherData(t *testing.T) {
 	b := NewBroker(1, nil, nil, nil)
 	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me")
 	for _, d := range []string{``, `null`, `"x"`, `[1,2]`, `{"recover":null}`, `{"recover":"pos"}`, `{"other":1}`, `{"recover":{"seqs":{"a":-1}}}`} {
-		if b.SubscribeRecover(nil, "rc.x", json.RawMessage(d), func(any) { t.Error("answered") }) {
+		if b.SubscribeRecover(nil, "rc.x", json.RawMessage(d), func(any) { t.Error("acknowledged") }, func(any) { t.Error("answered") }) {
 			t.Errorf("%q taken for a recovery request", d)
 		}
 	}
-	if b.SubscribeRecover(nil, "other", json.RawMessage(`{"recover":{"seqs":{},"time":1}}`), func(any) { t.Error("answered") }) {
+	if b.SubscribeRecover(nil, "other", json.RawMessage(`{"recover":{"seqs":{},"time":1}}`), func(any) { t.Error("acknowledged") }, func(any) { t.Error("answered") }) {
 		t.Error("a channel that does not recover took a recovery request")
 	}
 }

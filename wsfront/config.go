@@ -24,11 +24,14 @@ type Broker interface {
 
 // RecoveringBroker is a Broker that can replay what a subscriber missed (node.Broker on its
 // recovery channels, docs/recovery.md). SubscribeRecover subscribes s with the subscribe's
-// data and calls answer exactly once with the answer for the client — at once, or later from
-// another goroutine — or returns false (answer never called) to subscribe as usual. A broker
-// that subscribes s later must check Holds first (the client may have left meanwhile).
+// data, or returns false (nothing called) to subscribe as usual. Otherwise it calls ack
+// exactly once with the acknowledgement's data (nil when the answer is not known yet: the
+// replay waits its turn or a peer is asked, and the client must not wait for that), and
+// answer exactly once, once the replay is queued, with the answer for the client (sent as the
+// sockmesh:recovery event); either may come later, from another goroutine. A broker that
+// subscribes s later must check Holds first (the client may have left meanwhile).
 type RecoveringBroker interface {
-	SubscribeRecover(s *Socket, channel string, data json.RawMessage, answer func(any)) bool
+	SubscribeRecover(s *Socket, channel string, data json.RawMessage, ack, answer func(any)) bool
 }
 
 // Config holds a front's limits. Every zero value means the documented default.

@@ -133,13 +133,14 @@ func (s *Socket) subscribe(ctx context.Context, p *scproto.Packet) {
 		// The answer may come later, from another goroutine (a peer is asked for what this
 		// node did not receive): it keeps its own copy of the call id.
 		call := &scproto.Packet{CID: bytes.Clone(p.CID)}
-		handled := rb.SubscribeRecover(s, ch, sd.Data, func(ans any) {
+		handled := rb.SubscribeRecover(s, ch, sd.Data, func(data any) {
 			m.Subscribes.Inc()
-			if fr := responseFrame(call, ans, nil, "subscribe"); fr != nil {
+			if fr := responseFrame(call, data, nil, "subscribe"); fr != nil {
 				s.enqueue(fr)
 			}
-			// socketcluster-client ignores the acknowledgement's data: the answer also comes
-			// as an event (docs/recovery.md).
+		}, func(ans any) {
+			// socketcluster-client ignores the acknowledgement's data, and the answer may come
+			// after it: the answer is an event (docs/recovery.md).
 			_ = s.Transmit("sockmesh:recovery", ans)
 		})
 		if handled {
