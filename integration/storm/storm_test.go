@@ -372,7 +372,12 @@ func storm(t *testing.T, recovering bool) {
 	}
 	time.Sleep(2 * time.Second)
 	end := time.Now()
+	// Then the survivor carries n2's clients too: its p99 in that steady state, for reference.
+	time.Sleep(5 * time.Second)
+	after := time.Now()
 	lat := obs.stop(t)
+	a99, an := lat.p(0.99, end, after)
+	t.Logf("observers' p99 afterwards, with n2's clients on n1: %v (%d samples)", a99.Round(time.Microsecond*100), an)
 
 	b99, bn := lat.p(0.99, base, freeze)
 	b50, _ := lat.p(0.50, base, freeze)
