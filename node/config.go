@@ -195,7 +195,7 @@ func (c *Config) setDefaults() error {
 		c.Recover.MaxChannels = 100_000
 	}
 	if c.Recover.ReplayRate == 0 {
-		c.Recover.ReplayRate = 100_000
+		c.Recover.ReplayRate = 20_000
 	}
 	if c.DrainDuration <= 0 {
 		c.DrainDuration = 10 * time.Second

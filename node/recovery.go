@@ -37,7 +37,7 @@ type RecoverConfig struct {
 	MaxChannels int
 	// ReplayRate bounds the publications replayed per second by the node, over all its
 	// recovering clients (a burst of 10 ms' worth); past it replays wait their turn.
-	// Zero: 100,000; negative: unpaced.
+	// Zero: 20,000; negative: unpaced.
 	ReplayRate int
 }
 
@@ -201,7 +201,7 @@ func newRecovery(cfg RecoverConfig) *recovery {
 		cfg.MaxChannels = 100_000
 	}
 	if cfg.ReplayRate == 0 {
-		cfg.ReplayRate = 100_000
+		cfg.ReplayRate = 20_000
 	}
 	r := &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep, lastSweep: time.Now().UnixNano()}
 	if cfg.ReplayRate > 0 {
