@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/sockmesh/sockmesh/client"
 	"github.com/sockmesh/sockmesh/integration/harness"
@@ -285,6 +288,11 @@ func storm(t *testing.T, recovering bool) {
 	// The storm's clients on n2 (failing over to n1 within 100 ms).
 	var received, answers, complete, missed atomic.Int64
 	start := time.Now()
+	// Each case connects from its own loopback source address, so that the previous case's
+	// connections in TIME_WAIT leave this one's ephemeral ports free. (Run in one process the
+	// second case still took minutes to set up, so make storm runs one case per process.)
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 10, map[bool]byte{false: 1, true: 2}[recovering])}
+	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, NetDialContext: (&net.Dialer{LocalAddr: src}).DialContext}
 	var reasons sync.Map
 	var dialers sync.WaitGroup
 	errs := make(chan error, clients)
@@ -296,7 +304,7 @@ func storm(t *testing.T, recovering bool) {
 			defer func() { <-sem; dialers.Done() }()
 			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
 			defer dcancel()
-			c, err := client.Dial(dctx, client.Options{URLs: []string{n2.URL(), n1.URL()}, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
+			c, err := client.Dial(dctx, client.Options{URLs: []string{n2.URL(), n1.URL()}, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Dialer: dialer,
 				AckTimeout: 60 * time.Second, ConnectTimeout: 30 * time.Second,
 				Recover: recovering, OnRecovery: func(_ string, ok bool, n int, why string) {
 					answers.Add(1)
