@@ -179,24 +179,7 @@ func (c *Config) setDefaults() error {
 	if c.AuthExpiry <= 0 {
 		c.AuthExpiry = 24 * time.Hour
 	}
-	if c.Recover.Messages <= 0 {
-		c.Recover.Messages = 1000
-	}
-	if c.Recover.Age <= 0 {
-		c.Recover.Age = 5 * time.Minute
-	}
-	if c.Recover.FetchTimeout <= 0 {
-		c.Recover.FetchTimeout = 2 * time.Second
-	}
-	if c.Recover.Fetches <= 0 {
-		c.Recover.Fetches = 16
-	}
-	if c.Recover.MaxChannels <= 0 {
-		c.Recover.MaxChannels = 100_000
-	}
-	if c.Recover.ReplayRate == 0 {
-		c.Recover.ReplayRate = 20_000
-	}
+	c.Recover = c.Recover.withDefaults()
 	if c.DrainDuration <= 0 {
 		c.DrainDuration = 10 * time.Second
 	}

@@ -184,25 +184,31 @@ func (r *recovery) lockRingIfAny(ch string) *ring {
 	return rg
 }
 
+// withDefaults fills the zero values with the documented defaults (node.Defaults and the
+// broker both use it).
+func (c RecoverConfig) withDefaults() RecoverConfig {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Messages, 1000)
+	def(&c.Fetches, 16)
+	def(&c.MaxChannels, 100_000)
+	if c.ReplayRate == 0 { // negative: unpaced
+		c.ReplayRate = 20_000
+	}
+	if c.Age <= 0 {
+		c.Age = 5 * time.Minute
+	}
+	if c.FetchTimeout <= 0 {
+		c.FetchTimeout = 2 * time.Second
+	}
+	return c
+}
+
 func newRecovery(cfg RecoverConfig) *recovery {
-	if cfg.Messages <= 0 {
-		cfg.Messages = 1000
-	}
-	if cfg.Age <= 0 {
-		cfg.Age = 5 * time.Minute
-	}
-	if cfg.FetchTimeout <= 0 {
-		cfg.FetchTimeout = 2 * time.Second
-	}
-	if cfg.Fetches <= 0 {
-		cfg.Fetches = 16
-	}
-	if cfg.MaxChannels <= 0 {
-		cfg.MaxChannels = 100_000
-	}
-	if cfg.ReplayRate == 0 {
-		cfg.ReplayRate = 20_000
-	}
+	cfg = cfg.withDefaults()
 	r := &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep, lastSweep: time.Now().UnixNano()}
 	if cfg.ReplayRate > 0 {
 		// A burst of 10 ms' worth: the node's other clients see the replays spread evenly.

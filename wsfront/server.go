@@ -149,8 +149,6 @@ func (s *Server) HandleTransmit(event string, h TransmitHandler) { s.transmits[e
 // OnClose registers a function called once for every socket that closes.
 func (s *Server) OnClose(f func(*Socket)) { s.onClose = append(s.onClose, f) }
 
-// ServeHTTP upgrades requests on the configured path; anything else is 400 (wrong path, as
-// socketcluster-server answers) or the upgrader's own error.
 // paceHandshake waits for the node-wide handshake rate (Limits.HandshakeRate); false when the
 // wait would pass Limits.HandshakeWait (answered 503) or the client left.
 func (s *Server) paceHandshake(w http.ResponseWriter, r *http.Request) bool {
@@ -181,6 +179,8 @@ func (s *Server) paceHandshake(w http.ResponseWriter, r *http.Request) bool {
 	}
 }
 
+// ServeHTTP upgrades requests on the configured path; anything else is 400 (wrong path, as
+// socketcluster-server answers) or the upgrader's own error.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != s.cfg.Path {
 		http.Error(w, "sockmesh: WebSocket path is "+s.cfg.Path, http.StatusBadRequest)
