@@ -485,6 +485,12 @@ func (b *Broker) deliverFrame(fo *wsfront.Fanout, ch string, frame []byte, deliv
 	}
 	n := 0
 	last := len(subs) - 1
+	if len(subs) >= wsfront.SpreadMin {
+		// Written in turn by one goroutine that lets other work run (wsfront.NewSpread),
+		// not by a reader's fanout or thousands of writers woken at once.
+		fo = wsfront.NewSpread()
+		defer fo.Start()
+	}
 	for i, s := range subs {
 		var obs prometheus.Observer
 		if sampled && i == last {

@@ -2,10 +2,13 @@ package wsfront
 
 import (
 	"encoding/json"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sockmesh/sockmesh/netpoll"
 )
 
 // FanoutBroker is a Broker that can deliver a publication within a Fanout: the reader that
@@ -24,7 +27,13 @@ type FanoutBroker interface {
 // one fanout at a time (Socket.inFanout); a socket in some fanout needs no other wake-up.
 type Fanout struct {
 	socks []*Socket
+	// spread: this fanout holds one publication's sockets of a large channel, without a
+	// bound, and is written by a goroutine of its own (NewSpread).
+	spread bool
 }
+
+// room: another socket may join the fanout. s.mu of that socket held.
+func (b *Fanout) room() bool { return b.spread || len(b.socks) < maxFanoutSockets }
 
 // maxFanoutSockets bounds the sockets a reader collects and then writes itself: a burst of
 // publications to many channels, or one to a large channel, must not hold the first
@@ -34,6 +43,59 @@ type Fanout struct {
 // coalesces with them) instead of one reader writing a thousand connections while the other
 // publishers wait.
 const maxFanoutSockets = 64
+
+// SpreadMin is the local subscriber count from which a publication is written by a spread
+// (NewSpread) rather than by waking each idle subscriber's writer.
+const SpreadMin = 256
+
+// spreadYield: a spread lets the other runnable goroutines run after writing this many
+// sockets (about 0.4 ms of system calls on this project's machine).
+const spreadYield = 128
+
+var spreads = sync.Pool{New: func() any { return &Fanout{spread: true} }}
+
+// NewSpread returns a fanout for one publication to a large channel: pass it to DeliverIn
+// for every subscriber, then call Start. Without it, a publication to 10,000 sockets woke
+// 10,000 writer goroutines at once; Go's scheduler runs them first in, first out, and a
+// publication to a small channel that arrived meanwhile (its reader made runnable by the
+// netpoller behind them) waited for the whole fan-out — 100–300 ms at 10,000 subscribers on
+// one core, though the fan-out took 60 ms of CPU (docs/benchmarks.md, "a spread"). A spread
+// writes its sockets in turn on one goroutine that yields every spreadYield sockets, so
+// whatever became runnable meanwhile runs within a fraction of a millisecond of being
+// picked up, and the fan-out saves a goroutine wake-up and switch per socket.
+func NewSpread() *Fanout { return spreads.Get().(*Fanout) }
+
+// Start writes the spread's sockets on a goroutine of its own and then returns b to the
+// pool; b must not be used after. A socket whose writer is busy, or which takes less than
+// its queue at once, is its writer's as in a reader's fanout (writeFannedOut).
+func (b *Fanout) Start() {
+	if len(b.socks) == 0 {
+		spreads.Put(b)
+		return
+	}
+	srv := b.socks[0].srv
+	srv.wg.Add(1)
+	srv.workers.run(func() {
+		defer srv.wg.Done()
+		b.write()
+	})
+}
+
+func (b *Fanout) write() {
+	now := time.Now()
+	for i, s := range b.socks {
+		b.socks[i] = nil
+		s.writeFannedOut(now)
+		if i%spreadYield == spreadYield-1 {
+			netpoll.Yield()
+			now = time.Now()
+		}
+	}
+	b.socks = b.socks[:0]
+	if cap(b.socks) <= 1<<16 { // 512 KiB of pointers: a larger one is not kept
+		spreads.Put(b)
+	}
+}
 
 // DeliverIn queues a shared, already encoded publication frame, as Deliver; with b, when
 // the socket's writer is idle, the frame waits for b's reader to write it. obs, when not

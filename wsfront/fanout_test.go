@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
@@ -336,5 +338,93 @@ func TestFanoutIsWrittenBeforeSlowHandlerOrMiddleware(t *testing.T) {
 		}
 		p.expect(`"rid"`)
 		time.Sleep(30 * time.Millisecond) // past the write window
+	}
+}
+
+// spreadBroker delivers every publication through a spread (NewSpread), as node.Broker does
+// for channels of SpreadMin subscribers and more.
+type spreadBroker struct{ *memBroker }
+
+func (b spreadBroker) PublishIn(_ *Fanout, ch string, data json.RawMessage) {
+	frame := scproto.EncodePublish(ch, data)
+	sp := NewSpread()
+	for _, s := range b.targets(ch) {
+		s.DeliverIn(sp, frame, time.Time{}, nil)
+	}
+	sp.Start()
+}
+
+// TestSpreadsDeliverEverythingInOrder: several publishers' bursts, each publication a spread
+// of its own written while the previous ones are still being written, reach every subscriber
+// once and in each publisher's order; a subscriber that stops reading holds nobody up.
+func TestSpreadsDeliverEverythingInOrder(t *testing.T) {
+	const subs, pubs, each = 40, 4, 300
+	b := spreadBroker{&memBroker{subs: map[string]map[*Socket]bool{}}}
+	srv := New(Config{}, b, nil)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(srv.Close)
+	t.Cleanup(hs.Close)
+	url := "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
+	var clients []*rawClient
+	for i := range subs + 1 { // the last one stops reading
+		c := dialRaw(t, url)
+		c.handshake()
+		c.send(fmt.Sprintf(`{"event":"#subscribe","data":{"channel":"a"},"cid":%d}`, 2+i))
+		c.expect(fmt.Sprintf(`{"rid":%d}`, 2+i))
+		clients = append(clients, c)
+	}
+	stuck := clients[subs]
+	_ = stuck.ws.UnderlyingConn().(interface{ SetReadBuffer(int) error }).SetReadBuffer(4 << 10)
+	clients = clients[:subs]
+	var wg sync.WaitGroup
+	for p := range pubs {
+		pc := dialRaw(t, url)
+		pc.handshake()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				// 200 bytes of padding: the stuck subscriber's buffers fill within the run.
+				if err := pc.ws.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"event":"#publish","data":{"channel":"a","data":"%d-%d-%0200d"}}`, p, i, 0)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	errs := make(chan error, subs)
+	for _, c := range clients {
+		go func() {
+			next := make([]int, pubs)
+			for n := 0; n < pubs*each; n++ {
+				m, err := c.next()
+				if err != nil {
+					errs <- fmt.Errorf("after %d publications: %v", n, err)
+					return
+				}
+				var p, i int
+				at := strings.Index(m, `"data":"`)
+				if at < 0 {
+					n--
+					continue
+				}
+				if _, err := fmt.Sscanf(m[at+len(`"data":"`):], "%d-%d-", &p, &i); err != nil {
+					errs <- fmt.Errorf("unexpected packet %s", m)
+					return
+				}
+				if i != next[p] {
+					errs <- fmt.Errorf("publisher %d: got %d, want %d", p, i, next[p])
+					return
+				}
+				next[p]++
+			}
+			errs <- nil
+		}()
+	}
+	wg.Wait()
+	for range subs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

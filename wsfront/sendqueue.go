@@ -111,7 +111,7 @@ func (s *Socket) queueFrame(frame []byte, urgent, deferred bool, b *Fanout, obs 
 	}
 	switch {
 	case s.inFanout: // a reader will write it (or wake the writer) soon
-	case b != nil && len(b.socks) < maxFanoutSockets && s.writerIdle():
+	case b != nil && b.room() && s.writerIdle():
 		s.inFanout = true
 		b.socks = append(b.socks, s)
 	case deferred && s.writerIdle():

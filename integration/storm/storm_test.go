@@ -3,7 +3,8 @@
 // survivor's other clients must not notice much (the issue's bound: their p99 within
 // max(3×, +50 ms)). Run by `make storm` (SOCKMESH_STORM=1; STORM_CLIENTS, STORM_RATE,
 // STORM_FREEZE_S, STORM_CASE=plain|recovering, STORM_NODE_ARGS for the nodes' flags,
-// STORM_PROFILE=file for the survivor's CPU profile of the storm's first 5 s); it asserts that
+// STORM_PROFILE=file for the survivor's CPU profile of the storm's first 5 s, STORM_TRACE=file
+// for its execution trace of the first 3 s); it asserts that
 // every recovery is complete and prints the latencies, which docs/benchmarks.md quotes
 // (timings are reported, not asserted).
 package storm
@@ -14,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -34,6 +36,9 @@ import (
 	"github.com/sockmesh/sockmesh/client"
 	"github.com/sockmesh/sockmesh/integration/harness"
 )
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (not in package syscall).
+const ipBindAddressNoPort = 24
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -288,11 +293,21 @@ func storm(t *testing.T, recovering bool) {
 	// The storm's clients on n2 (failing over to n1 within 100 ms).
 	var received, answers, complete, missed atomic.Int64
 	start := time.Now()
-	// Each case connects from its own loopback source address, so that the previous case's
-	// connections in TIME_WAIT leave this one's ephemeral ports free. (Run in one process the
-	// second case still took minutes to set up, so make storm runs one case per process.)
-	src := &net.TCPAddr{IP: net.IPv4(127, 0, 10, map[bool]byte{false: 1, true: 2}[recovering])}
-	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, NetDialContext: (&net.Dialer{LocalAddr: src}).DialContext}
+	// Each run connects from a loopback source address of its own, and binds it without a port
+	// (the port is chosen at connect, per destination): a bind that must find a port unused by
+	// any socket on the address, with the previous runs' 20,000 connections in TIME_WAIT
+	// there, made setting up 10,000 clients take from 5 s to 2 minutes.
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, byte(10+rand.IntN(200)), byte(1+rand.IntN(250)))}
+	nd := &net.Dialer{LocalAddr: src, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, NetDialContext: nd.DialContext}
 	var reasons sync.Map
 	var dialers sync.WaitGroup
 	errs := make(chan error, clients)
@@ -346,11 +361,15 @@ func storm(t *testing.T, recovering bool) {
 	n2.Signal(syscall.SIGSTOP)
 	time.Sleep(freezeFor)
 	atKill, _ := n1.Metric("sockmesh_ws_connections")
-	if path := os.Getenv("STORM_PROFILE"); path != "" { // n1's CPU profile of the storm's first 5 s
+	for env, what := range map[string]string{"STORM_PROFILE": "profile?seconds=5", "STORM_TRACE": "trace?seconds=3"} {
+		path := os.Getenv(env) // n1's CPU profile of the storm's first 5 s, or its execution trace of 3 s
+		if path == "" {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodGet, n1.AdminURL()+"/debug/pprof/profile?seconds=5", nil)
+			req, _ := http.NewRequest(http.MethodGet, n1.AdminURL()+"/debug/pprof/"+what, nil)
 			req.Header.Set("Authorization", "Bearer "+n1.AdminToken)
 			resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
 			if err != nil {
@@ -386,6 +405,14 @@ func storm(t *testing.T, recovering bool) {
 	lat := obs.stop(t)
 	a99, an := lat.p(0.99, end, after)
 	t.Logf("observers' p99 afterwards, with n2's clients on n1: %v (%d samples)", a99.Round(time.Microsecond*100), an)
+
+	// The observers' p99 second by second, from the freeze on (where in the storm it rises).
+	var series []string
+	for at := freeze; at.Before(after); at = at.Add(time.Second) {
+		p, _ := lat.p(0.99, at, at.Add(time.Second))
+		series = append(series, strconv.Itoa(int(p.Milliseconds())))
+	}
+	t.Logf("observers' p99 per second (ms) from the freeze (kill at +%v): %s", kill.Sub(freeze).Round(time.Second), strings.Join(series, " "))
 
 	b99, bn := lat.p(0.99, base, freeze)
 	b50, _ := lat.p(0.50, base, freeze)
