@@ -384,8 +384,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	if rg == nil {
 		return false // past --recover-max-channels: an ordinary subscription
 	}
-	nowT := time.Now()
-	now := nowT.UnixNano()
+	now := time.Now().UnixNano()
 	if !b.receiving(ch, rg) {
 		// This node has not been receiving the channel (or stopped for a while): what it kept
 		// before proves nothing about what came since. It receives it again from now (s or a
@@ -397,15 +396,11 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	if f := b.rec.fetcher.Load(); fixable && f != nil {
 		peers = (*f).Wanting(ch)
 	}
-	// Replays share a node-wide rate (--recover-replay-rate), so that a storm of recovering
-	// clients does not crowd out the live traffic: past it, the replay waits its turn.
-	var delay time.Duration
-	if lim := b.rec.replayLim; lim != nil {
-		for n := len(entries); n > 0; n -= lim.Burst() { // reservations of at most a burst each
-			delay = lim.ReserveN(nowT, min(n, lim.Burst())).DelayFrom(nowT)
-		}
-	}
-	if len(peers) == 0 && delay == 0 {
+	// Replays share a node-wide rate (--recover-replay-rate, scaled by the node's governor),
+	// so that a storm of recovering clients does not crowd out the live traffic: past it, the
+	// replay waits its turn.
+	turn := len(peers) == 0 && (b.rec.replays == nil || len(entries) == 0 || b.rec.replays.TryTake(len(entries)))
+	if turn {
 		b.subscribe(s, ch)
 		ans = queueReplay(s, ch, nil, entries, ans)
 		rg.mu.Unlock()
@@ -424,7 +419,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	// Acknowledged now (a client waits for that only so long: socketcluster-client's
 	// ackTimeout is 10 s); the answer follows the replay. Nothing reaches s before it.
 	ack(nil)
-	go b.recoverLater(s, ch, rg, pos, peers, hold, since, delay, answer)
+	go b.recoverLater(s, ch, rg, pos, peers, hold, since, len(entries), answer)
 	return true
 }
 

@@ -124,6 +124,11 @@ type Config struct {
 	// Recover makes channels recoverable across reconnects (docs/recovery.md); empty
 	// Channels: none.
 	Recover RecoverConfig
+	// PaceDelay is the scheduling delay (p99 over 100 ms: how long this process's runnable
+	// goroutines wait for a CPU) above which new connections (Front.Limits.HandshakeRate) and
+	// recovery replays (Recover.ReplayRate) are admitted at a lower rate, down to a twentieth
+	// (pace.Governor has the rule); zero value 10 ms, negative: the configured rates always.
+	PaceDelay time.Duration
 	// Demo installs the demo application (not for production).
 	Demo bool
 	// Logger receives the node's logs; nil discards them.
@@ -180,6 +185,9 @@ func (c *Config) setDefaults() error {
 		c.AuthExpiry = 24 * time.Hour
 	}
 	c.Recover = c.Recover.withDefaults()
+	if c.PaceDelay == 0 {
+		c.PaceDelay = 10 * time.Millisecond
+	}
 	if c.DrainDuration <= 0 {
 		c.DrainDuration = 10 * time.Second
 	}

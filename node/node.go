@@ -18,6 +18,7 @@ import (
 	"github.com/sockmesh/sockmesh/demo"
 	"github.com/sockmesh/sockmesh/httpapi"
 	"github.com/sockmesh/sockmesh/mesh"
+	"github.com/sockmesh/sockmesh/pace"
 	"github.com/sockmesh/sockmesh/scproto"
 	"github.com/sockmesh/sockmesh/wsfront"
 )
@@ -29,6 +30,7 @@ type Node struct {
 	front  *wsfront.Server
 	broker *Broker
 	mesh   *mesh.Mesh
+	gov    *pace.Governor // nil: the configured rates always
 	api    *httpapi.API
 	guard  *adminguard.Guard // the admin listener's door
 	policy *access.Policy
@@ -216,6 +218,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.mesh = m
 	n.broker.SetMesh(m, m)
+	n.startGovernor()
 	n.adminSrv = &http.Server{Handler: n.guard.Handler(n.withDrain(n.adminHandler())), ReadHeaderTimeout: 10 * time.Second}
 	n.serveDone.Add(2)
 	go func() { defer n.serveDone.Done(); _ = n.front.Serve(wsLn) }()
@@ -296,6 +299,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		spread = max(0, time.Until(dl)-drainReserve())
 	}
 	err := n.drainClients(ctx, spread)
+	if n.gov != nil {
+		n.gov.Stop()
+	}
 	// Leave the cluster only after the clients are gone and their interest lives elsewhere,
 	// so that their last publications still reach the peers; then stop the mesh and the
 	// operator endpoints.
@@ -313,4 +319,33 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.cfg.Logger.Info("node stopped", "name", n.cfg.Name)
 	n.finishDrain(err)
 	return err
+}
+
+// startGovernor scales the handshake and replay rates by the process's scheduling delay
+// (Config.PaceDelay), so that new connections and replays wait in their queues rather than
+// in the run queue in front of the other clients' messages.
+func (n *Node) startGovernor() {
+	var gates []*pace.Gate
+	if g := n.front.HandshakeGate(); g != nil {
+		gates = append(gates, g)
+	}
+	if rec := n.broker.rec; rec != nil && rec.replays != nil {
+		gates = append(gates, rec.replays)
+	}
+	if n.cfg.PaceDelay < 0 || len(gates) == 0 {
+		return
+	}
+	share := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sockmesh_pace_share",
+		Help: "Share of --handshake-rate and --recover-replay-rate in force: lowered while the scheduling delay is above --pace-delay"})
+	share.Set(1)
+	n.reg.MustRegister(share)
+	n.gov = pace.NewGovernor(n.cfg.PaceDelay)
+	n.gov.OnChange = func(s float64, p99 time.Duration) {
+		share.Set(s)
+		n.cfg.Logger.Debug("pace", "share", s, "sched_p99", p99)
+	}
+	for _, g := range gates {
+		n.gov.Govern(g)
+	}
+	n.gov.Start()
 }

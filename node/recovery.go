@@ -11,8 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/sockmesh/sockmesh/pace"
 	"github.com/sockmesh/sockmesh/scproto"
 )
 
@@ -149,8 +148,8 @@ type recovery struct {
 	lastSweep  int64
 	reclaimed  uint64
 	refused    atomic.Uint64
-	// replayLim paces replays node-wide (nil: unpaced).
-	replayLim *rate.Limiter
+	// replays paces replays node-wide (nil: unpaced), in publications.
+	replays *pace.Gate
 	// alone reports whether this node has no peers (nil: it may have some).
 	alone func() bool
 }
@@ -211,8 +210,8 @@ func newRecovery(cfg RecoverConfig) *recovery {
 	cfg = cfg.withDefaults()
 	r := &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep, lastSweep: time.Now().UnixNano()}
 	if cfg.ReplayRate > 0 {
-		// A burst of 10 ms' worth: the node's other clients see the replays spread evenly.
-		r.replayLim = rate.NewLimiter(rate.Limit(cfg.ReplayRate), max(1, cfg.ReplayRate/100))
+		// 10 ms' worth at once: the node's other clients see the replays spread evenly.
+		r.replays = pace.NewGate(float64(cfg.ReplayRate))
 	}
 	return r
 }

@@ -219,21 +219,25 @@ func (b *Broker) fetchFrom(ctx context.Context, f Fetcher, peer, ch string, pos 
 	return pubs, false, "the peer had more than a recovery takes", nil
 }
 
-// recoverLater completes a recovering subscription that waits its turn (delay, the replay
-// rate) or that this node could not serve alone (peers not empty): it asks the peers that
+// recoverLater completes a recovering subscription that waits its turn (replay publications
+// at the replay rate) or that this node could not serve alone (peers not empty): it asks the peers that
 // receive the channel (one after the other, until one vouches for all it sends), then, under
 // the ring's lock, queues the peer's publications, then what this node kept after them,
 // subscribes s and answers.
 //
 // since is when this node last began receiving the channel: a peer is asked no earlier than
 // interestSettle after it (each of a burst of recovering clients waits for the same instant).
-func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Position, peers []string, hold *holdSub, since int64, delay time.Duration, answer func(any)) {
+func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Position, peers []string, hold *holdSub, since int64, replay int, answer func(any)) {
 	defer b.UnsubscribeSub(hold, ch) // after s has joined: the interest does not flap
 	if len(peers) > 0 {
-		delay = max(delay, time.Until(time.Unix(0, since).Add(interestSettle)))
+		if d := time.Until(time.Unix(0, since).Add(interestSettle)); d > 0 {
+			time.Sleep(d)
+		}
 	}
-	if delay > 0 {
-		time.Sleep(delay)
+	if g := b.rec.replays; g != nil && replay > 0 {
+		// Its turn: as many publications as the ring held for it when it subscribed (what a
+		// peer adds is not known before it is asked, and is bounded by the fetch's own limits).
+		_ = g.Wait(context.Background(), replay, 0)
 	}
 	if len(peers) == 0 {
 		rg.mu.Lock() // not reclaimed: hold subscribes to it

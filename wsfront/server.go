@@ -18,8 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/sockmesh/sockmesh/access"
 	"github.com/sockmesh/sockmesh/netpoll"
+	"github.com/sockmesh/sockmesh/pace"
 	"github.com/sockmesh/sockmesh/wsframe"
-	"golang.org/x/time/rate"
 )
 
 // Server is one WebSocket front. Register handlers and middleware before serving.
@@ -45,7 +45,7 @@ type Server struct {
 	draining bool
 	empty    chan struct{} // closed when the last socket is gone during a drain
 	admit    *admission
-	hsRate   *rate.Limiter // node-wide handshake pacing; nil: unpaced
+	hsGate   *pace.Gate // node-wide handshake pacing; nil: unpaced
 	// stopSweep ends the sweeper (closed by Shutdown or Close).
 	stopSweep chan struct{}
 	// lastTick is the unix-nano time of the sweeper's last tick. A gap longer than the ping
@@ -91,7 +91,7 @@ func New(cfg Config, broker Broker, auth *access.Auth) *Server {
 		s.pingWire = pingV1
 	}
 	if r := cfg.Limits.HandshakeRate; r > 0 {
-		s.hsRate = rate.NewLimiter(rate.Limit(r), max(1, int(r/100)))
+		s.hsGate = pace.NewGate(r)
 	}
 	if cfg.WriteDelay > 0 {
 		// Without a write window, what coalesces a busy connection's publications is its
@@ -149,35 +149,29 @@ func (s *Server) HandleTransmit(event string, h TransmitHandler) { s.transmits[e
 // OnClose registers a function called once for every socket that closes.
 func (s *Server) OnClose(f func(*Socket)) { s.onClose = append(s.onClose, f) }
 
-// paceHandshake waits for the node-wide handshake rate (Limits.HandshakeRate); false when the
-// wait would pass Limits.HandshakeWait (answered 503) or the client left.
+// paceHandshake waits for the node-wide handshake rate (Limits.HandshakeRate, scaled by the
+// node's governor: HandshakeGate); false when the wait would pass Limits.HandshakeWait
+// (answered 503) or the client left.
 func (s *Server) paceHandshake(w http.ResponseWriter, r *http.Request) bool {
-	if s.hsRate == nil {
+	if s.hsGate == nil || s.hsGate.TryTake(1) {
 		return true
-	}
-	res := s.hsRate.Reserve()
-	d := res.Delay()
-	if d == 0 {
-		return true
-	}
-	if d > s.cfg.Limits.HandshakeWait {
-		res.Cancel()
-		s.cfg.Metrics.Refused.WithLabelValues("node_rate").Inc()
-		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)+1))
-		http.Error(w, "sockmesh: node connection rate limit: retry later", http.StatusServiceUnavailable)
-		return false
 	}
 	s.cfg.Metrics.PacedHandshakes.Inc()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
+	err := s.hsGate.Wait(r.Context(), 1, s.cfg.Limits.HandshakeWait)
+	if err == nil {
 		return true
-	case <-r.Context().Done():
-		res.Cancel()
-		return false
 	}
+	if errors.Is(err, pace.ErrTooLong) {
+		s.cfg.Metrics.Refused.WithLabelValues("node_rate").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(s.hsGate.Ahead()/time.Second)+1))
+		http.Error(w, "sockmesh: node connection rate limit: retry later", http.StatusServiceUnavailable)
+	}
+	return false
 }
+
+// HandshakeGate is the gate that paces new connections (nil when unpaced), for the node's
+// governor to scale.
+func (s *Server) HandshakeGate() *pace.Gate { return s.hsGate }
 
 // ServeHTTP upgrades requests on the configured path; anything else is 400 (wrong path, as
 // socketcluster-server answers) or the upgrader's own error.
