@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -902,5 +905,37 @@ func TestConcurrentCallsAcrossReconnects(t *testing.T) {
 	t.Logf("%d calls succeeded, %d failed with connection errors", ok.Load(), failed.Load())
 	if ok.Load() == 0 {
 		t.Fatal("no call succeeded")
+	}
+}
+
+// TestRetryAfterIsHonoured: a node pacing a reconnect storm answers 503 with Retry-After; the
+// client comes back no sooner than asked (and no later than half as late again), even when
+// its own backoff is shorter, rather than in a wave at its backoff.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	var mu sync.Mutex
+	var at []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		at = append(at, time.Now())
+		mu.Unlock()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "paced", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	_, err := Dial(ctx, Options{URLs: []string{"ws" + strings.TrimPrefix(srv.URL, "http")}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err == nil {
+		t.Fatal("dialled a server that only answers 503")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(at) < 2 || len(at) > 3 {
+		t.Fatalf("%d attempts in 2.5 s against Retry-After: 1", len(at))
+	}
+	for i := 1; i < len(at); i++ {
+		if d := at[i].Sub(at[i-1]); d < time.Second || d > 1600*time.Millisecond {
+			t.Fatalf("attempt %d came %v after the one before, asked for 1 s", i, d)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Sentinel errors returned by the client itself (never sent by a server).
@@ -170,6 +171,8 @@ func closeText(code int) string {
 type dialError struct {
 	url string
 	err error
+	// retryAfter is what the server asked for with a 503 or 429 and Retry-After (zero: nothing).
+	retryAfter time.Duration
 }
 
 func (e *dialError) Error() string { return fmt.Sprintf("client: %s: %v", e.url, e.err) }

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -40,6 +43,13 @@ func (c *Client) supervise() {
 			}
 			failures++
 			delay = c.backoff(failures)
+			var de *dialError
+			if errors.As(err, &de) && de.retryAfter > 0 {
+				// The server said when to come back (a node pacing a reconnect storm): at that
+				// time or up to half as late again, so that a wave refused together does not
+				// return together; a bound of its own, MaxBackoff does not cut it short.
+				delay = max(delay, de.retryAfter+rand.N(de.retryAfter/2+1))
+			}
 			c.log.Warn("connect failed", "url", url, "err", err, "retryIn", delay)
 			c.mu.Lock()
 			c.lastErr = err
@@ -95,6 +105,19 @@ func isPermanent(err error) bool {
 	return sc == 1000 || sc >= 4500
 }
 
+// retryAfter reads a refused upgrade's Retry-After (seconds; an HTTP date is not used by
+// servers that pace connections): only with 503 or 429, at most 5 minutes.
+func retryAfter(resp *http.Response) time.Duration {
+	if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After")))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, 5*time.Minute)
+}
+
 // backoff returns the jittered delay after n consecutive failures:
 // MinBackoff·2^(n-1), capped at MaxBackoff, uniformly jittered to [d/2, d].
 func (c *Client) backoff(n int) time.Duration {
@@ -114,10 +137,12 @@ func (c *Client) connect(url string) (*conn, HandshakeStatus, error) {
 	defer cancel()
 	ws, resp, err := c.dialer.DialContext(ctx, url, c.opts.Header)
 	if err != nil {
+		de := &dialError{url: url, err: err}
 		if resp != nil {
-			err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
+			de.err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
+			de.retryAfter = retryAfter(resp)
 		}
-		return nil, HandshakeStatus{}, &dialError{url, err}
+		return nil, HandshakeStatus{}, de
 	}
 	if c.opts.ReadLimit > 0 {
 		ws.SetReadLimit(c.opts.ReadLimit)
@@ -159,7 +184,7 @@ func (c *Client) connect(url string) (*conn, HandshakeStatus, error) {
 			err = fmt.Errorf("handshake timed out: %w", err)
 		}
 		cn.finish(err)
-		return nil, HandshakeStatus{}, &dialError{url, err}
+		return nil, HandshakeStatus{}, &dialError{url: url, err: err}
 	}
 	if herr != nil {
 		var e *Error
@@ -181,7 +206,7 @@ func (c *Client) connect(url string) (*conn, HandshakeStatus, error) {
 		if err := json.Unmarshal(status, &raw); err != nil {
 			cn.writeClose(4003, "")
 			cn.finish(nil)
-			return nil, HandshakeStatus{}, &dialError{url, fmt.Errorf("bad handshake status: %w", err)}
+			return nil, HandshakeStatus{}, &dialError{url: url, err: fmt.Errorf("bad handshake status: %w", err)}
 		}
 	}
 	st := HandshakeStatus{

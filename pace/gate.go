@@ -20,8 +20,7 @@ import (
 var ErrTooLong = errors.New("pace: the wait for a turn is longer than allowed")
 
 // Gate admits waiters in arrival order at Rate() per second, letting 10 ms' worth through at
-// once (and one waiter at least, so that a waiter larger than that is not stuck: the gate then
-// owes the difference). The zero Gate is not usable; see NewGate.
+// once (one unit at least). The zero Gate is not usable; see NewGate.
 type Gate struct {
 	mu     sync.Mutex
 	max    float64 // the configured rate
@@ -75,60 +74,62 @@ func (g *Gate) refill() {
 	g.last = now
 }
 
-// TryTake admits n units now if nobody waits and the gate has them (a waiter larger than a
-// burst goes when the burst is full).
+// TryTake admits n units now if nobody waits and the gate has them (never more than a burst).
 func (g *Gate) TryTake(n int) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.refill()
-	if len(g.queue) > 0 || g.tokens < min(float64(n), g.burst()) {
+	if len(g.queue) > 0 || g.tokens < float64(n) {
 		return false
 	}
 	g.tokens -= float64(n)
 	return true
 }
 
-// Wait admits n units once the waiters before it have gone and the rate has earned them. It
-// gives up with ErrTooLong at once when the queue ahead, at the rate in force, would take
-// longer than most (0: no bound), or once it has waited that long; and with ctx's error when
-// ctx ends first.
+// Wait admits n units once the waiters before it have gone and the rate has earned them,
+// at most a burst (10 ms' worth) at a time: a larger n queues again for each further burst, so
+// that one large waiter does not take more than the rate either. It gives up with ErrTooLong
+// at once when the queue ahead, at the rate in force, would take longer than most (0: no
+// bound), or once it has waited that long; and with ctx's error when ctx ends first.
 func (g *Gate) Wait(ctx context.Context, n int, most time.Duration) error {
-	g.mu.Lock()
-	g.refill()
-	if len(g.queue) == 0 && g.tokens >= min(float64(n), g.burst()) {
-		g.tokens -= float64(n)
-		g.mu.Unlock()
-		return nil
-	}
-	if most > 0 && g.aheadLocked() > most {
-		g.mu.Unlock()
-		return ErrTooLong
-	}
-	w := &waiter{n: float64(n), ready: make(chan struct{})}
-	g.queue = append(g.queue, w)
-	g.queued += w.n
-	g.schedule()
-	g.mu.Unlock()
 	var timeout <-chan time.Time
 	if most > 0 {
 		t := time.NewTimer(most)
 		defer t.Stop()
 		timeout = t.C
 	}
-	select {
-	case <-w.ready:
-		return nil
-	case <-ctx.Done():
-		if g.leave(w) {
-			return ctx.Err()
+	for left := float64(n); left > 0; {
+		g.mu.Lock()
+		g.refill()
+		take := min(left, g.burst())
+		left -= take
+		if len(g.queue) == 0 && g.tokens >= take {
+			g.tokens -= take
+			g.mu.Unlock()
+			continue
 		}
-		return nil // admitted meanwhile
-	case <-timeout:
-		if g.leave(w) {
+		if most > 0 && g.aheadLocked() > most {
+			g.mu.Unlock()
 			return ErrTooLong
 		}
-		return nil
+		w := &waiter{n: take, ready: make(chan struct{})}
+		g.queue = append(g.queue, w)
+		g.queued += w.n
+		g.schedule()
+		g.mu.Unlock()
+		select {
+		case <-w.ready:
+		case <-ctx.Done():
+			if g.leave(w) {
+				return ctx.Err()
+			}
+		case <-timeout:
+			if g.leave(w) {
+				return ErrTooLong
+			}
+		}
 	}
+	return nil
 }
 
 // Ahead estimates how long a waiter arriving now would wait.
@@ -171,7 +172,7 @@ func (g *Gate) release() {
 	g.timer = nil
 	g.refill()
 	admitted := 0
-	for len(g.queue) > 0 && g.tokens >= min(g.queue[0].n, g.burst()) {
+	for len(g.queue) > 0 && g.tokens >= min(g.queue[0].n, g.burst()) { // (the burst may have shrunk)
 		w := g.queue[0]
 		g.queue[0] = nil
 		g.queue = g.queue[1:]

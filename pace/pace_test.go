@@ -190,3 +190,19 @@ func TestGovernorSeesARunQueue(t *testing.T) {
 		t.Fatal("200 busy goroutines on one CPU, and the share stayed whole")
 	}
 }
+
+// TestGateSplitsALargeWaiter: 60 units at 200 a second (bursts of 2) take the 0.3 s the rate
+// allows, one burst at a time, not one burst's wait.
+func TestGateSplitsALargeWaiter(t *testing.T) {
+	g := NewGate(200)
+	start := time.Now()
+	if err := g.Wait(context.Background(), 60, 0); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 280*time.Millisecond {
+		t.Fatalf("60 units admitted in %v at 200/s", took)
+	}
+	if g.TryTake(3) {
+		t.Fatal("took more than a burst at once")
+	}
+}

@@ -163,7 +163,9 @@ func (s *Server) paceHandshake(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if errors.Is(err, pace.ErrTooLong) {
 		s.cfg.Metrics.Refused.WithLabelValues("node_rate").Inc()
-		w.Header().Set("Retry-After", strconv.Itoa(int(s.hsGate.Ahead()/time.Second)+1))
+		// When the queue ahead should have room, at the rate in force (at most a minute: the
+		// rate may rise meanwhile); the Go client honours it, socketcluster-client backs off.
+		w.Header().Set("Retry-After", strconv.Itoa(int(min(s.hsGate.Ahead(), time.Minute)/time.Second)+1))
 		http.Error(w, "sockmesh: node connection rate limit: retry later", http.StatusServiceUnavailable)
 	}
 	return false
