@@ -220,10 +220,10 @@ func (b *Broker) fetchFrom(ctx context.Context, f Fetcher, peer, ch string, pos 
 }
 
 // recoverLater completes a recovering subscription that waits its turn (replay publications
-// at the replay rate) or that this node could not serve alone (peers not empty): it asks the peers that
-// receive the channel (one after the other, until one vouches for all it sends), then, under
-// the ring's lock, queues the peer's publications, then what this node kept after them,
-// subscribes s and answers.
+// at the replay rate) or that this node could not serve alone (peers not empty): it asks the
+// peers that receive the channel (one after the other, until one vouches for all it sends),
+// then, under the ring's lock, queues the peer's publications, then what this node kept after
+// them, subscribes s and answers.
 //
 // since is when this node last began receiving the channel: a peer is asked no earlier than
 // interestSettle after it (each of a burst of recovering clients waits for the same instant).

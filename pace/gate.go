@@ -30,7 +30,6 @@ type Gate struct {
 	queue  []*waiter
 	queued float64 // sum of the queue's n
 	timer  *time.Timer
-	now    func() time.Time
 }
 
 type waiter struct {
@@ -40,8 +39,7 @@ type waiter struct {
 
 // NewGate returns a gate admitting up to rate units per second.
 func NewGate(rate float64) *Gate {
-	g := &Gate{max: rate, factor: 1, now: time.Now}
-	g.last = g.now()
+	g := &Gate{max: rate, factor: 1, last: time.Now()}
 	g.tokens = g.burst()
 	return g
 }
@@ -67,7 +65,7 @@ func (g *Gate) burst() float64 { return max(1, g.max*g.factor/100) }
 
 // refill adds what the rate earned since last; g.mu held.
 func (g *Gate) refill() {
-	now := g.now()
+	now := time.Now()
 	if d := now.Sub(g.last); d > 0 {
 		g.tokens = min(g.tokens+d.Seconds()*g.max*g.factor, g.burst())
 	}
@@ -171,7 +169,6 @@ func (g *Gate) release() {
 	defer g.mu.Unlock()
 	g.timer = nil
 	g.refill()
-	admitted := 0
 	for len(g.queue) > 0 && g.tokens >= min(g.queue[0].n, g.burst()) { // (the burst may have shrunk)
 		w := g.queue[0]
 		g.queue[0] = nil
@@ -179,7 +176,6 @@ func (g *Gate) release() {
 		g.queued -= w.n
 		g.tokens -= w.n
 		close(w.ready)
-		admitted++
 	}
 	if len(g.queue) == 0 {
 		g.queue = nil // the array of a long queue goes
