@@ -59,7 +59,7 @@ var spreads = sync.Pool{New: func() any { return &Fanout{spread: true} }}
 // 10,000 writer goroutines at once; Go's scheduler runs them first in, first out, and a
 // publication to a small channel that arrived meanwhile (its reader made runnable by the
 // netpoller behind them) waited for the whole fan-out — 100–300 ms at 10,000 subscribers on
-// one core, though the fan-out took 60 ms of CPU (docs/benchmarks.md, "a spread"). A spread
+// one core, though the fan-out took 60 ms of CPU (docs/benchmarks.md, "Recovery storm"). A spread
 // writes its sockets in turn on one goroutine that yields every spreadYield sockets, so
 // whatever became runnable meanwhile runs within a fraction of a millisecond of being
 // picked up, and the fan-out saves a goroutine wake-up and switch per socket.
