@@ -111,11 +111,15 @@ func retryAfter(resp *http.Response) time.Duration {
 	if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
 		return 0
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After")))
-	if err != nil || n <= 0 {
+	const most = 5 * time.Minute
+	n, err := strconv.ParseUint(strings.TrimSpace(resp.Header.Get("Retry-After")), 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) || n == 0 {
 		return 0
 	}
-	return min(time.Duration(n)*time.Second, 5*time.Minute)
+	if err != nil || n > uint64(most/time.Second) { // compared before multiplying: no overflow
+		return most
+	}
+	return time.Duration(n) * time.Second
 }
 
 // backoff returns the jittered delay after n consecutive failures:

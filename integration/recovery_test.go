@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sockmesh/sockmesh/client"
 )
 
 // recoverer is a raw SocketCluster client that reads positions off the #publish packets.
@@ -179,6 +180,16 @@ func TestRecoveryAcrossNodes(t *testing.T) {
 	}
 }
 
+// publishRange publishes prefix+from … prefix+to on ch through c, each acknowledged.
+func publishRange(t *testing.T, c *client.Client, ch, prefix string, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if err := c.PublishAck(context.Background(), ch, fmt.Sprintf("%s%d", prefix, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // settle waits out node.interestSettle (100 ms): a node vouches that it received a channel
 // only from that long after it began receiving it (its interest takes that long, at most, to
 // reach the channel's other origins).
@@ -268,14 +279,7 @@ func TestRecoveryFromPeer(t *testing.T) {
 	waitWanted(t, nodes, n2.Name, 1)
 	settle()
 	pub := dial(t, n2.URL())
-	publish := func(from, to int) {
-		t.Helper()
-		for i := from; i <= to; i++ {
-			if err := pub.PublishAck(context.Background(), "rc.feed", fmt.Sprintf("m%d", i)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	publish := func(from, to int) { t.Helper(); publishRange(t, pub, "rc.feed", "m", from, to) }
 	seq := func(from, to int) string {
 		var s []string
 		for i := from; i <= to; i++ {
@@ -366,14 +370,7 @@ func TestRecoveryReplayIsPaced(t *testing.T) {
 	nodes := startCluster(t, 1, "--recover-channels", "rc.*", "--recover-replay-rate", "200") // bursts of 2
 	n1 := nodes[0]
 	pub := dial(t, n1.URL())
-	publish := func(from, to int) {
-		t.Helper()
-		for i := from; i <= to; i++ {
-			if err := pub.PublishAck(context.Background(), "rc.feed", fmt.Sprintf("m%d", i)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	publish := func(from, to int) { t.Helper(); publishRange(t, pub, "rc.feed", "m", from, to) }
 	var pos position
 	a := dialRecoverer(t, n1.URL())
 	a.send(`{"event":"#subscribe","data":{"channel":"rc.feed"},"cid":2}`)

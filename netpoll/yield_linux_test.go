@@ -1,7 +1,6 @@
 package netpoll
 
 import (
-	"net"
 	"runtime"
 	"sync"
 	"testing"
@@ -13,33 +12,19 @@ import (
 // wake-up the poller reported at the wrong moment would wait forever.
 func TestYieldAlwaysReturns(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	stop := make(chan struct{})
+	s, c := tcpPair(t)
 	go func() { // a ping-pong over loopback TCP: a poll finds something every few µs
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
 		buf := make([]byte, 1)
 		for {
-			if _, err := c.Read(buf); err != nil {
+			if _, err := s.Read(buf); err != nil {
 				return
 			}
-			if _, err := c.Write(buf); err != nil {
+			if _, err := s.Write(buf); err != nil {
 				return
 			}
 		}
 	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	go func() {
 		buf := make([]byte, 1)
 		for {
@@ -81,21 +66,7 @@ func TestYieldAlwaysReturns(t *testing.T) {
 // polls the network ~10 ms later).
 func TestYieldRunsWhatTheNetworkMadeReady(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, c := tcpPair(t)
 	read := make(chan struct{})
 	go func() {
 		buf := make([]byte, 1)

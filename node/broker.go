@@ -224,7 +224,7 @@ func (b *Broker) SubscribeSub(sub Subscriber, ch string) {
 		if rg := b.rec.lockRing(ch); rg != nil {
 			if !rg.holding {
 				// Publications from other nodes reach this one again only from now on.
-				rg.beganSettling(time.Now().UnixNano(), b.rec.settle())
+				rg.began(time.Now().UnixNano(), b.rec.settle())
 			}
 			rg.mu.Unlock()
 		}
@@ -328,7 +328,7 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 			// ring is a complete history its subscribers' clients can recover from even when
 			// nobody here subscribes (the common case: publishers here, subscribers elsewhere).
 			if b.Subscribers(ch) == 0 {
-				rg.beganSettling(at, b.rec.settle())
+				rg.began(at, b.rec.settle())
 			}
 			rg.holding = true
 			b.hooks.Load().interest.AddInterest(ch)
@@ -389,7 +389,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		// This node has not been receiving the channel (or stopped for a while): what it kept
 		// before proves nothing about what came since. It receives it again from now (s or a
 		// placeholder joins below).
-		rg.beganSettling(now, b.rec.settle())
+		rg.began(now, b.rec.settle())
 	}
 	entries, ans, fixable := rg.replay(pos, now, b.rec.cfg.Age, false)
 	var peers []string

@@ -267,8 +267,8 @@ func (r *recovery) ringOf(ch string) *ring {
 	if r.reclaimed > 0 {
 		origin += "~" + strconv.FormatUint(r.reclaimed, 36)
 	}
-	now := time.Now().UnixNano()
-	rg = &ring{since: now, settled: now + int64(interestSettle), evicted: map[string]uint64{}, origin: origin}
+	rg = &ring{evicted: map[string]uint64{}, origin: origin}
+	rg.began(time.Now().UnixNano(), interestSettle)
 	r.rings[ch] = rg
 	return rg
 }
@@ -313,12 +313,10 @@ func (rg *ring) keep(e retained, limit int, age time.Duration) {
 	rg.n++
 }
 
-// began records that the node began receiving the channel now; ring lock held.
-func (rg *ring) began(now int64) { rg.beganSettling(now, interestSettle) }
-
-// beganSettling is began for a node whose interest reaches the channel's origins within
-// settle (zero for a node without peers: it is the only origin); ring lock held.
-func (rg *ring) beganSettling(now int64, settle time.Duration) {
+// began records that the node began receiving the channel at now, and that its interest
+// reaches the channel's other origins within settle (zero for a node without peers: it is the
+// only origin); ring lock held.
+func (rg *ring) began(now int64, settle time.Duration) {
 	rg.since, rg.start = now, rg.appended
 	rg.settled = now + int64(settle)
 }

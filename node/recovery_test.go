@@ -87,7 +87,7 @@ func TestRingReplay(t *testing.T) {
 	} {
 		rg := ringWith(t0, c.limit, c.pubs...)
 		if c.since.After(t0) { // began receiving after every kept entry
-			rg.began(c.since.UnixNano())
+			rg.began(c.since.UnixNano(), interestSettle)
 		}
 		got, ans, _ := rg.replay(c.pos, now, time.Hour, false)
 		if frames(got) != c.want || ans.Recovered != c.complete || ans.Missed != len(got) || (!ans.Recovered && ans.Reason == "") {
@@ -222,7 +222,7 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 			hist = append(hist, retained{origin: o, seq: seqs[o], at: at.UnixNano(), frame: []byte(fmt.Sprintf("%s%d", o, seqs[o]))})
 		}
 		rg := &ring{evicted: map[string]uint64{}}
-		rg.began(hist[began].at - int64(150*time.Millisecond))
+		rg.began(hist[began].at-int64(150*time.Millisecond), interestSettle)
 		for _, e := range hist[began:] {
 			rg.keep(e, limit, time.Hour)
 		}
