@@ -94,10 +94,12 @@ type Config struct {
 	WriteDelayLoad float64
 	// ReleaseMemoryAfter: once at least this many connections have opened since the last
 	// time and a sweeper tick passes without a new one (a reconnect storm is over), the
-	// node returns the storm's garbage to the operating system (runtime/debug.FreeOSMemory:
-	// a full collection, then unused pages handed back). Without it a node keeps about
-	// twice its live heap in RSS after a storm, until later collections shrink it. Zero
-	// value 1,000; negative: never.
+	// node collects the storm's garbage (runtime.GC, concurrent: the node keeps serving), and
+	// the runtime's background scavenger hands the freed pages back to the operating system.
+	// Not debug.FreeOSMemory, which also returned the pages at once but held the process's
+	// only processor while it did: 130–470 ms in which no client was served, after a
+	// 10,000-client storm on one core (docs/benchmarks.md, "Recovery storm"). Zero value
+	// 1,000; negative: never.
 	ReleaseMemoryAfter int
 	// ServerInvokeTimeout bounds Socket.Invoke when the caller's context has no deadline; zero
 	// value 10 s.

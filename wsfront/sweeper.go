@@ -2,7 +2,7 @@ package wsfront
 
 import (
 	"fmt"
-	"runtime/debug"
+	"runtime"
 	"time"
 )
 
@@ -29,9 +29,9 @@ func (s *Server) sweeper() {
 			if n := s.idSeq.Load(); s.cfg.ReleaseMemoryAfter > 0 {
 				if n == opened && n-released >= uint64(s.cfg.ReleaseMemoryAfter) {
 					start := time.Now()
-					debug.FreeOSMemory()
+					runtime.GC()
 					released = n
-					s.cfg.Logger.Debug("connection storm over: memory returned to the OS", "took", time.Since(start).String())
+					s.cfg.Logger.Info("connection storm over: garbage collected, freed memory goes back to the OS in the background", "took", time.Since(start).String())
 				}
 				opened = n
 			}

@@ -111,7 +111,7 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	sendQueue := byteSize(d.Front.SendQueueBytes)
 	fs.Var(&sendQueue, "send-queue", "bytes queued for one client before it is disconnected as a slow consumer")
 	fs.DurationVar(&cfg.Front.WriteTimeout, "write-timeout", d.Front.WriteTimeout, "longest single write to a client")
-	fs.IntVar(&cfg.Front.ReleaseMemoryAfter, "release-memory-after", d.Front.ReleaseMemoryAfter, "after this many new connections, once a few seconds pass without one, return freed memory to the OS (0: never)")
+	fs.IntVar(&cfg.Front.ReleaseMemoryAfter, "release-memory-after", d.Front.ReleaseMemoryAfter, "after this many new connections, at the first quiet sweeper tick, collect the storm's garbage so that freed memory goes back to the OS (0: never)")
 	fs.Float64Var(&cfg.Front.WriteDelayLoad, "write-delay-load", d.Front.WriteDelayLoad, "process CPU use (share of its cores) from which --write-delay applies; below two thirds of it frames are written as soon as possible (-1: the window always applies)")
 	fs.BoolVar(&cfg.Front.ArrayFrames, "array-frames", d.Front.ArrayFrames, "pack the packets waiting for one client into one JSON array frame (a SocketCluster batch) instead of one frame each; only clients that parse arrays (the npm socketcluster-client) can read them")
 	fs.DurationVar(&cfg.Front.WriteDelay, "write-delay", d.Front.WriteDelay, "coalescing window of a busy connection: publications within this time of its previous write go out together in one write; responses never wait (0: none, lowest latency, fewer messages/s)")

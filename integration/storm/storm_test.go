@@ -49,8 +49,9 @@ func envInt(name string, def int) int {
 
 // observers is the child process of observers (TestObserversProcess).
 type observers struct {
-	cmd   *exec.Cmd
-	lines chan []string // its output, once it exits
+	cmd  *exec.Cmd
+	lat  latencies     // its samples, as it reports them
+	done chan struct{} // closed once its output ends
 }
 
 // startObservers runs n observers of the probe channel on url, and the probe's publisher, in
@@ -68,19 +69,23 @@ func startObservers(t *testing.T, url string, n int) *observers {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	o := &observers{cmd: cmd, lines: make(chan []string, 1)}
+	o := &observers{cmd: cmd, done: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
+		defer close(o.done)
 		sc := bufio.NewScanner(out)
-		var lines []string
 		for sc.Scan() {
 			if sc.Text() == "READY" {
 				close(ready)
 				continue
 			}
-			lines = append(lines, sc.Text())
+			a, b, _ := strings.Cut(sc.Text(), " ")
+			sent, err1 := strconv.ParseInt(a, 10, 64)
+			d, err2 := strconv.ParseInt(b, 10, 64)
+			if err1 == nil && err2 == nil {
+				o.lat.add(sent, time.Duration(d))
+			}
 		}
-		o.lines <- lines
 	}()
 	select {
 	case <-ready:
@@ -90,24 +95,17 @@ func startObservers(t *testing.T, url string, n int) *observers {
 	return o
 }
 
-// stop ends the observers and reads their samples ("sent_ns latency_ns" lines).
+// stop ends the observers and returns their samples.
 func (o *observers) stop(t *testing.T) *latencies {
 	t.Helper()
 	_ = o.cmd.Process.Signal(syscall.SIGTERM)
-	var l latencies
 	select {
-	case lines := <-o.lines:
-		for _, line := range lines {
-			var sent, d int64
-			if _, err := fmt.Sscanf(line, "%d %d", &sent, &d); err == nil {
-				l.add(sent, time.Duration(d))
-			}
-		}
-	case <-time.After(2 * time.Minute): // a million samples or more, on the node's busy core
-		t.Fatal("observers did not report within 2 minutes")
+	case <-o.done:
+	case <-time.After(time.Minute):
+		t.Fatal("observers did not finish within a minute")
 	}
 	_ = o.cmd.Wait()
-	return &l
+	return &o.lat
 }
 
 // TestObserversProcess is the observers' child process (startObservers).
@@ -143,18 +141,42 @@ func TestObserversProcess(t *testing.T) {
 	fmt.Println("READY")
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
+	// The samples go out every second rather than all at the end: a million or more, printed
+	// at once by a process on the node's saturated core, took minutes.
+	w := bufio.NewWriter(os.Stdout)
+	flush := func() {
+		lat.mu.Lock()
+		at, d := lat.at, lat.d
+		lat.at, lat.d = nil, nil
+		lat.mu.Unlock()
+		for i := range at {
+			fmt.Fprintf(w, "%d %d\n", at[i], int64(d[i]))
+		}
+		w.Flush()
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	// Written by a goroutine of its own: a reader slow to take them must not hold the probe up.
+	stopped, flushed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(flushed)
+		out := time.NewTicker(time.Second)
+		defer out.Stop()
+		for {
+			select {
+			case <-stopped:
+				flush()
+				return
+			case <-out.C:
+				flush()
+			}
+		}
+	}()
 	for {
 		select {
 		case <-term:
-			lat.mu.Lock()
-			w := bufio.NewWriter(os.Stdout)
-			for i := range lat.at {
-				fmt.Fprintf(w, "%d %d\n", lat.at[i], int64(lat.d[i]))
-			}
-			w.Flush()
-			lat.mu.Unlock()
+			close(stopped)
+			<-flushed
 			return
 		case <-tick.C:
 			_ = probe.PublishRaw("probe", fmt.Appendf(nil, `{"t":%d}`, time.Now().UnixNano()))
@@ -229,6 +251,7 @@ func TestRecoveryStorm(t *testing.T) {
 }
 
 func storm(t *testing.T, recovering bool) {
+	steady := os.Getenv("STORM_STEADY") != ""
 	clients, rate := envInt("STORM_CLIENTS", 10_000), envInt("STORM_RATE", 5)
 	freezeFor := time.Duration(envInt("STORM_FREEZE_S", 10)) * time.Second
 	const observers = 100
@@ -319,7 +342,11 @@ func storm(t *testing.T, recovering bool) {
 			defer func() { <-sem; dialers.Done() }()
 			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
 			defer dcancel()
-			c, err := client.Dial(dctx, client.Options{URLs: []string{n2.URL(), n1.URL()}, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Dialer: dialer,
+			urls := []string{n2.URL(), n1.URL()}
+			if steady {
+				urls = urls[1:]
+			}
+			c, err := client.Dial(dctx, client.Options{URLs: urls, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Dialer: dialer,
 				AckTimeout: 60 * time.Second, ConnectTimeout: 30 * time.Second,
 				Recover: recovering, OnRecovery: func(_ string, ok bool, n int, why string) {
 					answers.Add(1)
@@ -349,44 +376,45 @@ func storm(t *testing.T, recovering bool) {
 	t.Logf("%d clients in %v: n1 holds %v connections, n2 %v", clients, time.Since(start).Round(time.Millisecond), c1, c2)
 	// Pinned once everything is set up (setting up 10,000 clients wants both cores).
 	pin(t, n1.Pid(), "0")
-	pin(t, obs.cmd.Process.Pid, "0")
+	pin(t, obs.cmd.Process.Pid, map[bool]string{true: os.Getenv("STORM_OBS_CPU"), false: "0"}[os.Getenv("STORM_OBS_CPU") != ""])
 	pin(t, os.Getpid(), "1")
 	pin(t, n2.Pid(), "1")
 	time.Sleep(3 * time.Second)
 	base := time.Now()
 	time.Sleep(5 * time.Second)
+	if steady {
+		diagnose(t, n1, &wg)
+		c0, o0, k0 := cpuOf(n1.Pid()), cpuOf(obs.cmd.Process.Pid), core0()
+		h0, _ := n1.Get("/metrics")
+		time.Sleep(20 * time.Second)
+		h1, _ := n1.Get("/metrics")
+		for _, h := range [][]byte{h0, h1} {
+			for _, l := range strings.Split(string(h), "\n") {
+				if strings.HasPrefix(l, "sockmesh_publish_to_write_seconds") {
+					t.Log(l)
+				}
+			}
+		}
+		c1, o1, k1 := cpuOf(n1.Pid()), cpuOf(obs.cmd.Process.Pid), core0()
+		t.Logf("over 20 s: n1 %.0f%% of a core, observers %.0f%%, core 0 busy %.0f%% (user/sys/softirq jiffies %v)", (c1-c0)/20, (o1-o0)/20, 0.0, [3]int{k1[0] - k0[0], k1[1] - k0[1], k1[2] - k0[2]})
+		lat := obs.stop(t)
+		var series []string
+		for at := base; at.Before(base.Add(25 * time.Second)); at = at.Add(time.Second) {
+			p, _ := lat.p(0.99, at, at.Add(time.Second))
+			series = append(series, strconv.Itoa(int(p.Milliseconds())))
+		}
+		p99, n := lat.p(0.99, base, base.Add(25*time.Second))
+		p50, _ := lat.p(0.5, base, base.Add(25*time.Second))
+		t.Logf("RESULT steady: n1 with %d clients at %d/s: observers p50/p99 %v/%v (%d samples); per second: %s", clients, rate, p50, p99, n, strings.Join(series, " "))
+		return
+	}
 
 	// The storm.
 	freeze := time.Now()
 	n2.Signal(syscall.SIGSTOP)
 	time.Sleep(freezeFor)
 	atKill, _ := n1.Metric("sockmesh_ws_connections")
-	// Diagnostics of n1, in the background: its CPU profile of the storm's first 5 s, its
-	// execution trace of the first 3 s, its goroutines 20 s in.
-	for env, d := range map[string]struct {
-		what  string
-		after time.Duration
-	}{"STORM_PROFILE": {"profile?seconds=5", 0}, "STORM_TRACE": {"trace?seconds=3", 0}, "STORM_GOROUTINES": {"goroutine?debug=1", 20 * time.Second}} {
-		path := os.Getenv(env)
-		if path == "" {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			time.Sleep(d.after)
-			req, _ := http.NewRequest(http.MethodGet, n1.AdminURL()+"/debug/pprof/"+d.what, nil)
-			req.Header.Set("Authorization", "Bearer "+n1.AdminToken)
-			resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-			if err != nil {
-				t.Logf("%s: %v", env, err)
-				return
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			_ = os.WriteFile(path, b, 0o644)
-		}()
-	}
+	diagnose(t, n1, &wg)
 	kill := time.Now()
 	n2.Kill()
 	var settled time.Time
@@ -429,6 +457,17 @@ func storm(t *testing.T, recovering bool) {
 	sMax, _ := lat.p(1, freeze, end)
 	bound := max(3*b99, b99+50*time.Millisecond)
 	paced, _ := n1.Metric("sockmesh_ws_paced_handshakes_total")
+	for _, l := range strings.Split(n1.Log(), "\n") {
+		if strings.Contains(l, "storm over") || strings.Contains(l, "write window") {
+			at := ""
+			if f := strings.Fields(l); len(f) > 0 {
+				if ts, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time=")); err == nil {
+					at = fmt.Sprintf("+%.1fs", ts.Sub(freeze).Seconds())
+				}
+			}
+			t.Logf("n1 %s: %s", at, l)
+		}
+	}
 	t.Logf("n1 held %v connections at the kill (clients whose writes to frozen n2 timed out left before); %v upgrades waited for --handshake-rate", atKill, paced)
 	t.Logf("RESULT %s: clients %d, feed %d/s, settled %v after the kill; answers %d (complete %d), replayed %d; observers p50/p99 before %v/%v (%d samples), during %v/%v max %v (%d samples); bound max(3x, +50ms) = %v",
 		map[bool]string{false: "plain", true: "recovering"}[recovering], clients, rate, settled.Sub(kill).Round(time.Millisecond),
@@ -441,4 +480,60 @@ func storm(t *testing.T, recovering bool) {
 	}
 	// Reported, not asserted (a timing on a shared machine): docs/benchmarks.md quotes it.
 	t.Logf("within the bound: %v", s99 <= bound)
+}
+
+// diagnose fetches n1's diagnostics in the background (STORM_PROFILE, STORM_TRACE,
+// STORM_GOROUTINES).
+func diagnose(t *testing.T, n1 *harness.Node, wg *sync.WaitGroup) {
+	for env, d := range map[string]struct {
+		what  string
+		after time.Duration
+	}{"STORM_PROFILE": {"profile?seconds=5", 0}, "STORM_TRACE": {"trace?seconds=3", 0}, "STORM_GOROUTINES": {"goroutine?debug=1", 20 * time.Second}} {
+		path := os.Getenv(env)
+		if path == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(d.after)
+			req, _ := http.NewRequest(http.MethodGet, n1.AdminURL()+"/debug/pprof/"+d.what, nil)
+			req.Header.Set("Authorization", "Bearer "+n1.AdminToken)
+			resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+			if err != nil {
+				t.Logf("%s: %v", env, err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			_ = os.WriteFile(path, b, 0o644)
+		}()
+	}
+}
+
+// cpuOf is the CPU time of process pid so far, in hundredths of a second (utime+stime).
+func cpuOf(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return float64(u + s)
+}
+
+// core0 is core 0's user, system and softirq time so far, in jiffies.
+func core0() [3]int {
+	b, _ := os.ReadFile("/proc/stat")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 7 && f[0] == "cpu0" {
+			u, _ := strconv.Atoi(f[1])
+			s, _ := strconv.Atoi(f[3])
+			q, _ := strconv.Atoi(f[7])
+			return [3]int{u, s, q}
+		}
+	}
+	return [3]int{}
 }
