@@ -130,6 +130,15 @@ func (g *Gate) Wait(ctx context.Context, n int, most time.Duration) error {
 	return nil
 }
 
+// Return gives back n units taken but not used, to the waiters first (at most a burst is kept).
+func (g *Gate) Return(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.refill()
+	g.tokens = min(g.tokens+float64(n), g.burst())
+	g.admit()
+}
+
 // Ahead estimates how long a waiter arriving now would wait.
 func (g *Gate) Ahead() time.Duration {
 	g.mu.Lock()
@@ -169,6 +178,12 @@ func (g *Gate) release() {
 	defer g.mu.Unlock()
 	g.timer = nil
 	g.refill()
+	g.admit()
+}
+
+// admit lets through the waiters the tokens cover, in order, and schedules the next release;
+// g.mu held.
+func (g *Gate) admit() {
 	for len(g.queue) > 0 && g.tokens >= min(g.queue[0].n, g.burst()) { // (the burst may have shrunk)
 		w := g.queue[0]
 		g.queue[0] = nil

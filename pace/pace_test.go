@@ -206,3 +206,28 @@ func TestGateSplitsALargeWaiter(t *testing.T) {
 		t.Fatal("took more than a burst at once")
 	}
 }
+
+// A unit given back goes to the first waiter at once, and never raises the gate above a burst.
+func TestGateReturnGoesToTheWaiters(t *testing.T) {
+	g := NewGate(1) // a burst of 1, then one a second
+	if !g.TryTake(1) {
+		t.Fatal("the first unit was not there")
+	}
+	admitted := make(chan error, 1)
+	go func() { admitted <- g.Wait(context.Background(), 1, 0) }()
+	for g.Waiting() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	g.Return(1)
+	if err := <-admitted; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("the waiter got the returned unit after %v", d)
+	}
+	g.Return(5)
+	if !g.TryTake(1) || g.TryTake(1) {
+		t.Fatal("five returned units let more than a burst through")
+	}
+}

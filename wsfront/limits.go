@@ -22,13 +22,15 @@ type Limits struct {
 	// HandshakeRatePerIP is the sustained rate of new connections accepted from one remote
 	// address, per second, with an equal burst; zero value 1,000/s.
 	HandshakeRatePerIP float64
-	// HandshakeRate paces new connections node-wide, per second (a burst of 10 ms' worth):
-	// past it an upgrade waits its turn, up to HandshakeWait, and is then
-	// refused with 503, so that a storm of reconnecting clients (the clients of a node that
-	// died) is spread out instead of crowding out this node's other clients. Zero value
-	// 2,000/s; negative: unpaced.
+	// HandshakeRate paces new connections node-wide, per second (a burst of 10 ms' worth), so
+	// that a storm of reconnecting clients (the clients of a node that died) is spread out
+	// instead of crowding out this node's other clients. Serve accepts a connection only in
+	// its turn (the rest wait in the kernel's accept queue); through ServeHTTP an upgrade
+	// waits its turn up to HandshakeWait and is then refused with 503. Zero value 2,000/s;
+	// negative: unpaced.
 	HandshakeRate float64
-	// HandshakeWait is the longest an upgrade waits for HandshakeRate; zero value 10 s.
+	// HandshakeWait is the longest an upgrade served through ServeHTTP waits for
+	// HandshakeRate; zero value 10 s.
 	HandshakeWait time.Duration
 	// PublishRate is the sustained rate of publications one connection may make, per
 	// second, with an equal burst; zero value 5,000/s. An acknowledged publish over the

@@ -233,25 +233,9 @@ func TestEventRateLimit(t *testing.T) {
 func TestHandshakeRatePacesABurst(t *testing.T) {
 	const rate, n = 200, 60 // burst 2: 60 connections take about 0.3 s
 	_, url := startFront(t, Config{Limits: Limits{HandshakeRate: rate, HandshakeRatePerIP: -1, HandshakeWait: 5 * time.Second}})
-	start := time.Now()
-	var wg sync.WaitGroup
-	var failed atomic.Int32
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, _, err := websocket.DefaultDialer.Dial(url, nil)
-			if err != nil {
-				failed.Add(1)
-				return
-			}
-			c.Close()
-		}()
-	}
-	wg.Wait()
-	took := time.Since(start)
-	if failed.Load() != 0 || took < 250*time.Millisecond {
-		t.Fatalf("%d connections at %d/s: %d failed, all in %v (want all, spread over about %v)", n, rate, failed.Load(), took, time.Second*n/rate)
+	failed, took := dialBurst(t, url, n)
+	if failed != 0 || took < 250*time.Millisecond {
+		t.Fatalf("%d connections at %d/s: %d failed, all in %v (want all, spread over about %v)", n, rate, failed, took, time.Second*n/rate)
 	}
 	// A wait past HandshakeWait is refused at once with 503 and Retry-After.
 	_, url2 := startFront(t, Config{Limits: Limits{HandshakeRate: 1, HandshakeRatePerIP: -1, HandshakeWait: 100 * time.Millisecond}})
@@ -264,4 +248,104 @@ func TestHandshakeRatePacesABurst(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("second connection within the second at 1/s: %v %+v", err, resp)
 	}
+}
+
+// serveOwn runs srv.Serve on a loopback listener (the node's way) and returns the WebSocket URL.
+func serveOwn(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	srv := New(cfg, &memBroker{subs: map[string]map[*Socket]bool{}}, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { ln.Close(); srv.Close() })
+	return srv, "ws://" + ln.Addr().String() + "/socketcluster/"
+}
+
+// On its own listener the node takes connections in their turn of the handshake rate: a
+// burst waits in the kernel's accept queue, costing the node nothing, and is served in order
+// rather than held or refused once read (the handler path refuses past HandshakeWait).
+func TestServeAcceptsInTurn(t *testing.T) {
+	const rate, n = 100, 40 // a burst of 1: 40 connections take about 0.4 s
+	srv, url := serveOwn(t, Config{Limits: Limits{HandshakeRate: rate, HandshakeRatePerIP: -1, HandshakeWait: 50 * time.Millisecond}})
+	failed, took := dialBurst(t, url, n)
+	if failed != 0 || took < 300*time.Millisecond {
+		t.Fatalf("%d connections at %d/s: %d failed, all in %v (want all, spread over about %v)", n, rate, failed, took, time.Second*n/rate)
+	}
+	if p := testutil.ToFloat64(srv.cfg.Metrics.PacedHandshakes); p == 0 {
+		t.Fatal("no paced accept counted")
+	}
+	if r := testutil.ToFloat64(srv.cfg.Metrics.Refused.WithLabelValues("node_rate")); r != 0 {
+		t.Fatalf("%v refused for the node rate", r)
+	}
+}
+
+// A connection that does not become a socket gives its turn back: strangers' bytes, a client
+// that leaves before its turn and requests that are refused do not use up the rate that
+// clients behind them wait for.
+func TestServeReturnsUnusedTurns(t *testing.T) {
+	const rate = 2 // a turn every 0.5 s
+	_, url := serveOwn(t, Config{Limits: Limits{HandshakeRate: rate, HandshakeRatePerIP: -1}})
+	addr := strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/socketcluster/")
+	c, _, err := websocket.DefaultDialer.Dial(url, nil) // takes the first turn
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, send := range []string{
+		"",                                       // connects and leaves
+		"\x16\x03\x01\x02\x00\x01\x00\x01",       // a TLS hello on the plain port
+		"GET /other HTTP/1.1\r\nHost: x\r\n\r\n", // the wrong path: 400
+		"GET /socketcluster/ HTTP/1.1\r\nHost: x\r\n\r\n", // not an upgrade: 400
+		"\xff\xfe garbage\r\n\r\n",
+		"GET /socketcluster/ HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
+	} {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if send != "" {
+			_, _ = nc.Write([]byte(send))
+		}
+		defer nc.Close()
+		if send == "" {
+			nc.Close()
+		}
+	}
+	// Six connections ahead: without their turns back the client would wait about 3 s.
+	start := time.Now()
+	c2, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the client behind six unused turns was served after %v (want about one turn, 0.5 s)", took)
+	}
+}
+
+// dialBurst opens n WebSocket connections to url at once and closes them: how many failed
+// (refusals logged), and how long all took.
+func dialBurst(t *testing.T, url string, n int) (failed int32, took time.Duration) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	var f atomic.Int32
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+			if err != nil {
+				f.Add(1)
+				if resp != nil {
+					t.Logf("refused: %s", resp.Status)
+				}
+				return
+			}
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	return f.Load(), time.Since(start)
 }

@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Publishes:         c("publishes_total", "Accepted client publications."),
 		PublishFailures:   cv("publish_failures_total", "Refused client publications, by reason.", "reason"),
 		Events:            cv("events_total", "Application events from clients, by kind.", "kind"),
-		PacedHandshakes:   c("paced_handshakes_total", "Upgrades that waited for the node-wide connection rate (--handshake-rate)."),
+		PacedHandshakes:   c("paced_handshakes_total", "Connections that waited for their turn of the node-wide connection rate (--handshake-rate)."),
 		HookCalls:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_ws_hook_calls_total", Help: "Decision hook calls, by action and result (allowed, denied, failed)."}, []string{"action", "result"}),
 		WriteTimeouts:     c("write_timeouts_total", "Connections cut because one write to them took longer than --write-timeout (a client that stopped reading with its kernel buffers full)."),
 		HandlerPanics:     c("handler_panics_total", "Panics in an application handler, middleware or hook (the connection is closed with 1011; the node keeps serving)."),

@@ -27,6 +27,9 @@ import (
 func (s *Server) Serve(ln net.Listener) error {
 	var backoff time.Duration
 	for {
+		if s.hsGate != nil {
+			s.acceptTurn()
+		}
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -39,7 +42,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		s.workers.run(func() { s.serveConn(c) })
+		s.workers.run(func() { s.serveConn(c, s.hsGate != nil) })
 	}
 }
 
@@ -60,7 +63,9 @@ var upgradeBufPool = sync.Pool{New: func() any {
 	return u
 }}
 
-func (s *Server) serveConn(c net.Conn) {
+// serveConn reads the upgrade request of c and serves it. inTurn: c was accepted in its turn of
+// the node's handshake rate (acceptTurn), which it gives back unless it becomes a socket.
+func (s *Server) serveConn(c net.Conn, inTurn bool) {
 	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
 	_ = c.SetDeadline(deadline)
 	var tlsState *tls.ConnectionState
@@ -87,16 +92,22 @@ func (s *Server) serveConn(c net.Conn) {
 	}()
 	req, err := http.ReadRequest(u.br)
 	if err != nil {
+		if inTurn {
+			s.hsGate.Return(1) // a client that left, or a stranger's bytes: no upgrade done
+		}
 		_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request")
 		_ = c.Close()
 		return
 	}
 	req.RemoteAddr = c.RemoteAddr().String()
 	req.TLS = tlsState
-	w := &connWriter{c: c, u: u, header: http.Header{}}
+	w := &connWriter{c: c, u: u, header: http.Header{}, inTurn: inTurn}
 	s.ServeHTTP(w, req)
 	if w.hijacked {
 		return // the socket owns the connection; gorilla cleared the deadlines
+	}
+	if inTurn {
+		s.hsGate.Return(1) // refused, or not an upgrade: the turn goes to the next connection
 	}
 	w.finish()
 	_ = c.Close()
@@ -110,6 +121,7 @@ type connWriter struct {
 	status   int
 	body     bytes.Buffer
 	hijacked bool
+	inTurn   bool // accepted in its turn of the handshake rate (Server.acceptTurn)
 }
 
 func (w *connWriter) Header() http.Header { return w.header }

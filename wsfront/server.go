@@ -153,7 +153,7 @@ func (s *Server) OnClose(f func(*Socket)) { s.onClose = append(s.onClose, f) }
 // node's governor: HandshakeGate); false when the wait would pass Limits.HandshakeWait
 // (answered 503) or the client left.
 func (s *Server) paceHandshake(w http.ResponseWriter, r *http.Request) bool {
-	if s.hsGate == nil || s.hsGate.TryTake(1) {
+	if cw, ok := w.(*connWriter); ok && cw.inTurn || s.hsGate == nil || s.hsGate.TryTake(1) {
 		return true
 	}
 	s.cfg.Metrics.PacedHandshakes.Inc()
@@ -169,6 +169,22 @@ func (s *Server) paceHandshake(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "sockmesh: node connection rate limit: retry later", http.StatusServiceUnavailable)
 	}
 	return false
+}
+
+// acceptTurn waits, before the accept loop takes the next connection, for that connection's
+// turn of the node's handshake rate. A storm of reconnecting clients then waits in the
+// kernel's accept queue (and, once that is full, in their own SYN retries), costing this
+// process nothing, rather than being accepted, read, parsed and held or refused here: 10,000
+// clients of a dead node arriving within a second were 230–370 ms of one core spent before any
+// gate could hold them, the worst second of every storm (docs/benchmarks.md, "Recovery
+// storm"). A connection that does not become a socket gives its turn back (serveConn), so
+// strangers' bytes and refused requests do not use up the rate that clients wait for.
+func (s *Server) acceptTurn() {
+	if s.hsGate.TryTake(1) {
+		return
+	}
+	s.cfg.Metrics.PacedHandshakes.Inc()
+	_ = s.hsGate.Wait(context.Background(), 1, 0)
 }
 
 // HandshakeGate is the gate that paces new connections (nil when unpaced), for the node's

@@ -415,6 +415,20 @@ func storm(t *testing.T, recovering bool) {
 	time.Sleep(freezeFor)
 	atKill, _ := n1.Metric("sockmesh_ws_connections")
 	diagnose(t, n1, &wg)
+	// Where core 0's time goes, second by second: n1, the observers, and the core's softirq
+	// and idle time (jiffies of 10 ms).
+	var cpuSeries []string
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		pc, po, pk := cpuOf(n1.Pid()), cpuOf(obs.cmd.Process.Pid), core0()
+		for i := 0; i < 40; i++ {
+			time.Sleep(time.Second)
+			c, o, k := cpuOf(n1.Pid()), cpuOf(obs.cmd.Process.Pid), core0()
+			cpuSeries = append(cpuSeries, fmt.Sprintf("%.0f/%.0f/%d/%d", c-pc, o-po, k[2]-pk[2], k[3]-pk[3]))
+			pc, po, pk = c, o, k
+		}
+	}()
 	kill := time.Now()
 	n2.Kill()
 	var settled time.Time
@@ -448,6 +462,8 @@ func storm(t *testing.T, recovering bool) {
 	}
 	t.Logf("observers' p99 per second (ms) from the freeze (kill at +%v): %s", kill.Sub(freeze).Round(time.Second), strings.Join(series, " "))
 
+	<-sampled
+	t.Logf("core 0 per second from the kill, n1/observers/softirq/idle (%% of the core): %s", strings.Join(cpuSeries, " "))
 	b99, bn := lat.p(0.99, base, freeze)
 	b50, _ := lat.p(0.50, base, freeze)
 	// The storm lasts from n2's failure (the freeze: clients start leaving when their writes to
@@ -468,7 +484,7 @@ func storm(t *testing.T, recovering bool) {
 			t.Logf("n1 %s: %s", at, l)
 		}
 	}
-	t.Logf("n1 held %v connections at the kill (clients whose writes to frozen n2 timed out left before); %v upgrades waited for --handshake-rate", atKill, paced)
+	t.Logf("n1 held %v connections at the kill (clients whose writes to frozen n2 timed out left before); %v connections waited for their turn of --handshake-rate", atKill, paced)
 	t.Logf("RESULT %s: clients %d, feed %d/s, settled %v after the kill; answers %d (complete %d), replayed %d; observers p50/p99 before %v/%v (%d samples), during %v/%v max %v (%d samples); bound max(3x, +50ms) = %v",
 		map[bool]string{false: "plain", true: "recovering"}[recovering], clients, rate, settled.Sub(kill).Round(time.Millisecond),
 		answers.Load(), complete.Load(), missed.Load(), b50.Round(time.Microsecond*100), b99.Round(time.Microsecond*100), bn,
@@ -523,8 +539,8 @@ func cpuOf(pid int) float64 {
 	return float64(u + s)
 }
 
-// core0 is core 0's user, system and softirq time so far, in jiffies.
-func core0() [3]int {
+// core0 is core 0's user, system, softirq and idle time so far, in jiffies.
+func core0() [4]int {
 	b, _ := os.ReadFile("/proc/stat")
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -532,8 +548,9 @@ func core0() [3]int {
 			u, _ := strconv.Atoi(f[1])
 			s, _ := strconv.Atoi(f[3])
 			q, _ := strconv.Atoi(f[7])
-			return [3]int{u, s, q}
+			i, _ := strconv.Atoi(f[4])
+			return [4]int{u, s, q, i}
 		}
 	}
-	return [3]int{}
+	return [4]int{}
 }
