@@ -127,16 +127,20 @@ func TestGovernorSteps(t *testing.T) {
 	if s := g.Share(); s != 1 {
 		t.Fatalf("share after one look a little over: %v", s)
 	}
-	g.step(15 * time.Millisecond) // twice in a row
-	g.step(40 * time.Millisecond) // far over
-	if s := g.Share(); math.Abs(s-0.49) > 1e-9 {
+	g.step(15 * time.Millisecond) // twice in a row: cut by target/p99, 2/3
+	g.step(40 * time.Millisecond) // far over: cut by half at most
+	if s := g.Share(); math.Abs(s-1.0/3) > 1e-9 {
 		t.Fatalf("share after three slow looks: %v", s)
 	}
-	if r := gate.Rate(); math.Abs(r-490) > 1e-6 {
+	if r := gate.Rate(); math.Abs(r-1000.0/3) > 1e-6 {
 		t.Fatalf("gate rate %v", r)
 	}
+	g.step(12 * time.Millisecond) // a little over: cut by 30 % at least
+	if s := g.Share(); math.Abs(s-0.7/3) > 1e-9 {
+		t.Fatalf("share after a look a little over: %v", s)
+	}
 	g.step(7 * time.Millisecond) // between half the target and the target: hold
-	if s := g.Share(); math.Abs(s-0.49) > 1e-9 {
+	if s := g.Share(); math.Abs(s-0.7/3) > 1e-9 {
 		t.Fatalf("share held: %v", s)
 	}
 	for range 100 {
