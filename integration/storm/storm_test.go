@@ -420,7 +420,7 @@ func storm(t *testing.T, recovering bool) {
 	atKill, _ := n1.Metric("sockmesh_ws_connections")
 	diagnose(t, n1, &wg)
 	// Where core 0's time goes, second by second: n1, the observers, and the core's softirq
-	// and idle time (jiffies of 10 ms).
+	// and idle time (jiffies of 10 ms); and n1's pace share (sockmesh_pace_share).
 	var cpuSeries []string
 	sampled, stopSampling := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -434,7 +434,8 @@ func storm(t *testing.T, recovering bool) {
 			}
 			c, o, k, now := cpuOf(n1.Pid()), cpuOf(obs.cmd.Process.Pid), core0(), time.Now()
 			d := now.Sub(pt).Seconds() // a second, or more when this process was held up
-			cpuSeries = append(cpuSeries, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f", (c-pc)/d, (o-po)/d, float64(k[2]-pk[2])/d, float64(k[3]-pk[3])/d))
+			share, _ := n1.Metric("sockmesh_pace_share")
+			cpuSeries = append(cpuSeries, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f/%.2f", (c-pc)/d, (o-po)/d, float64(k[2]-pk[2])/d, float64(k[3]-pk[3])/d, share))
 			pc, po, pk, pt = c, o, k, now
 		}
 	}()
@@ -473,7 +474,7 @@ func storm(t *testing.T, recovering bool) {
 	t.Logf("observers' p99 per second (ms) from the freeze (kill at +%v): %s", kill.Sub(freeze).Round(time.Second), strings.Join(series, " "))
 
 	<-sampled
-	t.Logf("core 0 per second from the kill, n1/observers/softirq/idle (%% of the core): %s", strings.Join(cpuSeries, " "))
+	t.Logf("core 0 per second from the kill, n1/observers/softirq/idle (%% of the core)/pace share: %s", strings.Join(cpuSeries, " "))
 	b99, bn := lat.p(0.99, base, freeze)
 	b50, _ := lat.p(0.50, base, freeze)
 	// The storm lasts from n2's failure (the freeze: clients start leaving when their writes to
