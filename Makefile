@@ -43,12 +43,13 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=3s -fuzzminimizetime=100x ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzLocalInterest$$' -fuzztime=3s -fuzzminimizetime=100x ./mesh
 	$(GO) test -run='^$$' -fuzz='^FuzzSplitPosition$$' -fuzztime=3s -fuzzminimizetime=100x ./node
+	$(GO) test -run='^$$' -fuzz='^FuzzServeFetch$$' -fuzztime=3s -fuzzminimizetime=100x ./node
 	$(GO) test -run='^$$' -fuzz='^FuzzRequestBodies$$' -fuzztime=3s -fuzzminimizetime=100x ./httpapi
 	$(GO) test -run='^$$' -fuzz='^FuzzRetryAfter$$' -fuzztime=3s -fuzzminimizetime=100x ./client
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsframe:FuzzParse wsframe:FuzzCloseGuard scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest node:FuzzSplitPosition node:FuzzFetchReply httpapi:FuzzRequestBodies client:FuzzRetryAfter
+FUZZ_TARGETS := wsframe:FuzzParse wsframe:FuzzCloseGuard scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest node:FuzzSplitPosition node:FuzzFetchReply node:FuzzServeFetch httpapi:FuzzRequestBodies client:FuzzRetryAfter
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done

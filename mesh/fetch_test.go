@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,5 +100,81 @@ func TestFetch(t *testing.T) {
 	b.fetch.mu.Unlock()
 	if left != 1 { // the injected one only
 		t.Fatalf("%d fetches left pending", left)
+	}
+}
+
+// A member that floods a peer with fetch requests as large as a frame carries, from many
+// goroutines at once, gets at most the peer's rate answered and the rest refused, while the
+// peer's publications to another member go on: all arrive, in order. (Requests the flooding
+// member's own send queue drops end with its own timeout: its problem, counted.)
+func TestFetchFloodFromAMember(t *testing.T) {
+	const rate, pubs = 20, 1000
+	var served atomic.Int64
+	a := startMesh(t, "a", nil, func(c *Config) {
+		c.FetchRate = rate
+		c.Fetch = func(_ string, req []byte, _ int) []byte {
+			served.Add(1)
+			return req[:min(len(req), 16)]
+		}
+	})
+	b := startMesh(t, "b", []string{a.GossipEndpoint()})
+	c := startMesh(t, "c", []string{a.GossipEndpoint()})
+	waitFor(t, 10*time.Second, "ready", func() bool {
+		return a.Ready() && b.Ready() && c.Ready() && len(a.Status().Peers) == 2
+	})
+	c.AddInterest("live")
+	waitInterest(t, []*testNode{a}, "c", "live", true)
+
+	big := bytes.Repeat([]byte{0xff}, b.frameBudget()-len("flood")-1024)
+	start := time.Now()
+	stop := make(chan struct{})
+	var sent, answered, refused, timedOut, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_, err := b.Fetch(ctx, a.SerfName(), "flood", big)
+				cancel()
+				sent.Add(1)
+				switch {
+				case err == nil:
+					answered.Add(1)
+				case errors.Is(err, ErrFetchRefused):
+					refused.Add(1)
+				case errors.Is(err, context.DeadlineExceeded):
+					timedOut.Add(1)
+				default:
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for i := range pubs {
+		a.Publish("live", []byte(strconv.Itoa(i)))
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	took := time.Since(start)
+	waitFor(t, 10*time.Second, "c receives every publication", func() bool { return c.rec.count("live") >= pubs })
+	for i, got := range c.rec.get("live") {
+		if got != strconv.Itoa(i) {
+			t.Fatalf("publication %d arrived as %q: out of order or duplicated", i, got)
+		}
+	}
+	t.Logf("%d fetches of %d KiB in %v: %d answered, %d refused, %d timed out, %d failed", sent.Load(), len(big)>>10, took.Round(time.Millisecond), answered.Load(), refused.Load(), timedOut.Load(), failed.Load())
+	if most := int64(rate*took.Seconds()) + rate + 1; served.Load() > most {
+		t.Fatalf("the handler ran %d times in %v at %d/s (at most %d)", served.Load(), took, rate, most)
+	}
+	if refused.Load() == 0 || failed.Load() != 0 {
+		t.Fatalf("%d refused, %d failed otherwise than by timing out (want refusals, no other failure)", refused.Load(), failed.Load())
 	}
 }

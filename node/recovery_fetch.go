@@ -50,6 +50,11 @@ const (
 	maxFetchPages = 64
 	// maxOriginLen bounds an origin name in a peer's reply (Serf names are far shorter).
 	maxOriginLen = 512
+	// maxFetchRequest bounds a peer's request, a position, before it is parsed: over 2,000
+	// origins, far more than the nodes that publish on one channel within its retention. A
+	// frame-sized request (1.1 MiB, some 35,000 origins) took about 25 ms to parse and look
+	// up, and a member sending them at --mesh-fetch-rate (50/s) would have kept a core busy.
+	maxFetchRequest = 64 << 10
 )
 
 // holdSub is the placeholder subscriber that keeps a node receiving a channel while a peer is
@@ -126,6 +131,9 @@ func decodeFetchReply(b []byte) (pubs []fetchedPub, recovered, more bool, reason
 // on ch after the request's position, oldest first, as many as fit max bytes, and whether
 // they are all the client missed (as for a client of this node).
 func (b *Broker) ServeFetch(ch string, request []byte, max int) []byte {
+	if len(request) > maxFetchRequest {
+		return appendReplyHead(nil, false, false, "the request is larger than any position")
+	}
 	var pos Position
 	if json.Unmarshal(request, &pos) != nil {
 		return appendReplyHead(nil, false, false, "the request is not a position")

@@ -58,6 +58,34 @@ func TestServeFetch(t *testing.T) {
 	if got, _, _, _, err := decodeFetchReply(b.ServeFetch("rc.a", req(math.MaxUint64), 1<<20)); len(got) != 0 || err != nil {
 		t.Errorf("after 2^64-1: %d pubs, %v", len(got), err)
 	}
+	// A request past maxFetchRequest is refused before it is parsed (a position of 100,000
+	// origins, 3.4 MB of JSON, took 74 ms to answer); one just under it is answered.
+	position := func(origins int) string {
+		var s strings.Builder
+		s.WriteString(`{"seqs":{"me-1":5`)
+		for i := range origins {
+			fmt.Fprintf(&s, `,"o%d-%d":%d`, i, i, uint64(math.MaxUint64)-uint64(i))
+		}
+		s.WriteString(`},"time":1}`)
+		return s.String()
+	}
+	huge := position(100_000)
+	hb := []byte(huge)
+	start := time.Now()
+	out := b.ServeFetch("rc.a", hb, 1<<20)
+	took := time.Since(start)
+	got, rec, _, why, err := decodeFetchReply(out)
+	if err != nil || rec || len(got) != 0 || !strings.Contains(why, "larger") {
+		t.Errorf("a position of 100,000 origins (%d bytes): %d pubs, complete %v, %q, %v", len(huge), len(got), rec, why, err)
+	}
+	t.Logf("a position of 100,000 origins (%d KiB) refused in %v", len(huge)>>10, took)
+	fits := position(1500)
+	if len(fits) > maxFetchRequest {
+		t.Fatalf("test position of %d bytes", len(fits))
+	}
+	if got, _, _, _, err := decodeFetchReply(b.ServeFetch("rc.a", []byte(fits), 1<<20)); err != nil || len(got) != 15 || got[0].seq != 6 {
+		t.Errorf("a position of 1,500 origins (%d bytes): %d pubs, %v", len(fits), len(got), err)
+	}
 	// An origin of the channel keeps receiving it (and vouching) without a subscriber.
 	b.UnsubscribeSub(nopSub{}, "rc.a")
 	if got, rec, _, _, _ := decodeFetchReply(b.ServeFetch("rc.a", req(15), 1<<20)); len(got) != 5 || !rec {
@@ -205,4 +233,37 @@ func (r *recordSub) lastOrigin(t *testing.T) string {
 	}
 	rest := f[i+len(`"pos":["`):]
 	return rest[:strings.IndexByte(rest, '"')]
+}
+
+// FuzzServeFetch: any request bytes from a peer get an answer that decodes and fits the bound
+// (or is only the answer's head), without panic and without making a ring.
+func FuzzServeFetch(f *testing.F) {
+	b := NewBroker(1, nil, nil, nil)
+	b.SetRecovery(RecoverConfig{Channels: []string{"rc.*"}}, "me-1")
+	b.SubscribeSub(nopSub{}, "rc.a")
+	time.Sleep(interestSettle + 10*time.Millisecond)
+	for i := 1; i <= 50; i++ {
+		b.Publish("rc.a", []byte(fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	f.Add([]byte(`{"seqs":{"me-1":10},"time":1}`), uint32(1<<20))
+	f.Add([]byte(`{"seqs":{"me-1":18446744073709551615,"x":1},"time":-1}`), uint32(40))
+	f.Add([]byte(`{"seqs":{"":0}}`), uint32(0))
+	f.Add([]byte(`{"seqs":null,"time":9223372036854775807}`), uint32(7))
+	f.Add([]byte("\xff\xfe"), uint32(1<<20))
+	f.Fuzz(func(t *testing.T, req []byte, max uint32) {
+		m := int(max % (2 << 20))
+		for _, ch := range []string{"rc.a", "rc.b"} {
+			out := b.ServeFetch(ch, req, m)
+			pubs, _, _, _, err := decodeFetchReply(out)
+			if err != nil {
+				t.Fatalf("%s: the answer does not decode: %v", ch, err)
+			}
+			if len(pubs) > 0 && len(out) > m {
+				t.Fatalf("%s: %d bytes with publications for a bound of %d", ch, len(out), m)
+			}
+		}
+		if b.rec.lockRingIfAny("rc.b") != nil {
+			t.Fatal("a peer's request made a ring")
+		}
+	})
 }

@@ -23,7 +23,8 @@ import (
 // doubles the heap an idle connection leaves behind. Here the request is read with
 // http.ReadRequest through pooled buffers that go back to the pool once the upgrade is
 // done, and the accepting goroutine becomes the connection's first reader. Requests that
-// are not upgrades get their answer (ServeHTTP's) and the connection is closed.
+// are not upgrades get their answer (ServeHTTP's) and the connection is closed. With a
+// node-wide handshake rate, a connection is accepted only in its turn (acceptTurn).
 func (s *Server) Serve(ln net.Listener) error {
 	var backoff time.Duration
 	for {
@@ -34,6 +35,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return err
+			}
+			if s.hsGate != nil {
+				s.hsGate.Return(1) // the turn taken for a connection that did not come
 			}
 			// Out of descriptors and the like: wait a little rather than spin.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -66,6 +70,16 @@ var upgradeBufPool = sync.Pool{New: func() any {
 // serveConn reads the upgrade request of c and serves it. inTurn: c was accepted in its turn of
 // the node's handshake rate (acceptTurn), which it gives back unless it becomes a socket.
 func (s *Server) serveConn(c net.Conn, inTurn bool) {
+	upgraded := false
+	if inTurn {
+		defer func() {
+			if !upgraded {
+				// A client that left, a stranger's bytes, a refused request or one that is
+				// not an upgrade: the turn goes to the next connection.
+				s.hsGate.Return(1)
+			}
+		}()
+	}
 	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
 	_ = c.SetDeadline(deadline)
 	var tlsState *tls.ConnectionState
@@ -92,9 +106,6 @@ func (s *Server) serveConn(c net.Conn, inTurn bool) {
 	}()
 	req, err := http.ReadRequest(u.br)
 	if err != nil {
-		if inTurn {
-			s.hsGate.Return(1) // a client that left, or a stranger's bytes: no upgrade done
-		}
 		_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request")
 		_ = c.Close()
 		return
@@ -104,10 +115,8 @@ func (s *Server) serveConn(c net.Conn, inTurn bool) {
 	w := &connWriter{c: c, u: u, header: http.Header{}, inTurn: inTurn}
 	s.ServeHTTP(w, req)
 	if w.hijacked {
+		upgraded = true
 		return // the socket owns the connection; gorilla cleared the deadlines
-	}
-	if inTurn {
-		s.hsGate.Return(1) // refused, or not an upgrade: the turn goes to the next connection
 	}
 	w.finish()
 	_ = c.Close()
