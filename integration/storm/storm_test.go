@@ -16,6 +16,7 @@ package storm
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -385,7 +386,7 @@ func storm(t *testing.T, recovering bool) {
 	t.Logf("%d clients in %v: n1 holds %v connections, n2 %v", clients, time.Since(start).Round(time.Millisecond), c1, c2)
 	// Pinned once everything is set up (setting up 10,000 clients wants both cores).
 	pin(t, n1.Pid(), "0")
-	pin(t, obs.cmd.Process.Pid, map[bool]string{true: os.Getenv("STORM_OBS_CPU"), false: "0"}[os.Getenv("STORM_OBS_CPU") != ""])
+	pin(t, obs.cmd.Process.Pid, cmp.Or(os.Getenv("STORM_OBS_CPU"), "0"))
 	pin(t, os.Getpid(), "1")
 	pin(t, n2.Pid(), "1")
 	time.Sleep(3 * time.Second)
