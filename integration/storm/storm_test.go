@@ -340,6 +340,8 @@ func storm(t *testing.T, recovering bool) {
 	}}
 	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, NetDialContext: nd.DialContext}
 	var reasons sync.Map
+	var lost sync.Map // why clients that had recovered were disconnected again
+	var relost atomic.Int64
 	var dialers sync.WaitGroup
 	errs := make(chan error, clients)
 	sem := make(chan struct{}, 64)
@@ -349,6 +351,7 @@ func storm(t *testing.T, recovering bool) {
 		go func() {
 			defer func() { <-sem; dialers.Done() }()
 			var once sync.Once
+			var back atomic.Bool // answered once: a disconnection after it is a second storm for this client
 			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
 			defer dcancel()
 			urls := []string{n2.URL(), n1.URL()}
@@ -357,8 +360,14 @@ func storm(t *testing.T, recovering bool) {
 			}
 			c, err := client.Dial(dctx, client.Options{URLs: urls, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Dialer: dialer,
 				AckTimeout: 60 * time.Second, ConnectTimeout: 30 * time.Second,
+				OnDisconnect: func(code int, reason string) {
+					if back.Load() {
+						lost.Store(fmt.Sprintf("%d %s", code, reason), true)
+						relost.Add(1)
+					}
+				},
 				Recover: recovering, OnRecovery: func(_ string, ok bool, n int, why string) {
-					once.Do(func() { answered.Add(1) })
+					once.Do(func() { answered.Add(1); back.Store(true) })
 					answers.Add(1)
 					missed.Add(int64(n))
 					if ok {
@@ -499,6 +508,11 @@ func storm(t *testing.T, recovering bool) {
 		map[bool]string{false: "plain", true: "recovering"}[recovering], clients, rate, settled.Sub(kill).Round(time.Millisecond),
 		answered.Load(), answers.Load(), complete.Load(), missed.Load(), b50.Round(time.Microsecond*100), b99.Round(time.Microsecond*100), bn,
 		s50.Round(time.Microsecond*100), s99.Round(time.Microsecond*100), sMax.Round(time.Millisecond), sn, bound.Round(time.Millisecond))
+	if relost.Load() > 0 {
+		var why []string
+		lost.Range(func(k, _ any) bool { why = append(why, k.(string)); return true })
+		t.Logf("%d disconnections of clients that had recovered: %q", relost.Load(), why)
+	}
 	if recovering && (answered.Load() != int64(clients) || complete.Load() != answers.Load()) {
 		var why []string
 		reasons.Range(func(k, _ any) bool { why = append(why, k.(string)); return true })
