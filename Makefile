@@ -36,20 +36,10 @@ unit:
 # 1.26's fuzzing coordinator can fail a target with a bare "context deadline exceeded" when
 # the time runs out while a worker is busy (golang/go#75804, fixed in Go 1.27), as it did to
 # FuzzRepairReceiver once in a clean-clone `make test`.
+FUZZ_SHORT := wsframe:FuzzParse:20000 wsframe:FuzzCloseGuard:20000 scproto:FuzzDecode:150000 access:FuzzAuthVerify:12000 scproto:FuzzScanner:120000 mesh:FuzzZMTPGuard:15000 mesh:FuzzRepairReceiver:12000 mesh:FuzzOpenEnvelope:8000 mesh:FuzzLocalInterest:8000 node:FuzzSplitPosition:10000 node:FuzzServeFetch:5000 httpapi:FuzzRequestBodies:2000 client:FuzzRetryAfter:8000
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=20000x -fuzzminimizetime=100x ./wsframe
-	$(GO) test -run='^$$' -fuzz='^FuzzCloseGuard$$' -fuzztime=20000x -fuzzminimizetime=100x ./wsframe
-	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=150000x -fuzzminimizetime=100x ./scproto
-	$(GO) test -run='^$$' -fuzz='^FuzzAuthVerify$$' -fuzztime=12000x -fuzzminimizetime=100x ./access
-	$(GO) test -run='^$$' -fuzz='^FuzzScanner$$' -fuzztime=120000x -fuzzminimizetime=100x ./scproto
-	$(GO) test -run='^$$' -fuzz='^FuzzZMTPGuard$$' -fuzztime=15000x -fuzzminimizetime=100x ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzRepairReceiver$$' -fuzztime=12000x -fuzzminimizetime=100x ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzOpenEnvelope$$' -fuzztime=8000x -fuzzminimizetime=100x ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzLocalInterest$$' -fuzztime=8000x -fuzzminimizetime=100x ./mesh
-	$(GO) test -run='^$$' -fuzz='^FuzzSplitPosition$$' -fuzztime=10000x -fuzzminimizetime=100x ./node
-	$(GO) test -run='^$$' -fuzz='^FuzzServeFetch$$' -fuzztime=5000x -fuzzminimizetime=100x ./node
-	$(GO) test -run='^$$' -fuzz='^FuzzRequestBodies$$' -fuzztime=2000x -fuzzminimizetime=100x ./httpapi
-	$(GO) test -run='^$$' -fuzz='^FuzzRetryAfter$$' -fuzztime=8000x -fuzzminimizetime=100x ./client
+	@for t in $(FUZZ_SHORT); do pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; n=$${rest#*:}; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$${n}x -fuzzminimizetime=100x ./$$pkg || exit 1; done
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m

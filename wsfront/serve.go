@@ -46,7 +46,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		s.workers.run(func() { s.serveConn(c, s.hsGate != nil) })
+		s.workers.run(func() { s.serveConn(c) })
 	}
 }
 
@@ -67,9 +67,10 @@ var upgradeBufPool = sync.Pool{New: func() any {
 	return u
 }}
 
-// serveConn reads the upgrade request of c and serves it. inTurn: c was accepted in its turn of
-// the node's handshake rate (acceptTurn), which it gives back unless it becomes a socket.
-func (s *Server) serveConn(c net.Conn, inTurn bool) {
+// serveConn reads the upgrade request of c and serves it. With a node-wide handshake rate, c
+// was accepted in its turn (acceptTurn), which it gives back unless it becomes a socket.
+func (s *Server) serveConn(c net.Conn) {
+	inTurn := s.hsGate != nil
 	upgraded := false
 	if inTurn {
 		defer func() {
