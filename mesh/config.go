@@ -102,6 +102,12 @@ type Config struct {
 	SnapshotRetry time.Duration
 	// JoinBackoffMax caps the backoff between join attempts while no seed answers. Zero means 5 s.
 	JoinBackoffMax time.Duration
+	// RejoinInterval is how often this node dials the gossip address of a member that failed
+	// (not left), until its name is alive again or Serf gives it up (ReconnectTimeout). Serf's
+	// own reconnect tries one random failed member every ReconnectInterval with a probability of
+	// failed/alive, which left a restarted node without seeds of its own (the first node of a
+	// cluster) alone for 5 to over 20 s. Zero means 1 s; negative leaves it to Serf.
+	RejoinInterval time.Duration
 	// MembershipCoalesce is how long membership changes are gathered before links change. Zero
 	// means 50 ms.
 	MembershipCoalesce time.Duration
@@ -263,6 +269,7 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	defd(&cfg.SnapshotRetry, cfg.Heartbeat*3/4)
 	defd(&cfg.JoinBackoffMax, 5*time.Second)
+	defd(&cfg.RejoinInterval, time.Second)
 	defd(&cfg.MembershipCoalesce, 50*time.Millisecond)
 	defd(&cfg.FailedPeerTTL, serfConfig(cfg.Profile).ReconnectTimeout)
 	defd(&cfg.RetainAge, 30*time.Second)

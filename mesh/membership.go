@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	mrand "math/rand/v2"
 	"net"
 	"sort"
 	"strconv"
@@ -307,4 +308,59 @@ func (m *Mesh) recallLink(serfName string) linkMemo {
 	st := m.linkMemo[serfName]
 	delete(m.linkMemo, serfName)
 	return st
+}
+
+// rejoinLoop dials, every RejoinInterval (±25 %), the gossip address of each logical node whose
+// newest incarnation failed, until the name is alive again or Serf reaps the member. A node that
+// restarts on its address with no seeds of its own, or whose seeds are all gone, is then found
+// within about one interval by every node that saw it fail. A dial to a dead address is one
+// refused or unanswered connection; one to a node still partitioned away fails the same way.
+// Members that left (drain, shutdown) are not dialled: they said goodbye.
+func (m *Mesh) rejoinLoop() {
+	defer m.wg.Done()
+	every := m.cfg.RejoinInterval
+	tick := time.NewTicker(every / 4)
+	defer tick.Stop()
+	type dial struct {
+		at       time.Time
+		answered bool
+	}
+	due := make(map[string]dial) // by failed Serf name
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		failed := make(map[string]bool)
+		for _, mi := range m.members() {
+			if mi.logical == m.cfg.Name || mi.status != serf.StatusFailed {
+				continue
+			}
+			failed[mi.serfName] = true
+			d, ok := due[mi.serfName]
+			if ok && now.Before(d.at) {
+				continue
+			}
+			d.at = now.Add(every*3/4 + mrand.N(every/2+1))
+			_, err := m.serf.Join([]string{mi.member.Gossip}, true)
+			switch {
+			case err != nil:
+				m.log.Debug("mesh: failed member's address does not answer", "peer", mi.logical, "gossip", mi.member.Gossip, "err", err)
+			case !d.answered:
+				// Said once per failed member: an address that answers but whose name stays
+				// failed (another node took the port) is dialled on, quietly, until the reap.
+				d.answered = true
+				m.log.Info("mesh: a failed member's address answered; gossip rejoined", "peer", mi.logical, "gossip", mi.member.Gossip)
+				m.membershipChanged()
+			}
+			due[mi.serfName] = d
+		}
+		for name := range due {
+			if !failed[name] {
+				delete(due, name)
+			}
+		}
+	}
 }

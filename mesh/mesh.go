@@ -249,6 +249,10 @@ func (m *Mesh) Start(ctx context.Context) (err error) {
 	go m.flusher()
 	go m.controlLoop()
 	go m.interestLoop()
+	if m.cfg.RejoinInterval > 0 {
+		m.wg.Add(1)
+		go m.rejoinLoop()
+	}
 
 	if len(m.cfg.Join) == 0 {
 		m.joined.Store(true)

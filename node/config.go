@@ -69,6 +69,9 @@ type Config struct {
 	MeshRepairRate   int
 	// MeshFetchRate bounds the recovery fetch requests one peer may make per second (zero: 50).
 	MeshFetchRate int
+	// GossipRejoinInterval is how often a failed member's gossip address is dialled until it
+	// is back (zero: 1 s; negative: only Serf's own, slower, reconnect).
+	GossipRejoinInterval time.Duration
 	// Shards is the number of broker shards; zero value: the number of CPUs.
 	Shards int
 	// AuthKey signs and verifies auth tokens (HS256); every node of a cluster shares it.
@@ -154,6 +157,7 @@ func Defaults() Config {
 	c.MeshInterestInterval, c.MeshInterestBytes = m.InterestFlushInterval, m.InterestMessageBytes
 	c.MeshRetainBytes, c.MeshRetainAge, c.MeshRepairWait = m.RetainBytes, m.RetainAge, m.RepairWait
 	c.MeshReorderBytes, c.MeshRepairRate, c.MeshFetchRate = m.ReorderBytes, m.RepairRate, m.FetchRate
+	c.GossipRejoinInterval = m.RejoinInterval
 	c.Hook.Actions = access.DefaultHookActions()
 	c.Hook.Timeout = access.DefaultHookTimeout
 	return c

@@ -197,6 +197,7 @@ func (n *Node) Start(ctx context.Context) error {
 		RepairRate:            n.cfg.MeshRepairRate,
 		Fetch:                 n.broker.ServeFetch,
 		FetchRate:             n.cfg.MeshFetchRate,
+		RejoinInterval:        n.cfg.GossipRejoinInterval,
 	})
 	if err == nil {
 		// Positions name this process by its Serf name; peers may ask for what it keeps as

@@ -76,6 +76,7 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	fs.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host others should dial, when it differs from the bind host")
 	join := fs.String("join", "", "comma-separated gossip addresses of seed peers; empty = start a new cluster")
 	fs.StringVar(&cfg.GossipProfile, "gossip-profile", d.GossipProfile, "failure detection timing: lan (about 1 s) or wan")
+	fs.DurationVar(&cfg.GossipRejoinInterval, "gossip-rejoin-interval", d.GossipRejoinInterval, "how often a failed (not left) member's gossip address is dialled until it is back, so a restarted node without seeds is found; negative: only Serf's reconnect (one random failed member per 5 s, with a probability)")
 	clusterKey := fs.String("cluster-key", "", "base64 of 32 random bytes shared by every node (head -c 32 /dev/urandom | base64): encrypts gossip and seals node-to-node traffic; empty: open mesh, trusted networks only")
 	meshMaxFrame := byteSize(0)
 	fs.Var(&meshMaxFrame, "mesh-max-frame", "largest node-to-node message in bytes, checked before anything is allocated; the same on every node (0: --max-payload + 128 KiB)")
