@@ -166,7 +166,7 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 		published:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_publications_total", Help: "Publications handled by this node, by origin (local client or server, or mesh peer)."}, []string{"origin"}),
 		deliveries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_deliveries_total", Help: "Publication frames queued to local subscribers, by origin."}, []string{"origin"}),
 		dropped:       prometheus.NewCounter(prometheus.CounterOpts{Name: "sockmesh_delivery_drops_total", Help: "Deliveries refused by a closing or overflowing subscriber."}),
-		recoveries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_recoveries_total", Help: "Recovering subscriptions answered (docs/recovery.md), by outcome (complete, incomplete) and source (local: from this node's ring alone; peer: a peer that receives the channel was asked)."}, []string{"outcome", "source"}),
+		recoveries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sockmesh_recoveries_total", Help: "Recovering subscriptions answered (docs/recovery.md), by outcome (complete, incomplete) and source (local: from this node's ring alone; peer: a peer that receives the channel was asked; shared: the answer of a peer asked for another recovery from the same position)."}, []string{"outcome", "source"}),
 	}
 	b.m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sockmesh_publish_to_write_seconds",
@@ -448,7 +448,10 @@ func queueReplay(s *wsfront.Socket, ch string, fetched []fetchedPub, kept []reta
 		return ans
 	}
 	for _, p := range fetched {
-		frame, _ := encodeRetained(ch, p.data, p.origin, p.seq, p.at)
+		frame := p.frame
+		if frame == nil {
+			frame, _ = encodeRetained(ch, p.data, p.origin, p.seq, p.at)
+		}
 		if !s.Deliver(frame) {
 			return full()
 		}

@@ -38,6 +38,10 @@ type RecoverConfig struct {
 	// recovering clients (a burst of 10 ms' worth); past it replays wait their turn.
 	// Zero: 20,000; negative: unpaced.
 	ReplayRate int
+	// ShareBytes bounds the peers' complete answers kept so that later recoveries from the
+	// same position share them (recovery_share.go), each for Age at most. Zero: 32 MiB;
+	// negative: none kept (recoveries share only fetches under way).
+	ShareBytes int
 }
 
 func (c RecoverConfig) matches(ch string) bool {
@@ -139,6 +143,7 @@ type recovery struct {
 	// fetcher asks peers (recovery_fetch.go); fetching bounds the recoveries doing so at once.
 	fetcher  atomic.Pointer[Fetcher]
 	fetching chan struct{}
+	shares   *fetchShares
 	// subscribed reports whether a channel has a local subscriber (the broker's; nil in
 	// tests of the ring alone). Rings are swept when their count reaches sweepAt; reclaimed
 	// counts the rings reclaimed, refused the rings not made past MaxChannels.
@@ -203,12 +208,16 @@ func (c RecoverConfig) withDefaults() RecoverConfig {
 	if c.FetchTimeout <= 0 {
 		c.FetchTimeout = 2 * time.Second
 	}
+	if c.ShareBytes == 0 {
+		c.ShareBytes = 32 << 20
+	}
 	return c
 }
 
 func newRecovery(cfg RecoverConfig) *recovery {
 	cfg = cfg.withDefaults()
-	r := &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep, lastSweep: time.Now().UnixNano()}
+	r := &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep, lastSweep: time.Now().UnixNano(),
+		shares: newFetchShares(max(cfg.ShareBytes, 0), cfg.Age)}
 	if cfg.ReplayRate > 0 {
 		// 10 ms' worth at once: the node's other clients see the replays spread evenly.
 		r.replays = pace.NewGate(float64(cfg.ReplayRate))

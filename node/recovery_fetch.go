@@ -69,6 +69,7 @@ type fetchedPub struct {
 	seq    uint64
 	at     int64
 	data   []byte
+	frame  []byte // its #publish frame with the position, once encoded (shared by recoveries)
 }
 
 // Reply body: flags (1 recovered, 2 more), reason (uvarint length + bytes), then per
@@ -253,28 +254,12 @@ func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Positi
 		b.finishRecovery(s, ch, rg, nil, kept, ans, "local", answer)
 		return
 	}
-	b.rec.fetching <- struct{}{}
-	defer func() { <-b.rec.fetching }()
-	f := *b.rec.fetcher.Load()
-	ctx, cancel := context.WithTimeout(context.Background(), b.rec.cfg.FetchTimeout)
-	defer cancel()
-	var pubs []fetchedPub
-	complete := false
-	reason := "no peer answered"
-	for i, p := range peers {
-		if i == fetchPeers {
-			break
-		}
-		got, ok, why, err := b.fetchFrom(ctx, f, p, ch, pos)
-		if err != nil {
-			why = "asking a peer failed: " + err.Error()
-		}
-		if ok || len(got) > len(pubs) || pubs == nil {
-			pubs, complete, reason = got, ok, why
-		}
-		if ok {
-			break
-		}
+	pubs, complete, reason, shared := b.rec.shares.do(ch, pos, rg, since, func() ([]fetchedPub, bool, string) {
+		return b.fetchPeers(ch, pos, peers)
+	})
+	source := "peer"
+	if shared {
+		source = "shared"
 	}
 	// What this node kept continues from the peer's publications, per origin.
 	after := Position{Seqs: map[string]uint64{}, Time: pos.Time}
@@ -291,7 +276,37 @@ func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Positi
 	if !complete {
 		ans.Recovered, ans.Reason = false, reason
 	}
-	b.finishRecovery(s, ch, rg, pubs, kept, ans, "peer", answer)
+	b.finishRecovery(s, ch, rg, pubs, kept, ans, source, answer)
+}
+
+// fetchPeers asks the peers (one after the other, until one vouches for all it sends) for
+// ch after pos, and encodes each publication's frame once for every recovery that shares it.
+func (b *Broker) fetchPeers(ch string, pos Position, peers []string) (pubs []fetchedPub, complete bool, reason string) {
+	b.rec.fetching <- struct{}{}
+	defer func() { <-b.rec.fetching }()
+	f := *b.rec.fetcher.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), b.rec.cfg.FetchTimeout)
+	defer cancel()
+	reason = "no peer answered"
+	for i, p := range peers {
+		if i == fetchPeers {
+			break
+		}
+		got, ok, why, err := b.fetchFrom(ctx, f, p, ch, pos)
+		if err != nil {
+			why = "asking a peer failed: " + err.Error()
+		}
+		if ok || len(got) > len(pubs) || pubs == nil {
+			pubs, complete, reason = got, ok, why
+		}
+		if ok {
+			break
+		}
+	}
+	for i := range pubs {
+		pubs[i].frame, _ = encodeRetained(ch, pubs[i].data, pubs[i].origin, pubs[i].seq, pubs[i].at)
+	}
+	return pubs, complete, reason
 }
 
 // finishRecovery subscribes s (unless the client left meanwhile), queues its replay, releases

@@ -155,6 +155,7 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	fs.DurationVar(&cfg.Recover.Age, "recover-age", d.Recover.Age, "how long a recovery channel's publications are kept")
 	fs.DurationVar(&cfg.Recover.FetchTimeout, "recover-fetch-timeout", d.Recover.FetchTimeout, "how long a recovering subscription waits for a peer that receives the channel, when this node did not receive all the client missed")
 	fs.IntVar(&cfg.Recover.Fetches, "recover-fetches", d.Recover.Fetches, "recoveries asking peers at once (more wait their turn)")
+	fs.IntVar(&cfg.Recover.ShareBytes, "recover-share-bytes", d.Recover.ShareBytes, "bytes of peers' complete answers kept (each for --recover-age at most, while this node keeps receiving the channel) so that recoveries from the same position share one fetch; negative: only fetches under way are shared")
 	fs.IntVar(&cfg.Recover.ReplayRate, "recover-replay-rate", d.Recover.ReplayRate, "publications replayed per second by the node over all recovering clients (10 ms' worth at once); past it replays wait their turn, so that a storm of reconnecting clients does not crowd out live traffic (-1: unpaced)")
 	fs.IntVar(&cfg.Recover.MaxChannels, "recover-max-channels", d.Recover.MaxChannels, "recovery channels one node keeps publications of; past it new ones are served without positions (memory is at most this × --recover-messages × the publication size)")
 	fs.IntVar(&cfg.MeshFetchRate, "mesh-fetch-rate", d.MeshFetchRate, "recovery fetch requests one peer may make per second (past it they are refused)")
