@@ -391,7 +391,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		// placeholder joins below).
 		rg.began(now, b.rec.settle())
 	}
-	entries, ans, fixable := rg.replay(pos, now, b.rec.cfg.Age, false)
+	entries, ans, fixable := rg.replay(pos, now, b.rec.cfg.Age, b.rec.cfg.ClockSkew, false)
 	var peers []string
 	if f := b.rec.fetcher.Load(); fixable && f != nil {
 		peers = (*f).Wanting(ch)

@@ -38,6 +38,10 @@ type RecoverConfig struct {
 	// recovering clients (a burst of 10 ms' worth); past it replays wait their turn.
 	// Zero: 20,000; negative: unpaced.
 	ReplayRate int
+	// ClockSkew is how far behind another host's clock may be, when publications of an origin
+	// a position does not name are judged by the time of the position (see ring.replay).
+	// Zero: 500 ms; negative: none.
+	ClockSkew time.Duration
 	// ShareBytes bounds the peers' complete answers kept so that later recoveries from the
 	// same position share them (recovery_share.go), each for Age at most. Zero: 32 MiB;
 	// negative: none kept (recoveries share only fetches under way).
@@ -124,7 +128,7 @@ type ring struct {
 	// receiving the channel: an entry kept since then proves the node was receiving it.
 	appended, start uint64
 	// evicted[o] is the highest sequence of origin o dropped by the bounds; lastOut the
-	// arrival time of the newest dropped entry.
+	// newest time (at) of a dropped entry.
 	evicted map[string]uint64
 	lastOut int64
 	// origin names this node in the positions of its publications on the channel; holding:
@@ -210,6 +214,9 @@ func (c RecoverConfig) withDefaults() RecoverConfig {
 	}
 	if c.ShareBytes == 0 {
 		c.ShareBytes = 32 << 20
+	}
+	if c.ClockSkew == 0 {
+		c.ClockSkew = 500 * time.Millisecond
 	}
 	return c
 }
@@ -335,7 +342,9 @@ func (rg *ring) drop() {
 	if old.seq > rg.evicted[old.origin] {
 		rg.evicted[old.origin] = old.seq
 	}
-	rg.lastOut = old.at
+	// The newest time dropped, not the last dropped's: origins' clocks differ, so arrival order
+	// is not time order.
+	rg.lastOut = max(rg.lastOut, old.at)
 	*old = retained{}
 	rg.head = (rg.head + 1) % len(rg.entries)
 	rg.n--
@@ -377,10 +386,16 @@ type RecoverAnswer struct {
 // that was receiving it has sent what came before): only holes and the bounds then make the
 // answer incomplete. fixable reports whether a peer could complete an incomplete answer (the
 // node was not receiving the channel, or misses publications; not the retention bound).
-func (rg *ring) replay(pos Position, now int64, age time.Duration, vouched bool) (out []retained, ans RecoverAnswer, fixable bool) {
+func (rg *ring) replay(pos Position, now int64, age, skew time.Duration, vouched bool) (out []retained, ans RecoverAnswer, fixable bool) {
 	rg.expire(now, age)
-	// A client's time is clamped so that a hostile one cannot overflow the comparison.
-	floor := min(max(pos.Time, 0), math.MaxInt64/int64(time.Millisecond)) * int64(time.Millisecond)
+	// A client's time is clamped so that a hostile one cannot overflow the comparison. It was
+	// read on the clock of the origin of the client's last publication; an origin the position
+	// does not name is judged by its own clock, which may be behind by up to skew: its
+	// publications from floor-skew on count as possibly missed (the client never received one
+	// of them, or the position would name the origin; one from before the client subscribed,
+	// if it subscribed less than skew before its last publication, is sent too), and what this
+	// node dropped or did not receive from then on makes the answer incomplete.
+	floor := min(max(pos.Time, 0), math.MaxInt64/int64(time.Millisecond))*int64(time.Millisecond) - max(int64(skew), 0)
 	seen := maps.Clone(pos.Seqs) // per named origin, the last sequence the client has
 	if seen == nil {
 		seen = map[string]uint64{}

@@ -89,14 +89,14 @@ func TestRingReplay(t *testing.T) {
 		if c.since.After(t0) { // began receiving after every kept entry
 			rg.began(c.since.UnixNano(), interestSettle)
 		}
-		got, ans, _ := rg.replay(c.pos, now, time.Hour, false)
+		got, ans, _ := rg.replay(c.pos, now, time.Hour, 0, false)
 		if frames(got) != c.want || ans.Recovered != c.complete || ans.Missed != len(got) || (!ans.Recovered && ans.Reason == "") {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
 	}
 	// The age bound drops old entries and counts them as past the bound.
 	rg := ringWith(t0, 10, pubs...)
-	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), time.Second, false)
+	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), time.Second, 0, false)
 	if len(got) != 0 || ans.Recovered {
 		t.Errorf("after the age bound: %q complete %v", frames(got), ans.Recovered)
 	}
@@ -125,7 +125,7 @@ func TestRingReplayHostilePositions(t *testing.T) {
 		{"10,000 invented origins", Position{Seqs: many, Time: t0.UnixMilli() + 1}, "a:2", true},
 	} {
 		rg := ringWith(t0, 10, pubs...)
-		got, ans, _ := rg.replay(c.pos, now, time.Hour, false)
+		got, ans, _ := rg.replay(c.pos, now, time.Hour, 0, false)
 		if frames(got) != c.want || ans.Recovered != c.complete {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
@@ -209,6 +209,9 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 		var hist []retained
 		seqs := map[string]uint64{}
 		at := t0
+		// In a third of the trials origin c's clock is 300 ms behind: only the allowance
+		// for skew (500 ms) keeps its publications after a position from being skipped.
+		skewed := trial%3 == 0
 		for i := range n {
 			o := origins[rnd.IntN(len(origins))]
 			seqs[o]++
@@ -219,7 +222,11 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 				// published in between.
 				at = at.Add(200 * time.Millisecond)
 			}
-			hist = append(hist, retained{origin: o, seq: seqs[o], at: at.UnixNano(), frame: []byte(fmt.Sprintf("%s%d", o, seqs[o]))})
+			stamp := at
+			if skewed && o == "c" {
+				stamp = at.Add(-300 * time.Millisecond) // c's clock is behind
+			}
+			hist = append(hist, retained{origin: o, seq: seqs[o], at: stamp.UnixNano(), frame: []byte(fmt.Sprintf("%s%d", o, seqs[o]))})
 		}
 		rg := &ring{evicted: map[string]uint64{}}
 		rg.began(hist[began].at-int64(150*time.Millisecond), interestSettle)
@@ -231,20 +238,94 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 			for _, e := range hist[:k] {
 				pos.Seqs[e.origin] = e.seq
 			}
-			got, ans, _ := rg.replay(pos, time.Now().UnixNano(), time.Hour, false)
-			if frames(got) == frames(hist[k:]) && ans.Recovered {
-				complete++
-				continue
+			// With and without an allowance for clock skew where the clocks agree (an
+			// allowance may only make more answers incomplete); with it where they do not.
+			skews := []time.Duration{0, 500 * time.Millisecond}
+			if skewed {
+				skews = skews[1:]
 			}
-			if ans.Recovered {
-				t.Fatalf("trial %d (n %d, limit %d, began %d), client has %d: answered complete with %q, missed %q",
-					trial, n, limit, began, k, frames(got), frames(hist[k:]))
+			for _, skew := range skews {
+				got, ans, _ := rg.replay(pos, time.Now().UnixNano(), time.Hour, skew, false)
+				if frames(got) == frames(hist[k:]) && ans.Recovered {
+					complete++
+					continue
+				}
+				if ans.Recovered {
+					t.Fatalf("trial %d (n %d, limit %d, began %d, skew %v), client has %d: answered complete with %q, missed %q",
+						trial, n, limit, began, skew, k, frames(got), frames(hist[k:]))
+				}
+				told++
 			}
-			told++
 		}
 	}
 	t.Logf("%d complete and exact, %d told incomplete", complete, told)
 	if complete == 0 || told == 0 {
 		t.Fatal("the histories never covered both outcomes")
+	}
+}
+
+// TestRingReplayClockSkew: origin b's clock is 300 ms behind a's. The client's last
+// publication is a's, so its position's time is a's clock; b publishes right after it, stamped
+// 300 ms earlier. Judged by that time alone, b's publication was skipped and the answer said
+// complete: a loss nobody was told of. With an allowance for the skew it is replayed, and
+// what the node dropped of b within it makes the answer incomplete.
+func TestRingReplayClockSkew(t *testing.T) {
+	t0 := time.Now().Add(-time.Minute)
+	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
+	build := func(limit int) *ring {
+		rg := &ring{since: t0.Add(-time.Minute).UnixNano(), evicted: map[string]uint64{}}
+		for _, e := range []retained{
+			{origin: "b", seq: 1, at: at(-2 * time.Second)},                         // long before: the client had subscribed since
+			{origin: "a", seq: 1, at: at(0)},                                        // the client's last publication
+			{origin: "b", seq: 2, at: at(-300*time.Millisecond + time.Millisecond)}, // just after it, on b's clock
+			{origin: "a", seq: 2, at: at(2 * time.Millisecond)},
+		} {
+			e.frame = []byte(e.origin + ":" + string(rune('0'+e.seq)))
+			rg.keep(e, limit, time.Hour)
+		}
+		return rg
+	}
+	pos := Position{Seqs: map[string]uint64{"a": 1}, Time: t0.UnixMilli()}
+	now := time.Now().UnixNano()
+	for _, c := range []struct {
+		name     string
+		limit    int
+		skew     time.Duration
+		want     string
+		complete bool
+	}{
+		{"no allowance: b's publication is skipped", 10, 0, "a:2", true},
+		{"500 ms allowance: it is sent", 10, 500 * time.Millisecond, "b:2 a:2", true},
+		{"100 ms allowance, less than the skew", 10, 100 * time.Millisecond, "a:2", true},
+		{"b's publications dropped by the bound within the allowance: incomplete", 1, 500 * time.Millisecond, "a:2", false},
+	} {
+		got, ans, _ := build(c.limit).replay(pos, now, time.Hour, c.skew, false)
+		if frames(got) != c.want || ans.Recovered != c.complete {
+			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
+		}
+	}
+}
+
+// TestRingDropsAreJudgedByTheNewestTime: arrival order is not time order across origins, so
+// the ring's record of what it dropped must be the newest time dropped, not the last dropped
+// entry's. x publishes right after the client's position, then y, whose clock is 600 ms
+// behind (past the allowance); both are dropped by the bound. Judged by y's time alone, x's
+// loss went untold.
+func TestRingDropsAreJudgedByTheNewestTime(t *testing.T) {
+	t0 := time.Now().Add(-time.Minute)
+	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
+	rg := &ring{since: t0.Add(-time.Minute).UnixNano(), evicted: map[string]uint64{}}
+	for _, e := range []retained{
+		{origin: "a", seq: 1, at: at(0)},
+		{origin: "x", seq: 1, at: at(time.Millisecond)},
+		{origin: "y", seq: 1, at: at(-600 * time.Millisecond)},
+		{origin: "a", seq: 2, at: at(2 * time.Millisecond)},
+	} {
+		e.frame = []byte(e.origin + ":" + string(rune('0'+e.seq)))
+		rg.keep(e, 1, time.Hour)
+	}
+	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: t0.UnixMilli()}, time.Now().UnixNano(), time.Hour, 500*time.Millisecond, false)
+	if frames(got) != "a:2" || ans.Recovered {
+		t.Fatalf("replayed %q complete %v (%q); want a:2, incomplete (x:1 was dropped)", frames(got), ans.Recovered, ans.Reason)
 	}
 }
