@@ -20,7 +20,7 @@ import (
 // --mesh-fetch-rate (50/s by default), so a node must not ask once per client.
 func TestRecoveryBurstFromPeer(t *testing.T) {
 	const clients = 400
-	nodes := startCluster(t, 3, "--recover-channels", "rb.*")
+	nodes := startCluster(t, 3, "--recover-rule", "rb.*,1000,1m") // by a rule, end to end
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	keeper := dial(t, n2.URL()) // n2 receives the channel all along; n3 never does
 	if err := keeper.Subscribe(context.Background(), "rb.feed", func(string, json.RawMessage) {}); err != nil {

@@ -49,7 +49,7 @@ type Broker struct {
 // SetRecovery makes the channels cfg selects recoverable (docs/recovery.md); origin names
 // this process in positions (the mesh's Serf name). Call before the broker is used.
 func (b *Broker) SetRecovery(cfg RecoverConfig, origin string) {
-	if len(cfg.Channels) == 0 {
+	if !cfg.enabled() {
 		b.rec = nil
 		return
 	}
@@ -334,7 +334,7 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 			b.hooks.Load().interest.AddInterest(ch)
 		}
 		e := newRetained(ch, data, rg.origin, rg.next, at)
-		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
+		rg.keep(e, rg.limit, rg.age)
 		b.deliverFrame(fo, ch, e.frame, b.m.delLocal, b.m.latLocal)
 		b.hooks.Load().forward.Publish(ch, withPosition(rg.origin, rg.next, at, data))
 		rg.mu.Unlock()
@@ -355,7 +355,7 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 			return
 		}
 		e := newRetained(ch, d, origin, seq, at)
-		rg.keep(e, b.rec.cfg.Messages, b.rec.cfg.Age)
+		rg.keep(e, rg.limit, rg.age)
 		b.deliverFrame(nil, ch, e.frame, b.m.delMesh, b.m.latMesh)
 		rg.mu.Unlock()
 		return
@@ -391,7 +391,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		// placeholder joins below).
 		rg.began(now, b.rec.settle())
 	}
-	entries, ans, fixable := rg.replay(pos, now, b.rec.cfg.Age, b.rec.cfg.ClockSkew, false)
+	entries, ans, fixable := rg.replay(pos, now, rg.age, b.rec.cfg.ClockSkew, false)
 	var peers []string
 	if f := b.rec.fetcher.Load(); fixable && f != nil {
 		peers = (*f).Wanting(ch)

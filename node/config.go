@@ -230,6 +230,14 @@ func (c *Config) setDefaults() error {
 			errs = append(errs, fmt.Errorf("recover-channels: %q: %w", p, err))
 		}
 	}
+	for _, r := range c.Recover.Rules {
+		if _, err := path.Match(r.Pattern, ""); err != nil || r.Pattern == "" {
+			errs = append(errs, fmt.Errorf("recover-rule: pattern %q: not a channel pattern", r.Pattern))
+		}
+		if r.Messages < 0 || r.Age < 0 {
+			errs = append(errs, fmt.Errorf("recover-rule %q: messages and age cannot be negative", r.Pattern))
+		}
+	}
 	switch c.AuthProfile {
 	case "socketcluster", "strict":
 	default:

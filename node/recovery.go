@@ -22,8 +22,11 @@ import (
 
 // RecoverConfig selects the recovery channels and bounds what each keeps.
 type RecoverConfig struct {
-	// Channels are path.Match patterns ("chat.*", "prices.eur"); empty: no recovery.
+	// Channels are path.Match patterns ("chat.*", "prices.eur") of channels kept within
+	// Messages and Age; Rules come first and give their channels bounds of their own. Both
+	// empty: no recovery.
 	Channels []string
+	Rules    []RecoverRule
 	// Messages and Age bound each channel's retained publications; zero: 1,000 and 5 min.
 	Messages int
 	Age      time.Duration
@@ -48,14 +51,52 @@ type RecoverConfig struct {
 	ShareBytes int
 }
 
+// RecoverRule makes the channels Pattern matches recoverable with bounds of their own.
+type RecoverRule struct {
+	Pattern  string
+	Messages int           // zero: RecoverConfig.Messages
+	Age      time.Duration // zero: RecoverConfig.Age
+}
+
 func (c RecoverConfig) matches(ch string) bool {
-	for _, p := range c.Channels {
-		if ok, _ := path.Match(p, ch); ok {
-			return true
+	_, _, ok := c.bounds(ch)
+	return ok
+}
+
+// bounds returns the retention bounds of ch: the first rule that matches it, else the
+// defaults for a pattern of Channels; ok false when ch does not recover.
+func (c RecoverConfig) bounds(ch string) (messages int, age time.Duration, ok bool) {
+	for _, r := range c.Rules {
+		if m, _ := path.Match(r.Pattern, ch); m {
+			messages, age = r.Messages, r.Age
+			if messages <= 0 {
+				messages = c.Messages
+			}
+			if age <= 0 {
+				age = c.Age
+			}
+			return messages, age, true
 		}
 	}
-	return false
+	for _, p := range c.Channels {
+		if m, _ := path.Match(p, ch); m {
+			return c.Messages, c.Age, true
+		}
+	}
+	return 0, 0, false
 }
+
+// longestAge is the longest retention age of any channel.
+func (c RecoverConfig) longestAge() time.Duration {
+	age := c.Age
+	for _, r := range c.Rules {
+		age = max(age, r.Age)
+	}
+	return age
+}
+
+// enabled reports whether any channel recovers.
+func (c RecoverConfig) enabled() bool { return len(c.Channels) > 0 || len(c.Rules) > 0 }
 
 // posPrefix marks a publication that travels the mesh with its position: a byte no JSON
 // value starts with, then origin NUL sequence NUL time (unix ns at the origin) NUL, then the
@@ -137,6 +178,9 @@ type ring struct {
 	origin  string
 	holding bool
 	dead    bool
+	// limit and age are the channel's retention bounds (RecoverConfig.bounds).
+	limit int
+	age   time.Duration
 }
 
 type recovery struct {
@@ -224,7 +268,7 @@ func (c RecoverConfig) withDefaults() RecoverConfig {
 func newRecovery(cfg RecoverConfig) *recovery {
 	cfg = cfg.withDefaults()
 	r := &recovery{cfg: cfg, rings: map[string]*ring{}, fetching: make(chan struct{}, cfg.Fetches), sweepAt: minSweep, lastSweep: time.Now().UnixNano(),
-		shares: newFetchShares(max(cfg.ShareBytes, 0), cfg.Age)}
+		shares: newFetchShares(max(cfg.ShareBytes, 0), cfg.longestAge())}
 	if cfg.ReplayRate > 0 {
 		// 10 ms' worth at once: the node's other clients see the replays spread evenly.
 		r.replays = pace.NewGate(float64(cfg.ReplayRate))
@@ -283,7 +327,8 @@ func (r *recovery) ringOf(ch string) *ring {
 	if r.reclaimed > 0 {
 		origin += "~" + strconv.FormatUint(r.reclaimed, 36)
 	}
-	rg = &ring{evicted: map[string]uint64{}, origin: origin}
+	limit, age, _ := r.cfg.bounds(ch)
+	rg = &ring{evicted: map[string]uint64{}, origin: origin, limit: limit, age: age}
 	rg.began(time.Now().UnixNano(), interestSettle)
 	r.rings[ch] = rg
 	return rg
@@ -297,7 +342,7 @@ const minSweep = 1024
 func (r *recovery) sweep(now int64) {
 	for ch, rg := range r.rings {
 		rg.mu.Lock()
-		rg.expire(now, r.cfg.Age)
+		rg.expire(now, rg.age)
 		if rg.n == 0 && (r.subscribed == nil || !r.subscribed(ch)) {
 			if rg.holding && r.release != nil {
 				r.release(ch)

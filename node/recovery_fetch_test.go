@@ -267,3 +267,50 @@ func FuzzServeFetch(f *testing.F) {
 		}
 	})
 }
+
+// TestRecoverRules: each channel keeps what its rule says (the first matching rule, then the
+// patterns of Channels with the defaults), so a busy price channel can keep little and a chat
+// channel much on one node.
+func TestRecoverRules(t *testing.T) {
+	b := NewBroker(1, nil, nil, nil)
+	b.SetRecovery(RecoverConfig{
+		Rules: []RecoverRule{
+			{Pattern: "prices.*", Messages: 3},
+			{Pattern: "prices.eur", Messages: 100}, // after the first match: never used
+			{Pattern: "ticks.*", Age: 30 * time.Millisecond},
+		},
+		Channels: []string{"chat.*"}, Messages: 10,
+	}, "me-1")
+	for _, ch := range []string{"prices.eur", "chat.a", "ticks.x"} {
+		b.SubscribeSub(nopSub{}, ch)
+	}
+	time.Sleep(interestSettle + 10*time.Millisecond)
+	for i := 1; i <= 8; i++ {
+		for _, ch := range []string{"prices.eur", "chat.a", "ticks.x"} {
+			b.Publish(ch, []byte(fmt.Sprintf(`{"n":%d}`, i)))
+		}
+	}
+	fetch := func(ch string) (int, bool) {
+		pubs, rec, _, _, err := decodeFetchReply(b.ServeFetch(ch, []byte(`{"seqs":{"me-1":2},"time":1}`), 1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(pubs), rec
+	}
+	if n, rec := fetch("prices.eur"); n != 3 || rec {
+		t.Errorf("prices.eur (3 kept): %d publications, complete %v; want 3, incomplete", n, rec)
+	}
+	if n, rec := fetch("chat.a"); n != 6 || !rec {
+		t.Errorf("chat.a (10 kept): %d publications, complete %v; want 6, complete", n, rec)
+	}
+	if n, rec := fetch("ticks.x"); n != 6 || !rec {
+		t.Errorf("ticks.x before its age: %d publications, complete %v; want 6, complete", n, rec)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n, rec := fetch("ticks.x"); n != 0 || rec {
+		t.Errorf("ticks.x past its age (30 ms): %d publications, complete %v; want 0, incomplete", n, rec)
+	}
+	if n, _ := fetch("other"); n != 0 || b.rec.lockRingIfAny("other") != nil {
+		t.Error("a channel no rule matches has a ring")
+	}
+}

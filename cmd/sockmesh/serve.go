@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -151,6 +153,7 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	fs.DurationVar(&cfg.AuthExpiry, "auth-expiry", d.AuthExpiry, "lifetime of issued tokens")
 	fs.DurationVar(&cfg.DrainDuration, "drain-duration", d.DrainDuration, "spread client closes over this long when draining (SIGTERM, sockmesh drain)")
 	recoverChans := fs.String("recover-channels", "", "comma-separated channel patterns (chat.*) whose recent publications every serving node keeps, so that a client subscribing with data {\"recover\": position} gets what it missed (docs/recovery.md); empty: none")
+	fs.Var((*recoverRules)(&cfg.Recover.Rules), "recover-rule", "pattern,messages,age: channels the pattern matches recover with bounds of their own (prices.*,100,10s; an empty messages or age takes --recover-messages or --recover-age); repeat the flag for several, the first that matches wins, before --recover-channels")
 	fs.IntVar(&cfg.Recover.Messages, "recover-messages", d.Recover.Messages, "publications kept per recovery channel")
 	fs.DurationVar(&cfg.Recover.Age, "recover-age", d.Recover.Age, "how long a recovery channel's publications are kept")
 	fs.DurationVar(&cfg.Recover.FetchTimeout, "recover-fetch-timeout", d.Recover.FetchTimeout, "how long a recovering subscription waits for a peer that receives the channel, when this node did not receive all the client missed")
@@ -264,4 +267,50 @@ func newLogger(level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("log-format: %q is not text or json", format)
+}
+
+// recoverRules is the repeatable --recover-rule flag: "pattern,messages,age", split at the last
+// two commas so that a pattern may hold commas.
+type recoverRules []node.RecoverRule
+
+func (r *recoverRules) String() string {
+	if r == nil {
+		return ""
+	}
+	var parts []string
+	for _, x := range *r {
+		parts = append(parts, fmt.Sprintf("%s,%d,%s", x.Pattern, x.Messages, x.Age))
+	}
+	return strings.Join(parts, " ")
+}
+
+func (r *recoverRules) Set(v string) error {
+	i := strings.LastIndexByte(v, ',')
+	j := -1
+	if i > 0 {
+		j = strings.LastIndexByte(v[:i], ',')
+	}
+	if j <= 0 {
+		return fmt.Errorf("%q: want pattern,messages,age (prices.*,100,10s)", v)
+	}
+	rule := node.RecoverRule{Pattern: strings.TrimSpace(v[:j])}
+	if _, err := path.Match(rule.Pattern, ""); err != nil {
+		return fmt.Errorf("%q: pattern %q: %w", v, rule.Pattern, err)
+	}
+	if m := strings.TrimSpace(v[j+1 : i]); m != "" {
+		n, err := strconv.Atoi(m)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%q: messages %q is not a positive number", v, m)
+		}
+		rule.Messages = n
+	}
+	if a := strings.TrimSpace(v[i+1:]); a != "" {
+		d, err := time.ParseDuration(a)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q: age %q is not a positive duration", v, a)
+		}
+		rule.Age = d
+	}
+	*r = append(*r, rule)
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sockmesh/sockmesh/node"
 )
@@ -54,4 +55,22 @@ func diff(path string, a, b reflect.Value) []string {
 		return []string{fmt.Sprintf("%s: flag default %v, library default %v", path, a.Interface(), b.Interface())}
 	}
 	return nil
+}
+
+// TestRecoverRuleFlag: --recover-rule is pattern,messages,age, split at the last two commas;
+// empty fields take the defaults; anything else is a clear error.
+func TestRecoverRuleFlag(t *testing.T) {
+	cfg, _, err := parseServe([]string{"--recover-rule", "prices.*,100,10s", "--recover-rule", "a,b.*,,1m", "--recover-rule", "chat.*,50,"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []node.RecoverRule{{Pattern: "prices.*", Messages: 100, Age: 10 * time.Second}, {Pattern: "a,b.*", Age: time.Minute}, {Pattern: "chat.*", Messages: 50}}
+	if !reflect.DeepEqual(cfg.Recover.Rules, want) {
+		t.Fatalf("rules %+v, want %+v", cfg.Recover.Rules, want)
+	}
+	for _, bad := range []string{"prices.*", "prices.*,100", ",100,10s", "p,-1,10s", "p,0,10s", "p,x,10s", "p,1,-5s", "p,1,10", "p,18446744073709551616,1s", "[,1,1s"} {
+		if _, _, err := parseServe([]string{"--recover-rule", bad}, io.Discard); err == nil {
+			t.Errorf("--recover-rule %q accepted", bad)
+		}
+	}
 }
