@@ -15,7 +15,7 @@ import (
 // position is made instead: recoveries from that position while it is under way wait for
 // it, and a complete answer is kept for later ones while this node keeps receiving the
 // channel without a break (the ring continues where the fetched publications end), for
-// RecoverConfig.ShareTTL and within ShareBytes.
+// the longest retention age and within RecoverConfig.ShareBytes.
 type fetchShares struct {
 	mu    sync.Mutex
 	m     map[string]*sharedFetch
