@@ -339,6 +339,11 @@ func (m *Mesh) rejoinLoop() {
 				continue
 			}
 			failed[mi.serfName] = true
+			if m.ctx.Err() != nil {
+				// Closing: a dial to a partitioned address takes memberlist's TCP timeout,
+				// and the close waits for this loop.
+				return
+			}
 			d, ok := due[mi.serfName]
 			if ok && now.Before(d.at) {
 				continue
