@@ -261,6 +261,11 @@ func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Positi
 	if shared {
 		source = "shared"
 	}
+	if g := b.rec.replays; g != nil && len(pubs) > 0 {
+		// The peer's publications are replayed too: they take their turn of the node's
+		// replay rate like the ring's (a storm through a peer was otherwise unpaced).
+		_ = g.Wait(context.Background(), len(pubs), 0)
+	}
 	// What this node kept continues from the peer's publications, per origin.
 	after := Position{Seqs: map[string]uint64{}, Time: pos.Time}
 	for o, s := range pos.Seqs {

@@ -9,7 +9,8 @@
 // and the CPU of core 0 over 20 s, the floor the storm's p99 cannot go below; STORM_OBS_CPU
 // to pin the observers elsewhere than core 0, for comparison; STORM_TRACE_AT=s and
 // STORM_TRACE_S=s (likewise STORM_PROFILE_…) to start s seconds after the kill and to last
-// s seconds);
+// s seconds; STORM_FEED_PEER=1 to publish the feed on a third node, so that every recovery on
+// n1 needs a peer's publications);
 // it asserts that every recovery is complete and prints the latencies, which
 // docs/benchmarks.md quotes (timings are reported, not asserted).
 package storm
@@ -272,6 +273,15 @@ func storm(t *testing.T, recovering bool) {
 	n1.Start()
 	n2 := harness.NewNode(t, "n2", append(args, "--join", n1.GossipAddr)...)
 	n2.Start()
+	// STORM_FEED_PEER=1: the feed is published on a third node, so that n1 does not receive
+	// the channel before the fault and every recovery there needs a peer's publications
+	// (shared fetches, docs/recovery.md).
+	feedNode := n1
+	if os.Getenv("STORM_FEED_PEER") != "" {
+		n3 := harness.NewNode(t, "n3", append(args, "--join", n1.GossipAddr)...)
+		n3.Start()
+		feedNode = n3
+	}
 	harness.Eventually(t, 10*time.Second, "cluster ready", func() error {
 		for _, n := range []*harness.Node{n1, n2} {
 			if _, err := n.Get("/readyz"); err != nil {
@@ -297,7 +307,7 @@ func storm(t *testing.T, recovering bool) {
 	// Observers and their probe in a process of their own, on n1's core: they see what n1's
 	// load does to its other clients, not what the storm's clients cost this process.
 	obs := startObservers(t, n1.URL(), observers)
-	feed := dial(client.Options{URLs: []string{n1.URL()}})
+	feed := dial(client.Options{URLs: []string{feedNode.URL()}})
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -398,6 +408,9 @@ func storm(t *testing.T, recovering bool) {
 	pin(t, obs.cmd.Process.Pid, cmp.Or(os.Getenv("STORM_OBS_CPU"), "0"))
 	pin(t, os.Getpid(), "1")
 	pin(t, n2.Pid(), "1")
+	if feedNode != n1 {
+		pin(t, feedNode.Pid(), "1")
+	}
 	time.Sleep(3 * time.Second)
 	base := time.Now()
 	time.Sleep(5 * time.Second)
