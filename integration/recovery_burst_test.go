@@ -97,6 +97,13 @@ func TestRecoveryBurstFromPeer(t *testing.T) {
 	// in between: the kept answer, then what n3 received since.
 	publishRange(t, pub, "rb.feed", "m", 26, 30)
 	later := recoverMany("one after the other", 200, false, seq(6, 30))
+	kept, _ := n3.Metric("sockmesh_recovery_shared_bytes")
+	viaPeer, _ := n3.Metric("sockmesh_recoveries_total", `outcome="complete"`, `source="peer"`)
+	viaShared, _ := n3.Metric("sockmesh_recoveries_total", `outcome="complete"`, `source="shared"`)
+	if kept <= 0 || viaPeer < 1 || viaPeer+viaShared != clients+200 {
+		t.Fatalf("n3: %v bytes of answers kept, %v recoveries asked a peer and %v shared an answer; want some kept, and %d in all", kept, viaPeer, viaShared, clients+200)
+	}
+	t.Logf("n3: %v recoveries asked a peer, %v shared an answer; %v bytes of answers kept", viaPeer, viaShared, kept)
 	// 3. n3 stops receiving the channel (every subscriber gone) and misses m31..m35: the kept
 	// answer no longer continues into what n3 holds, and must not be used.
 	for _, ws := range append(burst, later...) {

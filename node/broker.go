@@ -190,8 +190,17 @@ func NewBroker(n int, interest Interest, forward Forwarder, reg prometheus.Regis
 		}
 		return float64(b.rec.refused.Load())
 	})
+	shared := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sockmesh_recovery_shared_bytes", Help: "Bytes of peers' complete recovery answers kept for later recoveries from the same position (at most --recover-share-bytes)."}, func() float64 {
+		if b.rec == nil {
+			return 0
+		}
+		fs := b.rec.shares
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		return float64(fs.bytes)
+	})
 	if reg != nil {
-		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped, b.m.recoveries, b.m.latency, rings, refused)
+		reg.MustRegister(b.m.channels, b.m.subscriptions, b.m.published, b.m.deliveries, b.m.dropped, b.m.recoveries, b.m.latency, rings, refused, shared)
 	}
 	return b
 }
