@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sockmesh/sockmesh/client"
 	"github.com/sockmesh/sockmesh/integration/harness"
 )
 
@@ -21,68 +22,8 @@ import (
 func TestRecoveryBurstFromPeer(t *testing.T) {
 	const clients = 400
 	nodes := startCluster(t, 3, "--recover-rule", "rb.*,1000,1m") // by a rule, end to end
-	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
-	keeper := dial(t, n2.URL()) // n2 receives the channel all along; n3 never does
-	if err := keeper.Subscribe(context.Background(), "rb.feed", func(string, json.RawMessage) {}); err != nil {
-		t.Fatal(err)
-	}
-	waitWanted(t, nodes, n2.Name, 1)
-	settle()
-	pub := dial(t, n1.URL())
-	a := dialRecoverer(t, n2.URL())
-	a.send(`{"event":"#subscribe","data":{"channel":"rb.feed"},"cid":2}`)
-	if m := a.next(); !strings.Contains(m, `"rid":2`) {
-		t.Fatalf("subscribe: %s", m)
-	}
-	var pos position
-	publishRange(t, pub, "rb.feed", "m", 1, 5)
-	a.take(5, &pos)
-	a.ws.Close()
-	publishRange(t, pub, "rb.feed", "m", 6, 25)
-	want := make([]string, 0, 20)
-	for i := 6; i <= 25; i++ {
-		want = append(want, fmt.Sprintf("m%d", i))
-	}
-
-	recoverMany := func(what string, n int, together bool, want []string) []*websocket.Conn {
-		t.Helper()
-		conns := make([]*websocket.Conn, n)
-		for i := range conns {
-			conns[i] = dialRecoverer(t, n3.URL()).ws
-		}
-		sub, _ := json.Marshal(map[string]any{"channel": "rb.feed", "data": map[string]any{"recover": pos}})
-		req := fmt.Appendf(nil, `{"event":"#subscribe","data":%s,"cid":7}`, sub)
-		begin := time.Now()
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for i, ws := range conns {
-			run := func() {
-				if err := recoverOnce(ws, req, want); err != nil {
-					errs <- fmt.Errorf("%s, client %d: %w", what, i, err)
-				}
-			}
-			if !together {
-				run()
-				continue
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); run() }()
-		}
-		wg.Wait()
-		close(errs)
-		failed := 0
-		for err := range errs {
-			if failed < 3 {
-				t.Error(err)
-			}
-			failed++
-		}
-		t.Logf("%s: %d clients recovered %d publications each in %s; %d failed", what, n, len(want), time.Since(begin).Round(time.Millisecond), failed)
-		if failed > 0 {
-			t.FailNow()
-		}
-		return conns
-	}
+	n1, n3 := nodes[0], nodes[2]
+	pub, pos := missedOnAPeer(t, nodes, "rb.feed", 5, 20)
 	seq := func(from, to int) []string {
 		var s []string
 		for i := from; i <= to; i++ {
@@ -92,11 +33,11 @@ func TestRecoveryBurstFromPeer(t *testing.T) {
 	}
 
 	// 1. All at once: one fetch, waited for by the others.
-	burst := recoverMany("at once", clients, true, seq(6, 25))
+	burst, _ := recoverMany(t, "at once", n3.URL(), "rb.feed", pos, clients, true, seq(6, 25))
 	// 2. One after the other, faster than the peer answers fetches (50/s), with publications
 	// in between: the kept answer, then what n3 received since.
 	publishRange(t, pub, "rb.feed", "m", 26, 30)
-	later := recoverMany("one after the other", 200, false, seq(6, 30))
+	later, _ := recoverMany(t, "one after the other", n3.URL(), "rb.feed", pos, 200, false, seq(6, 30))
 	kept, _ := n3.Metric("sockmesh_recovery_shared_bytes")
 	viaPeer, _ := n3.Metric("sockmesh_recoveries_total", `outcome="complete"`, `source="peer"`)
 	viaShared, _ := n3.Metric("sockmesh_recoveries_total", `outcome="complete"`, `source="shared"`)
@@ -122,7 +63,95 @@ func TestRecoveryBurstFromPeer(t *testing.T) {
 		return nil
 	})
 	publishRange(t, pub, "rb.feed", "m", 31, 35)
-	recoverMany("after a break in receiving", 1, false, seq(6, 35))
+	recoverMany(t, "after a break in receiving", n3.URL(), "rb.feed", pos, 1, false, seq(6, 35))
+
+	// 4. A hostile position: 30,000 invented origins (about 500 KB in one frame) beside the
+	// real one. The peer refuses a request that large unread, the client is told its recovery
+	// is incomplete, and the next client recovers as before.
+	huge := position{Seqs: map[string]uint64{}, Time: pos.Time}
+	for o, sq := range pos.Seqs {
+		huge.Seqs[o] = sq
+	}
+	for i := range 30_000 {
+		huge.Seqs[fmt.Sprintf("invented-%d", i)] = uint64(i + 1)
+	}
+	h := dialRecoverer(t, n3.URL())
+	replayedHuge, ans := h.resubscribe("rb.feed", &huge)
+	t.Logf("a 30,000-origin position: %d replayed, answer %s", len(replayedHuge), ans)
+	if !strings.Contains(ans, `"recovered":false`) {
+		t.Fatalf("a 30,000-origin position: answer %s, want incomplete", ans)
+	}
+	recoverMany(t, "after a hostile position", n3.URL(), "rb.feed", pos, 1, false, seq(6, 35))
+}
+
+// missedOnAPeer makes ch a channel that nodes[1] receives all along (a subscriber stays) and
+// nodes[2] never does; a client of nodes[1] takes the first seen of nodes[0]'s publications m1,
+// m2, … and leaves, and missed more are published. It returns the publisher and the client's
+// position.
+func missedOnAPeer(t *testing.T, nodes []*harness.Node, ch string, seen, missed int) (*client.Client, position) {
+	t.Helper()
+	keeper := dial(t, nodes[1].URL())
+	if err := keeper.Subscribe(context.Background(), ch, func(string, json.RawMessage) {}); err != nil {
+		t.Fatal(err)
+	}
+	waitWanted(t, nodes, nodes[1].Name, 1)
+	settle()
+	pub := dial(t, nodes[0].URL())
+	a := dialRecoverer(t, nodes[1].URL())
+	a.send(`{"event":"#subscribe","data":{"channel":"` + ch + `"},"cid":2}`)
+	if m := a.next(); !strings.Contains(m, `"rid":2`) {
+		t.Fatalf("subscribe: %s", m)
+	}
+	var pos position
+	publishRange(t, pub, ch, "m", 1, seen)
+	a.take(seen, &pos)
+	a.ws.Close()
+	publishRange(t, pub, ch, "m", seen+1, seen+missed)
+	return pub, pos
+}
+
+// recoverMany connects n clients to url, then has them resubscribe to ch from pos, all at
+// once or one after the other; each must get want, in order, and a complete answer. It returns
+// the connections and how long the recoveries took.
+func recoverMany(t *testing.T, what, url, ch string, pos position, n int, together bool, want []string) ([]*websocket.Conn, time.Duration) {
+	t.Helper()
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		conns[i] = dialRecoverer(t, url).ws
+	}
+	sub, _ := json.Marshal(map[string]any{"channel": ch, "data": map[string]any{"recover": pos}})
+	req := fmt.Appendf(nil, `{"event":"#subscribe","data":%s,"cid":7}`, sub)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i, ws := range conns {
+		run := func() {
+			if err := recoverOnce(ws, req, want); err != nil {
+				errs <- fmt.Errorf("%s, client %d: %w", what, i, err)
+			}
+		}
+		if !together {
+			run()
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); run() }()
+	}
+	wg.Wait()
+	took := time.Since(begin)
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if failed < 3 {
+			t.Error(err)
+		}
+		failed++
+	}
+	t.Logf("%s: %d clients recovered %d publications each in %s; %d failed", what, n, len(want), took.Round(time.Millisecond), failed)
+	if failed > 0 {
+		t.FailNow()
+	}
+	return conns, took
 }
 
 // recoverOnce sends a recovering subscribe and checks what comes back: the acknowledgement,
@@ -172,56 +201,15 @@ func recoverOnce(ws *websocket.Conn, req []byte, want []string) error {
 // each through a peer at 200 a second take about 3 s, every one complete and in order.
 func TestRecoveryFromPeerIsPaced(t *testing.T) {
 	nodes := startCluster(t, 3, "--recover-channels", "rp.*", "--recover-replay-rate", "200")
-	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
-	keeper := dial(t, n2.URL())
-	if err := keeper.Subscribe(context.Background(), "rp.feed", func(string, json.RawMessage) {}); err != nil {
-		t.Fatal(err)
-	}
-	waitWanted(t, nodes, n2.Name, 1)
-	settle()
-	pub := dial(t, n1.URL())
-	a := dialRecoverer(t, n2.URL())
-	a.send(`{"event":"#subscribe","data":{"channel":"rp.feed"},"cid":2}`)
-	if m := a.next(); !strings.Contains(m, `"rid":2`) {
-		t.Fatalf("subscribe: %s", m)
-	}
-	var pos position
-	publishRange(t, pub, "rp.feed", "m", 1, 2)
-	a.take(2, &pos)
-	a.ws.Close()
-	publishRange(t, pub, "rp.feed", "m", 3, 62)
+	_, pos := missedOnAPeer(t, nodes, "rp.feed", 2, 60)
 	var want []string
 	for i := 3; i <= 62; i++ {
 		want = append(want, fmt.Sprintf("m%d", i))
 	}
 	const clients = 10
-	conns := make([]*websocket.Conn, clients)
-	for i := range conns {
-		conns[i] = dialRecoverer(t, n3.URL()).ws
-	}
-	sub, _ := json.Marshal(map[string]any{"channel": "rp.feed", "data": map[string]any{"recover": pos}})
-	req := fmt.Appendf(nil, `{"event":"#subscribe","data":%s,"cid":7}`, sub)
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	for _, ws := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := recoverOnce(ws, req, want); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	took := time.Since(start)
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	_, took := recoverMany(t, "through a peer, paced", nodes[2].URL(), "rp.feed", pos, clients, true, want)
 	// 600 publications at 200/s (bursts of 2): about 3 s; unpaced, well under a second.
 	if took < 2*time.Second {
 		t.Fatalf("%d recoveries of %d publications through a peer answered within %v: not paced by --recover-replay-rate 200", clients, len(want), took)
 	}
-	t.Logf("%d recoveries of %d publications through a peer, paced: %v", clients, len(want), took.Round(time.Millisecond))
 }

@@ -343,7 +343,7 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 			b.hooks.Load().interest.AddInterest(ch)
 		}
 		e := newRetained(ch, data, rg.origin, rg.next, at)
-		rg.keep(e, rg.limit, rg.age)
+		rg.keep(e)
 		b.deliverFrame(fo, ch, e.frame, b.m.delLocal, b.m.latLocal)
 		b.hooks.Load().forward.Publish(ch, withPosition(rg.origin, rg.next, at, data))
 		rg.mu.Unlock()
@@ -364,7 +364,7 @@ func (b *Broker) DeliverRemote(ch string, data []byte) {
 			return
 		}
 		e := newRetained(ch, d, origin, seq, at)
-		rg.keep(e, rg.limit, rg.age)
+		rg.keep(e)
 		b.deliverFrame(nil, ch, e.frame, b.m.delMesh, b.m.latMesh)
 		rg.mu.Unlock()
 		return
@@ -400,7 +400,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		// placeholder joins below).
 		rg.began(now, b.rec.settle())
 	}
-	entries, ans, fixable := rg.replay(pos, now, rg.age, b.rec.cfg.ClockSkew, false)
+	entries, ans, fixable := rg.replay(pos, now, b.rec.cfg.ClockSkew, false)
 	var peers []string
 	if f := b.rec.fetcher.Load(); fixable && f != nil {
 		peers = (*f).Wanting(ch)
@@ -457,11 +457,7 @@ func queueReplay(s *wsfront.Socket, ch string, fetched []fetchedPub, kept []reta
 		return ans
 	}
 	for _, p := range fetched {
-		frame := p.frame
-		if frame == nil {
-			frame, _ = encodeRetained(ch, p.data, p.origin, p.seq, p.at)
-		}
-		if !s.Deliver(frame) {
+		if !s.Deliver(p.frame) { // encoded once by fetchPeers
 			return full()
 		}
 		ans.Missed++

@@ -178,7 +178,8 @@ type ring struct {
 	origin  string
 	holding bool
 	dead    bool
-	// limit and age are the channel's retention bounds (RecoverConfig.bounds).
+	// limit and age are the channel's retention bounds (RecoverConfig.bounds), applied by keep
+	// and replay.
 	limit int
 	age   time.Duration
 }
@@ -356,13 +357,13 @@ func (r *recovery) sweep(now int64) {
 }
 
 // keep appends a publication; ring lock held.
-func (rg *ring) keep(e retained, limit int, age time.Duration) {
-	rg.expire(e.at, age)
-	if rg.n == limit {
+func (rg *ring) keep(e retained) {
+	rg.expire(e.at, rg.age)
+	if rg.n == rg.limit {
 		rg.drop()
 	}
 	if rg.n == len(rg.entries) { // full below the limit: grow, oldest first
-		grown := make([]retained, min(limit, max(16, 2*len(rg.entries))))
+		grown := make([]retained, min(rg.limit, max(16, 2*len(rg.entries))))
 		for i := 0; i < rg.n; i++ {
 			grown[i] = rg.entries[(rg.head+i)%len(rg.entries)]
 		}
@@ -431,8 +432,8 @@ type RecoverAnswer struct {
 // that was receiving it has sent what came before): only holes and the bounds then make the
 // answer incomplete. fixable reports whether a peer could complete an incomplete answer (the
 // node was not receiving the channel, or misses publications; not the retention bound).
-func (rg *ring) replay(pos Position, now int64, age, skew time.Duration, vouched bool) (out []retained, ans RecoverAnswer, fixable bool) {
-	rg.expire(now, age)
+func (rg *ring) replay(pos Position, now int64, skew time.Duration, vouched bool) (out []retained, ans RecoverAnswer, fixable bool) {
+	rg.expire(now, rg.age)
 	// A client's time is clamped so that a hostile one cannot overflow the comparison. It was
 	// read on the clock of the origin of the client's last publication; an origin the position
 	// does not name is judged by its own clock, which may be behind by up to skew: its

@@ -149,7 +149,7 @@ func (b *Broker) ServeFetch(ch string, request []byte, max int) []byte {
 		rg.mu.Unlock()
 		return appendReplyHead(nil, false, false, "this node does not receive the channel")
 	}
-	entries, ans, _ := rg.replay(pos, time.Now().UnixNano(), rg.age, b.rec.cfg.ClockSkew, false)
+	entries, ans, _ := rg.replay(pos, time.Now().UnixNano(), b.rec.cfg.ClockSkew, false)
 	rg.mu.Unlock()
 	more := false
 	size := 1 + binary.MaxVarintLen64 + len(ans.Reason)
@@ -250,7 +250,7 @@ func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Positi
 	}
 	if len(peers) == 0 {
 		rg.mu.Lock() // not reclaimed: hold subscribes to it
-		kept, ans, _ := rg.replay(pos, time.Now().UnixNano(), rg.age, b.rec.cfg.ClockSkew, false)
+		kept, ans, _ := rg.replay(pos, time.Now().UnixNano(), b.rec.cfg.ClockSkew, false)
 		b.finishRecovery(s, ch, rg, nil, kept, ans, "local", answer)
 		return
 	}
@@ -277,7 +277,7 @@ func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Positi
 		}
 	}
 	rg.mu.Lock()
-	kept, ans, _ := rg.replay(after, time.Now().UnixNano(), rg.age, b.rec.cfg.ClockSkew, complete)
+	kept, ans, _ := rg.replay(after, time.Now().UnixNano(), b.rec.cfg.ClockSkew, complete)
 	if !complete {
 		ans.Recovered, ans.Reason = false, reason
 	}

@@ -42,11 +42,11 @@ func FuzzSplitPosition(f *testing.F) {
 // ring fills a ring with publications (origin, seq), one millisecond apart from t0.
 func ringWith(t0 time.Time, limit int, pubs ...retained) *ring {
 	// The node has been receiving the channel since well before t0 (past interestSettle).
-	rg := &ring{since: t0.Add(-time.Second).UnixNano(), evicted: map[string]uint64{}}
+	rg := &ring{since: t0.Add(-time.Second).UnixNano(), evicted: map[string]uint64{}, limit: limit, age: time.Hour}
 	for i, p := range pubs {
 		p.at = t0.Add(time.Duration(i+1) * time.Millisecond).UnixNano()
 		p.frame = []byte(p.origin + ":" + string(rune('0'+p.seq)))
-		rg.keep(p, limit, time.Hour)
+		rg.keep(p)
 	}
 	return rg
 }
@@ -89,14 +89,15 @@ func TestRingReplay(t *testing.T) {
 		if c.since.After(t0) { // began receiving after every kept entry
 			rg.began(c.since.UnixNano(), interestSettle)
 		}
-		got, ans, _ := rg.replay(c.pos, now, time.Hour, 0, false)
+		got, ans, _ := rg.replay(c.pos, now, 0, false)
 		if frames(got) != c.want || ans.Recovered != c.complete || ans.Missed != len(got) || (!ans.Recovered && ans.Reason == "") {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
 	}
 	// The age bound drops old entries and counts them as past the bound.
 	rg := ringWith(t0, 10, pubs...)
-	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), time.Second, 0, false)
+	rg.age = time.Second
+	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), 0, false)
 	if len(got) != 0 || ans.Recovered {
 		t.Errorf("after the age bound: %q complete %v", frames(got), ans.Recovered)
 	}
@@ -125,7 +126,7 @@ func TestRingReplayHostilePositions(t *testing.T) {
 		{"10,000 invented origins", Position{Seqs: many, Time: t0.UnixMilli() + 1}, "a:2", true},
 	} {
 		rg := ringWith(t0, 10, pubs...)
-		got, ans, _ := rg.replay(c.pos, now, time.Hour, 0, false)
+		got, ans, _ := rg.replay(c.pos, now, 0, false)
 		if frames(got) != c.want || ans.Recovered != c.complete {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
@@ -228,10 +229,10 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 			}
 			hist = append(hist, retained{origin: o, seq: seqs[o], at: stamp.UnixNano(), frame: []byte(fmt.Sprintf("%s%d", o, seqs[o]))})
 		}
-		rg := &ring{evicted: map[string]uint64{}}
+		rg := &ring{evicted: map[string]uint64{}, limit: limit, age: time.Hour}
 		rg.began(hist[began].at-int64(150*time.Millisecond), interestSettle)
 		for _, e := range hist[began:] {
-			rg.keep(e, limit, time.Hour)
+			rg.keep(e)
 		}
 		for k := 1; k <= n; k++ { // the client received hist[:k]
 			pos := Position{Seqs: map[string]uint64{}, Time: hist[k-1].at / int64(time.Millisecond)}
@@ -245,7 +246,7 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 				skews = skews[1:]
 			}
 			for _, skew := range skews {
-				got, ans, _ := rg.replay(pos, time.Now().UnixNano(), time.Hour, skew, false)
+				got, ans, _ := rg.replay(pos, time.Now().UnixNano(), skew, false)
 				if frames(got) == frames(hist[k:]) && ans.Recovered {
 					complete++
 					continue
@@ -273,7 +274,7 @@ func TestRingReplayClockSkew(t *testing.T) {
 	t0 := time.Now().Add(-time.Minute)
 	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
 	build := func(limit int) *ring {
-		rg := &ring{since: t0.Add(-time.Minute).UnixNano(), evicted: map[string]uint64{}}
+		rg := &ring{since: t0.Add(-time.Minute).UnixNano(), evicted: map[string]uint64{}, limit: limit, age: time.Hour}
 		for _, e := range []retained{
 			{origin: "b", seq: 1, at: at(-2 * time.Second)},                         // long before: the client had subscribed since
 			{origin: "a", seq: 1, at: at(0)},                                        // the client's last publication
@@ -281,7 +282,7 @@ func TestRingReplayClockSkew(t *testing.T) {
 			{origin: "a", seq: 2, at: at(2 * time.Millisecond)},
 		} {
 			e.frame = []byte(e.origin + ":" + string(rune('0'+e.seq)))
-			rg.keep(e, limit, time.Hour)
+			rg.keep(e)
 		}
 		return rg
 	}
@@ -299,7 +300,7 @@ func TestRingReplayClockSkew(t *testing.T) {
 		{"100 ms allowance, less than the skew", 10, 100 * time.Millisecond, "a:2", true},
 		{"b's publications dropped by the bound within the allowance: incomplete", 1, 500 * time.Millisecond, "a:2", false},
 	} {
-		got, ans, _ := build(c.limit).replay(pos, now, time.Hour, c.skew, false)
+		got, ans, _ := build(c.limit).replay(pos, now, c.skew, false)
 		if frames(got) != c.want || ans.Recovered != c.complete {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
@@ -314,7 +315,7 @@ func TestRingReplayClockSkew(t *testing.T) {
 func TestRingDropsAreJudgedByTheNewestTime(t *testing.T) {
 	t0 := time.Now().Add(-time.Minute)
 	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
-	rg := &ring{since: t0.Add(-time.Minute).UnixNano(), evicted: map[string]uint64{}}
+	rg := &ring{since: t0.Add(-time.Minute).UnixNano(), evicted: map[string]uint64{}, limit: 1, age: time.Hour}
 	for _, e := range []retained{
 		{origin: "a", seq: 1, at: at(0)},
 		{origin: "x", seq: 1, at: at(time.Millisecond)},
@@ -322,9 +323,9 @@ func TestRingDropsAreJudgedByTheNewestTime(t *testing.T) {
 		{origin: "a", seq: 2, at: at(2 * time.Millisecond)},
 	} {
 		e.frame = []byte(e.origin + ":" + string(rune('0'+e.seq)))
-		rg.keep(e, 1, time.Hour)
+		rg.keep(e)
 	}
-	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: t0.UnixMilli()}, time.Now().UnixNano(), time.Hour, 500*time.Millisecond, false)
+	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: t0.UnixMilli()}, time.Now().UnixNano(), 500*time.Millisecond, false)
 	if frames(got) != "a:2" || ans.Recovered {
 		t.Fatalf("replayed %q complete %v (%q); want a:2, incomplete (x:1 was dropped)", frames(got), ans.Recovered, ans.Reason)
 	}
