@@ -95,6 +95,13 @@ type Options struct {
 	// resubscription (its sockmesh:recovery event, which follows the replay): whether
 	// everything missed was replayed, how much, and if not, why.
 	OnRecovery func(channel string, recovered bool, missed int, reason string)
+	// RecoverHorizon, with Recover: a position forgets an origin (a publishing node's
+	// incarnation) it has heard nothing from for this long, counted in the publications'
+	// own times, when another origin appears. Every restart of a publishing node is a new
+	// origin, so without it a long-lived client's position grows by one per restart and,
+	// past 64 KiB, cannot be recovered from a peer. A forgotten origin is judged as one the
+	// client never heard from (docs/recovery.md). Zero: an hour; negative: never.
+	RecoverHorizon time.Duration
 
 	// Logger receives connection events. Zero value: discard.
 	Logger *slog.Logger
@@ -156,11 +163,17 @@ type subscription struct {
 }
 
 // position is a sockmesh recovery position: per origin the last sequence received, and the
-// origin's time (unix ms) of the last publication.
+// origin's time (unix ms) of the last publication. heard (not sent) is, per origin, the time
+// of its last publication, by which origins are forgotten (Options.RecoverHorizon).
 type position struct {
-	Seqs map[string]uint64 `json:"seqs"`
-	Time int64             `json:"time"`
+	Seqs  map[string]uint64 `json:"seqs"`
+	Time  int64             `json:"time"`
+	heard map[string]int64
 }
+
+// defaultRecoverHorizon is Options.RecoverHorizon's zero value: far longer than a node keeps
+// publications by default (--recover-age, 5 min) and than any delivery delay between origins.
+const defaultRecoverHorizon = time.Hour
 
 func (s *subscription) notify(err error) {
 	for _, w := range s.waiters {
@@ -724,10 +737,35 @@ func (c *Client) notePosition(channel string, pos []json.RawMessage) {
 		return
 	}
 	if sub.pos == nil {
-		sub.pos = &position{Seqs: map[string]uint64{}}
+		sub.pos = &position{Seqs: map[string]uint64{}, heard: map[string]int64{}}
 	}
-	if seq > sub.pos.Seqs[origin] {
-		sub.pos.Seqs[origin] = seq
+	p := sub.pos
+	_, known := p.Seqs[origin]
+	if seq > p.Seqs[origin] {
+		p.Seqs[origin] = seq
 	}
-	sub.pos.Time = max(sub.pos.Time, at)
+	p.heard[origin] = max(p.heard[origin], at)
+	p.Time = max(p.Time, at)
+	if !known {
+		p.forget(c.opts.RecoverHorizon)
+	}
+}
+
+// forget drops the origins heard from last more than horizon before the position's time. It
+// runs when an origin is added, the only time a position grows, so it costs nothing per
+// publication. The origin of the last publication is never dropped: its time is the
+// position's, and a node finds the client's place in its history by it.
+func (p *position) forget(horizon time.Duration) {
+	if horizon == 0 {
+		horizon = defaultRecoverHorizon
+	}
+	if horizon < 0 {
+		return
+	}
+	for o, at := range p.heard {
+		if at < p.Time-horizon.Milliseconds() {
+			delete(p.heard, o)
+			delete(p.Seqs, o)
+		}
+	}
 }

@@ -14,13 +14,35 @@
 // subscription's data on every automatic resubscribe, so a client that reconnects — to the
 // same node or another — asks for what it missed. The node answers with a
 // `sockmesh:recovery` event; `recovered: false` says some of it could not be recovered.
+//
+// Every restart of a publishing node is a new origin in a position. So that a long-lived
+// client's position does not grow by one per restart, an origin heard nothing from for
+// `horizon` ms (in the publications' own times; default an hour) is forgotten when another
+// origin appears, and is then judged as one the client never heard from (docs/recovery.md).
+
+const HOUR = 60 * 60 * 1000;
 
 /**
  * @param {object} socket an AGClientSocket from socketcluster-client (v16 or later)
+ * @param {{horizon?: number}} [options] horizon: ms after which a silent origin is forgotten
+ *   (default an hour; Infinity: never)
  */
-export function withRecovery(socket) {
+export function withRecovery(socket, { horizon = HOUR } = {}) {
   /** channel name -> the subscription data object ({recover: {seqs, time}} once known) */
   const states = new Map();
+  /** the subscription data object -> per origin the time of its last publication */
+  const heard = new WeakMap();
+
+  // forget drops the origins heard last more than horizon before the position's time; the
+  // origin of the last publication (whose time is the position's) always stays.
+  const forget = (pos, times) => {
+    for (const [origin, at] of times) {
+      if (at < pos.time - horizon) {
+        times.delete(origin);
+        delete pos.seqs[origin];
+      }
+    }
+  };
 
   const take = (pkt) => {
     if (!pkt || pkt.event !== '#publish' || !pkt.data || !Array.isArray(pkt.data.pos)) return;
@@ -29,8 +51,13 @@ export function withRecovery(socket) {
     const [origin, seq, time] = pkt.data.pos;
     if (typeof origin !== 'string' || typeof seq !== 'number' || typeof time !== 'number') return;
     const pos = state.recover || (state.recover = { seqs: {}, time: 0 });
+    let times = heard.get(state);
+    if (!times) heard.set(state, (times = new Map()));
+    const known = Object.hasOwn(pos.seqs, origin);
     if (!(pos.seqs[origin] >= seq)) pos.seqs[origin] = seq;
+    if (!(times.get(origin) >= time)) times.set(origin, time);
     if (time > pos.time) pos.time = time;
+    if (!known) forget(pos, times);
   };
 
   (async () => {
