@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
@@ -184,10 +186,34 @@ func DefaultConfig(profile string) (Config, error) {
 	return d, err
 }
 
+// MaxNameLength bounds a node's name: a host name (the default name) has at most 253 bytes.
+const MaxNameLength = 255
+
+// CheckName reports why name cannot name a node, or nil. The name travels in gossip, in
+// mailbox topics that a NUL ends, and (with an incarnation) in the recovery positions that
+// clients read as JSON strings and hand back: a byte that does not survive that round trip
+// would make every position of the node's publications unrecognisable.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("mesh: a node name is required")
+	case len(name) > MaxNameLength:
+		return fmt.Errorf("mesh: node name is %d bytes, longer than the limit of %d", len(name), MaxNameLength)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("mesh: node name %q is not valid UTF-8", name)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("mesh: node name %q contains a control character", name)
+		}
+	}
+	return nil
+}
+
 func (c *Config) withDefaults() (Config, error) {
 	cfg := *c
-	if cfg.Name == "" {
-		return cfg, errors.New("mesh: Config.Name is required")
+	if err := CheckName(cfg.Name); err != nil {
+		return cfg, err
 	}
 	if cfg.MeshAddr == "" || cfg.GossipAddr == "" {
 		return cfg, errors.New("mesh: Config.MeshAddr and Config.GossipAddr are required")

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sockmesh/sockmesh/mesh"
 	"github.com/sockmesh/sockmesh/node"
 )
 
@@ -183,6 +184,9 @@ func parseServe(args []string, out io.Writer) (cfg node.Config, exit bool, err e
 	}
 	if *printConfig {
 		return cfg, true, printEffective(out, fs)
+	}
+	if err := mesh.CheckName(cfg.Name); err != nil {
+		return cfg, false, fmt.Errorf("name: %w", err)
 	}
 	cfg.Front.MaxPayload = int64(maxPayload)
 	cfg.Front.SendQueueBytes = int(sendQueue)

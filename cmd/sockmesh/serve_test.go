@@ -74,3 +74,20 @@ func TestRecoverRuleFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestNameFlag: a node name must survive gossip, mailbox topics and clients' JSON positions
+// unchanged; anything else is refused at start with a clear error, not found later as
+// recoveries that never match.
+func TestNameFlag(t *testing.T) {
+	for _, good := range []string{"n1", "node-1.eu-west", "ünïcode-名前", strings.Repeat("h", 253), "a~1 b"} {
+		if _, _, err := parseServe([]string{"--name", good}, io.Discard); err != nil {
+			t.Errorf("--name %q refused: %v", good, err)
+		}
+	}
+	for _, bad := range []string{"", "a\x00b", "a\nb", "tab\there", "\x7f", "bell\a", "\xff\xfe", "a\u0085b", strings.Repeat("h", 256)} {
+		_, _, err := parseServe([]string{"--name", bad}, io.Discard)
+		if err == nil || !strings.HasPrefix(err.Error(), "name: ") {
+			t.Errorf("--name %q: %v, want a name error", bad, err)
+		}
+	}
+}
