@@ -4,12 +4,14 @@
 // max(3×, +50 ms)). Run by `make storm` (SOCKMESH_STORM=1; STORM_CLIENTS, STORM_RATE,
 // STORM_FREEZE_S, STORM_CASE=plain|recovering, STORM_NODE_ARGS for the nodes' flags,
 // STORM_PROFILE=file for the survivor's CPU profile of the storm's first 5 s, STORM_TRACE=file
-// for its execution trace of the first 3 s, STORM_GOROUTINES=file for its goroutines 20 s in;
+// for its execution trace of the first 3 s, STORM_ALLOCS=file for what it allocated in them
+// (alloc_space), STORM_GOROUTINES=file for its goroutines 20 s in;
 // STORM_STEADY=1 for no fault at all: every client on n1 from the start, the observers' p99
 // and the CPU of core 0 over 20 s, the floor the storm's p99 cannot go below; STORM_OBS_CPU
 // to pin the observers elsewhere than core 0, for comparison; STORM_TRACE_AT=s and
 // STORM_TRACE_S=s (likewise STORM_PROFILE_…) to start s seconds after the kill and to last
-// s seconds; STORM_FEED_PEER=1 to publish the feed on a third node, so that every recovery on
+// s seconds; STORM_N1_LOG=file for n1's whole log (with the freeze and kill times);
+// STORM_FEED_PEER=1 to publish the feed on a third node, so that every recovery on
 // n1 needs a peer's publications);
 // it asserts that every recovery is complete and prints the latencies, which
 // docs/benchmarks.md quotes (timings are reported, not asserted).
@@ -520,6 +522,9 @@ func storm(t *testing.T, recovering bool) {
 			t.Logf("n1 %s: %s", at, l)
 		}
 	}
+	if path := os.Getenv("STORM_N1_LOG"); path != "" { // e.g. with GODEBUG=gctrace=1
+		_ = os.WriteFile(path, []byte(fmt.Sprintf("freeze %s kill %s\n%s", freeze.Format(time.RFC3339Nano), kill.Format(time.RFC3339Nano), n1.Log())), 0o644)
+	}
 	t.Logf("n1 held %v connections at the kill (clients whose writes to frozen n2 timed out left before); %v connections waited for their turn of --handshake-rate", atKill, paced)
 	t.Logf("RESULT %s: clients %d, feed %d/s, settled %v after the kill; clients answered %d, answers %d (complete %d), replayed %d; observers p50/p99 before %v/%v (%d samples), during %v/%v max %v (%d samples); bound max(3x, +50ms) = %v",
 		map[bool]string{false: "plain", true: "recovering"}[recovering], clients, rate, settled.Sub(kill).Round(time.Millisecond),
@@ -540,12 +545,12 @@ func storm(t *testing.T, recovering bool) {
 }
 
 // diagnose fetches n1's diagnostics in the background (STORM_PROFILE, STORM_TRACE,
-// STORM_GOROUTINES).
+// STORM_ALLOCS: what was allocated meanwhile, STORM_GOROUTINES).
 func diagnose(t *testing.T, n1 *harness.Node, wg *sync.WaitGroup) {
 	for env, d := range map[string]struct {
 		what  string
 		after time.Duration
-	}{"STORM_PROFILE": {"profile?seconds=5", 0}, "STORM_TRACE": {"trace?seconds=3", 0}, "STORM_GOROUTINES": {"goroutine?debug=1", 20 * time.Second}} {
+	}{"STORM_PROFILE": {"profile?seconds=5", 0}, "STORM_TRACE": {"trace?seconds=3", 0}, "STORM_ALLOCS": {"allocs?seconds=5", 0}, "STORM_GOROUTINES": {"goroutine?debug=1", 20 * time.Second}} {
 		path := os.Getenv(env)
 		if path == "" {
 			continue
