@@ -400,7 +400,8 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		// placeholder joins below).
 		rg.began(now, b.rec.settle())
 	}
-	entries, ans, fixable := rg.replay(pos, now, b.rec.cfg.ClockSkew, false)
+	bp := getReplayBuf()
+	entries, ans, fixable := rg.replay(*bp, pos, now, b.rec.cfg.ClockSkew, false)
 	var peers []string
 	if f := b.rec.fetcher.Load(); fixable && f != nil {
 		peers = (*f).Wanting(ch)
@@ -413,6 +414,7 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 		b.subscribe(s, ch)
 		ans = queueReplay(s, ch, nil, entries, ans)
 		rg.mu.Unlock()
+		putReplayBuf(bp, entries)
 		b.m.recoveries.WithLabelValues(outcome(ans.Recovered), "local").Inc()
 		ack(ans)
 		answer(ans)
@@ -425,10 +427,12 @@ func (b *Broker) SubscribeRecover(s *wsfront.Socket, ch string, data json.RawMes
 	b.subscribe(hold, ch)
 	since := rg.since
 	rg.mu.Unlock()
+	replay := len(entries) // listed again when its turn comes
+	putReplayBuf(bp, entries)
 	// Acknowledged now (a client waits for that only so long: socketcluster-client's
 	// ackTimeout is 10 s); the answer follows the replay. Nothing reaches s before it.
 	ack(nil)
-	go b.recoverLater(s, ch, rg, pos, peers, hold, since, len(entries), answer)
+	go b.recoverLater(s, ch, rg, pos, peers, hold, since, replay, answer)
 	return true
 }
 
@@ -456,6 +460,7 @@ func queueReplay(s *wsfront.Socket, ch string, fetched []fetchedPub, kept []reta
 		ans.Reason = "the replay did not fit the connection's send queue"
 		return ans
 	}
+	s.ExpectFrames(len(fetched) + len(kept))
 	for _, p := range fetched {
 		if !s.Deliver(p.frame) { // encoded once by fetchPeers
 			return full()

@@ -149,8 +149,10 @@ func (b *Broker) ServeFetch(ch string, request []byte, max int) []byte {
 		rg.mu.Unlock()
 		return appendReplyHead(nil, false, false, "this node does not receive the channel")
 	}
-	entries, ans, _ := rg.replay(pos, time.Now().UnixNano(), b.rec.cfg.ClockSkew, false)
+	bp := getReplayBuf()
+	entries, ans, _ := rg.replay(*bp, pos, time.Now().UnixNano(), b.rec.cfg.ClockSkew, false)
 	rg.mu.Unlock()
+	defer putReplayBuf(bp, entries)
 	more := false
 	size := 1 + binary.MaxVarintLen64 + len(ans.Reason)
 	n := 0
@@ -250,8 +252,10 @@ func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Positi
 	}
 	if len(peers) == 0 {
 		rg.mu.Lock() // not reclaimed: hold subscribes to it
-		kept, ans, _ := rg.replay(pos, time.Now().UnixNano(), b.rec.cfg.ClockSkew, false)
+		bp := getReplayBuf()
+		kept, ans, _ := rg.replay(*bp, pos, time.Now().UnixNano(), b.rec.cfg.ClockSkew, false)
 		b.finishRecovery(s, ch, rg, nil, kept, ans, "local", answer)
+		putReplayBuf(bp, kept)
 		return
 	}
 	pubs, complete, reason, shared := b.rec.shares.do(ch, pos, rg, since, func() ([]fetchedPub, bool, string) {
@@ -277,11 +281,13 @@ func (b *Broker) recoverLater(s *wsfront.Socket, ch string, rg *ring, pos Positi
 		}
 	}
 	rg.mu.Lock()
-	kept, ans, _ := rg.replay(after, time.Now().UnixNano(), b.rec.cfg.ClockSkew, complete)
+	bp := getReplayBuf()
+	kept, ans, _ := rg.replay(*bp, after, time.Now().UnixNano(), b.rec.cfg.ClockSkew, complete)
 	if !complete {
 		ans.Recovered, ans.Reason = false, reason
 	}
 	b.finishRecovery(s, ch, rg, pubs, kept, ans, source, answer)
+	putReplayBuf(bp, kept)
 }
 
 // fetchPeers asks the peers (one after the other, until one vouches for all it sends) for

@@ -89,7 +89,7 @@ func TestRingReplay(t *testing.T) {
 		if c.since.After(t0) { // began receiving after every kept entry
 			rg.began(c.since.UnixNano(), interestSettle)
 		}
-		got, ans, _ := rg.replay(c.pos, now, 0, false)
+		got, ans, _ := rg.replay(nil, c.pos, now, 0, false)
 		if frames(got) != c.want || ans.Recovered != c.complete || ans.Missed != len(got) || (!ans.Recovered && ans.Reason == "") {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
@@ -97,7 +97,7 @@ func TestRingReplay(t *testing.T) {
 	// The age bound drops old entries and counts them as past the bound.
 	rg := ringWith(t0, 10, pubs...)
 	rg.age = time.Second
-	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), 0, false)
+	got, ans, _ := rg.replay(nil, Position{Seqs: map[string]uint64{"a": 1}, Time: ms(1)}, t0.Add(time.Hour).UnixNano(), 0, false)
 	if len(got) != 0 || ans.Recovered {
 		t.Errorf("after the age bound: %q complete %v", frames(got), ans.Recovered)
 	}
@@ -126,7 +126,7 @@ func TestRingReplayHostilePositions(t *testing.T) {
 		{"10,000 invented origins", Position{Seqs: many, Time: t0.UnixMilli() + 1}, "a:2", true},
 	} {
 		rg := ringWith(t0, 10, pubs...)
-		got, ans, _ := rg.replay(c.pos, now, 0, false)
+		got, ans, _ := rg.replay(nil, c.pos, now, 0, false)
 		if frames(got) != c.want || ans.Recovered != c.complete {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
@@ -200,6 +200,7 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 	origins := []string{"a", "b", "c"}
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	complete, told := 0, 0
+	var reuse []retained
 	for trial := range 3000 {
 		n := 1 + rnd.IntN(40)
 		limit := 1 + rnd.IntN(n+5)
@@ -246,7 +247,10 @@ func TestRecoveryIsToldEveryTime(t *testing.T) {
 				skews = skews[1:]
 			}
 			for _, skew := range skews {
-				got, ans, _ := rg.replay(pos, time.Now().UnixNano(), skew, false)
+				// Into the list the previous answer used, as the broker reuses lists
+				// (replayBufs): nothing of an earlier answer may leak into this one.
+				got, ans, _ := rg.replay(reuse, pos, time.Now().UnixNano(), skew, false)
+				reuse = got
 				if frames(got) == frames(hist[k:]) && ans.Recovered {
 					complete++
 					continue
@@ -300,7 +304,7 @@ func TestRingReplayClockSkew(t *testing.T) {
 		{"100 ms allowance, less than the skew", 10, 100 * time.Millisecond, "a:2", true},
 		{"b's publications dropped by the bound within the allowance: incomplete", 1, 500 * time.Millisecond, "a:2", false},
 	} {
-		got, ans, _ := build(c.limit).replay(pos, now, c.skew, false)
+		got, ans, _ := build(c.limit).replay(nil, pos, now, c.skew, false)
 		if frames(got) != c.want || ans.Recovered != c.complete {
 			t.Errorf("%s: replayed %q complete %v (%q), want %q complete %v", c.name, frames(got), ans.Recovered, ans.Reason, c.want, c.complete)
 		}
@@ -325,7 +329,7 @@ func TestRingDropsAreJudgedByTheNewestTime(t *testing.T) {
 		e.frame = []byte(e.origin + ":" + string(rune('0'+e.seq)))
 		rg.keep(e)
 	}
-	got, ans, _ := rg.replay(Position{Seqs: map[string]uint64{"a": 1}, Time: t0.UnixMilli()}, time.Now().UnixNano(), 500*time.Millisecond, false)
+	got, ans, _ := rg.replay(nil, Position{Seqs: map[string]uint64{"a": 1}, Time: t0.UnixMilli()}, time.Now().UnixNano(), 500*time.Millisecond, false)
 	if frames(got) != "a:2" || ans.Recovered {
 		t.Fatalf("replayed %q complete %v (%q); want a:2, incomplete (x:1 was dropped)", frames(got), ans.Recovered, ans.Reason)
 	}

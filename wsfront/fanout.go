@@ -170,11 +170,9 @@ func (s *Socket) writeBorrowed(pubs, try bool) {
 	if f := testBorrowedWrite.Load(); f != nil {
 		(*f)(s)
 	}
-	bp := replyBufs.Get().(*[]byte)
+	bp := packBufs.Get().(*[]byte)
 	next, carry, err := s.writeFrames(frames, bp, try)
-	if cap(*bp) <= 64<<10 { // a large answer's buffer is not kept
-		replyBufs.Put(bp)
-	}
+	putPack(bp)
 	handBack := err == nil && (next < len(frames) || carry != nil)
 	var done time.Time
 	if err == nil && !handBack && (obs != nil || pubs) {

@@ -1,6 +1,7 @@
 package wsfront
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +14,17 @@ import (
 // of a publication; frame must not be modified afterwards. A full queue disconnects the
 // client (slow consumer) and returns false.
 func (s *Socket) Deliver(frame []byte) bool { return s.enqueueSampled(frame, false, nil, time.Time{}) }
+
+// ExpectFrames makes room in the send queue for n more frames at once, before a run of n
+// Deliver calls (a recovery's replay: hundreds of frames, whose queue otherwise grew by
+// doubling, once per recovering client).
+func (s *Socket) ExpectFrames(n int) {
+	s.mu.Lock()
+	if !s.closing {
+		s.queue = slices.Grow(s.queue, n)
+	}
+	s.mu.Unlock()
+}
 
 // DeliverSampled is Deliver for a sampled publication: once the writer has written the frame
 // (with whatever was queued with it), obs observes the seconds since since. A socket keeps
@@ -73,8 +85,21 @@ func (s *Socket) writeFailed() {
 	s.abort()
 }
 
-// replyBufs: the frames flushReplies packs, between uses (a reader has no batch of its own).
-var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+// packBufs: the buffers frames are packed into for one write system call (writeFrames),
+// between writes, shared by writers, readers answering and fan-outs writing borrowed sockets.
+var packBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// packKeep is the largest packing buffer returned to packBufs: a run of WriteBytes (64 KiB by
+// default) with its frame headers. A larger one (a single frame bigger than that is written
+// without packing, so only a WriteBytes above it makes one) is left to the collector.
+const packKeep = 80 << 10
+
+// putPack returns a packing buffer to packBufs unless it is too large to keep.
+func putPack(bp *[]byte) {
+	if cap(*bp) <= packKeep {
+		packBufs.Put(bp)
+	}
+}
 
 // queueFrame queues frame. When no writer is busy, a deferred frame (reply) is left for the
 // socket's own reader to write, and with a batch b the frame is left for b's reader.
