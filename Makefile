@@ -43,7 +43,7 @@ fuzz:
 
 # Every fuzz target for longer (FUZZTIME each, default 2 minutes): what a short run cannot reach.
 FUZZTIME ?= 2m
-FUZZ_TARGETS := wsframe:FuzzParse wsframe:FuzzCloseGuard scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest node:FuzzSplitPosition node:FuzzFetchReply node:FuzzServeFetch httpapi:FuzzRequestBodies client:FuzzRetryAfter
+FUZZ_TARGETS := wsframe:FuzzParse wsframe:FuzzCloseGuard scproto:FuzzDecode access:FuzzAuthVerify scproto:FuzzScanner mesh:FuzzZMTPGuard mesh:FuzzOpenEnvelope mesh:FuzzRepairReceiver mesh:FuzzLocalInterest node:FuzzSplitPosition node:FuzzDecodePosition node:FuzzFetchReply node:FuzzServeFetch httpapi:FuzzRequestBodies client:FuzzRetryAfter
 fuzz-long:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg || exit 1; done

@@ -29,7 +29,7 @@ func benchPair(b *testing.B, mod ...func(*Config)) (*testNode, *testNode, *atomi
 		c.PeerQueueBytes = 1 << 30
 	}
 	count := func(c *Config) {
-		c.Deliver = func(string, []byte) { got.Add(1) }
+		c.Deliver = func(string, []byte, []byte) { got.Add(1) }
 	}
 	mod = append(mod, big)
 	n1 := startMesh(b, "n1", nil, mod...)
@@ -189,7 +189,7 @@ func BenchmarkHopLatency(b *testing.B) {
 			var lat []time.Duration
 			var mu sync.Mutex
 			rec := func(c *Config) {
-				c.Deliver = func(_ string, data []byte) {
+				c.Deliver = func(_ string, data, _ []byte) {
 					sent := int64(binary.BigEndian.Uint64(data))
 					d := time.Duration(time.Now().UnixNano() - sent)
 					mu.Lock()
@@ -252,13 +252,14 @@ func BenchmarkLinkThroughputRetain(b *testing.B) {
 // window of 100,000 entries: payload, channel and metadata).
 func BenchmarkTxWindow(b *testing.B) {
 	payload := make([]byte, 100)
+	pb := publication{"bench", payload, nil}
 	b.Run("add", func(b *testing.B) {
 		w := newTxWindow(64<<20, 30*time.Second)
 		now := time.Now().UnixNano()
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			w.add(uint64(i)+1, "bench", payload, now)
+			w.add(uint64(i)+1, &pb, now)
 		}
 	})
 	b.Run("heap-per-entry", func(b *testing.B) {
@@ -270,7 +271,7 @@ func BenchmarkTxWindow(b *testing.B) {
 			runtime.ReadMemStats(&before)
 			w := newTxWindow(1<<40, time.Hour)
 			for s := uint64(1); s <= n; s++ {
-				w.add(s, "bench", payload, 1)
+				w.add(s, &pb, 1)
 			}
 			runtime.GC()
 			runtime.ReadMemStats(&after)

@@ -261,7 +261,7 @@ func TestClosedMeshRejectsInjection(t *testing.T) {
 
 	mailbox, ctl := []byte(m.mailbox), []byte(controlTopic)
 	batch := func(data string) []byte {
-		return appendBatchEnvelope(nil, from, m.self, 7, 1, []publication{{ch, []byte(data)}}, 0, false)
+		return appendBatchEnvelope(nil, from, m.self, 7, 1, []publication{{ch, []byte(data), nil}}, 0, false)
 	}
 	hb, _ := proto.Marshal(&meshpb.Envelope{Origin: from, Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{}}})
 	mustAEAD := func(key []byte, sender string) cipher.AEAD {
@@ -356,7 +356,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 	open, po := newM(nil)
 	sender, _ := envelopeAEAD(testKeyA, "peer-1")
 	mailbox := []byte(keyed.mailbox)
-	envs := [][]byte{appendBatchEnvelope(nil, "peer-1", keyed.self, 3, 1, []publication{{"ch", []byte("x")}, {"other", nil}}, 0, false)}
+	envs := [][]byte{appendBatchEnvelope(nil, "peer-1", keyed.self, 3, 1, []publication{{"ch", []byte("x"), nil}, {"other", nil, nil}}, 0, false)}
 	for _, e := range []*meshpb.Envelope{
 		{Origin: "peer-1", Body: &meshpb.Envelope_Heartbeat{Heartbeat: &meshpb.Heartbeat{InterestVersion: 2, InterestCount: 1}}},
 		{Origin: "peer-1", Body: &meshpb.Envelope_Delta{Delta: &meshpb.InterestDelta{Version: 1, Added: []string{"ch"}}}},

@@ -32,9 +32,10 @@ type Config struct {
 
 	// Deliver is called for every publication received from a peer that this node wants, from
 	// the mesh's receive goroutines (one per peer, so calls are concurrent across peers and in
-	// order per peer); it must not block. data is the opaque payload; it is not reused by the
-	// mesh and may be retained.
-	Deliver func(channel string, data []byte)
+	// order per peer); it must not block. data is the opaque payload, position the publisher's
+	// (Mesh.PublishWithPosition; empty on most channels, and from a peer that sends none): not
+	// reused by the mesh, both may be retained.
+	Deliver func(channel string, data, position []byte)
 
 	// PeerQueue bounds the publications queued for one peer and not yet handed to the PUB
 	// socket; beyond it publications to that peer are dropped and counted. Zero means 10,000.
@@ -235,7 +236,7 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Deliver == nil {
-		cfg.Deliver = func(string, []byte) {}
+		cfg.Deliver = func(string, []byte, []byte) {}
 	}
 	if cfg.Profile == "" {
 		cfg.Profile = "lan"

@@ -137,24 +137,24 @@ func TestLinkMemoContinuesSequence(t *testing.T) {
 	p := m.newPeer(mi)
 	close(p.done) // no supervisor
 	for range 10 {
-		p.enqueue("c", []byte("d"))
+		p.enqueue(publication{"c", []byte("d"), nil})
 	}
 	if _, first, _ := p.take(make([]publication, 0, 4), time.Now().UnixNano()); first != 1 {
 		t.Fatalf("first batch starts at %d", first)
 	}
 	// BatchMax defaults to 256: the whole queue went; queue 3 more that will never be sent live.
 	for range 3 {
-		p.enqueue("c", []byte("d"))
+		p.enqueue(publication{"c", []byte("d"), nil})
 	}
 	p.rx = rxLink{epoch: 77, expect: 5, known: 4}
 	p.closeQueue() // removePeer
 	m.retirePeer(p, false)
-	p.enqueue("c", []byte("d")) // routed just before the removal, enqueued just after
-	p.retain("c", []byte("d"))  // through the failed routes while it is away
+	p.enqueue(publication{"c", []byte("d"), nil}) // routed just before the removal, enqueued just after
+	p.retain(publication{"c", []byte("d"), nil})  // through the failed routes while it is away
 	if p.dropped.Load() != 0 || p.tx.state().seq != 15 {
 		t.Fatalf("removed peer: dropped %d, numbered %d; want 0 and 15", p.dropped.Load(), p.tx.state().seq)
 	}
-	if ch, data, ok := p.tx.win.get(11); !ok || ch != "c" || string(data) != "d" {
+	if pb, ok := p.tx.win.get(11); !ok || pb.channel != "c" || string(pb.data) != "d" {
 		t.Fatal("what the queue held at removal is not in the window")
 	}
 	if ep, last, ok := p.tx.tail(time.Now().UnixNano()); !ok || ep != p.tx.epoch || last != 15 {
@@ -165,7 +165,7 @@ func TestLinkMemoContinuesSequence(t *testing.T) {
 	if q.tx != p.tx || q.rx.epoch != 77 || q.rx.expect != 5 {
 		t.Fatalf("re-added peer: new send link %v, receive state %+v", q.tx != p.tx, q.rx)
 	}
-	q.enqueue("c", []byte("d"))
+	q.enqueue(publication{"c", []byte("d"), nil})
 	if _, first, _ := q.take(nil, time.Now().UnixNano()); first != 16 {
 		t.Fatalf("re-added peer's first batch starts at %d, want 16", first)
 	}
@@ -231,7 +231,7 @@ func TestReceiveGapsAcrossEpochs(t *testing.T) {
 func TestReplacedPeerCountsWhatItOwed(t *testing.T) {
 	var got []string
 	m, err := New(Config{Name: "me", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Logger: testLogger(),
-		Deliver: func(_ string, data []byte) { got = append(got, string(data)) }})
+		Deliver: func(_ string, data, _ []byte) { got = append(got, string(data)) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,8 +240,8 @@ func TestReplacedPeerCountsWhatItOwed(t *testing.T) {
 	p := m.newPeer(memberInfo{serfName: "x-1", logical: "x", inc: "1"})
 	close(p.done)
 	// Received 1..4, then 7 (5 and 6 missing, asked for), and the tail says 9 exist.
-	p.rx.batch(5, 1, []pubIn{{"c", []byte("1")}, {"c", []byte("2")}, {"c", []byte("3")}, {"c", []byte("4")}}, false, 1, m.rxCfg, rxOut{p})
-	p.rx.batch(5, 7, []pubIn{{"c", []byte("7")}}, false, 2, m.rxCfg, rxOut{p})
+	p.rx.batch(5, 1, []pubIn{{"c", []byte("1"), nil}, {"c", []byte("2"), nil}, {"c", []byte("3"), nil}, {"c", []byte("4"), nil}}, false, 1, m.rxCfg, rxOut{p})
+	p.rx.batch(5, 7, []pubIn{{"c", []byte("7"), nil}}, false, 2, m.rxCfg, rxOut{p})
 	p.rx.tail(5, 9, 3, m.rxCfg, rxOut{p})
 	m.retirePeer(p, true)
 	if want := []string{"1", "2", "3", "4", "7"}; !slices.Equal(got, want) {

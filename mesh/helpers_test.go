@@ -14,14 +14,24 @@ import (
 type recorder struct {
 	mu  sync.Mutex
 	got map[string][]string // channel → payloads in arrival order
+	pos map[string][]string // channel → positions, beside got
 }
 
-func newRecorder() *recorder { return &recorder{got: make(map[string][]string)} }
+func newRecorder() *recorder {
+	return &recorder{got: make(map[string][]string), pos: make(map[string][]string)}
+}
 
-func (r *recorder) deliver(ch string, data []byte) {
+func (r *recorder) deliver(ch string, data, pos []byte) {
 	r.mu.Lock()
 	r.got[ch] = append(r.got[ch], string(data))
+	r.pos[ch] = append(r.pos[ch], string(pos))
 	r.mu.Unlock()
+}
+
+func (r *recorder) positions(ch string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.pos[ch]...)
 }
 
 func (r *recorder) get(ch string) []string {

@@ -346,7 +346,7 @@ func TestFrameLimitInOneWrite(t *testing.T) {
 	waitFor(t, 5*time.Second, "n2 linked", func() bool { return n2.Ready() })
 	n2.AddInterest("big")
 	waitInterest(t, []*testNode{n1}, "n2", "big", true)
-	big := make([]byte, n1.frameBudget()-pubCost("big", nil))
+	big := make([]byte, n1.frameBudget()-pubCost(publication{channel: "big"}))
 	n1.Publish("big", big)
 	waitFor(t, 5*time.Second, "the largest publication crosses", func() bool { return n2.rec.count("big") == 1 })
 	n1.Publish("big", append(big, 'x'))

@@ -15,7 +15,7 @@ import (
 )
 
 func TestBatchEncodingMatchesProto(t *testing.T) {
-	pubs := []publication{{"chat", []byte(`{"a":1}`)}, {"chatroom", []byte{}}, {"ü", bytes.Repeat([]byte("x"), 300)}}
+	pubs := []publication{{"chat", []byte(`{"a":1}`), nil}, {"chatroom", []byte{}, nil}, {"ü", bytes.Repeat([]byte("x"), 300), nil}, {"prices", []byte(`1`), []byte("\x0a\x02o1\x10\x07")}}
 	for _, retransmit := range []bool{false, true} {
 		checkBatchEncoding(t, pubs, retransmit)
 	}
@@ -29,11 +29,11 @@ func checkBatchEncoding(t *testing.T, pubs []publication, retransmit bool) {
 		t.Fatal(err)
 	}
 	b := env.GetBatch()
-	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || b.GetEpoch() != 7 || b.GetSentUnixNano() != 1795630000123456789 || len(b.GetPublications()) != 3 || b.GetRetransmit() != retransmit {
+	if env.Origin != "n1-abc" || env.Target != "n2-def" || b.GetFirstSeq() != 42 || b.GetEpoch() != 7 || b.GetSentUnixNano() != 1795630000123456789 || len(b.GetPublications()) != len(pubs) || b.GetRetransmit() != retransmit {
 		t.Fatalf("decoded %v", &env)
 	}
 	for i, p := range b.GetPublications() {
-		if p.Channel != pubs[i].channel || !bytes.Equal(p.Data, pubs[i].data) {
+		if p.Channel != pubs[i].channel || !bytes.Equal(p.Data, pubs[i].data) || !bytes.Equal(p.Position, pubs[i].pos) {
 			t.Fatalf("publication %d = %v", i, p)
 		}
 	}
@@ -114,7 +114,7 @@ func TestPeerQueueBounded(t *testing.T) {
 	defer m.Close()
 	p := m.newPeer(memberInfo{serfName: "x-1", logical: "x", inc: "1"})
 	for range 15 {
-		p.enqueue("c", make([]byte, 10))
+		p.enqueue(publication{"c", make([]byte, 10), nil})
 	}
 	if len(p.q) != 5 || p.tx.state().seq != 10 || p.dropped.Load() != 0 || p.tx.win.n != 10 {
 		t.Fatalf("queue %d, numbered %d, dropped %d, retained %d; want 5, 10, 0, 10", len(p.q), p.tx.state().seq, p.dropped.Load(), p.tx.win.n)
@@ -129,8 +129,8 @@ func TestPeerQueueBounded(t *testing.T) {
 	if len(p.q) != 0 || p.qbytes != 0 || p.qready {
 		t.Fatalf("queue not empty after draining: %d %d %v", len(p.q), p.qbytes, p.qready)
 	}
-	p.enqueue("c", make([]byte, 600))
-	p.enqueue("c", make([]byte, 600)) // over the byte bound
+	p.enqueue(publication{"c", make([]byte, 600), nil})
+	p.enqueue(publication{"c", make([]byte, 600), nil}) // over the byte bound
 	if len(p.q) != 1 || p.tx.state().seq != 16 || p.qbytes != 600 {
 		t.Fatalf("byte bound not applied: queue %d, numbered %d, bytes %d", len(p.q), p.tx.state().seq, p.qbytes)
 	}

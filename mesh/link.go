@@ -510,7 +510,7 @@ func (p *peer) receiveBatch(b *meshpb.Batch) {
 	}
 	in := p.rxBuf[:0]
 	for _, pub := range b.Publications {
-		in = append(in, pubIn{pub.Channel, pub.Data})
+		in = append(in, pubIn{pub.Channel, pub.Data, pub.Position})
 	}
 	p.rmu.Lock()
 	p.rx.batch(b.Epoch, b.FirstSeq, in, b.Retransmit, now, p.m.rxCfg, rxOut{p})
@@ -522,20 +522,20 @@ func (p *peer) receiveBatch(b *meshpb.Batch) {
 // rxOut is what a peer's rxLink does: deliver in order, ask the origin, count.
 type rxOut struct{ p *peer }
 
-func (o rxOut) deliver(channel string, data []byte) {
+func (o rxOut) deliver(pb pubIn) {
 	p := o.p
 	m := p.m
 	p.received.Add(1)
 	p.receivedC.Inc()
-	p.rxPayload.Add(uint64(len(data)))
+	p.rxPayload.Add(uint64(len(pb.data)))
 	m.mu.RLock()
-	want := m.table.WantsLocal(channel)
+	want := m.table.WantsLocal(pb.channel)
 	m.mu.RUnlock()
 	if !want {
 		m.met.unwanted.Inc()
 		return
 	}
-	p.deliver(channel, data)
+	p.deliver(pb)
 }
 
 func (o rxOut) ask(epoch, from, to uint64) {
@@ -561,13 +561,13 @@ func (o rxOut) duplicate(n uint64) { o.p.dupC.Add(float64(n)) }
 
 // deliver hands one publication to the node; a panic in the node's handler is logged, not
 // allowed to kill the link.
-func (p *peer) deliver(channel string, data []byte) {
+func (p *peer) deliver(pb pubIn) {
 	defer func() {
 		if r := recover(); r != nil {
-			p.m.log.Error("mesh: Deliver panicked", "channel", channel, "peer", p.logical, "panic", r)
+			p.m.log.Error("mesh: Deliver panicked", "channel", pb.channel, "peer", p.logical, "panic", r)
 		}
 	}()
-	p.m.cfg.Deliver(channel, data)
+	p.m.cfg.Deliver(pb.channel, pb.data, pb.pos)
 }
 
 // Library guards. Each wraps one zmq4 call that can panic (reference 1.7) with recover(), and

@@ -562,7 +562,7 @@ func (m *Mesh) frameBudget() int { return m.cfg.MaxFrame - frameOverhead }
 const frameOverhead = 4 << 10
 
 // pubCost is what one publication adds to a batch envelope (tags and lengths included).
-func pubCost(channel string, data []byte) int { return len(channel) + len(data) + 16 }
+func pubCost(pb publication) int { return len(pb.channel) + len(pb.data) + len(pb.pos) + 24 }
 
 // validChannel: channels travel inside protobuf strings, never in topic frames, so any non-empty
 // valid UTF-8 name is safe.
@@ -572,7 +572,13 @@ func validChannel(ch string) bool { return ch != "" && utf8.ValidString(ch) }
 // two map lookups whatever the number of channels (the route, and the failed peers whose loss
 // it counts). data is retained until sent: the caller must
 // not modify it afterwards.
-func (m *Mesh) Publish(channel string, data []byte) {
+func (m *Mesh) Publish(channel string, data []byte) { m.PublishWithPosition(channel, data, nil) }
+
+// PublishWithPosition is Publish for a publication of a recovery channel: position (an
+// encoded meshpb.Position, opaque to the mesh) travels in the publication's own field, is
+// retained and retransmitted with it, and reaches the receiving node's Deliver beside data.
+// Like data, it must not be modified afterwards.
+func (m *Mesh) PublishWithPosition(channel string, data, position []byte) {
 	m.mu.RLock()
 	ps := m.table.Route(channel)
 	lost := m.failed.Route(channel)
@@ -583,7 +589,7 @@ func (m *Mesh) Publish(channel string, data []byte) {
 			// learned its interest before it counted as in sync): number it once, live.
 			continue
 		}
-		p.retain(channel, data) // a failed peer wanted it: kept for its return
+		p.retain(publication{channel, data, position}) // a failed peer wanted it: kept for its return
 	}
 	if len(ps) == 0 {
 		return
@@ -591,7 +597,7 @@ func (m *Mesh) Publish(channel string, data []byte) {
 	if data == nil {
 		data = []byte{}
 	}
-	if pubCost(channel, data) > m.frameBudget() {
+	if pubCost(publication{channel, data, position}) > m.frameBudget() {
 		// A receiver would refuse the frame and drop the link: never send it.
 		m.met.tooLarge.Inc()
 		for _, p := range ps {
@@ -604,7 +610,7 @@ func (m *Mesh) Publish(channel string, data []byte) {
 		return
 	}
 	for _, p := range ps {
-		p.enqueue(channel, data)
+		p.enqueue(publication{channel, data, position})
 	}
 }
 

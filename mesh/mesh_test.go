@@ -422,3 +422,31 @@ func TestMetricsPerPeer(t *testing.T) {
 		}
 	}
 }
+
+// A publication's position (PublishWithPosition) reaches the receiving node's Deliver with it,
+// in its own protobuf field, beside publications without one on the same link and channel.
+// (The scripted repair tests show positions kept through the window, the reorder buffer and
+// retransmission.)
+func TestPositionsTravelWithTheirPublications(t *testing.T) {
+	nodes := startCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	n2.AddInterest("rc.feed")
+	waitInterest(t, nodes, "n2", "rc.feed", true)
+	const N = 300
+	var want []string
+	for i := range N {
+		var pos []byte
+		if i%4 != 0 {
+			pos = fmt.Appendf(nil, "\x0a\x02n1\x10%c", byte(i%100+1))
+		}
+		want = append(want, string(pos))
+		n1.PublishWithPosition("rc.feed", fmt.Appendf(nil, "%d", i), pos)
+	}
+	waitFor(t, 10*time.Second, "deliveries", func() bool { return n2.rec.count("rc.feed") == N })
+	got, pos := n2.rec.get("rc.feed"), n2.rec.positions("rc.feed")
+	for i := range N {
+		if got[i] != fmt.Sprint(i) || pos[i] != want[i] {
+			t.Fatalf("delivery %d: %q with position %q, want %d with %q", i, got[i], pos[i], i, want[i])
+		}
+	}
+}

@@ -39,7 +39,7 @@ const (
 
 // rxOutput is what an rxLink does to the world.
 type rxOutput interface {
-	deliver(channel string, data []byte)
+	deliver(pb pubIn)
 	// ask sends a RepairRequest for [from, to] (to = 0: everything after from) in epoch.
 	ask(epoch, from, to uint64)
 	lost(n uint64, reason string)
@@ -55,8 +55,7 @@ type rxConfig struct {
 }
 
 type heldPub struct {
-	channel    string
-	data       []byte
+	pubIn
 	retransmit bool
 }
 
@@ -82,7 +81,11 @@ type rxLink struct {
 type pubIn struct {
 	channel string
 	data    []byte
+	pos     []byte
 }
+
+// size is what a held publication counts against the reorder buffer.
+func (pb pubIn) size() int { return len(pb.channel) + len(pb.data) + len(pb.pos) }
 
 // adopt switches to epoch; what was missing of the old stream is lost (waiting publications of
 // the old stream go out first, in order).
@@ -119,10 +122,10 @@ func (r *rxLink) batch(epoch, first uint64, pubs []pubIn, retransmit bool, now i
 			if h, ok := r.held[seq]; ok {
 				// It was waiting already (a retransmission of a range we partly had): once.
 				delete(r.held, seq)
-				r.heldBytes -= len(h.channel) + len(h.data)
+				r.heldBytes -= h.size()
 				o.duplicate(1)
 			}
-			o.deliver(pb.channel, pb.data)
+			o.deliver(pb)
 			if retransmit {
 				o.repaired(1)
 			}
@@ -133,7 +136,7 @@ func (r *rxLink) batch(epoch, first uint64, pubs []pubIn, retransmit bool, now i
 				o.duplicate(1)
 				break
 			}
-			size := len(pb.channel) + len(pb.data)
+			size := pb.size()
 			if r.heldBytes+size > cfg.maxBytes {
 				// The reorder buffer is full: let it go. It is still in the origin's window
 				// and is asked for once the repair reaches it (known covers it), so a live
@@ -143,7 +146,7 @@ func (r *rxLink) batch(epoch, first uint64, pubs []pubIn, retransmit bool, now i
 			if r.held == nil {
 				r.held = make(map[uint64]heldPub)
 			}
-			r.held[seq] = heldPub{pb.channel, pb.data, retransmit}
+			r.held[seq] = heldPub{pb, retransmit}
 			r.heldBytes += size
 		}
 		seq++
@@ -347,8 +350,8 @@ func (r *rxLink) drain(o rxOutput) bool {
 func (r *rxLink) take(s uint64, o rxOutput) {
 	h := r.held[s]
 	delete(r.held, s)
-	r.heldBytes -= len(h.channel) + len(h.data)
-	o.deliver(h.channel, h.data)
+	r.heldBytes -= h.size()
+	o.deliver(h.pubIn)
 	if h.retransmit {
 		o.repaired(1)
 	}

@@ -53,7 +53,7 @@ func FuzzRepairReceiver(f *testing.F) {
 				for i := range pubs {
 					d := make([]byte, 8+int(first%5)) // varied sizes against the 200-byte bound
 					binary.BigEndian.PutUint64(d, first+uint64(i))
-					pubs[i] = pubIn{"c", d}
+					pubs[i] = pubIn{"c", d, nil}
 				}
 				r.batch(epoch, first, pubs, retransmit, now, cfg, out)
 			case 1:
@@ -97,7 +97,8 @@ type fuzzOut struct {
 	any     bool
 }
 
-func (o *fuzzOut) deliver(_ string, data []byte) {
+func (o *fuzzOut) deliver(pb pubIn) {
+	data := pb.data
 	seq := binary.BigEndian.Uint64(data)
 	if o.r.epoch != o.stream {
 		o.stream, o.any = o.r.epoch, false

@@ -19,6 +19,7 @@ type scriptNet struct {
 	rx  rxLink
 
 	got      []string // delivered payloads, in order
+	gotPos   []string // their positions
 	lostN    map[string]uint64
 	fixed    uint64
 	dups     uint64
@@ -35,7 +36,10 @@ func newScriptNet(t *testing.T, maxBytes int, maxAge time.Duration) *scriptNet {
 	}
 }
 
-func (s *scriptNet) deliver(_ string, data []byte) { s.got = append(s.got, string(data)) }
+func (s *scriptNet) deliver(pb pubIn) {
+	s.got = append(s.got, string(pb.data))
+	s.gotPos = append(s.gotPos, string(pb.pos))
+}
 func (s *scriptNet) ask(epoch, from, to uint64) {
 	if !s.dropAsks {
 		s.asks = append(s.asks, [3]uint64{epoch, from, to})
@@ -47,12 +51,22 @@ func (s *scriptNet) duplicate(n uint64)           { s.dups += n }
 
 func (s *scriptNet) advance(d time.Duration) { s.now += int64(d) }
 
+// scriptPos is the position the script gives publication p<i>: two of three carry one (as a
+// recovery channel's do, beside others' without), so that every scenario shows positions kept
+// with their publications through the window, the reorder buffer and retransmission.
+func scriptPos(i int) []byte {
+	if i%3 == 0 {
+		return nil
+	}
+	return []byte(fmt.Sprintf("pos%d", i))
+}
+
 // publish numbers n publications p<i> on the link and returns them as a live batch.
 func (s *scriptNet) publish(from, n int) (first uint64, pubs []pubIn) {
 	var ps []publication
 	for i := from; i < from+n; i++ {
-		ps = append(ps, publication{"ch", []byte(fmt.Sprintf("p%d", i))})
-		pubs = append(pubs, pubIn{"ch", []byte(fmt.Sprintf("p%d", i))})
+		ps = append(ps, publication{"ch", []byte(fmt.Sprintf("p%d", i)), scriptPos(i)})
+		pubs = append(pubs, pubIn{"ch", []byte(fmt.Sprintf("p%d", i)), scriptPos(i)})
 	}
 	first = s.tx.number(ps, s.now, true)
 	s.tx.handed(first + uint64(n) - 1)
@@ -84,7 +98,7 @@ func (s *scriptNet) serve() {
 			}
 			var in []pubIn
 			for _, p := range pubs {
-				in = append(in, pubIn{p.channel, p.data})
+				in = append(in, pubIn{p.channel, p.data, p.pos})
 			}
 			if len(in) > 0 {
 				s.rx.batch(s.tx.epoch, first, in, true, s.now, s.cfg, s)
@@ -95,12 +109,16 @@ func (s *scriptNet) serve() {
 
 func (s *scriptNet) want(from, to int) {
 	s.t.Helper()
-	var w []string
+	var w, wp []string
 	for i := from; i <= to; i++ {
 		w = append(w, fmt.Sprintf("p%d", i))
+		wp = append(wp, string(scriptPos(i)))
 	}
 	if !slices.Equal(s.got, w) {
 		s.t.Fatalf("delivered %v, want p%d..p%d in order", s.got, from, to)
+	}
+	if !slices.Equal(s.gotPos, wp) {
+		s.t.Fatalf("positions %q, want %q", s.gotPos, wp)
 	}
 }
 
@@ -169,7 +187,11 @@ func TestRepairBeyondWindowIsCountedAndDeliveryMovesOn(t *testing.T) {
 	}
 	// By bytes: a window of 3 entries' worth keeps only the last 3 numbered (p9, p10 and the
 	// live p11).
-	s = newScriptNet(t, 3*retainCost("ch", []byte("p10")), time.Hour)
+	last3 := 0
+	for i := 9; i <= 11; i++ {
+		last3 += retainCost(&publication{"ch", []byte(fmt.Sprintf("p%d", i)), scriptPos(i)})
+	}
+	s = newScriptNet(t, last3, time.Hour)
 	s.arrive(s.publish(0, 1))
 	s.publish(1, 10)
 	s.arrive(s.publish(11, 1))
@@ -248,7 +270,7 @@ func TestRepairTailAfterSilence(t *testing.T) {
 
 	// Numbered while the receiver was away (never sent): the tail stays in heartbeats until
 	// the receiver asked for it, however long ago it was numbered.
-	s.tx.number([]publication{{"ch", []byte("p5")}}, s.now, false)
+	s.tx.number([]publication{{"ch", []byte("p5"), scriptPos(5)}}, s.now, false)
 	s.advance(10 * time.Second)
 	if _, _, ok := s.tx.tail(s.now); !ok {
 		t.Fatal("unsent publications: no tail")
@@ -260,7 +282,7 @@ func TestRepairTailAfterSilence(t *testing.T) {
 		t.Fatal("tail still announced after the receiver asked for everything")
 	}
 	// A receiver that never comes back: announced while the window holds something for it.
-	s.tx.number([]publication{{"ch", []byte("p6")}}, s.now, false)
+	s.tx.number([]publication{{"ch", []byte("p6"), scriptPos(6)}}, s.now, false)
 	s.advance(29 * time.Second)
 	if _, _, ok := s.tx.tail(s.now); !ok {
 		t.Fatal("unsent publication still in the window, but no tail")
@@ -274,7 +296,10 @@ func TestRepairTailAfterSilence(t *testing.T) {
 
 func TestRepairReorderBufferFullCostsRetransmissionNotLoss(t *testing.T) {
 	s := newScriptNet(t, 64<<20, 30*time.Second)
-	s.cfg.maxBytes = 5 * len("chp2")
+	s.cfg.maxBytes = 0
+	for i := 2; i <= 6; i++ {
+		s.cfg.maxBytes += pubIn{"ch", []byte(fmt.Sprintf("p%d", i)), scriptPos(i)}.size()
+	}
 	s.arrive(s.publish(0, 1))
 	s.publish(1, 1) // lost
 	for i := 2; i < 9; i++ {
@@ -304,7 +329,7 @@ func TestRepairRetransmissionOfAWaitingPublication(t *testing.T) {
 	s.arrive(s.publish(6, 1)) // p6 waits
 	s.asks = nil
 	// The retransmission of p1..p4 (a wider range than asked for), then p5 never comes.
-	s.rx.batch(7, f1, append(b1, pubIn{"ch", []byte("p3")}, pubIn{"ch", []byte("p4")}), true, s.now, s.cfg, s)
+	s.rx.batch(7, f1, append(b1, pubIn{"ch", []byte("p3"), scriptPos(3)}, pubIn{"ch", []byte("p4"), scriptPos(4)}), true, s.now, s.cfg, s)
 	s.dropAsks = true
 	for range 20 {
 		s.advance(250 * time.Millisecond)
@@ -324,7 +349,7 @@ func TestRepairRetransmissionOfAWaitingPublication(t *testing.T) {
 func TestRepairRequestHostileRanges(t *testing.T) {
 	tx := newTxLink("rx", 7, 1<<20, time.Hour)
 	for i := range 100 {
-		tx.number([]publication{{"ch", []byte{byte(i)}}}, 1, true)
+		tx.number([]publication{{"ch", []byte{byte(i)}, nil}}, 1, true)
 	}
 	max64 := ^uint64(0)
 	for _, r := range [][3]uint64{{7, 0, 0}, {7, 0, max64}, {7, max64, max64}, {7, 50, 10}, {7, max64 - 1, 0}, {8, 1, max64}, {8, max64, 0}, {0, 0, 0}} {

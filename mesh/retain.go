@@ -43,9 +43,10 @@ type slab struct {
 }
 
 type entryMeta struct {
-	off  uint32 // of the channel in buf; the payload follows it
+	off  uint32 // of the channel in buf; the payload follows it, then the position
 	clen uint32
 	dlen uint32
+	plen uint32
 	at   int64 // unix nanos when numbered
 }
 
@@ -57,29 +58,29 @@ type txWindow struct {
 	head     int    // index of the oldest entry in slabs[0].meta
 	first    uint64 // sequence of the oldest entry; when empty, the next to be added
 	n        int
-	bytes    int // accounted: channel + payload + retainOverhead per entry
+	bytes    int // accounted: channel + payload + position + retainOverhead per entry
 }
 
 func newTxWindow(maxBytes int, maxAge time.Duration) txWindow {
 	return txWindow{maxBytes: maxBytes, maxAge: maxAge, first: 1}
 }
 
-func retainCost(channel string, data []byte) int {
-	return len(channel) + len(data) + retainOverhead
+func retainCost(pb *publication) int {
+	return len(pb.channel) + len(pb.data) + len(pb.pos) + retainOverhead
 }
 
 // add appends the publication numbered seq (always the sequence after the last one added,
 // whether or not the window kept it) and trims the window to its bounds.
-func (w *txWindow) add(seq uint64, channel string, data []byte, now int64) {
+func (w *txWindow) add(seq uint64, pb *publication, now int64) {
 	if w.n == 0 {
 		w.first = seq
 	}
-	cost := retainCost(channel, data)
+	cost := retainCost(pb)
 	if w.maxBytes <= 0 || cost > w.maxBytes {
 		w.clear(seq + 1)
 		return
 	}
-	size := len(channel) + len(data)
+	size := len(pb.channel) + len(pb.data) + len(pb.pos)
 	var sl *slab
 	if k := len(w.slabs); k > 0 && cap(w.slabs[k-1].buf)-len(w.slabs[k-1].buf) >= size {
 		sl = w.slabs[k-1]
@@ -88,9 +89,12 @@ func (w *txWindow) add(seq uint64, channel string, data []byte, now int64) {
 		w.slabs = append(w.slabs, sl)
 	}
 	off := len(sl.buf)
-	sl.buf = append(sl.buf, channel...)
-	sl.buf = append(sl.buf, data...)
-	sl.meta = append(sl.meta, entryMeta{off: uint32(off), clen: uint32(len(channel)), dlen: uint32(len(data)), at: now})
+	sl.buf = append(sl.buf, pb.channel...)
+	sl.buf = append(sl.buf, pb.data...)
+	if len(pb.pos) > 0 {
+		sl.buf = append(sl.buf, pb.pos...)
+	}
+	sl.meta = append(sl.meta, entryMeta{off: uint32(off), clen: uint32(len(pb.channel)), dlen: uint32(len(pb.data)), plen: uint32(len(pb.pos)), at: now})
 	w.n++
 	w.bytes += cost
 	w.trim(now)
@@ -115,7 +119,7 @@ func (w *txWindow) trim(now int64) {
 func (w *txWindow) popFront() {
 	sl := w.slabs[0]
 	e := sl.meta[w.head]
-	w.bytes -= int(e.clen) + int(e.dlen) + retainOverhead
+	w.bytes -= int(e.clen) + int(e.dlen) + int(e.plen) + retainOverhead
 	w.head++
 	w.n--
 	w.first++
@@ -127,22 +131,28 @@ func (w *txWindow) popFront() {
 	}
 }
 
-// get returns the entry numbered seq, if the window still holds it. data points into the
-// window's slab (never overwritten); channel is a copy.
-func (w *txWindow) get(seq uint64) (channel string, data []byte, ok bool) {
+// get returns the entry numbered seq, if the window still holds it. Its data and position
+// point into the window's slab (never overwritten); its channel is a copy.
+func (w *txWindow) get(seq uint64) (pb publication, ok bool) {
 	if seq < w.first || seq >= w.first+uint64(w.n) {
-		return "", nil, false
+		return publication{}, false
 	}
 	i := int(seq-w.first) + w.head
 	for _, sl := range w.slabs {
 		if i < len(sl.meta) {
 			e := sl.meta[i]
-			end := e.off + e.clen + e.dlen
-			return string(sl.buf[e.off : e.off+e.clen]), sl.buf[e.off+e.clen : end : end], true
+			d := e.off + e.clen
+			p := d + e.dlen
+			end := p + e.plen
+			pb = publication{channel: string(sl.buf[e.off:d]), data: sl.buf[d:p:p]}
+			if e.plen > 0 {
+				pb.pos = sl.buf[p:end:end]
+			}
+			return pb, true
 		}
 		i -= len(sl.meta)
 	}
-	return "", nil, false
+	return publication{}, false
 }
 
 // oldest is the lowest sequence the window can still give (when empty, the next to be added).
@@ -187,9 +197,9 @@ func (t *txLink) number(pubs []publication, now int64, sent bool) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	first := t.seq + 1
-	for _, pb := range pubs {
+	for i := range pubs {
 		t.seq++
-		t.win.add(t.seq, pb.channel, pb.data, now)
+		t.win.add(t.seq, &pubs[i], now)
 	}
 	if len(pubs) > 0 {
 		t.advanced = now
@@ -341,18 +351,18 @@ func (t *txLink) nextRepair(job uint64, buf []publication, maxPubs, maxBytes, bu
 	out, first = buf[:0], t.next
 	size, cost := 0, 0
 	for t.next <= t.to && len(out) < maxPubs && size < maxBytes {
-		ch, data, ok := t.win.get(t.next)
+		pb, ok := t.win.get(t.next)
 		if !ok {
 			break
 		}
 		// Same bounds as a live batch (take): it fits the frame limit.
-		c := pubCost(ch, data)
+		c := pubCost(pb)
 		if len(out) > 0 && cost+c > budget {
 			break
 		}
 		cost += c
-		out = append(out, publication{ch, data})
-		size += len(data)
+		out = append(out, pb)
+		size += len(pb.data)
 		t.next++
 	}
 	t.covered = max(t.covered, t.next)

@@ -32,31 +32,32 @@ func mailboxTopic(serfName string) string { return "\x02" + serfName + "\x00" }
 type publication struct {
 	channel string
 	data    []byte
+	pos     []byte // an encoded meshpb.Position, opaque here; empty on most channels
 }
 
 // enqueue adds a publication to p's queue; it never blocks. A queue over its bound means the
 // peer fell too far behind (its transport queue is full too, so the flusher holds it back): it
 // is cut as a slow peer, and what it was waiting for is numbered into its retransmission window,
 // so that it gets it again when it redials and asks.
-func (p *peer) enqueue(channel string, data []byte) {
+func (p *peer) enqueue(pb publication) {
 	p.qmu.Lock()
 	// Closed: the peer was removed after Publish looked up its route; number it for the peer's
 	// return, after what its queue held (closeQueue).
 	if p.qclosed {
 		p.qmu.Unlock()
-		p.retain(channel, data)
+		p.retain(pb)
 		return
 	}
 	cut := false
-	if len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(data) > p.m.cfg.PeerQueueBytes {
+	if len(p.q) >= p.m.cfg.PeerQueue || p.qbytes+len(pb.data) > p.m.cfg.PeerQueueBytes {
 		p.tx.number(p.q, time.Now().UnixNano(), false)
 		clear(p.q)
 		p.q = p.q[:0]
 		p.qbytes = 0
 		cut = true
 	}
-	p.q = append(p.q, publication{channel, data})
-	p.qbytes += len(data)
+	p.q = append(p.q, pb)
+	p.qbytes += len(pb.data)
 	signal := !p.qready
 	p.qready = true
 	p.qmu.Unlock()
@@ -70,8 +71,8 @@ func (p *peer) enqueue(channel string, data []byte) {
 
 // retain numbers a publication for p without sending it (p is away: declared failed, or
 // removed): it waits in p's retransmission window until p, back, asks for it.
-func (p *peer) retain(channel string, data []byte) {
-	p.tx.number([]publication{{channel, data}}, time.Now().UnixNano(), false)
+func (p *peer) retain(pb publication) {
+	p.tx.number([]publication{pb}, time.Now().UnixNano(), false)
 }
 
 // closeQueue stops p's queue and numbers what it held into the retransmission window, before any
@@ -108,7 +109,7 @@ func (p *peer) take(buf []publication, now int64) (batch []publication, first ui
 	n, size, cost := 0, 0, 0
 	budget := p.m.frameBudget()
 	for n < len(p.q) && n < p.m.cfg.BatchMax {
-		c := pubCost(p.q[n].channel, p.q[n].data)
+		c := pubCost(p.q[n])
 		if n > 0 && cost+c > budget {
 			break
 		}
@@ -254,6 +255,10 @@ func appendBatchEnvelope(b []byte, origin, target string, epoch, firstSeq uint64
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			b = protowire.AppendBytes(b, pb.data)
 		}
+		if len(pb.pos) > 0 {
+			b = protowire.AppendTag(b, 3, protowire.BytesType)
+			b = protowire.AppendBytes(b, pb.pos)
+		}
 	}
 	b = protowire.AppendTag(b, 3, protowire.VarintType)
 	b = protowire.AppendVarint(b, epoch)
@@ -273,6 +278,9 @@ func pubLen(pb publication) int {
 	}
 	if len(pb.data) > 0 {
 		n += protowire.SizeTag(2) + protowire.SizeBytes(len(pb.data))
+	}
+	if len(pb.pos) > 0 {
+		n += protowire.SizeTag(3) + protowire.SizeBytes(len(pb.pos))
 	}
 	return n
 }

@@ -27,15 +27,18 @@ type Interest interface {
 }
 
 // Forwarder sends a locally published message to the rest of the cluster; must not block.
+// PublishWithPosition sends one of a recovery channel with its position (encodePosition).
 type Forwarder interface {
 	Publish(channel string, data []byte)
+	PublishWithPosition(channel string, data, position []byte)
 }
 
 type nopMesh struct{}
 
-func (nopMesh) AddInterest(string)     {}
-func (nopMesh) RemoveInterest(string)  {}
-func (nopMesh) Publish(string, []byte) {}
+func (nopMesh) AddInterest(string)                         {}
+func (nopMesh) RemoveInterest(string)                      {}
+func (nopMesh) Publish(string, []byte)                     {}
+func (nopMesh) PublishWithPosition(string, []byte, []byte) {}
 
 // Broker holds the node's local subscriptions, sharded by a stable hash of the channel
 // name so that subscription churn on one channel contends only with its shard.
@@ -345,7 +348,7 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 		e := newRetained(ch, data, rg.origin, rg.next, at)
 		rg.keep(e)
 		b.deliverFrame(fo, ch, e.frame, b.m.delLocal, b.m.latLocal)
-		b.hooks.Load().forward.Publish(ch, withPosition(rg.origin, rg.next, at, data))
+		b.hooks.Load().forward.PublishWithPosition(ch, data, encodePosition(rg.origin, rg.next, at))
 		rg.mu.Unlock()
 		return
 	}
@@ -354,10 +357,17 @@ func (b *Broker) PublishIn(fo *wsfront.Fanout, ch string, data json.RawMessage) 
 }
 
 // DeliverRemote hands a publication received from a peer to local subscribers only: the
-// mesh is one hop, a received publication is never forwarded again.
-func (b *Broker) DeliverRemote(ch string, data []byte) {
+// mesh is one hop, a received publication is never forwarded again. position is the
+// publication's (mesh.Config.Deliver), empty on most channels.
+func (b *Broker) DeliverRemote(ch string, data, position []byte) {
 	b.m.pubMesh.Inc()
-	if origin, seq, at, d, ok := splitPosition(data); ok {
+	origin, seq, at, d, ok := "", uint64(0), int64(0), data, false
+	if len(position) > 0 {
+		origin, seq, at, ok = decodePosition(position)
+	} else {
+		origin, seq, at, d, ok = splitPosition(data) // a node of the previous version
+	}
+	if ok {
 		rg := b.rec.lockRing(ch)
 		if rg == nil { // not a recovery channel here (configured on the origin only), or past the bound
 			b.deliver(nil, ch, d, b.m.delMesh, b.m.latMesh)

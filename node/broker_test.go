@@ -49,7 +49,8 @@ func (l *interestLog) RemoveInterest(ch string) {
 
 type fwdLog struct{ n atomic.Int64 }
 
-func (f *fwdLog) Publish(string, []byte) { f.n.Add(1) }
+func (f *fwdLog) Publish(string, []byte)                     { f.n.Add(1) }
+func (f *fwdLog) PublishWithPosition(string, []byte, []byte) { f.n.Add(1) }
 
 func TestBrokerInterestTransitions(t *testing.T) {
 	il := &interestLog{}
@@ -86,7 +87,7 @@ func TestBrokerDeliversExactChannelOnceAndForwards(t *testing.T) {
 	b.Publish("chat", json.RawMessage(`1`))
 	b.Publish("chatroom", json.RawMessage(`2`))
 	b.Publish("nobody", json.RawMessage(`3`))
-	b.DeliverRemote("chat", []byte(`4`))
+	b.DeliverRemote("chat", []byte(`4`), nil)
 	if got := chat.got(); len(got) != 2 || got[0] != `{"event":"#publish","data":{"channel":"chat","data":1}}` {
 		t.Fatalf("chat got %v", got)
 	}

@@ -10,9 +10,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sockmesh/sockmesh/pace"
 	"github.com/sockmesh/sockmesh/scproto"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Recovery across reconnects (docs/recovery.md): on the channels that opt in, every node that
@@ -98,25 +100,74 @@ func (c RecoverConfig) longestAge() time.Duration {
 // enabled reports whether any channel recovers.
 func (c RecoverConfig) enabled() bool { return len(c.Channels) > 0 || len(c.Rules) > 0 }
 
-// posPrefix marks a publication that travels the mesh with its position: a byte no JSON
-// value starts with, then origin NUL sequence NUL time (unix ns at the origin) NUL, then the
-// data. The mesh carries data opaquely; a node of an earlier version would hand it to
-// clients as it is, so recovery channels are configured once every node runs this version.
-const posPrefix = 0x00
-
-func withPosition(origin string, seq uint64, at int64, data []byte) []byte {
-	b := make([]byte, 0, 3+len(origin)+40+len(data))
-	b = append(b, posPrefix)
-	b = append(b, origin...)
-	b = append(b, 0)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, 0)
-	b = strconv.AppendInt(b, at, 10)
-	b = append(b, 0)
-	return append(b, data...)
+// encodePosition is a publication's position as it travels the mesh: a meshpb.Position in
+// the mesh Publication's position field (mesh.PublishWithPosition), encoded by hand, as the
+// mesh encodes its batches (wire-compatible: TestPositionEncodingMatchesProto).
+func encodePosition(origin string, seq uint64, at int64) []byte {
+	b := make([]byte, 0, len(origin)+protowire.SizeVarint(uint64(len(origin)))+protowire.SizeVarint(seq)+12)
+	// proto3 leaves zero values out (only a time of exactly 0 is ever one here).
+	if origin != "" {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, origin)
+	}
+	if seq != 0 {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, seq)
+	}
+	if at != 0 {
+		b = protowire.AppendTag(b, 3, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, uint64(at))
+	}
+	return b
 }
 
-// splitPosition undoes withPosition; ok is false for data without a position.
+// decodePosition reads a position a peer sent (encodePosition's, or a later version's with
+// fields this one skips). ok is false for anything that is not a whole position with an
+// origin and a sequence: the publication is then delivered without one.
+func decodePosition(b []byte) (origin string, seq uint64, at int64, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", 0, 0, false
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || len(v) > maxOriginLen { // as in a fetch reply
+				return "", 0, 0, false
+			}
+			origin, b = string(v), b[n:]
+		case num == 2 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return "", 0, 0, false
+			}
+			seq, b = v, b[n:]
+		case num == 3 && typ == protowire.Fixed64Type:
+			v, n := protowire.ConsumeFixed64(b)
+			if n < 0 {
+				return "", 0, 0, false
+			}
+			at, b = int64(v), b[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return "", 0, 0, false
+			}
+			b = b[n:]
+		}
+	}
+	return origin, seq, at, origin != "" && seq != 0 && utf8.ValidString(origin)
+}
+
+// posPrefix marks a publication from a node of the version before the position field: its
+// position travelled as a prefix on the data (a byte no JSON value starts with, then origin
+// NUL sequence NUL time NUL, then the data). Still read, so that such a node's publications
+// keep their positions during a rolling upgrade; never written.
+const posPrefix = 0x00
+
+// splitPosition reads a posPrefix publication; ok is false for data without a position.
 func splitPosition(b []byte) (origin string, seq uint64, at int64, data []byte, ok bool) {
 	if len(b) == 0 || b[0] != posPrefix {
 		return "", 0, 0, b, false

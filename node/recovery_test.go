@@ -7,10 +7,29 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sockmesh/sockmesh/proto/meshpb"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
+
+// withPosition is how a node of the version before the position field sent a positioned
+// publication (posPrefix), for the tests of reading it.
+func withPosition(origin string, seq uint64, at int64, data []byte) []byte {
+	b := make([]byte, 0, 3+len(origin)+40+len(data))
+	b = append(b, posPrefix)
+	b = append(b, origin...)
+	b = append(b, 0)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, 0)
+	b = strconv.AppendInt(b, at, 10)
+	b = append(b, 0)
+	return append(b, data...)
+}
 
 func TestPositionPrefixRoundTrip(t *testing.T) {
 	b := withPosition("n1-abc", 42, 1234567, []byte(`{"x":1}`))
@@ -35,6 +54,69 @@ func FuzzSplitPosition(f *testing.F) {
 		}
 		if again := withPosition(o, seq, at, d); len(again) > len(b)+40 {
 			t.Fatalf("round trip grew: %q -> %q", b, again)
+		}
+	})
+}
+
+// The position field is what protobuf makes of meshpb.Position, byte for byte, and reads back
+// what protobuf writes, whatever a later version adds; anything else is no position.
+func TestPositionEncodingMatchesProto(t *testing.T) {
+	for _, c := range []struct {
+		origin string
+		seq    uint64
+		at     int64
+	}{{"n1-abc", 1, 1795630000123456789}, {"ü~3", math.MaxUint64, -1}, {strings.Repeat("o", maxOriginLen), 42, 0}} {
+		enc := encodePosition(c.origin, c.seq, c.at)
+		want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&meshpb.Position{Origin: c.origin, Seq: c.seq, UnixNano: c.at})
+		if !bytes.Equal(enc, want) {
+			t.Errorf("%+v: encoded %x, protobuf %x", c, enc, want)
+		}
+		if o, seq, at, ok := decodePosition(want); !ok || o != c.origin || seq != c.seq || at != c.at {
+			t.Errorf("%+v: decoded %q %d %d %v", c, o, seq, at, ok)
+		}
+		// A later version's extra fields are skipped.
+		later := protowire.AppendString(protowire.AppendTag(append([]byte(nil), want...), 9, protowire.BytesType), "zone-b")
+		later = protowire.AppendVarint(protowire.AppendTag(later, 10, protowire.VarintType), 7)
+		if o, seq, _, ok := decodePosition(later); !ok || o != c.origin || seq != c.seq {
+			t.Errorf("%+v with later fields: %q %d %v", c, o, seq, ok)
+		}
+	}
+	good := encodePosition("o", 5, 9)
+	huge := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.BytesType), math.MaxUint64) // a length near 2^64
+	for name, b := range map[string][]byte{
+		"empty":              nil,
+		"no origin":          encodePosition("", 5, 9),
+		"sequence 0":         encodePosition("o", 0, 9),
+		"origin too long":    encodePosition(strings.Repeat("o", maxOriginLen+1), 5, 9),
+		"origin not UTF-8":   encodePosition("o\xff", 5, 9),
+		"truncated":          good[:len(good)-3],
+		"length near 2^64":   append(huge, 'o'),
+		"wrong wire type":    protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 5),
+		"bad tag":            {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"JSON":               []byte(`{"origin":"o"}`),
+		"group (deprecated)": protowire.AppendTag(nil, 4, protowire.StartGroupType),
+	} {
+		if o, seq, at, ok := decodePosition(b); ok {
+			t.Errorf("%s: taken for a position: %q %d %d", name, o, seq, at)
+		}
+	}
+}
+
+// FuzzDecodePosition: never panics, and a position it accepts is one protobuf reads the same.
+func FuzzDecodePosition(f *testing.F) {
+	f.Add(encodePosition("n1-abc", 42, 1795630000123456789))
+	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, seq, at, ok := decodePosition(b)
+		if !ok {
+			return
+		}
+		var p meshpb.Position
+		if err := proto.Unmarshal(b, &p); err != nil {
+			t.Fatalf("accepted %x, which protobuf refuses: %v", b, err)
+		}
+		if p.Origin != o || p.Seq != seq || p.UnixNano != at {
+			t.Fatalf("%x: decoded %q %d %d, protobuf %q %d %d", b, o, seq, at, p.Origin, p.Seq, p.UnixNano)
 		}
 	})
 }

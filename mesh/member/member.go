@@ -182,7 +182,7 @@ func (mb *Member) handlers(channel string) []*Subscription {
 	return mb.subs[channel]
 }
 
-func (mb *Member) deliver(channel string, data []byte) {
+func (mb *Member) deliver(channel string, data, _ []byte) {
 	for _, s := range mb.handlers(channel) {
 		s.h(channel, data)
 	}
@@ -213,7 +213,7 @@ func (mb *Member) Publish(channel string, data any) error {
 	}
 	b = append([]byte(nil), b...) // the mesh retains it until sent
 	mb.m.Publish(channel, b)
-	mb.deliver(channel, b)
+	mb.deliver(channel, b, nil)
 	return nil
 }
 

@@ -37,7 +37,7 @@ func TestMemberPublishesAndReceivesThroughANode(t *testing.T) {
 	}
 	defer n.Shutdown(ctx)
 
-	if _, err := member.New(mesh.Config{Name: "x", Deliver: func(string, []byte) {}}); err == nil {
+	if _, err := member.New(mesh.Config{Name: "x", Deliver: func(string, []byte, []byte) {}}); err == nil {
 		t.Fatal("a Deliver of one's own was accepted")
 	}
 	mb, err := member.New(mesh.Config{Name: "backend", MeshAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",

@@ -479,9 +479,14 @@ func (x *Batch) GetRetransmit() bool {
 
 // Publication is one channel message; data is the opaque payload.
 type Publication struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Data    []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// A publication of a recovery channel (docs/recovery.md): an encoded Position, kept opaque
+	// by the mesh (queued, retained for retransmission and repaired with the publication) and
+	// read by the receiving node. Empty on other channels. A node of an earlier version ignores
+	// it and hands its clients data alone.
+	Position      []byte `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -530,6 +535,78 @@ func (x *Publication) GetData() []byte {
 	return nil
 }
 
+func (x *Publication) GetPosition() []byte {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+// Position is where a publication stands in its origin's stream of one channel.
+type Position struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The origin: the publishing node's incarnation (its Serf name), or a ring made again
+	// after it was reclaimed (name~n).
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// The origin's sequence on the channel, from 1, gap-free.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// When the origin took the publication (Unix nanoseconds, its clock).
+	UnixNano      int64 `protobuf:"fixed64,3,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Position) Reset() {
+	*x = Position{}
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Position) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Position) ProtoMessage() {}
+
+func (x *Position) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Position.ProtoReflect.Descriptor instead.
+func (*Position) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Position) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *Position) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Position) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
 // Heartbeat is sent on the control topic at a fixed interval.
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -553,7 +630,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +642,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +655,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Heartbeat) GetInterestVersion() uint64 {
@@ -622,7 +699,7 @@ type LinkTail struct {
 
 func (x *LinkTail) Reset() {
 	*x = LinkTail{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +711,7 @@ func (x *LinkTail) String() string {
 func (*LinkTail) ProtoMessage() {}
 
 func (x *LinkTail) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +724,7 @@ func (x *LinkTail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkTail.ProtoReflect.Descriptor instead.
 func (*LinkTail) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LinkTail) GetTarget() string {
@@ -687,7 +764,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +776,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +789,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RepairRequest) GetEpoch() uint64 {
@@ -759,7 +836,7 @@ type RepairReply struct {
 
 func (x *RepairReply) Reset() {
 	*x = RepairReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +848,7 @@ func (x *RepairReply) String() string {
 func (*RepairReply) ProtoMessage() {}
 
 func (x *RepairReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +861,7 @@ func (x *RepairReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairReply.ProtoReflect.Descriptor instead.
 func (*RepairReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RepairReply) GetEpoch() uint64 {
@@ -839,7 +916,7 @@ type InterestDelta struct {
 
 func (x *InterestDelta) Reset() {
 	*x = InterestDelta{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +928,7 @@ func (x *InterestDelta) String() string {
 func (*InterestDelta) ProtoMessage() {}
 
 func (x *InterestDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +941,7 @@ func (x *InterestDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterestDelta.ProtoReflect.Descriptor instead.
 func (*InterestDelta) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InterestDelta) GetVersion() uint64 {
@@ -904,7 +981,7 @@ type InterestSnapshot struct {
 
 func (x *InterestSnapshot) Reset() {
 	*x = InterestSnapshot{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +993,7 @@ func (x *InterestSnapshot) String() string {
 func (*InterestSnapshot) ProtoMessage() {}
 
 func (x *InterestSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1006,7 @@ func (x *InterestSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterestSnapshot.ProtoReflect.Descriptor instead.
 func (*InterestSnapshot) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InterestSnapshot) GetVersion() uint64 {
@@ -978,7 +1055,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1067,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1080,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotRequest) GetKnownVersion() uint64 {
@@ -1050,10 +1127,15 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x0esent_unix_nano\x18\x04 \x01(\x06R\fsentUnixNano\x12\x1e\n" +
 	"\n" +
 	"retransmit\x18\x05 \x01(\bR\n" +
-	"retransmit\";\n" +
+	"retransmit\"W\n" +
 	"\vPublication\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xb8\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
+	"\bposition\x18\x03 \x01(\fR\bposition\"Q\n" +
+	"\bPosition\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tunix_nano\x18\x03 \x01(\x10R\bunixNano\"\xb8\x01\n" +
 	"\tHeartbeat\x12)\n" +
 	"\x10interest_version\x18\x01 \x01(\x04R\x0finterestVersion\x12'\n" +
 	"\x0finterest_digest\x18\x02 \x01(\x04R\x0einterestDigest\x12%\n" +
@@ -1098,34 +1180,35 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 	return file_meshpb_mesh_proto_rawDescData
 }
 
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(*Envelope)(nil),         // 0: sockmesh.mesh.v1.Envelope
 	(*FetchRequest)(nil),     // 1: sockmesh.mesh.v1.FetchRequest
 	(*FetchReply)(nil),       // 2: sockmesh.mesh.v1.FetchReply
 	(*Batch)(nil),            // 3: sockmesh.mesh.v1.Batch
 	(*Publication)(nil),      // 4: sockmesh.mesh.v1.Publication
-	(*Heartbeat)(nil),        // 5: sockmesh.mesh.v1.Heartbeat
-	(*LinkTail)(nil),         // 6: sockmesh.mesh.v1.LinkTail
-	(*RepairRequest)(nil),    // 7: sockmesh.mesh.v1.RepairRequest
-	(*RepairReply)(nil),      // 8: sockmesh.mesh.v1.RepairReply
-	(*InterestDelta)(nil),    // 9: sockmesh.mesh.v1.InterestDelta
-	(*InterestSnapshot)(nil), // 10: sockmesh.mesh.v1.InterestSnapshot
-	(*SnapshotRequest)(nil),  // 11: sockmesh.mesh.v1.SnapshotRequest
+	(*Position)(nil),         // 5: sockmesh.mesh.v1.Position
+	(*Heartbeat)(nil),        // 6: sockmesh.mesh.v1.Heartbeat
+	(*LinkTail)(nil),         // 7: sockmesh.mesh.v1.LinkTail
+	(*RepairRequest)(nil),    // 8: sockmesh.mesh.v1.RepairRequest
+	(*RepairReply)(nil),      // 9: sockmesh.mesh.v1.RepairReply
+	(*InterestDelta)(nil),    // 10: sockmesh.mesh.v1.InterestDelta
+	(*InterestSnapshot)(nil), // 11: sockmesh.mesh.v1.InterestSnapshot
+	(*SnapshotRequest)(nil),  // 12: sockmesh.mesh.v1.SnapshotRequest
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	3,  // 0: sockmesh.mesh.v1.Envelope.batch:type_name -> sockmesh.mesh.v1.Batch
-	5,  // 1: sockmesh.mesh.v1.Envelope.heartbeat:type_name -> sockmesh.mesh.v1.Heartbeat
-	9,  // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
-	10, // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
-	11, // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
-	7,  // 5: sockmesh.mesh.v1.Envelope.repair_request:type_name -> sockmesh.mesh.v1.RepairRequest
-	8,  // 6: sockmesh.mesh.v1.Envelope.repair_reply:type_name -> sockmesh.mesh.v1.RepairReply
-	6,  // 7: sockmesh.mesh.v1.Envelope.tail:type_name -> sockmesh.mesh.v1.LinkTail
+	6,  // 1: sockmesh.mesh.v1.Envelope.heartbeat:type_name -> sockmesh.mesh.v1.Heartbeat
+	10, // 2: sockmesh.mesh.v1.Envelope.delta:type_name -> sockmesh.mesh.v1.InterestDelta
+	11, // 3: sockmesh.mesh.v1.Envelope.snapshot:type_name -> sockmesh.mesh.v1.InterestSnapshot
+	12, // 4: sockmesh.mesh.v1.Envelope.snapshot_request:type_name -> sockmesh.mesh.v1.SnapshotRequest
+	8,  // 5: sockmesh.mesh.v1.Envelope.repair_request:type_name -> sockmesh.mesh.v1.RepairRequest
+	9,  // 6: sockmesh.mesh.v1.Envelope.repair_reply:type_name -> sockmesh.mesh.v1.RepairReply
+	7,  // 7: sockmesh.mesh.v1.Envelope.tail:type_name -> sockmesh.mesh.v1.LinkTail
 	1,  // 8: sockmesh.mesh.v1.Envelope.fetch_request:type_name -> sockmesh.mesh.v1.FetchRequest
 	2,  // 9: sockmesh.mesh.v1.Envelope.fetch_reply:type_name -> sockmesh.mesh.v1.FetchReply
 	4,  // 10: sockmesh.mesh.v1.Batch.publications:type_name -> sockmesh.mesh.v1.Publication
-	6,  // 11: sockmesh.mesh.v1.Heartbeat.tails:type_name -> sockmesh.mesh.v1.LinkTail
+	7,  // 11: sockmesh.mesh.v1.Heartbeat.tails:type_name -> sockmesh.mesh.v1.LinkTail
 	12, // [12:12] is the sub-list for method output_type
 	12, // [12:12] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
@@ -1156,7 +1239,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
