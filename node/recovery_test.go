@@ -83,7 +83,16 @@ func TestPositionEncodingMatchesProto(t *testing.T) {
 	}
 	good := encodePosition("o", 5, 9)
 	huge := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.BytesType), math.MaxUint64) // a length near 2^64
+	// A member's frame-sized position (1 MiB in one field): refused when it is the origin,
+	// skipped in one pass when it is a field this version does not know.
+	mib := bytes.Repeat([]byte("o"), 1<<20)
+	bigUnknown := protowire.AppendBytes(protowire.AppendTag(append([]byte(nil), good...), 15, protowire.BytesType), mib)
+	if o, seq, _, ok := decodePosition(bigUnknown); !ok || o != "o" || seq != 5 {
+		t.Errorf("a position with a 1 MiB unknown field: %q %d %v", o, seq, ok)
+	}
 	for name, b := range map[string][]byte{
+		"1 MiB origin":       protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), mib),
+		"1 MiB, no origin":   protowire.AppendBytes(protowire.AppendTag(nil, 15, protowire.BytesType), mib),
 		"empty":              nil,
 		"no origin":          encodePosition("", 5, 9),
 		"sequence 0":         encodePosition("o", 0, 9),
